@@ -1,1 +1,4 @@
 
+pub mod fixture;
+pub mod faultproxy;
+pub mod s3server;

@@ -1,1 +1,49 @@
-//! (being written)
+//! The archive format: what plex-burst writes and what it reads.
+//!
+//! Written (`pack`): a tar stream compressed with multi-threaded zstd (frame
+//! checksums on), entries `Plug-in Support/Databases/<file>`, regular files
+//! only, sorted, with stable headers (mode, size, mtime; uid/gid 0, no user
+//! names). The same folder always gives the same bytes, whatever the number
+//! of zstd workers: a resumed multipart upload relies on re-producing
+//! identical parts. The `Manifest` (per-file size and sha256, digest of the
+//! compressed stream) travels beside the archive, not inside it.
+//!
+//! Read (`unpack`): tar.zst, or the user's tar.gz, detected by magic bytes.
+//! Only entries under a `Plug-in Support/Databases/` component sequence are
+//! kept, whatever the root prefix; the rest is counted and skipped.
+//!
+//! Safety decisions (a Plex `Databases` folder holds only regular files and
+//! folders, so anything else is refused rather than interpreted):
+//! - anywhere in the archive: absolute paths, `..` components and NUL bytes
+//!   are refused, even in entries that would be skipped;
+//! - inside the kept folder: symbolic and hard links (whatever their
+//!   target), devices, fifos, sparse and unknown entry types, names that are
+//!   not UTF-8, and duplicate entries are refused; outside it they are only
+//!   skipped, since nothing is written for them;
+//! - extraction goes into a fresh `.<name>.partial-<pid>` folder beside the
+//!   destination; files are created with `O_NOFOLLOW` + `create_new`, so no
+//!   existing path is ever followed or overwritten;
+//! - only after the whole stream was read and every digest matched is the
+//!   folder fsynced and swapped into place (atomic exchange); any failure
+//!   removes the partial folder and leaves the destination untouched.
+
+mod decode;
+mod error;
+mod extract;
+mod hashing;
+mod manifest;
+mod pack;
+mod safety;
+mod staging;
+mod unpack;
+
+pub use error::{ArchiveError, Unsafe};
+pub use manifest::{
+    ArchiveDigest, Compression, FORMAT_VERSION, FileEntry, Manifest, ManifestError,
+};
+pub use pack::{PackOptions, pack};
+pub use unpack::{Expectation, UnpackReport, unpack};
+
+/// Where the Plex databases live inside an archive (and inside a Plex data
+/// folder): the two path components every reader looks for.
+pub const DATABASES_COMPONENTS: [&str; 2] = ["Plug-in Support", "Databases"];

@@ -1,1 +1,181 @@
-//! (being written)
+//! The Plex DB toolkit: everything plex-burst does to a Plex library
+//! database file (`com.plexapp.plugins.library.db`).
+//!
+//! A real Plex DB declares virtual tables whose modules stock SQLite lacks
+//! (FTS4 with the `collating` tokenizer, `spellfix1`), and triggers that
+//! write to them. Every function here works with the bundled stock SQLite
+//! anyway: it never instantiates those tables and never writes a table that
+//! has such a trigger.
+
+pub mod coverage;
+pub mod integrity;
+mod paths;
+pub mod remap;
+pub mod repair;
+pub mod stats;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+pub use coverage::CoverageReport;
+pub use integrity::IntegrityReport;
+pub use paths::PathMapping;
+pub use remap::RemapReport;
+pub use repair::RepairReport;
+pub use stats::Stats;
+
+/// How long a statement waits for a lock held by another process (Plex
+/// checkpointing, a scanner) before failing with [`PlexDbError::Busy`].
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Tables every Plex library DB has; their absence means a wrong file.
+const PLEX_TABLES: [&str; 4] = ["library_sections", "section_locations", "metadata_items", "media_parts"];
+
+/// What can go wrong; every message is one line naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum PlexDbError {
+    #[error("database not found: {}", .0.display())]
+    NotFound(PathBuf),
+    #[error("database file is empty: {}", .0.display())]
+    Empty(PathBuf),
+    #[error("not a SQLite database: {}", .0.display())]
+    NotADatabase(PathBuf),
+    #[error("not a Plex library database: {} has no table {table:?}", path.display())]
+    NotPlexLibrary { path: PathBuf, table: &'static str },
+    /// `table` is the table whose check failed, when known; `more` counts
+    /// the further problems found.
+    #[error("database is corrupt: {}: {}{problem}{}", path.display(),
+        table.as_ref().map(|t| format!("table {t:?}: ")).unwrap_or_default(),
+        if *more > 0 { format!(" (and {more} more problems)") } else { String::new() })]
+    Corrupt { path: PathBuf, table: Option<String>, problem: String, more: usize },
+    #[error("database is locked by another process: {}", .0.display())]
+    Busy(PathBuf),
+    #[error("SQLite error on {}: {source}", path.display())]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("invalid path mapping {from:?} -> {to:?}: {reason}")]
+    BadMapping { from: String, to: String, reason: &'static str },
+    #[error("remap refused on {}: trigger {trigger:?} on table {table:?} needs Plex's own SQLite modules", path.display())]
+    UnsafeTrigger { path: PathBuf, trigger: String, table: String },
+    #[error("remap of {} aborted, nothing written: {detail}", path.display())]
+    RemapAborted { path: PathBuf, detail: String },
+    #[error("{}", .0)]
+    NotCovered(String),
+    #[error("{} failed on {}: {detail}", tool.display(), path.display())]
+    Tool { tool: PathBuf, path: PathBuf, detail: String },
+    #[error("recovery of {} failed, original left untouched: {detail}", path.display())]
+    RecoveryFailed { path: PathBuf, detail: String },
+}
+
+impl PlexDbError {
+    /// Classifies a SQLite error met while working on `path`.
+    pub(crate) fn sqlite(path: &Path, source: rusqlite::Error) -> PlexDbError {
+        let path = path.to_path_buf();
+        match source.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase) => PlexDbError::NotADatabase(path),
+            Some(ErrorCode::DatabaseCorrupt) => {
+                PlexDbError::Corrupt { path, table: None, problem: first_line(&source.to_string()), more: 0 }
+            }
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => PlexDbError::Busy(path),
+            _ => PlexDbError::Sqlite { path, source },
+        }
+    }
+
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> PlexDbError {
+        PlexDbError::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// Opens an existing DB read-only: the file, its WAL and its schema are
+/// never written, and a missing path is an error, never a new file. Fails
+/// with [`PlexDbError::NotADatabase`] at once for a file that is not SQLite.
+pub fn open_read_only(path: &Path) -> Result<Connection, PlexDbError> {
+    open(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+}
+
+/// Opens an existing DB for writing; never creates one.
+pub fn open_for_write(path: &Path) -> Result<Connection, PlexDbError> {
+    open(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+}
+
+fn open(path: &Path, mode: OpenFlags) -> Result<Connection, PlexDbError> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => PlexDbError::NotFound(path.to_path_buf()),
+        _ => PlexDbError::io(path, e),
+    })?;
+    if !meta.is_file() {
+        return Err(PlexDbError::NotADatabase(path.to_path_buf()));
+    }
+    // SQLite treats an empty file as a valid empty database: say what it is.
+    if meta.len() == 0 {
+        return Err(PlexDbError::Empty(path.to_path_buf()));
+    }
+    // No SQLITE_OPEN_CREATE: a path that vanished in between is an error.
+    let flags = mode | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| PlexDbError::sqlite(path, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| PlexDbError::sqlite(path, e))?;
+    // Opening is lazy: read the header now so that garbage fails here.
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
+        .map_err(|e| PlexDbError::sqlite(path, e))?;
+    Ok(conn)
+}
+
+/// Fails unless `conn` holds the tables of a Plex library DB.
+pub(crate) fn ensure_plex_library(conn: &Connection, path: &Path) -> Result<(), PlexDbError> {
+    let mut stmt = conn
+        .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1")
+        .map_err(|e| PlexDbError::sqlite(path, e))?;
+    for table in PLEX_TABLES {
+        let present = stmt.exists([table]).map_err(|e| PlexDbError::sqlite(path, e))?;
+        if !present {
+            return Err(PlexDbError::NotPlexLibrary { path: path.to_path_buf(), table });
+        }
+    }
+    Ok(())
+}
+
+/// Opens read-only and checks that the file is a Plex library DB.
+pub(crate) fn open_plex_read_only(path: &Path) -> Result<Connection, PlexDbError> {
+    let conn = open_read_only(path)?;
+    ensure_plex_library(&conn, path)?;
+    Ok(conn)
+}
+
+/// A fresh path in `dir` for a copy of `db`, e.g.
+/// `com.plexapp.plugins.library.db.20261123T210512Z.pre-remap`; never one
+/// that exists.
+pub(crate) fn backup_path(db: &Path, dir: &Path, purpose: &str) -> Result<PathBuf, PlexDbError> {
+    std::fs::create_dir_all(dir).map_err(|e| PlexDbError::io(dir, e))?;
+    let name = db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "plex.db".into());
+    // RFC 3339 without the separators a file name does not want.
+    let stamp: String = humantime::format_rfc3339_seconds(SystemTime::now())
+        .to_string()
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':'))
+        .collect();
+    for n in 0u32.. {
+        let suffix = if n == 0 { String::new() } else { format!("-{n}") };
+        let candidate = dir.join(format!("{name}.{stamp}{suffix}.{purpose}"));
+        if !candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    unreachable!("u32 ran out of backup names")
+}
+
+/// Flushes a directory entry (a rename or a new file) to disk.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), PlexDbError> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| PlexDbError::io(dir, e))
+}
+
+pub(crate) fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().trim().to_string()
+}
+
+/// `name` quoted as an SQL identifier.
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}

@@ -1,0 +1,334 @@
+//! The writing half of `unpack`: tar entries → safety checks → sha256 →
+//! files in the staging folder, checked against the manifest as they come.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::decode::stream_error;
+use super::error::{ArchiveError, Unsafe};
+use super::hashing::Digester;
+use super::manifest::{FileEntry, Manifest};
+use super::safety::{self, Placement};
+
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// What landed in the staging folder.
+pub(crate) struct Extracted {
+    pub files: Vec<FileEntry>,
+    pub dirs: Vec<PathBuf>,
+    pub bytes_written: u64,
+    pub skipped_entries: u64,
+    pub root_prefix: String,
+}
+
+/// Extracts the `Databases` folder of the tar stream into `staging`, then
+/// reads the stream to its end. `dest` only names the destination in errors.
+pub(crate) fn extract(
+    stream: impl Read,
+    staging: &Path,
+    dest: &Path,
+    manifest: Option<&Manifest>,
+    consumed: &AtomicU64,
+) -> Result<Extracted, ArchiveError> {
+    let mut state = Extraction {
+        staging,
+        dest,
+        expected: manifest.map(|m| m.files.iter().map(|f| (f.path.as_str(), f)).collect()),
+        expected_total: manifest.map(Manifest::total_size),
+        consumed,
+        prefix: None,
+        files: Vec::new(),
+        dirs: Vec::new(),
+        bytes_written: 0,
+        skipped: 0,
+        buffer: vec![0u8; WRITE_BUFFER],
+    };
+    let mut archive = tar::Archive::new(stream);
+    let entries = archive.entries().map_err(|e| state.stream_error(e))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| state.stream_error(e))?;
+        state.entry(&mut entry)?;
+    }
+    // Past the end-of-archive blocks: read on, so the decoder reaches (and
+    // checks) the end of the compressed stream.
+    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(|e| state.stream_error(e))?;
+    state.finish()
+}
+
+struct Extraction<'a> {
+    staging: &'a Path,
+    dest: &'a Path,
+    expected: Option<HashMap<&'a str, &'a FileEntry>>,
+    expected_total: Option<u64>,
+    consumed: &'a AtomicU64,
+    prefix: Option<String>,
+    files: Vec<FileEntry>,
+    dirs: Vec<PathBuf>,
+    bytes_written: u64,
+    skipped: u64,
+    buffer: Vec<u8>,
+}
+
+impl Extraction<'_> {
+    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), ArchiveError> {
+        use tar::EntryType as T;
+        let kind = entry.header().entry_type();
+        if kind.is_pax_global_extensions() {
+            return Ok(()); // metadata for the whole archive, not a member
+        }
+        let raw = entry.path_bytes().into_owned();
+        let refuse = |reason| ArchiveError::UnsafeEntry {
+            entry: String::from_utf8_lossy(&raw).into_owned(),
+            reason,
+        };
+        let (prefix, rel) = match safety::place(&raw).map_err(refuse)? {
+            Placement::Outside => {
+                self.skipped += 1;
+                return Ok(());
+            }
+            Placement::Root { prefix } => (prefix, None),
+            Placement::Inside { prefix, rel } => (prefix, Some(rel)),
+        };
+        self.claim_prefix(prefix)?;
+        let link_target = || {
+            entry
+                .link_name_bytes()
+                .map(|t| String::from_utf8_lossy(&t).into_owned())
+                .unwrap_or_default()
+        };
+        let Some(rel) = rel else {
+            return match kind {
+                T::Directory => Ok(()),
+                _ => Err(refuse(Unsafe::RootNotFolder)),
+            };
+        };
+        match kind {
+            T::Regular | T::Continuous => self.write_file(rel, entry),
+            T::Directory => self.create_dirs(&rel),
+            T::Symlink => Err(refuse(Unsafe::SymbolicLink {
+                target: link_target(),
+            })),
+            T::Link => Err(refuse(Unsafe::HardLink {
+                target: link_target(),
+            })),
+            T::Char => Err(refuse(Unsafe::Special {
+                kind: "character device",
+            })),
+            T::Block => Err(refuse(Unsafe::Special {
+                kind: "block device",
+            })),
+            T::Fifo => Err(refuse(Unsafe::Special { kind: "fifo" })),
+            T::GNUSparse => Err(refuse(Unsafe::Special {
+                kind: "sparse file (unsupported)",
+            })),
+            _ => Err(refuse(Unsafe::Special {
+                kind: "member of an unsupported type",
+            })),
+        }
+    }
+
+    /// All kept entries must share one prefix: two would mean two Plex
+    /// installations in one archive, and no way to tell which is meant.
+    fn claim_prefix(&mut self, prefix: String) -> Result<(), ArchiveError> {
+        match &self.prefix {
+            None => self.prefix = Some(prefix),
+            Some(first) if *first != prefix => {
+                return Err(ArchiveError::AmbiguousRoot {
+                    first: first.clone(),
+                    second: prefix,
+                });
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    fn write_file<R: Read>(
+        &mut self,
+        rel: String,
+        entry: &mut tar::Entry<'_, R>,
+    ) -> Result<(), ArchiveError> {
+        let size = entry.size();
+        let mode = entry.header().mode().unwrap_or(0o644);
+        let mtime = entry.header().mtime().unwrap_or(0);
+        let expected = match &self.expected {
+            None => None,
+            Some(expected) => match expected.get(rel.as_str()) {
+                None => return Err(ArchiveError::UnexpectedFile { path: rel }),
+                Some(f) if f.size != size => {
+                    return Err(ArchiveError::FileSizeMismatch {
+                        path: rel,
+                        expected: f.size,
+                        actual: size,
+                    });
+                }
+                Some(f) => Some(f.sha256.clone()),
+            },
+        };
+        if let Some((parent, _)) = rel.rsplit_once('/') {
+            self.create_dirs(parent)?;
+        }
+        let path = self.staging.join(&rel);
+        // create_new + O_NOFOLLOW: never follows or reuses an existing path.
+        let mut file = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(ArchiveError::UnsafeEntry {
+                    entry: rel,
+                    reason: Unsafe::Duplicate,
+                });
+            }
+            Err(e) => return Err(self.write_error(e, &rel, &path, size)),
+        };
+
+        let mut digest = Digester::default();
+        loop {
+            let n = match entry.read(&mut self.buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.stream_error(e)),
+            };
+            if let Err(e) = file.write_all(&self.buffer[..n]) {
+                return Err(self.write_error(e, &rel, &path, size - digest.bytes()));
+            }
+            digest.update(&self.buffer[..n]);
+            self.bytes_written += n as u64;
+        }
+        if digest.bytes() != size {
+            return Err(ArchiveError::Truncated {
+                after: self.consumed.load(Ordering::Relaxed),
+            });
+        }
+        self.finish_file(&file, &rel, &path, mode, mtime)?;
+        let sha256 = digest.finish();
+        if let Some(expected) = expected
+            && expected != sha256
+        {
+            return Err(ArchiveError::FileDigestMismatch {
+                path: rel,
+                expected,
+                actual: sha256,
+            });
+        }
+        self.files.push(FileEntry {
+            path: rel,
+            size,
+            sha256,
+        });
+        Ok(())
+    }
+
+    /// Mode (owner keeps read/write: Plex must write its databases),
+    /// mtime, and durability.
+    fn finish_file(
+        &self,
+        file: &File,
+        rel: &str,
+        path: &Path,
+        mode: u32,
+        mtime: u64,
+    ) -> Result<(), ArchiveError> {
+        file.set_permissions(Permissions::from_mode((mode & 0o777) | 0o600))
+            .and_then(|()| file.set_modified(UNIX_EPOCH + Duration::from_secs(mtime)))
+            .and_then(|()| file.sync_all())
+            .map_err(|e| self.write_error(e, rel, path, 0))
+    }
+
+    /// Creates the folders of `rel` (a `/`-joined relative path) that do not
+    /// exist yet. The staging folder is fresh and holds nothing but what we
+    /// created, so an existing non-folder means the archive clashes.
+    fn create_dirs(&mut self, rel: &str) -> Result<(), ArchiveError> {
+        let mut path = self.staging.to_path_buf();
+        for component in rel.split('/') {
+            path.push(component);
+            match fs::create_dir(&path) {
+                Ok(()) => self.dirs.push(path.clone()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let is_dir = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());
+                    if !is_dir {
+                        return Err(ArchiveError::UnsafeEntry {
+                            entry: rel.to_string(),
+                            reason: Unsafe::Duplicate,
+                        });
+                    }
+                }
+                Err(e) => return Err(self.write_error(e, rel, &path, 0)),
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Extracted, ArchiveError> {
+        let Some(root_prefix) = self.prefix else {
+            return Err(ArchiveError::NoDatabasesFolder {
+                skipped: self.skipped,
+            });
+        };
+        match &self.expected {
+            Some(expected) => {
+                let written: HashSet<&str> = self.files.iter().map(|f| f.path.as_str()).collect();
+                let mut missing: Vec<&str> = expected
+                    .keys()
+                    .filter(|path| !written.contains(*path))
+                    .copied()
+                    .collect();
+                missing.sort_unstable();
+                if let Some(path) = missing.first() {
+                    return Err(ArchiveError::MissingFile {
+                        path: path.to_string(),
+                    });
+                }
+            }
+            // Without a manifest, an empty folder is far likelier a wrong
+            // archive than a wish to wipe the databases.
+            None if self.files.is_empty() => {
+                return Err(ArchiveError::EmptyDatabasesFolder {
+                    prefix: root_prefix,
+                });
+            }
+            None => {}
+        }
+        Ok(Extracted {
+            files: self.files,
+            dirs: self.dirs,
+            bytes_written: self.bytes_written,
+            skipped_entries: self.skipped,
+            root_prefix,
+        })
+    }
+
+    fn stream_error(&self, e: io::Error) -> ArchiveError {
+        stream_error(e, self.consumed.load(Ordering::Relaxed))
+    }
+
+    /// A failed write: a full disk is named as such, with what is missing.
+    fn write_error(&self, e: io::Error, rel: &str, path: &Path, file_left: u64) -> ArchiveError {
+        let full = e.kind() == io::ErrorKind::StorageFull
+            || e.kind() == io::ErrorKind::QuotaExceeded
+            || e.raw_os_error() == Some(libc::EDQUOT);
+        if !full {
+            return ArchiveError::io("write", path, e);
+        }
+        let need = match self.expected_total {
+            Some(total) => total.saturating_sub(self.bytes_written),
+            None => file_left,
+        };
+        ArchiveError::DiskFull {
+            file: rel.to_string(),
+            dir: self.dest.to_path_buf(),
+            need: need.max(1),
+        }
+    }
+}

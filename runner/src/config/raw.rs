@@ -1,0 +1,218 @@
+//! `run.toml` exactly as written: serde structs that accept any well-typed
+//! value. Nothing here is trusted; `validate` turns it into the checked
+//! types. Every table denies unknown keys, so a typo is an error, not a
+//! silently ignored setting. `effective` serializes the same structs back,
+//! so the printed config uses exactly the keys a user writes.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub run_id: String,
+    pub work_dir: String,
+    pub mode: RawMode,
+    pub s3: RawS3,
+    pub reference: Option<RawReference>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub library: Vec<RawLibrary>,
+    pub media: RawMedia,
+    pub plex: RawPlex,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub path_mapping: Vec<RawPathMapping>,
+    #[serde(default)]
+    pub phases: RawPhases,
+    #[serde(default)]
+    pub deadlines: RawDeadlines,
+    #[serde(default)]
+    pub guard: RawGuard,
+    pub termination: RawTermination,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawMode {
+    Delta,
+    Scratch,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawS3 {
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub bucket: String,
+    pub path_style: Option<bool>,
+    pub runs_prefix: Option<String>,
+    pub reference_prefix: Option<String>,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    pub access_key_env: Option<String>,
+    pub secret_key_env: Option<String>,
+    pub credentials_file: Option<String>,
+}
+
+/// `[media.s3]`: a connection of its own for the media bucket.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnection {
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub path_style: Option<bool>,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+    pub access_key_env: Option<String>,
+    pub secret_key_env: Option<String>,
+    pub credentials_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReference {
+    pub archive_key: String,
+    pub manifest_key: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLibrary {
+    pub title: String,
+    #[serde(rename = "type")]
+    pub kind: RawLibraryType,
+    pub agent: Option<String>,
+    pub scanner: Option<String>,
+    pub language: String,
+    pub locations: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawLibraryType {
+    Movie,
+    Show,
+    Artist,
+    Photo,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMedia {
+    pub remote: String,
+    pub mount_point: String,
+    pub profile: Option<RawProfile>,
+    pub anchor_samples: Option<u32>,
+    pub s3: Option<RawConnection>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawProfile {
+    Small,
+    Balanced,
+    Large,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlex {
+    pub version: String,
+    pub runtime: Option<RawRuntime>,
+    pub image: Option<String>,
+    pub claim: Option<bool>,
+    pub account_token: Option<String>,
+    pub account_token_env: Option<String>,
+    pub credentials_file: Option<String>,
+    pub include_libraries: Option<Vec<String>>,
+    pub exclude_libraries: Option<Vec<String>>,
+    pub app_support_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawRuntime {
+    Docker,
+    Native,
+    Double,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPathMapping {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPhases {
+    pub scan: Option<bool>,
+    pub deep_scan: Option<bool>,
+    pub analysis: Option<bool>,
+    pub sonic: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeadlines {
+    #[serde(default, with = "humantime_serde")]
+    pub run: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub pull: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub plex_ready: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub scan: Option<Duration>,
+    #[serde(default)]
+    pub scan_per_type: RawScanPerType,
+    #[serde(default, with = "humantime_serde")]
+    pub analysis: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub sonic: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub upload: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub stall_interval: Option<Duration>,
+    pub stall_checks: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScanPerType {
+    #[serde(default, with = "humantime_serde")]
+    pub movie: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub show: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub artist: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub photo: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGuard {
+    pub max_lost_items: Option<u64>,
+    pub max_lost_fraction: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTermination {
+    pub provider: RawProvider,
+    pub keep_on_failure: Option<bool>,
+    pub zone: Option<String>,
+    pub api_url: Option<String>,
+    pub metadata_url: Option<String>,
+    pub secret_key: Option<String>,
+    pub secret_key_env: Option<String>,
+    pub credentials_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawProvider {
+    Scaleway,
+    None,
+}

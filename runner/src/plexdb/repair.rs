@@ -1,0 +1,227 @@
+//! Repair by recovery: copy whatever is readable into a new file, check
+//! it, and only then swap it in, keeping the original as a backup.
+//!
+//! SQLite's `.recover` lives in the `sqlite3` shell, not in the library
+//! rusqlite bundles, and Debian's `sqlite3` (3.40) cannot run it (its
+//! library lacks `sqlite_dbpage`). So the salvage is done here with the
+//! bundled SQLite: the schema is rebuilt from `sqlite_schema`, and each
+//! table is copied by rowid ranges; a range that cannot be read is split in
+//! two until the damaged rows are isolated, so one bad page costs the rows
+//! on it and not the rest of the table (where `.dump` stops at the first
+//! error). Indexes are rebuilt from the copied rows. Virtual tables,
+//! triggers and views are carried over as schema rows, verbatim, because
+//! stock SQLite cannot instantiate Plex's modules.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags};
+use serde::{Deserialize, Serialize};
+
+use super::integrity::{self, IntegrityReport};
+use super::{PlexDbError, backup_path, first_line, open_read_only, quote_ident, sync_dir};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairReport {
+    /// The damaged original (its `-wal`, if any, beside it with `-wal`).
+    pub backup: PathBuf,
+    pub tables: Vec<TableRecovery>,
+    pub rows_recovered: u64,
+    /// Rowid ranges that could not be read, over all tables.
+    pub unreadable_ranges: u64,
+    /// The check the recovered file passed before being swapped in.
+    pub integrity: IntegrityReport,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRecovery {
+    pub name: String,
+    pub rows: u64,
+    /// Ranges skipped because reading them failed (rows lost).
+    pub unreadable_ranges: u64,
+}
+
+/// One `sqlite_schema` row of the damaged DB.
+struct SchemaRow {
+    kind: String,
+    name: String,
+    table: String,
+    sql: String,
+}
+
+/// Rebuilds `db` by recovery. The original (and its WAL) is copied into
+/// `backup_dir` first; the recovered file replaces `db` only after it
+/// passes [`integrity::check`]. Any row that could not be read is reported,
+/// and logged as a warning.
+pub fn recover(db: &Path, backup_dir: &Path) -> Result<RepairReport, PlexDbError> {
+    let failed = |detail: String| PlexDbError::RecoveryFailed { path: db.to_path_buf(), detail };
+    let source = open_read_only(db)?;
+    let backup = back_up_files(db, backup_dir)?;
+
+    let dir = db.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let fresh = dir.join(format!("{name}.recovering"));
+    remove_if_present(&fresh)?;
+
+    let result = salvage(&source, db, &fresh).and_then(|tables| {
+        drop(source);
+        std::fs::File::open(&fresh).and_then(|f| f.sync_all()).map_err(|e| PlexDbError::io(&fresh, e))?;
+        let integrity = integrity::check(&fresh, None).map_err(|e| failed(format!("the recovered copy fails its check: {e}")))?;
+        Ok((tables, integrity))
+    });
+    let (tables, integrity) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = std::fs::remove_file(&fresh);
+            return Err(e);
+        }
+    };
+
+    // The old WAL belongs to the old file: applied to the new one it would
+    // corrupt it. It is in the backup.
+    for suffix in ["-wal", "-shm"] {
+        remove_if_present(&sibling(db, suffix))?;
+    }
+    std::fs::rename(&fresh, db).map_err(|e| PlexDbError::io(db, e))?;
+    sync_dir(dir)?;
+
+    let rows_recovered = tables.iter().map(|t| t.rows).sum();
+    let unreadable_ranges = tables.iter().map(|t| t.unreadable_ranges).sum();
+    for t in tables.iter().filter(|t| t.unreadable_ranges > 0) {
+        tracing::warn!(table = %t.name, rows = t.rows, lost_ranges = t.unreadable_ranges, "rows lost in recovery");
+    }
+    tracing::warn!(db = %db.display(), backup = %backup.display(), rows_recovered, unreadable_ranges,
+        "database rebuilt by recovery");
+    Ok(RepairReport { backup, tables, rows_recovered, unreadable_ranges, integrity })
+}
+
+/// Copies the file and its WAL as they are (the backup API would stop at
+/// the damage); returns the main copy's path.
+fn back_up_files(db: &Path, backup_dir: &Path) -> Result<PathBuf, PlexDbError> {
+    let target = backup_path(db, backup_dir, "pre-repair")?;
+    for suffix in ["", "-wal"] {
+        let (from, to) = (sibling(db, suffix), sibling(&target, suffix));
+        if suffix.is_empty() || from.exists() {
+            std::fs::copy(&from, &to).map_err(|e| PlexDbError::io(&from, e))?;
+            std::fs::File::open(&to).and_then(|f| f.sync_all()).map_err(|e| PlexDbError::io(&to, e))?;
+        }
+    }
+    sync_dir(backup_dir)?;
+    Ok(target)
+}
+
+fn salvage(source: &Connection, db: &Path, fresh: &Path) -> Result<Vec<TableRecovery>, PlexDbError> {
+    let failed = |detail: String| PlexDbError::RecoveryFailed { path: db.to_path_buf(), detail };
+    let schema = read_schema(source).map_err(|e| failed(format!("the schema is unreadable: {}", first_line(&e.to_string()))))?;
+    let pragma = |name: &str| source.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
+    let (page_size, user_version, application_id) = (pragma("page_size"), pragma("user_version"), pragma("application_id"));
+
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_URI;
+    let out = Connection::open_with_flags(fresh, flags).map_err(|e| PlexDbError::sqlite(fresh, e))?;
+    let out_err = |e| PlexDbError::sqlite(fresh, e);
+    if let Ok(size) = page_size {
+        out.execute_batch(&format!("PRAGMA page_size = {size}")).map_err(out_err)?;
+    }
+    let uri = url::Url::from_file_path(std::path::absolute(db).map_err(|e| PlexDbError::io(db, e))?)
+        .map_err(|()| failed("the path cannot be written as a URI".into()))?;
+    out.execute("ATTACH ?1 AS damaged", [format!("{uri}?mode=ro")]).map_err(out_err)?;
+    out.execute_batch("BEGIN").map_err(out_err)?;
+
+    let ordinary = |row: &&SchemaRow| row.kind == "table" && !row.name.starts_with("sqlite_") && !is_virtual(&row.sql);
+    for row in schema.iter().filter(ordinary) {
+        out.execute_batch(&row.sql).map_err(|e| failed(format!("cannot create table {:?}: {e}", row.name)))?;
+    }
+    let mut tables = Vec::new();
+    for row in schema.iter().filter(ordinary) {
+        tables.push(copy_table(&out, &row.name));
+    }
+    // AUTOINCREMENT counters, so that deleted ids are never reused.
+    if schema.iter().any(|r| r.name == "sqlite_sequence") {
+        out.execute_batch(
+            "INSERT OR REPLACE INTO main.sqlite_sequence(name, seq)
+             SELECT d.name, max(d.seq, coalesce((SELECT seq FROM main.sqlite_sequence m WHERE m.name = d.name), 0))
+             FROM damaged.sqlite_sequence d",
+        )
+        .unwrap_or_else(|e| tracing::warn!(error = %e, "sqlite_sequence unreadable: ids restart from the highest recovered"));
+    }
+    for row in schema.iter().filter(|r| r.kind == "index" && !r.sql.is_empty()) {
+        out.execute_batch(&row.sql).map_err(|e| failed(format!("cannot rebuild index {:?}: {e}", row.name)))?;
+    }
+    // Verbatim schema rows for what stock SQLite cannot create itself.
+    out.execute_batch("PRAGMA writable_schema = ON").map_err(out_err)?;
+    let carried = |r: &&SchemaRow| (r.kind == "table" && is_virtual(&r.sql)) || matches!(r.kind.as_str(), "trigger" | "view");
+    for row in schema.iter().filter(carried) {
+        out.execute(
+            "INSERT INTO sqlite_schema(type, name, tbl_name, rootpage, sql) VALUES (?1, ?2, ?3, 0, ?4)",
+            [&row.kind, &row.name, &row.table, &row.sql],
+        )
+        .map_err(|e| failed(format!("cannot carry over {} {:?}: {e}", row.kind, row.name)))?;
+    }
+    out.execute_batch("PRAGMA writable_schema = OFF").map_err(out_err)?;
+    for (name, value) in [("user_version", user_version), ("application_id", application_id)] {
+        if let Ok(value) = value {
+            out.execute_batch(&format!("PRAGMA {name} = {value}")).map_err(out_err)?;
+        }
+    }
+    out.execute_batch("COMMIT; DETACH damaged").map_err(out_err)?;
+    out.close().map_err(|(_, e)| PlexDbError::sqlite(fresh, e))?;
+    Ok(tables)
+}
+
+fn read_schema(source: &Connection) -> rusqlite::Result<Vec<SchemaRow>> {
+    let mut stmt = source.prepare("SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_schema ORDER BY rowid")?;
+    let rows = stmt.query_map([], |r| Ok(SchemaRow { kind: r.get(0)?, name: r.get(1)?, table: r.get(2)?, sql: r.get(3)? }))?;
+    rows.collect()
+}
+
+fn is_virtual(sql: &str) -> bool {
+    sql.trim_start().get(..20).is_some_and(|s| s.eq_ignore_ascii_case("CREATE VIRTUAL TABLE"))
+}
+
+/// Copies `damaged.<table>` into `main.<table>`, splitting any rowid range
+/// whose read fails until the failure is isolated.
+fn copy_table(out: &Connection, table: &str) -> TableRecovery {
+    let quoted = quote_ident(table);
+    let bounds = out
+        .query_row(&format!("SELECT min(rowid), max(rowid) FROM damaged.{quoted}"), [], |r| {
+            Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?))
+        })
+        .unwrap_or((Some(i64::MIN), Some(i64::MAX)));
+    let mut report = TableRecovery { name: table.to_string(), rows: 0, unreadable_ranges: 0 };
+    let (Some(low), Some(high)) = bounds else { return report };
+    let sql = format!("INSERT INTO main.{quoted} SELECT * FROM damaged.{quoted} WHERE rowid BETWEEN ?1 AND ?2");
+    // Ranges are popped in ascending order, so adjacent lost rows merge.
+    let mut last_lost: Option<i64> = None;
+    let mut pending = vec![(low, high)];
+    while let Some((low, high)) = pending.pop() {
+        // Each statement is atomic: a failed range leaves nothing behind.
+        match out.execute(&sql, [low, high]) {
+            Ok(rows) => report.rows += rows as u64,
+            Err(_) if low < high => {
+                let mid = low + ((high as i128 - low as i128) / 2) as i64;
+                pending.push((mid + 1, high));
+                pending.push((low, mid));
+            }
+            Err(e) => {
+                tracing::debug!(table, rowid = low, error = %e, "unreadable row skipped");
+                if last_lost.is_none_or(|prev| prev.checked_add(1) != Some(low)) {
+                    report.unreadable_ranges += 1;
+                }
+                last_lost = Some(low);
+            }
+        }
+    }
+    report
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn remove_if_present(path: &Path) -> Result<(), PlexDbError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(PlexDbError::io(path, e)),
+        _ => Ok(()),
+    }
+}

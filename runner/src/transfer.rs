@@ -1,0 +1,165 @@
+//! The data path: a Databases folder to or from an archive in S3, streamed
+//! both ways with no intermediate file. The blocking side (tar, zstd, disk)
+//! runs on its own thread, joined to the S3 engine by a bounded pipe.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use crate::archive::{self, Expectation, Manifest, PackOptions, UnpackReport};
+use crate::pipe::{PipeWriter, pipe};
+use crate::s3::{Bucket, DownloadReport, UploadReport};
+
+/// Chunks in flight between the S3 side and the archive side. With the S3
+/// engine's ranges this bounds the pipe to a few tens of MB.
+const PIPE_CHUNKS: usize = 64;
+
+/// Where the manifest of an archive lives: beside it, same stem.
+pub fn manifest_key_for(archive_key: &str) -> String {
+    let stem = [".tar.zst", ".tar.gz", ".tgz"]
+        .iter()
+        .find_map(|ext| archive_key.strip_suffix(ext))
+        .unwrap_or(archive_key);
+    format!("{stem}.manifest.json")
+}
+
+#[derive(Debug)]
+pub struct Pulled {
+    pub download: DownloadReport,
+    pub unpack: UnpackReport,
+}
+
+/// Streams `key` into `dest` (a Databases folder). `dest` is replaced only
+/// once every digest the manifest gives has checked out.
+pub async fn pull(bucket: &Bucket, key: &str, dest: &Path, manifest: Option<Manifest>) -> Result<Pulled> {
+    remove_stale_partials(dest)?;
+    let (writer, reader) = pipe(PIPE_CHUNKS);
+    let dest_owned = dest.to_path_buf();
+    let unpack = tokio::task::spawn_blocking(move || {
+        let expect = Expectation {
+            archive_sha256: manifest.as_ref().map(|m| m.archive.sha256.clone()),
+            manifest: manifest.as_ref(),
+        };
+        archive::unpack(reader, &dest_owned, &expect)
+    });
+
+    let download = bucket.download(key, writer).await;
+    let unpacked = unpack.await.context("the extraction thread panicked")?;
+    match (download, unpacked) {
+        (Ok(download), Ok(unpack)) => {
+            // Both sides hashed the same stream; a difference means bytes
+            // went missing in between.
+            if download.sha256 != unpack.archive_sha256 {
+                bail!("internal error: the downloaded and the extracted streams differ ({key})");
+            }
+            Ok(Pulled { download, unpack })
+        }
+        // The download failed first: its error is the cause, the extraction
+        // only saw the stream end.
+        (Err(e), _) => Err(anyhow!(e).context(format!("cannot download s3://{}/{key}", bucket.name()))),
+        (Ok(_), Err(e)) => Err(anyhow!(e).context(format!("cannot extract s3://{}/{key}", bucket.name()))),
+    }
+}
+
+#[derive(Debug)]
+pub struct Pushed {
+    pub manifest: Manifest,
+    pub upload: UploadReport,
+    pub manifest_key: String,
+}
+
+/// Streams `src` (a Databases folder) to `key` as tar.zst, then writes its
+/// manifest beside it. The manifest is written last: its presence means the
+/// archive is complete.
+pub async fn push(bucket: &Bucket, src: &Path, key: &str, opts: PackOptions) -> Result<Pushed> {
+    let size_hint = folder_size(src)?;
+    let (writer, reader) = pipe(PIPE_CHUNKS);
+    let src_owned = src.to_path_buf();
+    let pack = tokio::task::spawn_blocking(move || pack_into(&src_owned, writer, &opts));
+
+    // zstd never grows DB content by more than a fraction of a percent: the
+    // folder's size is a safe bound for choosing the part size.
+    let upload = bucket.upload(key, reader, Some(size_hint + size_hint / 64 + (1 << 20))).await;
+    let packed = pack.await.context("the packing thread panicked")?;
+    let (manifest, upload) = match (packed, upload) {
+        (Ok(m), Ok(u)) => (m, u),
+        (Err(e), _) => return Err(e.context(format!("cannot pack {}", src.display()))),
+        (Ok(_), Err(e)) => return Err(anyhow!(e).context(format!("cannot upload s3://{}/{key}", bucket.name()))),
+    };
+    if upload.sha256 != manifest.archive.sha256 || upload.bytes != manifest.archive.size {
+        bail!("internal error: the packed and the uploaded streams differ ({key})");
+    }
+    let manifest_key = manifest_key_for(key);
+    bucket
+        .put_bytes(&manifest_key, manifest.to_json()?.into(), "application/json")
+        .await
+        .with_context(|| format!("cannot write the manifest s3://{}/{manifest_key}", bucket.name()))?;
+    Ok(Pushed {
+        manifest,
+        upload,
+        manifest_key,
+    })
+}
+
+/// Fetches and validates the manifest at `key`.
+pub async fn fetch_manifest(bucket: &Bucket, key: &str) -> Result<Manifest> {
+    let bytes = bucket
+        .get_bytes(key)
+        .await
+        .with_context(|| format!("cannot read the manifest s3://{}/{key}", bucket.name()))?;
+    Manifest::from_json(&bytes).with_context(|| format!("manifest s3://{}/{key}", bucket.name()))
+}
+
+/// Packs into the pipe; a failure reaches the uploader as a stream error, so
+/// a half-written archive is never completed in S3.
+fn pack_into(src: &Path, mut writer: PipeWriter, opts: &PackOptions) -> Result<Manifest> {
+    match archive::pack(src, &mut writer, opts) {
+        Ok(manifest) => Ok(manifest),
+        Err(e) => {
+            writer.fail(&io::Error::other(e.to_string()));
+            Err(e.into())
+        }
+    }
+}
+
+fn folder_size(dir: &Path) -> Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() { folder_size(&entry.path())? } else { meta.len() };
+    }
+    Ok(total)
+}
+
+/// An extraction killed half way leaves its temp folder beside `dest`.
+fn remove_stale_partials(dest: &Path) -> Result<()> {
+    let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
+        return Ok(());
+    };
+    let prefix = format!(".{}.partial-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let path: PathBuf = entry.path();
+            tracing::info!(path = %path.display(), "removing an extraction left unfinished by an earlier attempt");
+            std::fs::remove_dir_all(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_sits_beside_the_archive() {
+        assert_eq!(manifest_key_for("runs/r1/result/plex-db.tar.zst"), "runs/r1/result/plex-db.manifest.json");
+        assert_eq!(manifest_key_for("reference/home.tar.gz"), "reference/home.manifest.json");
+        assert_eq!(manifest_key_for("odd-name"), "odd-name.manifest.json");
+    }
+}
