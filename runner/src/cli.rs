@@ -42,11 +42,7 @@ pub enum DbCommand {
         plex_sqlite: Option<PathBuf>,
     },
     /// Items per library and per type, deleted/unavailable, Sonic progress.
-    Stats {
-        db: PathBuf,
-        #[arg(long)]
-        json: bool,
-    },
+    Stats { db: PathBuf },
     /// Every library root and media root, and whether it lies under the mount.
     Coverage {
         db: PathBuf,
@@ -54,8 +50,6 @@ pub enum DbCommand {
         mount: PathBuf,
         #[command(flatten)]
         maps: Mappings,
-        #[arg(long)]
-        json: bool,
     },
     /// Rewrite leading path components (backup first, one transaction).
     Remap {

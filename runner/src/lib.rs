@@ -5,8 +5,10 @@
 
 pub mod archive;
 pub mod config;
+pub mod logging;
 pub mod pipe;
 pub mod plexdb;
 pub mod run;
 pub mod s3;
 pub mod secret;
+pub mod transfer;

@@ -1,1 +1,150 @@
-fn main() {}
+//! `runner`: dispatch only. The work is in the `runner` library.
+
+mod cli;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+
+use cli::{ArchiveCommand, Cli, Command, DbCommand, Mappings};
+use runner::config::RunConfig;
+use runner::plexdb::PathMapping;
+use runner::{plexdb, transfer};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    runner::logging::init();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line a user understands: the chain of causes, outermost first.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Run { config } => run(&config),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Db { command } => db(command),
+        Command::Archive { command } => archive(command),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run(config: &Path) -> Result<()> {
+    let cfg = RunConfig::load(config)?;
+    let report = runtime()?.block_on(runner::run::execute(cfg))?;
+    print!("{report}");
+    Ok(())
+}
+
+fn check_config(file: &Path) -> Result<()> {
+    let cfg = RunConfig::load(file)?;
+    print!("{}", cfg.effective_toml());
+    eprintln!("{}: valid", file.display());
+    Ok(())
+}
+
+/// The DB toolkit's reports are printed as JSON: readable, and scriptable.
+fn db(command: DbCommand) -> Result<()> {
+    match command {
+        DbCommand::Check { db, plex_sqlite } => print_json(&plexdb::integrity::check(&db, plex_sqlite.as_deref())?),
+        DbCommand::Stats { db } => print_json(&plexdb::stats::collect(&db)?),
+        DbCommand::Coverage { db, mount, maps } => {
+            let report = plexdb::coverage::report(&db, &parse_mappings(&maps)?, &mount)?;
+            print_json(&report)?;
+            Ok(report.ensure_covered()?)
+        }
+        DbCommand::Remap { db, maps, backup_dir, dry_run } => {
+            let mappings = parse_mappings(&maps)?;
+            if mappings.is_empty() {
+                bail!("give at least one --map FROM=TO");
+            }
+            if dry_run {
+                print_json(&plexdb::remap::dry_run(&db, &mappings)?)
+            } else {
+                print_json(&plexdb::remap::apply(&db, &mappings, &backup_dir.unwrap_or_else(|| beside(&db)))?)
+            }
+        }
+        DbCommand::Repair { db, backup_dir } => {
+            print_json(&plexdb::repair::recover(&db, &backup_dir.unwrap_or_else(|| beside(&db)))?)
+        }
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn archive(command: ArchiveCommand) -> Result<()> {
+    match command {
+        ArchiveCommand::Pull { config, key, dest, manifest_key } => {
+            let cfg = RunConfig::load(&config)?;
+            runtime()?.block_on(async {
+                let bucket = runner::s3::Bucket::new(&cfg.s3_connection(), cfg.s3_bucket(), Default::default());
+                let manifest = match manifest_key {
+                    Some(k) => Some(transfer::fetch_manifest(&bucket, &k).await?),
+                    None => None,
+                };
+                let pulled = transfer::pull(&bucket, &key, &dest, manifest).await?;
+                println!(
+                    "pulled s3://{}/{key} ({} bytes, sha256 {}) into {}: {} files, {} bytes",
+                    bucket.name(),
+                    pulled.download.bytes,
+                    pulled.download.sha256,
+                    dest.display(),
+                    pulled.unpack.files.len(),
+                    pulled.unpack.bytes_written
+                );
+                Ok(())
+            })
+        }
+        ArchiveCommand::Push { config, src, key } => {
+            let cfg = RunConfig::load(&config)?;
+            runtime()?.block_on(async {
+                let bucket = runner::s3::Bucket::new(&cfg.s3_connection(), cfg.s3_bucket(), Default::default());
+                let pushed = transfer::push(&bucket, &src, &key, Default::default(), |_| {}).await?;
+                println!(
+                    "pushed {} to s3://{}/{key}: {} files, {} bytes in {} parts, sha256 {}; manifest {}",
+                    src.display(),
+                    bucket.name(),
+                    pushed.manifest.files.len(),
+                    pushed.upload.bytes,
+                    pushed.upload.parts,
+                    pushed.upload.sha256,
+                    pushed.manifest_key
+                );
+                Ok(())
+            })
+        }
+    }
+}
+
+fn parse_mappings(maps: &Mappings) -> Result<Vec<PathMapping>> {
+    maps.maps
+        .iter()
+        .map(|m| {
+            let (from, to) = m
+                .split_once('=')
+                .with_context(|| format!("--map {m:?}: expected FROM=TO"))?;
+            PathMapping::new(from, to).with_context(|| format!("--map {m:?}"))
+        })
+        .collect()
+}
+
+/// The default backup folder: beside the DB, so it is on the same disk.
+fn beside(db: &Path) -> PathBuf {
+    db.parent().unwrap_or(Path::new(".")).join("plex-burst-backups")
+}

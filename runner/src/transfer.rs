@@ -72,7 +72,15 @@ pub struct Pushed {
 /// Streams `src` (a Databases folder) to `key` as tar.zst, then writes its
 /// manifest beside it. The manifest is written last: its presence means the
 /// archive is complete.
-pub async fn push(bucket: &Bucket, src: &Path, key: &str, opts: PackOptions) -> Result<Pushed> {
+/// `annotate` adds what only the caller knows (statistics, provenance) to
+/// the manifest before it is written.
+pub async fn push(
+    bucket: &Bucket,
+    src: &Path,
+    key: &str,
+    opts: PackOptions,
+    annotate: impl FnOnce(&mut Manifest),
+) -> Result<Pushed> {
     let size_hint = folder_size(src)?;
     let (writer, reader) = pipe(PIPE_CHUNKS);
     let src_owned = src.to_path_buf();
@@ -80,9 +88,11 @@ pub async fn push(bucket: &Bucket, src: &Path, key: &str, opts: PackOptions) -> 
 
     // zstd never grows DB content by more than a fraction of a percent: the
     // folder's size is a safe bound for choosing the part size.
-    let upload = bucket.upload(key, reader, Some(size_hint + size_hint / 64 + (1 << 20))).await;
+    let upload = bucket
+        .upload(key, reader, Some(size_hint + size_hint / 64 + (1 << 20)), "application/zstd")
+        .await;
     let packed = pack.await.context("the packing thread panicked")?;
-    let (manifest, upload) = match (packed, upload) {
+    let (mut manifest, upload) = match (packed, upload) {
         (Ok(m), Ok(u)) => (m, u),
         (Err(e), _) => return Err(e.context(format!("cannot pack {}", src.display()))),
         (Ok(_), Err(e)) => return Err(anyhow!(e).context(format!("cannot upload s3://{}/{key}", bucket.name()))),
@@ -90,6 +100,7 @@ pub async fn push(bucket: &Bucket, src: &Path, key: &str, opts: PackOptions) -> 
     if upload.sha256 != manifest.archive.sha256 || upload.bytes != manifest.archive.size {
         bail!("internal error: the packed and the uploaded streams differ ({key})");
     }
+    annotate(&mut manifest);
     let manifest_key = manifest_key_for(key);
     bucket
         .put_bytes(&manifest_key, manifest.to_json()?.into(), "application/json")

@@ -97,7 +97,7 @@ impl State {
         let hit = match plan.when {
             When::Always => true,
             When::FirstN(first) => n <= first,
-            When::EveryKth(k) => k > 0 && n % k == 0,
+            When::EveryKth(k) => k > 0 && n.is_multiple_of(k),
         };
         hit.then(|| {
             self.counts.injected += 1;

@@ -131,7 +131,10 @@ fn detect(magic: &[u8]) -> Result<Compression, ArchiveError> {
         return Ok(Compression::Gzip);
     }
     let short = magic.len() < ZSTD_MAGIC.len();
-    if short && !magic.is_empty() && (ZSTD_MAGIC.starts_with(magic) || GZIP_MAGIC.starts_with(magic)) {
+    if short
+        && !magic.is_empty()
+        && (ZSTD_MAGIC.starts_with(magic) || GZIP_MAGIC.starts_with(magic))
+    {
         return Err(ArchiveError::Truncated {
             after: magic.len() as u64,
         });

@@ -26,10 +26,14 @@ pub enum ArchiveError {
     #[error("archive entry {entry:?} {reason}: refused")]
     UnsafeEntry { entry: String, reason: Unsafe },
 
-    #[error("no \"Plug-in Support/Databases\" folder in the archive ({skipped} entries, none under it)")]
+    #[error(
+        "no \"Plug-in Support/Databases\" folder in the archive ({skipped} entries, none under it)"
+    )]
     NoDatabasesFolder { skipped: u64 },
 
-    #[error("the \"Plug-in Support/Databases\" folder in the archive (under {prefix:?}) holds no file")]
+    #[error(
+        "the \"Plug-in Support/Databases\" folder in the archive (under {prefix:?}) holds no file"
+    )]
     EmptyDatabasesFolder { prefix: String },
 
     #[error(
@@ -64,7 +68,11 @@ pub enum ArchiveError {
     UnexpectedFile { path: String },
 
     #[error("disk full while extracting {file:?} into {} (need at least {need} more bytes)", .dir.display())]
-    DiskFull { file: String, dir: PathBuf, need: u64 },
+    DiskFull {
+        file: String,
+        dir: PathBuf,
+        need: u64,
+    },
 
     #[error("{} exists and is not a folder", .path.display())]
     DestinationNotFolder { path: PathBuf },

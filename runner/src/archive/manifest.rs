@@ -69,7 +69,11 @@ pub enum ManifestError {
 
 impl Manifest {
     /// A manifest stamped now, for the given files and archive.
-    pub fn new(plex_version: Option<String>, files: Vec<FileEntry>, archive: ArchiveDigest) -> Self {
+    pub fn new(
+        plex_version: Option<String>,
+        files: Vec<FileEntry>,
+        archive: ArchiveDigest,
+    ) -> Self {
         Self {
             format_version: FORMAT_VERSION,
             created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
@@ -143,8 +147,10 @@ impl Manifest {
 }
 
 fn check_sha256(field: &str, value: &str) -> Result<(), ManifestError> {
-    let well_formed =
-        value.len() == 64 && value.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let well_formed = value.len() == 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     if well_formed {
         Ok(())
     } else {
@@ -200,13 +206,29 @@ mod tests {
 
     #[test]
     fn refuses_unsafe_or_malformed_fields() {
-        let cases: Vec<(Box<dyn FnOnce(&mut Manifest)>, &str)> = vec![
-            (Box::new(|m| m.files[0].path = "/etc/passwd".into()), "absolute"),
-            (Box::new(|m| m.files[0].path = "a/../../b".into()), "escapes"),
+        type Edit = Box<dyn FnOnce(&mut Manifest)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|m| m.files[0].path = "/etc/passwd".into()),
+                "absolute",
+            ),
+            (
+                Box::new(|m| m.files[0].path = "a/../../b".into()),
+                "escapes",
+            ),
             (Box::new(|m| m.files[0].path = "".into()), "empty"),
-            (Box::new(|m| m.files[0].sha256 = "XYZ".into()), "files[0].sha256"),
-            (Box::new(|m| m.archive.sha256 = "A".repeat(64)), "archive.sha256"),
-            (Box::new(|m| m.created_at = "yesterday".into()), "created_at"),
+            (
+                Box::new(|m| m.files[0].sha256 = "XYZ".into()),
+                "files[0].sha256",
+            ),
+            (
+                Box::new(|m| m.archive.sha256 = "A".repeat(64)),
+                "archive.sha256",
+            ),
+            (
+                Box::new(|m| m.created_at = "yesterday".into()),
+                "created_at",
+            ),
             (Box::new(|m| m.format_version = 9), "format_version 9"),
             (
                 Box::new(|m| {

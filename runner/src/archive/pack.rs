@@ -65,8 +65,7 @@ pub fn pack(
     ] {
         setting.map_err(|e| encoder_error(e, 0))?;
     }
-    let mut stream: Stream<_> =
-        tar::Builder::new(BufWriter::with_capacity(WRITE_BUFFER, encoder));
+    let mut stream: Stream<_> = tar::Builder::new(BufWriter::with_capacity(WRITE_BUFFER, encoder));
 
     let mut files = Vec::with_capacity(paths.len());
     for rel in paths {
@@ -76,7 +75,11 @@ pub fn pack(
     let before_end = stream.get_ref().get_ref().get_ref().digest.bytes();
     let finished = stream
         .into_inner()
-        .and_then(|buffered| buffered.into_inner().map_err(io::IntoInnerError::into_error))
+        .and_then(|buffered| {
+            buffered
+                .into_inner()
+                .map_err(io::IntoInnerError::into_error)
+        })
         .and_then(|encoder| encoder.finish());
     let mut hashed = finished.map_err(|e| encoder_error(e, before_end))?;
     let written = hashed.digest.bytes();
@@ -118,7 +121,11 @@ fn collect(dir: &Path, rel: &mut Vec<String>, out: &mut Vec<String>) -> Result<(
         } else if kind.is_symlink() {
             return Err(ArchiveError::SymlinkInFolder { path });
         } else {
-            let what = if kind.is_socket() { "socket" } else { "special file" };
+            let what = if kind.is_socket() {
+                "socket"
+            } else {
+                "special file"
+            };
             tracing::warn!(path = %path.display(), "skipping {what}: only regular files are archived");
         }
         rel.pop();
@@ -172,8 +179,15 @@ fn append_file<W: Write>(
         .read(&mut [0u8; 1])
         .map_err(|e| ArchiveError::io("read", &path, e))?;
     if read != size || grew != 0 {
-        let now = if grew != 0 { "more".to_string() } else { read.to_string() };
-        return Err(changed(&path, format!("{size} bytes when opened, {now} when read")));
+        let now = if grew != 0 {
+            "more".to_string()
+        } else {
+            read.to_string()
+        };
+        return Err(changed(
+            &path,
+            format!("{size} bytes when opened, {now} when read"),
+        ));
     }
     Ok(FileEntry {
         path: rel,
@@ -192,4 +206,3 @@ fn changed(path: &Path, detail: String) -> ArchiveError {
 fn encoder_error(e: io::Error, after: u64) -> ArchiveError {
     ArchiveError::Write { after, source: e }
 }
-

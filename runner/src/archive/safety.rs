@@ -84,10 +84,7 @@ mod tests {
 
     #[test]
     fn finds_the_databases_folder_under_any_prefix() {
-        assert_eq!(
-            place(b"Plug-in Support/Databases/a.db"),
-            inside("", "a.db")
-        );
+        assert_eq!(place(b"Plug-in Support/Databases/a.db"), inside("", "a.db"));
         assert_eq!(
             place(b"./config/Library/Application Support/Plex Media Server/Plug-in Support/Databases/x/a.db"),
             inside("config/Library/Application Support/Plex Media Server", "x/a.db")

@@ -72,7 +72,9 @@ impl Staging {
         match renameat2(AT_FDCWD, &self.dir, AT_FDCWD, &self.dest, flags) {
             Ok(()) => {}
             // Filesystems without renameat2 flags.
-            Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => self.swap_by_renames(exists)?,
+            Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
+                self.swap_by_renames(exists)?
+            }
             Err(e) => return Err(ArchiveError::io("swap into place", &self.dest, e.into())),
         }
         self.armed = false;
@@ -91,7 +93,8 @@ impl Staging {
         }
         let (parent, name) = split(&self.dest)?;
         let aside = parent.join(format!(".{name}.previous-{}", std::process::id()));
-        fs::rename(&self.dest, &aside).map_err(|e| ArchiveError::io("move aside", &self.dest, e))?;
+        fs::rename(&self.dest, &aside)
+            .map_err(|e| ArchiveError::io("move aside", &self.dest, e))?;
         if let Err(e) = fs::rename(&self.dir, &self.dest) {
             if let Err(back) = fs::rename(&aside, &self.dest) {
                 tracing::error!(previous = %aside.display(), "cannot move the previous folder back: {back}");
@@ -132,7 +135,8 @@ fn resolve(dest: &Path) -> Result<PathBuf, ArchiveError> {
         Err(e) => Err(ArchiveError::io("inspect", dest, e)),
         Ok(meta) if meta.is_dir() => Ok(dest.to_path_buf()),
         Ok(meta) if meta.file_type().is_symlink() => {
-            let target = fs::canonicalize(dest).map_err(|e| ArchiveError::io("resolve", dest, e))?;
+            let target =
+                fs::canonicalize(dest).map_err(|e| ArchiveError::io("resolve", dest, e))?;
             if !target.is_dir() {
                 return Err(ArchiveError::DestinationNotFolder { path: target });
             }

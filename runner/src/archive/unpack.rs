@@ -55,7 +55,13 @@ pub fn unpack(
     let (tx, rx) = pipe(PIPE_CHUNKS);
     let (decoded, extracted) = thread::scope(|scope| {
         let writer = scope.spawn(|| {
-            extract::extract(rx, staging.path(), staging.dest(), expect.manifest, &consumed)
+            extract::extract(
+                rx,
+                staging.path(),
+                staging.dest(),
+                expect.manifest,
+                &consumed,
+            )
         });
         let decoded = decode::decode(source, tx, &consumed);
         let extracted = writer
@@ -112,11 +118,17 @@ fn check_archive(stream: &StreamDigest, expect: &Expectation<'_>) -> Result<(), 
 fn check_free_space(staging: &Path, dest: &Path, manifest: &Manifest) -> Result<(), ArchiveError> {
     let stats = nix::sys::statvfs::statvfs(staging)
         .map_err(|e| ArchiveError::io("measure free space in", staging, e.into()))?;
-    let available = u64::from(stats.blocks_available()).saturating_mul(stats.fragment_size());
+    let available = stats
+        .blocks_available()
+        .saturating_mul(stats.fragment_size());
     let need = manifest.total_size();
     if need > available {
         return Err(ArchiveError::DiskFull {
-            file: manifest.files.first().map(|f| f.path.clone()).unwrap_or_default(),
+            file: manifest
+                .files
+                .first()
+                .map(|f| f.path.clone())
+                .unwrap_or_default(),
             dir: dest.to_path_buf(),
             need: need - available,
         });

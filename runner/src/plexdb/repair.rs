@@ -188,13 +188,17 @@ fn copy_table(out: &Connection, table: &str) -> TableRecovery {
         .unwrap_or((Some(i64::MIN), Some(i64::MAX)));
     let mut report = TableRecovery { name: table.to_string(), rows: 0, unreadable_ranges: 0 };
     let (Some(low), Some(high)) = bounds else { return report };
-    let sql = format!("INSERT INTO main.{quoted} SELECT * FROM damaged.{quoted} WHERE rowid BETWEEN ?1 AND ?2");
+    let range = format!("INSERT INTO main.{quoted} SELECT * FROM damaged.{quoted} WHERE rowid BETWEEN ?1 AND ?2");
+    // A one-row range by equality: a range scan would step on to the next
+    // page, which may be the damaged one, and lose a readable row.
+    let single = format!("INSERT INTO main.{quoted} SELECT * FROM damaged.{quoted} WHERE rowid = ?1");
     // Ranges are popped in ascending order, so adjacent lost rows merge.
     let mut last_lost: Option<i64> = None;
     let mut pending = vec![(low, high)];
     while let Some((low, high)) = pending.pop() {
         // Each statement is atomic: a failed range leaves nothing behind.
-        match out.execute(&sql, [low, high]) {
+        let copied = if low == high { out.execute(&single, [low]) } else { out.execute(&range, [low, high]) };
+        match copied {
             Ok(rows) => report.rows += rows as u64,
             Err(_) if low < high => {
                 let mid = low + ((high as i128 - low as i128) / 2) as i64;

@@ -69,9 +69,10 @@ impl SpecArgs {
     fn resolve(&self) -> Result<Spec> {
         let mut spec = match &self.spec {
             Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).with_context(|| format!("cannot read spec {}", path.display()))?;
-                serde_json::from_str(&text).with_context(|| format!("invalid spec {}", path.display()))?
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read spec {}", path.display()))?;
+                serde_json::from_str(&text)
+                    .with_context(|| format!("invalid spec {}", path.display()))?
             }
             None => Spec::preset(&self.preset)?,
         };
@@ -99,8 +100,16 @@ fn run(cli: Cli) -> Result<()> {
             let summary = fixture::generate_db(&out, &spec.resolve()?)?;
             json!({ "db": out, "summary": summary })
         }
-        Command::Media { spec, max_files, libraries, dir } => {
-            let filter = TreeFilter { max_files, libraries: (!libraries.is_empty()).then_some(libraries) };
+        Command::Media {
+            spec,
+            max_files,
+            libraries,
+            dir,
+        } => {
+            let filter = TreeFilter {
+                max_files,
+                libraries: (!libraries.is_empty()).then_some(libraries),
+            };
             let summary = fixture::write_media_subset(&dir, &spec.resolve()?, &filter)?;
             json!({ "dir": dir, "summary": summary })
         }
@@ -110,6 +119,9 @@ fn run(cli: Cli) -> Result<()> {
         }
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
-    eprintln!("plex-fixture: done in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "plex-fixture: done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

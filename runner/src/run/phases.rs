@@ -1,0 +1,244 @@
+//! What each phase does. Every function is idempotent: it may run again
+//! after a crash at any point inside it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+
+use super::checkpoint::Checkpoint;
+use super::guard;
+use super::{Phase, RunContext};
+use crate::archive::PackOptions;
+use crate::config::Mode;
+use crate::plexdb::{self, stats::Stats};
+use crate::transfer;
+
+/// The name of the result archive under `runs/<run-id>/result/`.
+pub const RESULT_ARCHIVE: &str = "result/plex-db.tar.zst";
+
+pub(super) async fn run(phase: Phase, ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
+    match phase {
+        Phase::Boot => boot(ctx).await,
+        Phase::Pull => pull(ctx).await,
+        Phase::Verify => verify(ctx).await,
+        Phase::Remap => remap(ctx).await,
+        Phase::Package => package(ctx, ckpt).await,
+        Phase::Upload => upload(ctx, ckpt).await,
+    }
+}
+
+/// Checks what would waste the run's time later: the mode is one this runner
+/// can carry out, and the reference archive is there and readable.
+async fn boot(ctx: &RunContext) -> Result<Value> {
+    let reference = match ctx.cfg.mode() {
+        Mode::Delta { reference } => reference,
+        Mode::Scratch { .. } => bail!(
+            "mode = \"scratch\" needs the Plex phases, which this runner version does not have yet; use mode = \"delta\""
+        ),
+    };
+    let key = &reference.archive_key;
+    let info = ctx
+        .bucket
+        .head(key)
+        .await
+        .with_context(|| format!("cannot reach the reference archive s3://{}/{key}", ctx.bucket.name()))?
+        .with_context(|| format!("the reference archive s3://{}/{key} does not exist", ctx.bucket.name()))?;
+    std::fs::create_dir_all(&ctx.paths.backups)
+        .with_context(|| format!("cannot create {}", ctx.paths.backups.display()))?;
+    Ok(json!({
+        "runner_version": env!("CARGO_PKG_VERSION"),
+        "reference_key": &**key,
+        "reference_bytes": info.size,
+    }))
+}
+
+/// Streams the reference archive into Plex's `Databases` folder.
+async fn pull(ctx: &RunContext) -> Result<Value> {
+    let Mode::Delta { reference } = ctx.cfg.mode() else {
+        bail!("pull needs a reference archive (mode = \"delta\")");
+    };
+    let key = &reference.archive_key;
+    // A manifest named in the config must exist; the default one may not
+    // (the user's own tar.gz archives have none).
+    let manifest = match &reference.manifest_key {
+        Some(m) => Some(transfer::fetch_manifest(&ctx.bucket, m).await?),
+        None => {
+            let default = transfer::manifest_key_for(key);
+            match ctx.bucket.head(&default).await? {
+                Some(_) => Some(transfer::fetch_manifest(&ctx.bucket, &default).await?),
+                None => {
+                    tracing::info!("no manifest beside {key}: files are checked by the integrity check only");
+                    None
+                }
+            }
+        }
+    };
+    if let Some(parent) = ctx.paths.databases.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let pulled = transfer::pull(&ctx.bucket, key, &ctx.paths.databases, manifest).await?;
+    Ok(json!({
+        "archive_bytes": pulled.download.bytes,
+        "archive_sha256": pulled.download.sha256,
+        "files": pulled.unpack.files,
+        "bytes_written": pulled.unpack.bytes_written,
+        "root_prefix": pulled.unpack.root_prefix,
+        "skipped_entries": pulled.unpack.skipped_entries,
+    }))
+}
+
+/// A real integrity check (lessons.md 18) and the statistics before any work.
+async fn verify(ctx: &RunContext) -> Result<Value> {
+    let db = ctx.paths.library_db();
+    let plex_sqlite = plex_sqlite();
+    tokio::task::spawn_blocking(move || -> Result<Value> {
+        let integrity = plexdb::integrity::check(&db, plex_sqlite.as_deref())
+            .context("the reference DB failed its integrity check")?;
+        let stats = plexdb::stats::collect(&db)?;
+        Ok(json!({ "integrity": integrity, "stats_before": stats }))
+    })
+    .await?
+}
+
+/// Home paths to instance paths (lessons.md 20), then every root must lie
+/// under the mount (lessons.md 6).
+async fn remap(ctx: &RunContext) -> Result<Value> {
+    let db = ctx.paths.library_db();
+    let mappings = ctx
+        .cfg
+        .path_mappings()
+        .iter()
+        .map(|m| plexdb::PathMapping::new(m.from.as_str(), m.to.as_str()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mount = ctx.cfg.media_mount_point().to_path_buf();
+    let backups = ctx.paths.backups.join("remap");
+    tokio::task::spawn_blocking(move || -> Result<Value> {
+        // A previous attempt may have committed its changes and died before
+        // the checkpoint: start again from its backup, or mappings would
+        // apply twice.
+        restore_earlier_attempt(&backups, &db)?;
+        let report = plexdb::remap::apply(&db, &mappings, &backups)?;
+        let coverage = plexdb::coverage::report(&db, &[], &mount)?;
+        coverage.ensure_covered()?;
+        Ok(json!({ "remap": report, "coverage": coverage }))
+    })
+    .await?
+}
+
+/// The DB as it will be published: checkpointed, checked, counted, and
+/// compared with what it held before (the deletion guard, lessons.md 1).
+async fn package(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
+    let db = ctx.paths.library_db();
+    let plex_sqlite = plex_sqlite();
+    let before: Stats = phase_output(ckpt, Phase::Verify, "stats_before")?;
+    let limits = ctx.cfg.guard();
+    tokio::task::spawn_blocking(move || -> Result<Value> {
+        checkpoint_wal(&db)?;
+        let integrity = plexdb::integrity::check(&db, plex_sqlite.as_deref())
+            .context("the result DB failed its integrity check")?;
+        let after = plexdb::stats::collect(&db)?;
+        let verdict = guard::compare(&before, &after, &limits);
+        verdict.ensure_passed()?;
+        Ok(json!({ "integrity": integrity, "stats_after": after, "guard": verdict }))
+    })
+    .await?
+}
+
+/// Streams the result to S3; writes `DONE` last.
+async fn upload(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
+    let key = ctx.run_key(RESULT_ARCHIVE);
+    let stats = json!({
+        "before": phase_output::<Value>(ckpt, Phase::Verify, "stats_before")?,
+        "after": phase_output::<Value>(ckpt, Phase::Package, "stats_after")?,
+    });
+    let opts = PackOptions {
+        plex_version: Some(ctx.cfg.plex_version().to_string()),
+        ..PackOptions::default()
+    };
+    let pushed = transfer::push(&ctx.bucket, &ctx.paths.databases, &key, opts, |m| m.stats = Some(stats)).await?;
+    let done = json!({
+        "run_id": ctx.cfg.run_id().to_string(),
+        "archive_key": key,
+        "manifest_key": pushed.manifest_key,
+        "archive_sha256": pushed.upload.sha256,
+        "finished_at": super::status::now_rfc3339(),
+    });
+    let done_key = ctx.run_key("DONE");
+    ctx.bucket
+        .put_bytes(&done_key, serde_json::to_vec_pretty(&done)?.into(), "application/json")
+        .await
+        .with_context(|| format!("cannot write s3://{}/{done_key}", ctx.bucket.name()))?;
+    Ok(json!({
+        "archive_key": key,
+        "manifest_key": pushed.manifest_key,
+        "archive_bytes": pushed.upload.bytes,
+        "archive_sha256": pushed.upload.sha256,
+        "parts": pushed.upload.parts,
+        "files": pushed.manifest.files.len(),
+    }))
+}
+
+/// A value an earlier phase recorded in the checkpoint.
+fn phase_output<T: serde::de::DeserializeOwned>(ckpt: &Checkpoint, phase: Phase, field: &str) -> Result<T> {
+    let record = ckpt
+        .record(phase)
+        .with_context(|| format!("phase {phase} has not run: its {field} is missing"))?;
+    serde_json::from_value(record.output[field].clone())
+        .with_context(|| format!("the checkpoint's {field} of phase {phase} is unreadable"))
+}
+
+/// The Plex SQLite build, when this instance has one; the per-table check
+/// with the bundled SQLite otherwise. (Plex itself joins the run later.)
+fn plex_sqlite() -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new("/usr/lib/plexmediaserver/Plex SQLite");
+    path.exists().then(|| path.to_path_buf())
+}
+
+/// Puts back the DB a killed remap attempt started from, if there is one:
+/// mappings must apply once, to the pulled DB.
+fn restore_earlier_attempt(backups: &Path, db: &Path) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(backups) else {
+        return Ok(());
+    };
+    let mut earlier: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pre-remap"))
+        .collect();
+    // Backup names carry a UTC timestamp: the oldest is the pulled DB.
+    earlier.sort();
+    let Some(original) = earlier.first() else {
+        return Ok(());
+    };
+    tracing::warn!(backup = %original.display(), "an earlier remap attempt did not finish: starting again from its backup");
+    let tmp = db.with_extension("db.restoring");
+    std::fs::copy(original, &tmp).with_context(|| format!("cannot copy {}", original.display()))?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    for suffix in ["-wal", "-shm"] {
+        let mut side = db.as_os_str().to_owned();
+        side.push(suffix);
+        match std::fs::remove_file(&side) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
+    std::fs::rename(&tmp, db).with_context(|| format!("cannot restore {}", db.display()))?;
+    for stale in &earlier[1..] {
+        let _ = std::fs::remove_file(stale);
+    }
+    Ok(())
+}
+
+/// Folds the WAL into the DB file (lessons.md 22): the archive must hold
+/// the whole database in the main file.
+fn checkpoint_wal(db: &Path) -> Result<()> {
+    let conn = plexdb::open_for_write(db)?;
+    let (busy, _, _): (i64, i64, i64) = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .with_context(|| format!("cannot checkpoint {}", db.display()))?;
+    if busy != 0 {
+        bail!("cannot checkpoint {}: another process holds it", db.display());
+    }
+    Ok(())
+}

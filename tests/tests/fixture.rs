@@ -1,0 +1,821 @@
+//! The fixture generator against real SQLite and a real file system: the DB
+//! must look to stock SQLite like a real Plex DB, match its spec, and match
+//! the media tree written beside it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use plex_burst_tests::fixture::{
+    self, ACCOUNT_IDS, LibraryKind, Spec, TreeFilter, generate_db, schema_dump_path,
+    write_app_support, write_media_subset, write_media_tree,
+};
+use rusqlite::Connection;
+use sha2::{Digest, Sha256};
+
+fn tiny_db(dir: &Path) -> (PathBuf, Spec, fixture::Summary) {
+    let spec = Spec::tiny();
+    let path = dir.join("com.plexapp.plugins.library.db");
+    let summary = generate_db(&path, &spec).expect("tiny fixture generates");
+    (path, spec, summary)
+}
+
+fn open(path: &Path) -> Connection {
+    Connection::open(path).expect("fixture DB opens")
+}
+
+fn count(conn: &Connection, sql: &str) -> u64 {
+    conn.query_row(sql, [], |row| row.get::<_, i64>(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}")) as u64
+}
+
+fn strings(conn: &Connection, sql: &str) -> Vec<String> {
+    let mut statement = conn.prepare(sql).expect("query prepares");
+    statement
+        .query_map([], |row| row.get(0))
+        .expect("query runs")
+        .map(|r| r.expect("row reads"))
+        .collect()
+}
+
+/// Tables with their own b-tree (not virtual tables).
+fn ordinary_tables(conn: &Connection) -> Vec<String> {
+    strings(
+        conn,
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND rootpage > 0 ORDER BY name",
+    )
+}
+
+#[test]
+fn sqlite_master_holds_exactly_the_dumped_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, _) = tiny_db(dir.path());
+    let conn = open(&path);
+    let dump = std::fs::read_to_string(schema_dump_path()).expect("schema dump readable");
+    let dump_statements = dump.lines().filter(|l| l.starts_with("CREATE ")).count();
+
+    let rows = strings(
+        &conn,
+        "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND type != 'trigger' AND name NOT LIKE 'sqlite_%'",
+    );
+    assert_eq!(
+        rows.len(),
+        dump_statements,
+        "one sqlite_master row per dumped statement"
+    );
+    for sql in rows {
+        // `.schema` prints a stored `CREATE TABLE "x"` as `CREATE TABLE IF NOT EXISTS "x"`.
+        let printed = match sql.strip_prefix("CREATE TABLE \"") {
+            Some(rest) => format!("CREATE TABLE IF NOT EXISTS \"{rest}"),
+            None => sql.clone(),
+        };
+        assert!(dump.contains(&printed), "not in the dump: {sql}");
+    }
+
+    let virtual_tables = strings(
+        &conn,
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND rootpage = 0 AND sql LIKE 'CREATE VIRTUAL TABLE%' ORDER BY name",
+    );
+    assert_eq!(
+        virtual_tables,
+        [
+            "fts4_metadata_titles",
+            "fts4_metadata_titles_icu",
+            "fts4_tag_titles",
+            "fts4_tag_titles_icu",
+            "locations",
+            "spellfix_metadata_titles",
+            "spellfix_tag_titles"
+        ]
+    );
+    let mut triggers = strings(
+        &conn,
+        "SELECT name FROM sqlite_master WHERE type = 'trigger'",
+    );
+    triggers.sort();
+    let mut expected: Vec<String> = ["fts4_metadata_titles", "fts4_tag_titles"]
+        .iter()
+        .flat_map(|t| {
+            [
+                "after_insert",
+                "after_update",
+                "before_update",
+                "before_delete",
+            ]
+            .map(|w| format!("{t}_{w}_icu"))
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(triggers, expected);
+}
+
+#[test]
+fn per_table_integrity_passes_and_plain_integrity_check_fails_like_a_real_plex_db() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, _) = tiny_db(dir.path());
+    let conn = open(&path);
+    let tables = ordinary_tables(&conn);
+    assert!(tables.len() > 60, "only {} tables", tables.len());
+    for table in &tables {
+        let result: String = conn
+            .query_row(&format!("PRAGMA integrity_check(\"{table}\")"), [], |row| {
+                row.get(0)
+            })
+            .unwrap_or_else(|e| panic!("integrity_check({table}): {e}"));
+        assert_eq!(result, "ok", "table {table}");
+    }
+    for pragma in ["PRAGMA integrity_check", "PRAGMA quick_check"] {
+        let outcome = conn.prepare(pragma).and_then(|mut s| {
+            s.query_map([], |row| row.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()
+        });
+        let text = match outcome {
+            Ok(rows) => rows.join("\n"),
+            Err(error) => error.to_string(),
+        };
+        assert!(
+            text.contains("unknown tokenizer: collating"),
+            "{pragma}: {text}"
+        );
+    }
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    // The plain full-text index stock SQLite can read is filled and consistent.
+    conn.execute(
+        "INSERT INTO fts4_metadata_titles(fts4_metadata_titles) VALUES('integrity-check')",
+        [],
+    )
+    .expect("fts4_metadata_titles index matches metadata_items");
+}
+
+#[test]
+fn title_writes_fail_with_stock_sqlite_while_path_and_watch_state_writes_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, spec, _) = tiny_db(dir.path());
+    let conn = open(&path);
+    for write in [
+        "UPDATE metadata_items SET title = 'Renamed' WHERE id = 1",
+        "UPDATE metadata_items SET added_at = added_at + 1 WHERE id = 1",
+        "INSERT INTO tags(tag, tag_type) VALUES('New', 1)",
+        "DELETE FROM tags WHERE id = 1",
+    ] {
+        let error = conn.execute(write, []).expect_err(write).to_string();
+        assert!(
+            error.contains("unknown tokenizer: collating"),
+            "{write}: {error}"
+        );
+    }
+    let root = &spec.media_root;
+    let moved = conn
+        .execute(
+            "UPDATE media_parts SET file = '/mnt/media' || substr(file, length(?1) + 1) WHERE file LIKE ?1 || '/%'",
+            [root],
+        )
+        .expect("media_parts has no trigger");
+    assert!(moved > 0);
+    conn.execute(
+        "UPDATE section_locations SET root_path = '/mnt/media/Movies' WHERE root_path = ?1",
+        [format!("{root}/Movies")],
+    )
+    .expect("section_locations has no trigger");
+    conn.execute(
+        "UPDATE metadata_item_settings SET view_count = view_count + 1",
+        [],
+    )
+    .expect("no trigger");
+    conn.execute(
+        "UPDATE metadata_item_views SET viewed_at = viewed_at + 1",
+        [],
+    )
+    .expect("no trigger");
+}
+
+#[test]
+fn libraries_and_counts_match_the_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, spec, summary) = tiny_db(dir.path());
+    let conn = open(&path);
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM library_sections"),
+        spec.libraries.len() as u64
+    );
+    for (index, library) in spec.libraries.iter().enumerate() {
+        let id = index as i64 + 1;
+        let (name, section_type, agent, uuid): (String, i64, String, String) = conn
+            .query_row(
+                "SELECT name, section_type, agent, uuid FROM library_sections WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(name, library.name);
+        let expected_type = match library.kind {
+            LibraryKind::Movie => 1,
+            LibraryKind::Show => 2,
+            LibraryKind::Music => 8,
+            LibraryKind::Photo => 13,
+        };
+        assert_eq!(section_type, expected_type, "{name}");
+        assert!(agent.contains('.'), "{name}: agent {agent}");
+        assert_eq!(uuid.len(), 36, "{name}: uuid {uuid}");
+
+        let roots = strings(
+            &conn,
+            &format!(
+                "SELECT root_path FROM section_locations WHERE library_section_id = {id} ORDER BY id"
+            ),
+        );
+        let expected_roots: Vec<String> = library
+            .locations
+            .iter()
+            .map(|l| {
+                if l.path.starts_with('/') {
+                    l.path.clone()
+                } else {
+                    format!("{}/{}", spec.media_root, l.path)
+                }
+            })
+            .collect();
+        assert_eq!(roots, expected_roots, "{name}");
+
+        let leaf_type = match library.kind {
+            LibraryKind::Movie => 1,
+            LibraryKind::Show => 4,
+            LibraryKind::Music => 10,
+            LibraryKind::Photo => 13,
+        };
+        let live_expected: u64 = library.locations.iter().map(|l| u64::from(l.items)).sum();
+        let leaves = |deleted: &str| {
+            count(
+                &conn,
+                &format!(
+                    "SELECT count(*) FROM metadata_items WHERE library_section_id = {id} AND metadata_type = {leaf_type} AND deleted_at IS {deleted}"
+                ),
+            )
+        };
+        assert_eq!(leaves("NULL"), live_expected, "{name}: live leaves");
+        assert_eq!(
+            leaves("NOT NULL"),
+            u64::from(library.deleted),
+            "{name}: deleted leaves"
+        );
+        assert_eq!(summary.libraries[index].items, live_expected);
+
+        // Every leaf has one media item and one part, deleted alongside it,
+        // in one of the library's locations.
+        let parts = count(
+            &conn,
+            &format!(
+                "SELECT count(*) FROM metadata_items m JOIN media_items i ON i.metadata_item_id = m.id
+                 JOIN media_parts p ON p.media_item_id = i.id
+                 JOIN section_locations l ON l.id = i.section_location_id
+                 WHERE m.library_section_id = {id} AND (m.deleted_at IS NULL) = (p.deleted_at IS NULL)
+                   AND (m.deleted_at IS NULL) = (i.deleted_at IS NULL) AND l.library_section_id = {id}
+                   AND substr(p.file, 1, length(l.root_path) + 1) = l.root_path || '/'"
+            ),
+        );
+        assert_eq!(
+            parts,
+            live_expected + u64::from(library.deleted),
+            "{name}: media parts"
+        );
+    }
+    // Hierarchies: every child's parent exists in the same library.
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM metadata_items c LEFT JOIN metadata_items p ON p.id = c.parent_id
+             WHERE c.parent_id IS NOT NULL AND (p.id IS NULL OR p.library_section_id != c.library_section_id)"
+        ),
+        0
+    );
+    for (child, parent) in [(4, 3), (3, 2), (10, 9), (9, 8), (13, 14)] {
+        let wrong = count(
+            &conn,
+            &format!(
+                "SELECT count(*) FROM metadata_items c JOIN metadata_items p ON p.id = c.parent_id WHERE c.metadata_type = {child} AND p.metadata_type != {parent}"
+            ),
+        );
+        assert_eq!(wrong, 0, "type {child} under type {parent}");
+    }
+    let guids = strings(
+        &conn,
+        "SELECT guid FROM metadata_items WHERE metadata_type IN (1, 10)",
+    );
+    assert!(
+        guids
+            .iter()
+            .all(|g| g.starts_with("plex://movie/") || g.starts_with("plex://track/"))
+    );
+    assert_eq!(
+        count(&conn, "SELECT count(DISTINCT guid) FROM metadata_items"),
+        count(&conn, "SELECT count(*) FROM metadata_items")
+    );
+    let by_type: BTreeMap<String, u64> = summary.metadata_items_by_type.clone();
+    assert_eq!(
+        by_type.values().sum::<u64>(),
+        count(&conn, "SELECT count(*) FROM metadata_items")
+    );
+    // External subtitles point at files beside their media.
+    let urls = strings(&conn, "SELECT url FROM media_streams WHERE url IS NOT NULL");
+    assert!(!urls.is_empty());
+    assert!(
+        urls.iter()
+            .all(|u| u.starts_with(&format!("file://{}/", spec.media_root)) && u.ends_with(".srt")),
+        "{urls:?}"
+    );
+    assert!(count(&conn, "SELECT count(*) FROM schema_migrations") >= 50);
+    assert!(count(&conn, "SELECT count(*) FROM taggings") > 0);
+}
+
+#[test]
+fn sonic_markers_cover_the_requested_fraction_in_both_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, spec, summary) = tiny_db(dir.path());
+    let conn = open(&path);
+    let music = spec
+        .libraries
+        .iter()
+        .find(|l| l.kind == LibraryKind::Music)
+        .unwrap();
+    let tracks = count(
+        &conn,
+        "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL",
+    );
+    let analysed = count(
+        &conn,
+        "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL AND extra_data LIKE '%musicAnalysisVersion%'",
+    );
+    let expected = (tracks as f64 * music.sonic_fraction).round() as u64;
+    assert_eq!(analysed, expected, "{analysed} of {tracks} tracks analysed");
+    assert_eq!((summary.tracks, summary.sonic_analysed), (tracks, analysed));
+    let url_encoded = count(
+        &conn,
+        "SELECT count(*) FROM metadata_items WHERE extra_data LIKE 'ms\\%3AmusicAnalysisVersion=1%' ESCAPE '\\'",
+    );
+    let json = count(
+        &conn,
+        "SELECT count(*) FROM metadata_items WHERE json_valid(extra_data) AND extra_data LIKE '%musicAnalysisVersion%'",
+    );
+    assert!(
+        url_encoded > 0 && json > 0,
+        "url-encoded {url_encoded}, json {json}"
+    );
+    assert_eq!(url_encoded + json, analysed);
+    let loudness_only = count(
+        &conn,
+        "SELECT count(*) FROM metadata_items WHERE extra_data LIKE '%loudnessAnalysisVersion%' AND extra_data NOT LIKE '%musicAnalysisVersion%'",
+    );
+    assert!(
+        loudness_only > 0,
+        "some unanalysed tracks carry another analysis marker"
+    );
+}
+
+#[test]
+fn watch_state_exists_for_both_accounts_keyed_by_guid() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, summary) = tiny_db(dir.path());
+    let conn = open(&path);
+    let accounts: Vec<i64> = {
+        let mut statement = conn.prepare("SELECT id FROM accounts ORDER BY id").unwrap();
+        statement
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(accounts, ACCOUNT_IDS);
+    for account in ACCOUNT_IDS {
+        let settings = count(
+            &conn,
+            &format!("SELECT count(*) FROM metadata_item_settings WHERE account_id = {account}"),
+        );
+        let views = count(
+            &conn,
+            &format!("SELECT count(*) FROM metadata_item_views WHERE account_id = {account}"),
+        );
+        assert!(
+            settings > 0 && views > 0,
+            "account {account}: {settings} settings, {views} views"
+        );
+        assert_eq!(summary.settings_per_account[&account], settings);
+        assert_eq!(summary.views_per_account[&account], views);
+    }
+    for table in ["metadata_item_settings", "metadata_item_views"] {
+        let orphans = count(
+            &conn,
+            &format!(
+                "SELECT count(*) FROM {table} s WHERE NOT EXISTS (SELECT 1 FROM metadata_items m WHERE m.guid = s.guid)"
+            ),
+        );
+        assert_eq!(orphans, 0, "{table} rows whose guid names no item");
+    }
+}
+
+/// A digest of every row of every ordinary table.
+fn content_digest(path: &Path) -> String {
+    let conn = open(path);
+    let mut hasher = Sha256::new();
+    for table in ordinary_tables(&conn) {
+        hasher.update(table.as_bytes());
+        let mut statement = conn
+            .prepare(&format!("SELECT * FROM \"{table}\" ORDER BY rowid"))
+            .unwrap();
+        let columns = statement.column_count();
+        let mut rows = statement.query([]).unwrap();
+        while let Some(row) = rows.next().unwrap() {
+            for i in 0..columns {
+                hasher.update(format!("{:?}|", row.get_ref(i).unwrap()).as_bytes());
+            }
+        }
+    }
+    hex::encode(hasher.finalize())
+}
+
+#[test]
+fn the_same_seed_gives_the_same_content_and_another_seed_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = Spec::tiny();
+    let a = dir.path().join("a.db");
+    let b = dir.path().join("b.db");
+    let c = dir.path().join("c.db");
+    let summary_a = generate_db(&a, &spec).unwrap();
+    let summary_b = generate_db(&b, &spec).unwrap();
+    spec.seed += 1;
+    generate_db(&c, &spec).unwrap();
+    assert_eq!(summary_a, summary_b);
+    assert_eq!(content_digest(&a), content_digest(&b));
+    assert_ne!(content_digest(&a), content_digest(&c));
+}
+
+#[test]
+fn generation_refuses_to_overwrite_and_leaves_nothing_behind_on_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("existing.db");
+    std::fs::write(&path, b"precious").unwrap();
+    let error = generate_db(&path, &Spec::tiny()).unwrap_err().to_string();
+    assert!(
+        error.contains("existing.db") && error.contains("already exists"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"precious");
+
+    let mut bad = Spec::tiny();
+    bad.libraries[1].locations[0].path = "TV/../..".into();
+    let error = generate_db(&dir.path().join("bad.db"), &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("TV Shows") && error.contains("TV/../.."),
+        "{error}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["existing.db"]);
+}
+
+/// Relative paths of all files under `root`.
+fn files_under(root: &Path) -> BTreeSet<String> {
+    let mut files = BTreeSet::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(entry.path());
+            } else {
+                files.insert(
+                    entry
+                        .path()
+                        .strip_prefix(root)
+                        .unwrap()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    files
+}
+
+/// Checks the first bytes against the format the extension names.
+fn assert_valid_header(path: &Path) {
+    let bytes = std::fs::read(path).unwrap();
+    let name = path.to_string_lossy();
+    assert!(
+        (100..4096).contains(&bytes.len()),
+        "{name}: {} bytes",
+        bytes.len()
+    );
+    let extension = path.extension().unwrap().to_string_lossy().to_lowercase();
+    match extension.as_str() {
+        "mkv" => {
+            assert_eq!(bytes[..4], [0x1A, 0x45, 0xDF, 0xA3], "{name}: EBML magic");
+            assert!(
+                bytes.windows(8).any(|w| w == b"matroska"),
+                "{name}: DocType"
+            );
+        }
+        "mp4" | "m4v" => {
+            assert_eq!(&bytes[4..8], b"ftyp", "{name}");
+            let size = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+            assert!(
+                size >= 16 && size.is_multiple_of(4) && size < bytes.len(),
+                "{name}: ftyp size {size}"
+            );
+        }
+        "flac" => {
+            assert_eq!(&bytes[..4], b"fLaC", "{name}");
+            assert_eq!(bytes[4] & 0x7F, 0, "{name}: first block is STREAMINFO");
+            assert_eq!(bytes[5..8], [0, 0, 34], "{name}: STREAMINFO length");
+            let rate = (u32::from(bytes[18]) << 12)
+                | (u32::from(bytes[19]) << 4)
+                | (u32::from(bytes[20]) >> 4);
+            assert_eq!(rate, 44_100, "{name}: sample rate");
+        }
+        "mp3" => {
+            assert_eq!(&bytes[..3], b"ID3", "{name}");
+            assert!(bytes[3] >= 2 && bytes[3] <= 4, "{name}: ID3v2 version");
+            assert!(
+                bytes[6..10].iter().all(|b| b & 0x80 == 0),
+                "{name}: syncsafe size"
+            );
+        }
+        "jpg" => {
+            assert_eq!(bytes[..4], [0xFF, 0xD8, 0xFF, 0xE0], "{name}: SOI + APP0");
+            assert_eq!(&bytes[6..11], b"JFIF\0", "{name}");
+            assert_eq!(bytes[bytes.len() - 2..], [0xFF, 0xD9], "{name}: EOI");
+        }
+        "srt" => assert!(bytes.starts_with(b"1\n00:00:01,000 --> "), "{name}"),
+        other => panic!("{name}: unexpected extension {other}"),
+    }
+}
+
+#[test]
+fn the_media_tree_holds_exactly_the_live_files_the_db_names_under_the_media_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, spec, _) = tiny_db(dir.path());
+    let tree = dir.path().join("media");
+    let written = write_media_tree(&tree, &spec).unwrap();
+    let conn = open(&path);
+    let prefix = format!("{}/", spec.media_root);
+    let mut expected = BTreeSet::new();
+    let live = strings(
+        &conn,
+        "SELECT file FROM media_parts WHERE deleted_at IS NULL",
+    )
+    .into_iter()
+    .chain(strings(
+        &conn,
+        "SELECT substr(url, 8) FROM media_streams WHERE url LIKE 'file://%'",
+    ));
+    let mut outside = 0;
+    for file in live {
+        match file.strip_prefix(&prefix) {
+            Some(relative) => {
+                expected.insert(relative.to_string());
+            }
+            None => outside += 1,
+        }
+    }
+    assert!(
+        outside > 0,
+        "the second Photos location lies outside the media root"
+    );
+    let on_disk = files_under(&tree);
+    assert_eq!(on_disk, expected);
+    assert_eq!(
+        written.media_files + written.subtitle_files,
+        on_disk.len() as u64
+    );
+    let extensions: BTreeSet<String> = on_disk
+        .iter()
+        .filter_map(|f| f.rsplit_once('.').map(|(_, e)| e.to_string()))
+        .collect();
+    for wanted in ["mkv", "flac", "mp3", "jpg", "srt"] {
+        assert!(
+            extensions.contains(wanted),
+            "no .{wanted} in {extensions:?}"
+        );
+    }
+    for file in &on_disk {
+        assert_valid_header(&tree.join(file));
+    }
+    let deleted = strings(
+        &conn,
+        "SELECT file FROM media_parts WHERE deleted_at IS NOT NULL",
+    );
+    assert!(!deleted.is_empty());
+    assert!(
+        deleted
+            .iter()
+            .all(|f| !tree.join(f.strip_prefix(&prefix).unwrap()).exists()),
+        "deleted parts have no file"
+    );
+
+    // Writing again finds everything in place and changes nothing.
+    let again = write_media_tree(&tree, &spec).unwrap();
+    assert_eq!(
+        (again.media_files, again.already_present),
+        (0, written.media_files)
+    );
+}
+
+#[test]
+fn a_media_subset_respects_max_files_and_the_library_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec::tiny();
+    let tree = dir.path().join("subset");
+    let filter = TreeFilter {
+        max_files: Some(20),
+        libraries: None,
+    };
+    let summary = write_media_subset(&tree, &spec, &filter).unwrap();
+    assert_eq!(summary.media_files, 20);
+    let files: Vec<String> = files_under(&tree)
+        .into_iter()
+        .filter(|f| !f.ends_with(".srt"))
+        .collect();
+    assert_eq!(files.len(), 20);
+    for library in &spec.libraries {
+        assert!(
+            files
+                .iter()
+                .any(|f| f.starts_with(&format!("{}/", library.name))),
+            "{} has a file",
+            library.name
+        );
+    }
+
+    let only = dir.path().join("only-movies");
+    let filter = TreeFilter {
+        max_files: None,
+        libraries: Some(vec!["Movies".into()]),
+    };
+    let summary = write_media_subset(&only, &spec, &filter).unwrap();
+    let movies = spec.libraries.iter().find(|l| l.name == "Movies").unwrap();
+    assert_eq!(summary.media_files, u64::from(movies.locations[0].items));
+    assert!(files_under(&only).iter().all(|f| f.starts_with("Movies/")));
+
+    let filter = TreeFilter {
+        max_files: None,
+        libraries: Some(vec!["Films".into()]),
+    };
+    let error = write_media_subset(&dir.path().join("x"), &spec, &filter)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("\"Films\""), "{error}");
+}
+
+#[test]
+fn the_app_support_folder_is_shaped_like_plex() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec::tiny();
+    let app = write_app_support(dir.path(), &spec).unwrap();
+    let base = dir
+        .path()
+        .join("Library/Application Support/Plex Media Server");
+    assert_eq!(app.dir, base);
+    let databases = base.join("Plug-in Support/Databases");
+    let library = databases.join("com.plexapp.plugins.library.db");
+    assert_eq!(app.library_db, library);
+    let backup = databases.join(format!(
+        "com.plexapp.plugins.library.db-{}",
+        fixture::BACKUP_DATE
+    ));
+    assert_eq!(
+        std::fs::read(&library).unwrap(),
+        std::fs::read(&backup).unwrap()
+    );
+    let blobs = open(&databases.join("com.plexapp.plugins.library.blobs.db"));
+    let check: String = blobs
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    assert!(count(&blobs, "SELECT count(*) FROM blobs") > 0);
+    assert!(
+        databases
+            .join(format!(
+                "com.plexapp.plugins.library.blobs.db-{}",
+                fixture::BACKUP_DATE
+            ))
+            .is_file()
+    );
+    let preferences = std::fs::read_to_string(base.join("Preferences.xml")).unwrap();
+    for attribute in [
+        "MachineIdentifier=\"",
+        "ProcessedMachineIdentifier=\"",
+        "PlexOnlineToken=\"",
+    ] {
+        assert!(
+            preferences.contains(attribute),
+            "Preferences.xml lacks {attribute}"
+        );
+    }
+    assert!(base.join("Logs/Plex Media Server.log").is_file());
+    assert!(files_under(&base.join("Metadata")).len() >= 3);
+    assert_eq!(
+        count(&open(&library), "SELECT count(*) FROM library_sections"),
+        spec.libraries.len() as u64
+    );
+    let error = write_app_support(dir.path(), &spec)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("already exists"), "{error}");
+}
+
+#[test]
+fn the_cli_prints_the_summary_and_names_a_missing_schema_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cli.db");
+    let output = Command::new(env!("CARGO_BIN_EXE_plex-fixture"))
+        .args([
+            "db",
+            "--preset",
+            "tiny",
+            "--seed",
+            "9",
+            "--media-root",
+            "/srv/media",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["summary"]["libraries"][0]["name"], "Music");
+    let conn = open(&out);
+    let roots = strings(
+        &conn,
+        "SELECT root_path FROM section_locations WHERE library_section_id = 1",
+    );
+    assert_eq!(roots, ["/srv/media/Music"]);
+
+    let output = Command::new(env!("CARGO_BIN_EXE_plex-fixture"))
+        .env(fixture::SHARED_ENV, dir.path().join("nowhere"))
+        .args(["db", "--preset", "tiny"])
+        .arg(dir.path().join("never.db"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("nowhere/reference/plex-library-schema.sql"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one-line error: {stderr}");
+    assert!(!dir.path().join("never.db").exists());
+}
+
+/// The user's size (mission.md). Slow (about half a minute of CPU): run
+/// with `cargo test --release -p plex-burst-tests --test fixture -- --ignored`.
+#[test]
+#[ignore]
+fn the_user_size_preset_matches_the_mission_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("user.db");
+    let summary = generate_db(&path, &Spec::user_size()).unwrap();
+    let conn = open(&path);
+    let live = |section: &str, kind: i64| {
+        count(
+            &conn,
+            &format!(
+                "SELECT count(*) FROM metadata_items m JOIN library_sections s ON s.id = m.library_section_id
+                 WHERE s.name = '{section}' AND m.metadata_type = {kind} AND m.deleted_at IS NULL"
+            ),
+        )
+    };
+    let table = [
+        ("Music", 10, 456_534),
+        ("TV Shows", 4, 738),
+        ("Movies", 1, 315),
+        ("A voir", 1, 32),
+        ("Photos", 13, 28_338),
+        ("Kids - Movies", 1, 5),
+        ("Kids - TV Shows", 4, 200),
+        ("Adult", 1, 57),
+    ];
+    for (section, kind, expected) in table {
+        assert_eq!(live(section, kind), expected, "{section}");
+    }
+    let analysed = count(
+        &conn,
+        "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL AND extra_data LIKE '%musicAnalysisVersion%'",
+    );
+    assert_eq!(analysed, 81_035);
+    assert_eq!(summary.sonic_analysed, 81_035);
+    let second_location = count(
+        &conn,
+        "SELECT count(*) FROM media_parts WHERE file LIKE '/data/photos2/%'",
+    );
+    assert_eq!(second_location, 3_368);
+}
