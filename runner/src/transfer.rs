@@ -11,9 +11,12 @@ use crate::archive::{self, Expectation, Manifest, PackOptions, UnpackReport};
 use crate::pipe::{PipeWriter, pipe};
 use crate::s3::{Bucket, DownloadReport, UploadReport};
 
-/// Chunks in flight between the S3 side and the archive side. With the S3
-/// engine's ranges this bounds the pipe to a few tens of MB.
-const PIPE_CHUNKS: usize = 64;
+/// Chunks queued between the S3 side and the archive side. A download
+/// chunk is a whole range (16 MiB), already bounded by the engine's own
+/// in-flight limit: two more keep extraction fed without adding memory.
+const PULL_PIPE_CHUNKS: usize = 2;
+/// Upload chunks are zstd's output blocks (about 128 KiB each).
+const PUSH_PIPE_CHUNKS: usize = 64;
 
 /// Where the manifest of an archive lives: beside it, same stem.
 pub fn manifest_key_for(archive_key: &str) -> String {
@@ -34,7 +37,7 @@ pub struct Pulled {
 /// once every digest the manifest gives has checked out.
 pub async fn pull(bucket: &Bucket, key: &str, dest: &Path, manifest: Option<Manifest>) -> Result<Pulled> {
     remove_stale_partials(dest)?;
-    let (writer, reader) = pipe(PIPE_CHUNKS);
+    let (writer, reader) = pipe(PULL_PIPE_CHUNKS);
     let dest_owned = dest.to_path_buf();
     let unpack = tokio::task::spawn_blocking(move || {
         let expect = Expectation {
@@ -82,7 +85,7 @@ pub async fn push(
     annotate: impl FnOnce(&mut Manifest),
 ) -> Result<Pushed> {
     let size_hint = folder_size(src)?;
-    let (writer, reader) = pipe(PIPE_CHUNKS);
+    let (writer, reader) = pipe(PUSH_PIPE_CHUNKS);
     let src_owned = src.to_path_buf();
     let pack = tokio::task::spawn_blocking(move || pack_into(&src_owned, writer, &opts));
 

@@ -116,7 +116,7 @@ fn a_valid_plex_db_passes_and_is_left_untouched() {
 
     let report = integrity::check(&db, None).expect("valid DB passes");
     assert_eq!(report.method, integrity::CheckMethod::PerTable);
-    let conn = Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let conn = plexdb::open_read_only(&db).unwrap();
     let ordinary = conn
         .query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND rootpage > 0", [], |r| r.get::<_, i64>(0))
         .unwrap() as usize;

@@ -57,14 +57,15 @@ pub fn pack(
     collect(root, &mut Vec::new(), &mut paths)?;
     paths.sort();
 
+    let configure = |e| ArchiveError::io("set up zstd compression for", root, e);
     let mut encoder = zstd::stream::write::Encoder::new(HashingWriter::new(sink), opts.level)
-        .map_err(|e| encoder_error(e, 0))?;
-    for setting in [
-        encoder.multithread(opts.threads.max(1)),
-        encoder.include_checksum(true),
-    ] {
-        setting.map_err(|e| encoder_error(e, 0))?;
-    }
+        .map_err(configure)?;
+    // Multi-threaded mode even for one worker: its output depends only on
+    // the level, so a different core count re-produces the same bytes.
+    encoder
+        .multithread(opts.threads.max(1))
+        .and_then(|()| encoder.include_checksum(true))
+        .map_err(configure)?;
     let mut stream: Stream<_> = tar::Builder::new(BufWriter::with_capacity(WRITE_BUFFER, encoder));
 
     let mut files = Vec::with_capacity(paths.len());

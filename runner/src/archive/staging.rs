@@ -170,3 +170,53 @@ fn split(dest: &Path) -> Result<(PathBuf, String), ArchiveError> {
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staged(dest: &Path, content: &[u8]) -> Staging {
+        let staging = Staging::create(dest).expect("create staging");
+        fs::write(staging.path().join("a.db"), content).expect("write");
+        staging
+    }
+
+    #[test]
+    fn both_swaps_replace_the_folder_and_leave_nothing_behind() {
+        let tmp = tempfile::TempDir::new().expect("tempdir");
+        let dest = tmp.path().join("Databases");
+        for (round, fallback) in [(1u8, false), (2, true), (3, false)] {
+            let staging = staged(&dest, &[round]);
+            if fallback {
+                // What filesystems without renameat2 flags get.
+                staging
+                    .swap_by_renames(dest.exists())
+                    .expect("swap by renames");
+                drop(staging); // removes the old folder, now in its place
+            } else {
+                staging.commit().expect("commit");
+            }
+            assert_eq!(fs::read(dest.join("a.db")).expect("read"), [round]);
+            let names: Vec<_> = fs::read_dir(tmp.path())
+                .expect("list")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            assert_eq!(names, ["Databases"], "round {round}");
+        }
+    }
+
+    #[test]
+    fn a_dropped_staging_folder_is_removed_and_a_file_is_no_destination() {
+        let tmp = tempfile::TempDir::new().expect("tempdir");
+        let dest = tmp.path().join("Databases");
+        let dir = staged(&dest, b"x").dir.clone();
+        assert!(!dir.exists() && !dest.exists());
+
+        fs::write(&dest, b"a file").expect("write");
+        let error = Staging::create(&dest).err().expect("a file is refused");
+        assert!(
+            matches!(error, ArchiveError::DestinationNotFolder { .. }),
+            "{error}"
+        );
+    }
+}

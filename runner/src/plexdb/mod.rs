@@ -92,8 +92,34 @@ impl PlexDbError {
 /// Opens an existing DB read-only: the file, its WAL and its schema are
 /// never written, and a missing path is an error, never a new file. Fails
 /// with [`PlexDbError::NotADatabase`] at once for a file that is not SQLite.
+///
+/// A WAL-mode DB (as Plex keeps it) without a `-wal` file is closed: no
+/// process has it open, since SQLite creates the `-wal` at the first open
+/// and removes it at the last close. Such a file is opened `immutable`, so
+/// that reading it does not leave `-wal`/`-shm` files behind. When a `-wal`
+/// exists (Plex running), the normal read-only mode sees its latest commits.
 pub fn open_read_only(path: &Path) -> Result<Connection, PlexDbError> {
+    if is_closed_wal_db(path) {
+        let absolute = std::path::absolute(path).map_err(|e| PlexDbError::io(path, e))?;
+        if let Ok(mut uri) = url::Url::from_file_path(&absolute) {
+            uri.set_query(Some("immutable=1"));
+            return open_at(path, Path::new(uri.as_str()), OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI);
+        }
+    }
     open(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+}
+
+/// True for a WAL-mode file (header bytes 18 and 19 are 2) with no `-wal`.
+fn is_closed_wal_db(path: &Path) -> bool {
+    use std::io::Read;
+    let mut header = [0u8; 20];
+    let wal_mode = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut header)).is_ok()
+        && header.starts_with(b"SQLite format 3\0")
+        && header[18] == 2
+        && header[19] == 2;
+    let mut wal = path.as_os_str().to_os_string();
+    wal.push("-wal");
+    wal_mode && !Path::new(&wal).exists()
 }
 
 /// Opens an existing DB for writing; never creates one.
@@ -102,6 +128,11 @@ pub fn open_for_write(path: &Path) -> Result<Connection, PlexDbError> {
 }
 
 fn open(path: &Path, mode: OpenFlags) -> Result<Connection, PlexDbError> {
+    open_at(path, path, mode)
+}
+
+/// Opens `target` (the path, or a URI for it) after checking `path`.
+fn open_at(path: &Path, target: &Path, mode: OpenFlags) -> Result<Connection, PlexDbError> {
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => PlexDbError::NotFound(path.to_path_buf()),
         _ => PlexDbError::io(path, e),
@@ -115,7 +146,7 @@ fn open(path: &Path, mode: OpenFlags) -> Result<Connection, PlexDbError> {
     }
     // No SQLITE_OPEN_CREATE: a path that vanished in between is an error.
     let flags = mode | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| PlexDbError::sqlite(path, e))?;
+    let conn = Connection::open_with_flags(target, flags).map_err(|e| PlexDbError::sqlite(path, e))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| PlexDbError::sqlite(path, e))?;
     // Opening is lazy: read the header now so that garbage fails here.
     conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))

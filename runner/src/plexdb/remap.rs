@@ -20,7 +20,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use super::paths::{FILE_URL_SCHEME, Mapper, PathMapping};
-use super::{PlexDbError, backup_path, open_for_write, open_plex_read_only, sync_dir};
+use super::{PlexDbError, backup_path, open_for_write, open_plex_read_only, open_read_only, sync_dir};
 
 /// What a value in a column is.
 #[derive(Clone, Copy)]
@@ -87,10 +87,12 @@ pub fn apply(db: &Path, mappings: &[PathMapping], backup_dir: &Path) -> Result<R
     register_functions(&conn, &mapper).map_err(sqlite)?;
     refuse_unsafe_triggers(&conn, db)?;
 
-    // The write lock from here to commit: the backup is exactly the state
-    // the remap starts from.
+    // The write lock from here to commit, so the backup is exactly the
+    // state the remap starts from. SQLite cannot back up from a connection
+    // holding a write transaction, so a second connection reads the copy:
+    // readers are not blocked by a writer that has not written yet.
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite)?;
-    let backup = backup_into(&tx, db, backup_dir)?;
+    let backup = backup_into(&open_read_only(db)?, db, backup_dir)?;
 
     let mut report = empty_report(mappings, false);
     report.backup = Some(backup);

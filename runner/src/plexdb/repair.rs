@@ -132,7 +132,7 @@ fn salvage(source: &Connection, db: &Path, fresh: &Path) -> Result<Vec<TableReco
     }
     let mut tables = Vec::new();
     for row in schema.iter().filter(ordinary) {
-        tables.push(copy_table(&out, &row.name));
+        tables.push(copy_table(&out, &row.name, db)?);
     }
     // AUTOINCREMENT counters, so that deleted ids are never reused.
     if schema.iter().any(|r| r.name == "sqlite_sequence") {
@@ -177,9 +177,14 @@ fn is_virtual(sql: &str) -> bool {
     sql.trim_start().get(..20).is_some_and(|s| s.eq_ignore_ascii_case("CREATE VIRTUAL TABLE"))
 }
 
+/// Failed reads tolerated per table before the rest of its damaged ranges
+/// are given up (bounds the splitting on a badly damaged or sparse table).
+const FAILED_READS_PER_TABLE: u32 = 100_000;
+
 /// Copies `damaged.<table>` into `main.<table>`, splitting any rowid range
-/// whose read fails until the failure is isolated.
-fn copy_table(out: &Connection, table: &str) -> TableRecovery {
+/// whose read fails for damage until the damage is isolated. Any other
+/// error (a full disk, a constraint) fails the recovery.
+fn copy_table(out: &Connection, table: &str, db: &Path) -> Result<TableRecovery, PlexDbError> {
     let quoted = quote_ident(table);
     let bounds = out
         .query_row(&format!("SELECT min(rowid), max(rowid) FROM damaged.{quoted}"), [], |r| {
@@ -187,34 +192,49 @@ fn copy_table(out: &Connection, table: &str) -> TableRecovery {
         })
         .unwrap_or((Some(i64::MIN), Some(i64::MAX)));
     let mut report = TableRecovery { name: table.to_string(), rows: 0, unreadable_ranges: 0 };
-    let (Some(low), Some(high)) = bounds else { return report };
+    let (Some(low), Some(high)) = bounds else { return Ok(report) };
     let range = format!("INSERT INTO main.{quoted} SELECT * FROM damaged.{quoted} WHERE rowid BETWEEN ?1 AND ?2");
     // A one-row range by equality: a range scan would step on to the next
     // page, which may be the damaged one, and lose a readable row.
     let single = format!("INSERT INTO main.{quoted} SELECT * FROM damaged.{quoted} WHERE rowid = ?1");
+    let mut failures = 0u32;
     // Ranges are popped in ascending order, so adjacent lost rows merge.
     let mut last_lost: Option<i64> = None;
     let mut pending = vec![(low, high)];
     while let Some((low, high)) = pending.pop() {
         // Each statement is atomic: a failed range leaves nothing behind.
         let copied = if low == high { out.execute(&single, [low]) } else { out.execute(&range, [low, high]) };
-        match copied {
-            Ok(rows) => report.rows += rows as u64,
-            Err(_) if low < high => {
-                let mid = low + ((high as i128 - low as i128) / 2) as i64;
-                pending.push((mid + 1, high));
-                pending.push((low, mid));
+        let error = match copied {
+            Ok(rows) => {
+                report.rows += rows as u64;
+                continue;
             }
+            Err(e) if is_damage(&e) => e,
             Err(e) => {
-                tracing::debug!(table, rowid = low, error = %e, "unreadable row skipped");
-                if last_lost.is_none_or(|prev| prev.checked_add(1) != Some(low)) {
-                    report.unreadable_ranges += 1;
-                }
-                last_lost = Some(low);
+                let detail = format!("copying table {table:?}: {}", first_line(&e.to_string()));
+                return Err(PlexDbError::RecoveryFailed { path: db.to_path_buf(), detail });
             }
+        };
+        failures += 1;
+        if low < high && failures < FAILED_READS_PER_TABLE {
+            let mid = low + ((high as i128 - low as i128) / 2) as i64;
+            pending.push((mid + 1, high));
+            pending.push((low, mid));
+            continue;
         }
+        tracing::debug!(table, low, high, error = %error, "unreadable rows skipped");
+        if last_lost.is_none_or(|prev| prev.checked_add(1) != Some(low)) {
+            report.unreadable_ranges += 1;
+        }
+        last_lost = Some(high);
     }
-    report
+    Ok(report)
+}
+
+/// Errors that mean "these pages cannot be read".
+fn is_damage(error: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase, SystemIoFailure};
+    matches!(error.sqlite_error_code(), Some(DatabaseCorrupt | NotADatabase | SystemIoFailure))
 }
 
 fn sibling(path: &Path, suffix: &str) -> PathBuf {

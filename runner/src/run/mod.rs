@@ -90,6 +90,8 @@ pub async fn execute(cfg: RunConfig) -> Result<Report> {
     };
 
     let mut status = Status::new(&run_id);
+    // Ready as soon as the run is under way: systemd needs no more to wait for.
+    notify_systemd("READY=1");
     let deadline = Instant::now() + ctx.cfg.run_deadline();
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
@@ -146,6 +148,7 @@ async fn publish_status(ctx: &RunContext, status: &Status) {
     }
 }
 
+/// Tells systemd (`Type=notify`) how the run is going; a no-op elsewhere.
 fn notify_systemd(state: &str) {
     if std::env::var_os("NOTIFY_SOCKET").is_some() {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Custom(state)]);

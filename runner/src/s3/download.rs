@@ -4,7 +4,8 @@
 //! A range holds a semaphore permit from the moment its GET starts until the
 //! sink has taken its bytes, so at most `concurrency` ranges are ever in
 //! memory, however slow the sink. A range whose body breaks is asked again
-//! from the byte it reached, not from its start.
+//! from the byte it reached, not from its start. Bytes the sink has taken
+//! are the sink's: a pipe applies its own bound.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -15,13 +16,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use aws_sdk_s3::error::DisplayErrorContext;
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::task::AbortOnDropHandle;
 
-use super::error::{Failure, S3Error, classify};
+use super::error::{Failure, S3Error, causes, classify};
 use super::retry::cancelled;
 use super::sink::Sink;
 use super::{Bucket, ObjectInfo, unquote};
@@ -365,7 +365,7 @@ impl Bucket {
                 Ok(Some(Err(e))) => {
                     return Err(Failure::Transient(format!(
                         "body broke at byte {at}: {}",
-                        DisplayErrorContext(&e)
+                        causes(&e)
                     )));
                 }
                 Ok(Some(Ok(chunk))) => chunk,

@@ -3,7 +3,7 @@
 use std::io;
 
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 /// Failures a caller must decide about. Every message is one line naming the
 /// object (`s3://bucket/key`) at fault.
@@ -88,14 +88,28 @@ pub(crate) fn classify<E>(err: SdkError<E, HttpResponse>, bucket: &str, key: &st
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let cause = DisplayErrorContext(&err).to_string();
     match &err {
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
             let code = se.err().code().unwrap_or_default();
             let message = se.err().message().unwrap_or_default();
+            let cause = format!("HTTP {status} {code} {message}")
+                .trim_end()
+                .to_string();
             from_status(status, code, message, bucket, key, cause)
         }
+        _ => classify_transport(&err, bucket, key),
+    }
+}
+
+/// Failures before any answer from the service.
+fn classify_transport<E, R>(err: &SdkError<E, R>, bucket: &str, key: &str) -> Failure
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    let cause = causes(err);
+    match err {
         SdkError::ConstructionFailure(_) => Failure::Fatal(S3Error::Rejected {
             bucket: bucket.into(),
             key: key.into(),
@@ -105,6 +119,21 @@ where
         }),
         _ => Failure::Transient(cause),
     }
+}
+
+/// The error and its sources on one line ("dispatch failure: ...: Connection
+/// refused"), without the SDK's Debug dump.
+pub(crate) fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ").replace('\n', " ")
 }
 
 /// Sorts a service answer by HTTP status and S3 error code.

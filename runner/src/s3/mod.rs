@@ -105,7 +105,7 @@ pub struct ObjectInfo {
 }
 
 /// One bucket on one endpoint. Cheap to clone (the client is shared).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Bucket {
     client: Client,
     name: String,
@@ -222,11 +222,9 @@ impl Bucket {
                 .send()
                 .await;
             let out = out.map_err(|e| classify(e, &self.name, key))?;
-            let body = out
-                .body
-                .collect()
-                .await
-                .map_err(|e| Failure::Transient(format!("body read failed: {e}")))?;
+            let body = out.body.collect().await.map_err(|e| {
+                Failure::Transient(format!("body read failed: {}", error::causes(&e)))
+            })?;
             Ok(body.into_bytes())
         })
         .await
@@ -318,6 +316,16 @@ impl Bucket {
     fn transfer_timeout(&self, bytes: u64) -> Duration {
         let rate = self.tuning.min_throughput.max(1);
         self.policy.attempt_timeout + Duration::from_secs(bytes.div_ceil(rate))
+    }
+}
+
+/// Short, and free of the client's configuration (credentials included).
+impl std::fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bucket")
+            .field("name", &self.name)
+            .field("tuning", &self.tuning)
+            .finish()
     }
 }
 
