@@ -70,14 +70,21 @@ fn check_config(file: &Path) -> Result<()> {
 /// The DB toolkit's reports are printed as JSON: readable, and scriptable.
 fn db(command: DbCommand) -> Result<()> {
     match command {
-        DbCommand::Check { db, plex_sqlite } => print_json(&plexdb::integrity::check(&db, plex_sqlite.as_deref())?),
+        DbCommand::Check { db, plex_sqlite } => {
+            print_json(&plexdb::integrity::check(&db, plex_sqlite.as_deref())?)
+        }
         DbCommand::Stats { db } => print_json(&plexdb::stats::collect(&db)?),
         DbCommand::Coverage { db, mount, maps } => {
             let report = plexdb::coverage::report(&db, &parse_mappings(&maps)?, &mount)?;
             print_json(&report)?;
             Ok(report.ensure_covered()?)
         }
-        DbCommand::Remap { db, maps, backup_dir, dry_run } => {
+        DbCommand::Remap {
+            db,
+            maps,
+            backup_dir,
+            dry_run,
+        } => {
             let mappings = parse_mappings(&maps)?;
             if mappings.is_empty() {
                 bail!("give at least one --map FROM=TO");
@@ -85,12 +92,17 @@ fn db(command: DbCommand) -> Result<()> {
             if dry_run {
                 print_json(&plexdb::remap::dry_run(&db, &mappings)?)
             } else {
-                print_json(&plexdb::remap::apply(&db, &mappings, &backup_dir.unwrap_or_else(|| beside(&db)))?)
+                print_json(&plexdb::remap::apply(
+                    &db,
+                    &mappings,
+                    &backup_dir.unwrap_or_else(|| beside(&db)),
+                )?)
             }
         }
-        DbCommand::Repair { db, backup_dir } => {
-            print_json(&plexdb::repair::recover(&db, &backup_dir.unwrap_or_else(|| beside(&db)))?)
-        }
+        DbCommand::Repair { db, backup_dir } => print_json(&plexdb::repair::recover(
+            &db,
+            &backup_dir.unwrap_or_else(|| beside(&db)),
+        )?),
     }
 }
 
@@ -101,10 +113,19 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
 
 fn archive(command: ArchiveCommand) -> Result<()> {
     match command {
-        ArchiveCommand::Pull { config, key, dest, manifest_key } => {
+        ArchiveCommand::Pull {
+            config,
+            key,
+            dest,
+            manifest_key,
+        } => {
             let cfg = RunConfig::load(&config)?;
             runtime()?.block_on(async {
-                let bucket = runner::s3::Bucket::new(&cfg.s3_connection(), cfg.s3_bucket(), Default::default());
+                let bucket = runner::s3::Bucket::new(
+                    &cfg.s3_connection(),
+                    cfg.s3_bucket(),
+                    Default::default(),
+                );
                 let manifest = match manifest_key {
                     Some(k) => Some(transfer::fetch_manifest(&bucket, &k).await?),
                     None => None,
@@ -157,5 +178,7 @@ fn parse_mappings(maps: &Mappings) -> Result<Vec<PathMapping>> {
 
 /// The default backup folder: beside the DB, so it is on the same disk.
 fn beside(db: &Path) -> PathBuf {
-    db.parent().unwrap_or(Path::new(".")).join("plex-burst-backups")
+    db.parent()
+        .unwrap_or(Path::new("."))
+        .join("plex-burst-backups")
 }

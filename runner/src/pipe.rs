@@ -125,14 +125,21 @@ mod tests {
         r.read_to_end(&mut out).unwrap();
         producer.join().unwrap();
         assert_eq!(out.len(), 100_000);
-        assert!(out.chunks(1000).enumerate().all(|(i, c)| c.iter().all(|&b| b == i as u8)));
+        assert!(
+            out.chunks(1000)
+                .enumerate()
+                .all(|(i, c)| c.iter().all(|&b| b == i as u8))
+        );
     }
 
     #[test]
     fn a_failed_producer_is_an_error_not_eof() {
         let (w, mut r) = pipe(2);
         w.send(Bytes::from_static(b"partial")).unwrap();
-        w.fail(&io::Error::new(io::ErrorKind::ConnectionReset, "reset by peer"));
+        w.fail(&io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "reset by peer",
+        ));
         let mut out = Vec::new();
         let err = r.read_to_end(&mut out).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionReset);

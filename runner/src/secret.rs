@@ -58,7 +58,11 @@ mod tests {
     fn never_printed() {
         let s = Secret::new("SCWSECRETVALUE");
         assert!(!format!("{s} {s:?}").contains("SCWSECRETVALUE"));
-        assert!(!serde_json::to_string(&s).unwrap().contains("SCWSECRETVALUE"));
+        assert!(
+            !serde_json::to_string(&s)
+                .unwrap()
+                .contains("SCWSECRETVALUE")
+        );
         assert_eq!(s.expose(), "SCWSECRETVALUE");
     }
 }

@@ -35,7 +35,12 @@ pub struct Pulled {
 
 /// Streams `key` into `dest` (a Databases folder). `dest` is replaced only
 /// once every digest the manifest gives has checked out.
-pub async fn pull(bucket: &Bucket, key: &str, dest: &Path, manifest: Option<Manifest>) -> Result<Pulled> {
+pub async fn pull(
+    bucket: &Bucket,
+    key: &str,
+    dest: &Path,
+    manifest: Option<Manifest>,
+) -> Result<Pulled> {
     remove_stale_partials(dest)?;
     let (writer, reader) = pipe(PULL_PIPE_CHUNKS);
     let dest_owned = dest.to_path_buf();
@@ -60,8 +65,12 @@ pub async fn pull(bucket: &Bucket, key: &str, dest: &Path, manifest: Option<Mani
         }
         // The download failed first: its error is the cause, the extraction
         // only saw the stream end.
-        (Err(e), _) => Err(anyhow!(e).context(format!("cannot download s3://{}/{key}", bucket.name()))),
-        (Ok(_), Err(e)) => Err(anyhow!(e).context(format!("cannot extract s3://{}/{key}", bucket.name()))),
+        (Err(e), _) => {
+            Err(anyhow!(e).context(format!("cannot download s3://{}/{key}", bucket.name())))
+        }
+        (Ok(_), Err(e)) => {
+            Err(anyhow!(e).context(format!("cannot extract s3://{}/{key}", bucket.name())))
+        }
     }
 }
 
@@ -92,13 +101,20 @@ pub async fn push(
     // zstd never grows DB content by more than a fraction of a percent: the
     // folder's size is a safe bound for choosing the part size.
     let upload = bucket
-        .upload(key, reader, Some(size_hint + size_hint / 64 + (1 << 20)), "application/zstd")
+        .upload(
+            key,
+            reader,
+            Some(size_hint + size_hint / 64 + (1 << 20)),
+            "application/zstd",
+        )
         .await;
     let packed = pack.await.context("the packing thread panicked")?;
     let (mut manifest, upload) = match (packed, upload) {
         (Ok(m), Ok(u)) => (m, u),
         (Err(e), _) => return Err(e.context(format!("cannot pack {}", src.display()))),
-        (Ok(_), Err(e)) => return Err(anyhow!(e).context(format!("cannot upload s3://{}/{key}", bucket.name()))),
+        (Ok(_), Err(e)) => {
+            return Err(anyhow!(e).context(format!("cannot upload s3://{}/{key}", bucket.name())));
+        }
     };
     if upload.sha256 != manifest.archive.sha256 || upload.bytes != manifest.archive.size {
         bail!("internal error: the packed and the uploaded streams differ ({key})");
@@ -106,9 +122,18 @@ pub async fn push(
     annotate(&mut manifest);
     let manifest_key = manifest_key_for(key);
     bucket
-        .put_bytes(&manifest_key, manifest.to_json()?.into(), "application/json")
+        .put_bytes(
+            &manifest_key,
+            manifest.to_json()?.into(),
+            "application/json",
+        )
         .await
-        .with_context(|| format!("cannot write the manifest s3://{}/{manifest_key}", bucket.name()))?;
+        .with_context(|| {
+            format!(
+                "cannot write the manifest s3://{}/{manifest_key}",
+                bucket.name()
+            )
+        })?;
     Ok(Pushed {
         manifest,
         upload,
@@ -142,7 +167,11 @@ fn folder_size(dir: &Path) -> Result<u64> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
         let entry = entry?;
         let meta = entry.metadata()?;
-        total += if meta.is_dir() { folder_size(&entry.path())? } else { meta.len() };
+        total += if meta.is_dir() {
+            folder_size(&entry.path())?
+        } else {
+            meta.len()
+        };
     }
     Ok(total)
 }
@@ -160,7 +189,8 @@ fn remove_stale_partials(dest: &Path) -> Result<()> {
         if entry.file_name().to_string_lossy().starts_with(&prefix) {
             let path: PathBuf = entry.path();
             tracing::info!(path = %path.display(), "removing an extraction left unfinished by an earlier attempt");
-            std::fs::remove_dir_all(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
         }
     }
     Ok(())
@@ -172,8 +202,14 @@ mod tests {
 
     #[test]
     fn manifest_sits_beside_the_archive() {
-        assert_eq!(manifest_key_for("runs/r1/result/plex-db.tar.zst"), "runs/r1/result/plex-db.manifest.json");
-        assert_eq!(manifest_key_for("reference/home.tar.gz"), "reference/home.manifest.json");
+        assert_eq!(
+            manifest_key_for("runs/r1/result/plex-db.tar.zst"),
+            "runs/r1/result/plex-db.manifest.json"
+        );
+        assert_eq!(
+            manifest_key_for("reference/home.tar.gz"),
+            "reference/home.manifest.json"
+        );
         assert_eq!(manifest_key_for("odd-name"), "odd-name.manifest.json");
     }
 }

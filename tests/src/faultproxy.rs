@@ -437,7 +437,8 @@ fn reset(stream: TcpStream) {
 /// `reset-after=BYTES`, `500`, `503` or `stall=SECONDS`. Used by the
 /// `s3-fault-proxy` binary.
 pub fn parse_plan(spec: &str) -> Result<Option<Plan>, String> {
-    let mut fields = spec.trim().split(',');
+    // Only line ends are stripped: a `match=` text may end in a space (`GET `).
+    let mut fields = spec.trim_start().trim_end_matches(['\n', '\r']).split(',');
     let fault = match fields.next().unwrap_or_default().trim() {
         "none" | "" => return Ok(None),
         "reset" => Fault::ResetBeforeResponse,

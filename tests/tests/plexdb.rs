@@ -25,19 +25,31 @@ fn tiny_db(dir: &Path) -> (PathBuf, Spec, fixture::Summary) {
 fn path_tables_db(path: &Path) -> Connection {
     let dump = std::fs::read_to_string(schema_dump_path()).expect("schema dump readable");
     let conn = Connection::open(path).expect("new DB");
-    for table in ["library_sections", "section_locations", "metadata_items", "media_items", "media_parts", "directories", "media_streams"] {
+    for table in [
+        "library_sections",
+        "section_locations",
+        "metadata_items",
+        "media_items",
+        "media_parts",
+        "directories",
+        "media_streams",
+    ] {
         let create = dump
             .lines()
             .find(|l| l.starts_with(&format!("CREATE TABLE IF NOT EXISTS \"{table}\" ")))
             .unwrap_or_else(|| panic!("{table} in the dump"));
         conn.execute_batch(create).expect("table creates");
     }
-    conn.execute_batch("CREATE INDEX \"index_media_parts_on_file\" ON \"media_parts\" (\"file\" )").expect("index");
+    conn.execute_batch("CREATE INDEX \"index_media_parts_on_file\" ON \"media_parts\" (\"file\" )")
+        .expect("index");
     conn
 }
 
 fn mapping(from: &str, to: &str) -> PathMapping {
-    PathMapping { from: from.into(), to: to.into() }
+    PathMapping {
+        from: from.into(),
+        to: to.into(),
+    }
 }
 
 fn sha256(path: &Path) -> String {
@@ -45,25 +57,42 @@ fn sha256(path: &Path) -> String {
 }
 
 fn dir_listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> =
-        std::fs::read_dir(dir).expect("dir").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     names
 }
 
 fn column(conn: &Connection, sql: &str) -> Vec<Option<String>> {
     let mut stmt = conn.prepare(sql).expect("query prepares");
-    stmt.query_map([], |r| r.get(0)).expect("query runs").map(|r| r.expect("row")).collect()
+    stmt.query_map([], |r| r.get(0))
+        .expect("query runs")
+        .map(|r| r.expect("row"))
+        .collect()
 }
 
 /// Every path-holding column, as `table.column` → values by id.
 fn path_columns(db: &Path) -> BTreeMap<&'static str, Vec<Option<String>>> {
     let conn = Connection::open(db).expect("open");
     [
-        ("section_locations.root_path", "SELECT root_path FROM section_locations ORDER BY id"),
-        ("media_parts.file", "SELECT file FROM media_parts ORDER BY id"),
-        ("directories.path", "SELECT path FROM directories ORDER BY id"),
-        ("media_streams.url", "SELECT url FROM media_streams ORDER BY id"),
+        (
+            "section_locations.root_path",
+            "SELECT root_path FROM section_locations ORDER BY id",
+        ),
+        (
+            "media_parts.file",
+            "SELECT file FROM media_parts ORDER BY id",
+        ),
+        (
+            "directories.path",
+            "SELECT path FROM directories ORDER BY id",
+        ),
+        (
+            "media_streams.url",
+            "SELECT url FROM media_streams ORDER BY id",
+        ),
     ]
     .into_iter()
     .map(|(name, sql)| (name, column(&conn, sql)))
@@ -74,7 +103,9 @@ fn path_columns(db: &Path) -> BTreeMap<&'static str, Vec<Option<String>>> {
 /// cells on it, page size).
 fn middle_leaf(db: &Path, table: &str) -> (u64, u64, u64) {
     let conn = Connection::open(db).expect("open");
-    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).expect("page size");
+    let page_size: i64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .expect("page size");
     let leaves: Vec<(i64, i64)> = conn
         .prepare("SELECT pageno, ncell FROM dbstat WHERE name = ?1 AND pagetype = 'leaf' ORDER BY pageno")
         .expect("dbstat")
@@ -82,13 +113,20 @@ fn middle_leaf(db: &Path, table: &str) -> (u64, u64, u64) {
         .expect("dbstat runs")
         .map(|r| r.expect("row"))
         .collect();
-    assert!(leaves.len() >= 3, "{table} needs several leaf pages, has {}", leaves.len());
+    assert!(
+        leaves.len() >= 3,
+        "{table} needs several leaf pages, has {}",
+        leaves.len()
+    );
     let (page, cells) = leaves[leaves.len() / 2];
     (page as u64, cells as u64, page_size as u64)
 }
 
 fn overwrite(db: &Path, offset: u64, bytes: &[u8]) {
-    let mut file = std::fs::OpenOptions::new().write(true).open(db).expect("open for damage");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(db)
+        .expect("open for damage");
     file.seek(SeekFrom::Start(offset)).expect("seek");
     file.write_all(bytes).expect("damage written");
     file.sync_all().expect("sync");
@@ -99,13 +137,20 @@ fn overwrite(db: &Path, offset: u64, bytes: &[u8]) {
 #[test]
 fn bundled_sqlite_is_recent_enough_to_check_virtual_tables() {
     // >= 3.44 is where a plain integrity_check starts failing on Plex DBs.
-    assert!(rusqlite::version_number() >= 3_044_000, "bundled SQLite {}", rusqlite::version());
+    assert!(
+        rusqlite::version_number() >= 3_044_000,
+        "bundled SQLite {}",
+        rusqlite::version()
+    );
     let dir = tempfile::tempdir().unwrap();
     let (db, _, _) = tiny_db(dir.path());
     let conn = Connection::open(&db).unwrap();
     let plain = conn.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0));
     let message = format!("{plain:?}");
-    assert!(message.contains("collating") || message.contains("spellfix1"), "plain check gave {message}");
+    assert!(
+        message.contains("collating") || message.contains("spellfix1"),
+        "plain check gave {message}"
+    );
 }
 
 #[test]
@@ -118,16 +163,32 @@ fn a_valid_plex_db_passes_and_is_left_untouched() {
     assert_eq!(report.method, integrity::CheckMethod::PerTable);
     let conn = plexdb::open_read_only(&db).unwrap();
     let ordinary = conn
-        .query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND rootpage > 0", [], |r| r.get::<_, i64>(0))
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND rootpage > 0",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
         .unwrap() as usize;
     drop(conn);
     // Every ordinary table (shadow tables included) plus the schema table.
     assert_eq!(report.tables_checked, ordinary + 1);
-    for name in ["fts4_metadata_titles_icu", "fts4_tag_titles_icu", "spellfix_metadata_titles", "spellfix_tag_titles"] {
-        assert!(report.virtual_tables_skipped.iter().any(|t| t == name), "{name} not skipped: {report:?}");
+    for name in [
+        "fts4_metadata_titles_icu",
+        "fts4_tag_titles_icu",
+        "spellfix_metadata_titles",
+        "spellfix_tag_titles",
+    ] {
+        assert!(
+            report.virtual_tables_skipped.iter().any(|t| t == name),
+            "{name} not skipped: {report:?}"
+        );
     }
     assert_eq!(sha256(&db), hash, "the check changed the file");
-    assert_eq!(dir_listing(dir.path()), listing, "the check left files behind");
+    assert_eq!(
+        dir_listing(dir.path()),
+        listing,
+        "the check left files behind"
+    );
 }
 
 #[test]
@@ -157,7 +218,13 @@ fn a_broken_page_header_fails_with_a_one_line_message() {
     let error = integrity::check(&db, None).expect_err("damaged DB must fail");
     let message = error.to_string();
     assert!(matches!(error, PlexDbError::Corrupt { .. }), "{error:?}");
-    assert!(message.starts_with(&format!("database is corrupt: {}: table \"metadata_items\": ", db.display())), "{message}");
+    assert!(
+        message.starts_with(&format!(
+            "database is corrupt: {}: table \"metadata_items\": ",
+            db.display()
+        )),
+        "{message}"
+    );
     assert!(!message.contains('\n'), "{message}");
 }
 
@@ -166,7 +233,12 @@ fn a_truncated_file_fails() {
     let dir = tempfile::tempdir().unwrap();
     let (db, _, _) = tiny_db(dir.path());
     let len = std::fs::metadata(&db).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&db).unwrap().set_len(len / 2).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&db)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
     let error = integrity::check(&db, None).expect_err("truncated DB must fail");
     assert!(matches!(error, PlexDbError::Corrupt { .. }), "{error:?}");
 }
@@ -177,20 +249,35 @@ fn files_that_are_not_plex_dbs_fail_with_their_cause() {
     let text = dir.path().join("notes.db");
     std::fs::write(&text, "this is a text file, long enough to hold a header ......................................................").unwrap();
     let error = integrity::check(&text, None).expect_err("text is not a DB");
-    assert_eq!(error.to_string(), format!("not a SQLite database: {}", text.display()));
+    assert_eq!(
+        error.to_string(),
+        format!("not a SQLite database: {}", text.display())
+    );
 
     let empty = dir.path().join("empty.db");
     std::fs::write(&empty, "").unwrap();
-    assert!(matches!(integrity::check(&empty, None), Err(PlexDbError::Empty(_))));
+    assert!(matches!(
+        integrity::check(&empty, None),
+        Err(PlexDbError::Empty(_))
+    ));
 
     let missing = dir.path().join("missing.db");
-    assert!(matches!(integrity::check(&missing, None), Err(PlexDbError::NotFound(_))));
+    assert!(matches!(
+        integrity::check(&missing, None),
+        Err(PlexDbError::NotFound(_))
+    ));
     assert!(!missing.exists(), "a check created the missing file");
 
     let other = dir.path().join("other.db");
-    Connection::open(&other).unwrap().execute_batch("CREATE TABLE t(x)").unwrap();
+    Connection::open(&other)
+        .unwrap()
+        .execute_batch("CREATE TABLE t(x)")
+        .unwrap();
     let error = integrity::check(&other, None).expect_err("not a Plex DB");
-    assert!(matches!(error, PlexDbError::NotPlexLibrary { .. }), "{error:?}");
+    assert!(
+        matches!(error, PlexDbError::NotPlexLibrary { .. }),
+        "{error:?}"
+    );
 }
 
 /// Debian's `sqlite3` (3.40, which does not check virtual tables) stands in
@@ -202,15 +289,23 @@ fn an_external_sqlite_shell_checks_the_whole_file() {
     let (db, _, _) = tiny_db(dir.path());
     let hash = sha256(&db);
     let report = integrity::check(&db, Some(shell)).expect("valid DB passes");
-    assert_eq!(report.method, integrity::CheckMethod::PlexSqlite(shell.into()));
+    assert_eq!(
+        report.method,
+        integrity::CheckMethod::PlexSqlite(shell.into())
+    );
     assert_eq!(sha256(&db), hash);
 
     let (page, _, page_size) = middle_leaf(&db, "media_parts");
-    overwrite(&db, (page - 1) * page_size + page_size / 2, &vec![0xA5; (page_size / 4) as usize]);
+    overwrite(
+        &db,
+        (page - 1) * page_size + page_size / 2,
+        &vec![0xA5; (page_size / 4) as usize],
+    );
     let error = integrity::check(&db, Some(shell)).expect_err("damage found");
     assert!(matches!(error, PlexDbError::Corrupt { .. }), "{error:?}");
 
-    let error = integrity::check(&db, Some(Path::new("/nonexistent/Plex SQLite"))).expect_err("no tool");
+    let error =
+        integrity::check(&db, Some(Path::new("/nonexistent/Plex SQLite"))).expect_err("no tool");
     assert!(matches!(error, PlexDbError::Tool { .. }), "{error:?}");
 }
 
@@ -226,24 +321,41 @@ fn stats_match_the_generated_library() {
     let mut tracks = 0;
     let mut analysed = 0;
     for (index, library) in spec.libraries.iter().enumerate() {
-        let got = stats.library(&library.name).unwrap_or_else(|| panic!("{} missing", library.name));
+        let got = stats
+            .library(&library.name)
+            .unwrap_or_else(|| panic!("{} missing", library.name));
         assert_eq!(got.id, index as i64 + 1);
         assert_eq!(got.section_type, library.kind.section_type());
         let leaf = library.kind.leaf_type().name();
         let live: u64 = library.locations.iter().map(|l| u64::from(l.items)).sum();
         assert_eq!(got.items[leaf].live, live, "{} live {leaf}", library.name);
-        assert_eq!(got.items[leaf].deleted, u64::from(library.deleted), "{} deleted {leaf}", library.name);
+        assert_eq!(
+            got.items[leaf].deleted,
+            u64::from(library.deleted),
+            "{} deleted {leaf}",
+            library.name
+        );
         assert!(got.unavailable_locations.is_empty());
         if library.kind == LibraryKind::Music {
             let expected = (live as f64 * library.sonic_fraction).round() as u64;
-            assert_eq!(got.sonic, stats::SonicProgress { analysed: expected, tracks: live });
+            assert_eq!(
+                got.sonic,
+                stats::SonicProgress {
+                    analysed: expected,
+                    tracks: live
+                }
+            );
             tracks += live;
             analysed += expected;
         }
     }
     assert_eq!(stats.sonic, stats::SonicProgress { analysed, tracks });
     // Every type present, photos included (lessons.md 27).
-    let totals: BTreeMap<String, u64> = stats.totals.iter().map(|(k, c)| (k.clone(), c.live + c.deleted)).collect();
+    let totals: BTreeMap<String, u64> = stats
+        .totals
+        .iter()
+        .map(|(k, c)| (k.clone(), c.live + c.deleted))
+        .collect();
     assert_eq!(totals, summary.metadata_items_by_type);
     assert!(stats.live("photo") > 0);
     let json = serde_json::to_string(&stats).unwrap();
@@ -273,8 +385,20 @@ fn stats_report_unknown_types_deleted_parts_and_unavailable_roots() {
     drop(conn);
     let stats = stats::collect(&db).expect("stats");
     let music = stats.library("Music").unwrap();
-    assert_eq!(music.items["track"], stats::ItemCount { live: 3, deleted: 1 });
-    assert_eq!(music.sonic, stats::SonicProgress { analysed: 2, tracks: 3 });
+    assert_eq!(
+        music.items["track"],
+        stats::ItemCount {
+            live: 3,
+            deleted: 1
+        }
+    );
+    assert_eq!(
+        music.sonic,
+        stats::SonicProgress {
+            analysed: 2,
+            tracks: 3
+        }
+    );
     assert_eq!(music.deleted_parts, 2);
     assert_eq!(music.unavailable_locations, ["/m/b", "/m/c"]);
     let odd = stats.library("Odd").unwrap();
@@ -334,7 +458,12 @@ fn remap_rewrites_whole_leading_components_once() {
     let after = path_columns(&db);
     assert_eq!(
         after["section_locations.root_path"],
-        strings(&[Some("/mnt/tv"), Some("/Media/TVShows"), Some("/mnt/tv/"), Some("/media/tv")])
+        strings(&[
+            Some("/mnt/tv"),
+            Some("/Media/TVShows"),
+            Some("/mnt/tv/"),
+            Some("/media/tv")
+        ])
     );
     assert_eq!(
         after["media_parts.file"],
@@ -354,7 +483,15 @@ fn remap_rewrites_whole_leading_components_once() {
             Some("/chained/already.mkv"),
         ])
     );
-    assert_eq!(after["directories.path"], strings(&[Some("/mnt/tv/Show"), Some("Show"), Some(""), Some("/Media/TVShows")]));
+    assert_eq!(
+        after["directories.path"],
+        strings(&[
+            Some("/mnt/tv/Show"),
+            Some("Show"),
+            Some(""),
+            Some("/Media/TVShows")
+        ])
+    );
     assert_eq!(
         after["media_streams.url"],
         strings(&[
@@ -401,10 +538,21 @@ fn the_backup_holds_the_db_as_it_was() {
     let dir = tempfile::tempdir().unwrap();
     let (db, _, _) = tiny_db(dir.path());
     let before = path_columns(&db);
-    let report = remap::apply(&db, &[mapping("/data/media", "/mnt/media")], &dir.path().join("backups")).expect("remap");
+    let report = remap::apply(
+        &db,
+        &[mapping("/data/media", "/mnt/media")],
+        &dir.path().join("backups"),
+    )
+    .expect("remap");
     let backup = report.backup.expect("a backup");
     assert!(backup.starts_with(dir.path().join("backups")));
-    assert!(backup.file_name().unwrap().to_string_lossy().starts_with(DB_NAME));
+    assert!(
+        backup
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(DB_NAME)
+    );
     assert_ne!(path_columns(&db), before);
     assert_eq!(path_columns(&backup), before);
     integrity::check(&backup, None).expect("the backup is a sound Plex DB");
@@ -418,9 +566,18 @@ fn remap_counts_match_the_fixture() {
     let mappings = [mapping(&spec.media_root, "/mnt/media")];
     let report = remap::apply(&db, &mappings, dir.path()).expect("remap");
     let under_root = |subtitle: bool| {
-        summary.media_files.iter().filter(|f| f.subtitle == subtitle && spec.relative_to_root(&f.path).is_some()).count() as u64
+        summary
+            .media_files
+            .iter()
+            .filter(|f| f.subtitle == subtitle && spec.relative_to_root(&f.path).is_some())
+            .count() as u64
     };
-    let locations = spec.libraries.iter().flat_map(|l| &l.locations).filter(|l| !l.path.starts_with('/')).count() as u64;
+    let locations = spec
+        .libraries
+        .iter()
+        .flat_map(|l| &l.locations)
+        .filter(|l| !l.path.starts_with('/'))
+        .count() as u64;
     let rows = &report.mappings[0].rows;
     assert_eq!(rows["media_parts.file"], under_root(false));
     assert_eq!(rows["media_streams.url"], under_root(true));
@@ -438,8 +595,12 @@ fn a_failure_midway_rolls_everything_back() {
         .execute_batch("CREATE TRIGGER refuse BEFORE UPDATE ON media_streams BEGIN SELECT RAISE(ABORT, 'refused'); END")
         .unwrap();
     let before = path_columns(&db);
-    let error = remap::apply(&db, &tricky_mappings(), &dir.path().join("b")).expect_err("trigger aborts");
-    assert!(error.to_string().contains(&db.display().to_string()), "{error}");
+    let error =
+        remap::apply(&db, &tricky_mappings(), &dir.path().join("b")).expect_err("trigger aborts");
+    assert!(
+        error.to_string().contains(&db.display().to_string()),
+        "{error}"
+    );
     assert_eq!(path_columns(&db), before);
 }
 
@@ -455,8 +616,16 @@ fn remap_refuses_triggers_that_need_plex_modules() {
         )
         .unwrap();
     let before = path_columns(&db);
-    let error = remap::apply(&db, &[mapping("/data/media", "/mnt")], &dir.path().join("b")).expect_err("refused");
-    assert!(matches!(error, PlexDbError::UnsafeTrigger { ref trigger, .. } if trigger == "parts_icu"), "{error:?}");
+    let error = remap::apply(
+        &db,
+        &[mapping("/data/media", "/mnt")],
+        &dir.path().join("b"),
+    )
+    .expect_err("refused");
+    assert!(
+        matches!(error, PlexDbError::UnsafeTrigger { ref trigger, .. } if trigger == "parts_icu"),
+        "{error:?}"
+    );
     assert_eq!(path_columns(&db), before);
     assert!(!dir.path().join("b").exists() || dir_listing(&dir.path().join("b")).is_empty());
 }
@@ -465,7 +634,10 @@ fn remap_refuses_triggers_that_need_plex_modules() {
 fn bad_mappings_are_refused_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
     let db = tricky_paths_db(dir.path());
-    for bad in [vec![mapping("Media", "/x")], vec![mapping("/a", "/x"), mapping("/a/", "/y")]] {
+    for bad in [
+        vec![mapping("Media", "/x")],
+        vec![mapping("/a", "/x"), mapping("/a/", "/y")],
+    ] {
         let error = remap::apply(&db, &bad, &dir.path().join("b")).expect_err("refused");
         assert!(matches!(error, PlexDbError::BadMapping { .. }), "{error:?}");
     }
@@ -483,21 +655,47 @@ fn a_location_outside_the_mount_is_named() {
 
     let locations = spec.libraries.iter().flat_map(|l| &l.locations).count();
     assert_eq!(report.locations.len(), locations);
-    let outside: Vec<&str> = report.locations.iter().filter(|l| !l.covered).map(|l| l.root_path.as_str()).collect();
+    let outside: Vec<&str> = report
+        .locations
+        .iter()
+        .filter(|l| !l.covered)
+        .map(|l| l.root_path.as_str())
+        .collect();
     assert_eq!(outside, ["/data/photos2"]);
     // Every live media file is counted under the location that holds it.
     for location in &report.locations {
-        let files = summary.media_files.iter().filter(|f| !f.subtitle && !f.deleted && f.path.starts_with(&format!("{}/", location.root_path))).count() as u64;
-        let root = report.file_roots.iter().find(|r| r.root == location.root_path).expect("root listed");
+        let files = summary
+            .media_files
+            .iter()
+            .filter(|f| {
+                !f.subtitle && !f.deleted && f.path.starts_with(&format!("{}/", location.root_path))
+            })
+            .count() as u64;
+        let root = report
+            .file_roots
+            .iter()
+            .find(|r| r.root == location.root_path)
+            .expect("root listed");
         assert!(root.is_location);
         assert_eq!(root.files, files, "{}", location.root_path);
         assert_eq!(root.outside == 0, location.covered);
     }
-    let error = report.ensure_covered().expect_err("photos2 is outside").to_string();
-    assert!(error.starts_with("library \"Photos\" location /data/photos2 is outside the mount /mnt/media"), "{error}");
+    let error = report
+        .ensure_covered()
+        .expect_err("photos2 is outside")
+        .to_string();
+    assert!(
+        error.starts_with(
+            "library \"Photos\" location /data/photos2 is outside the mount /mnt/media"
+        ),
+        "{error}"
+    );
     assert!(!error.contains('\n'));
 
-    let both = [mapping(&spec.media_root, "/mnt/media"), mapping("/data/photos2", "/mnt/media/photos2")];
+    let both = [
+        mapping(&spec.media_root, "/mnt/media"),
+        mapping("/data/photos2", "/mnt/media/photos2"),
+    ];
     let report = coverage::report(&db, &both, Path::new("/mnt/media")).expect("coverage");
     assert!(report.uncovered().is_empty(), "{:?}", report.uncovered());
     report.ensure_covered().expect("all under the mount");
@@ -518,20 +716,40 @@ fn files_under_no_location_are_grouped_and_checked() {
     )
     .unwrap();
     drop(conn);
-    let report = coverage::report(&db, &[mapping("/data", "/mnt")], Path::new("/mnt")).expect("coverage");
+    let report =
+        coverage::report(&db, &[mapping("/data", "/mnt")], Path::new("/mnt")).expect("coverage");
     assert!(report.locations.iter().all(|l| l.covered));
-    let roots: Vec<(&str, bool, u64, u64)> =
-        report.file_roots.iter().map(|r| (r.root.as_str(), r.is_location, r.files, r.outside)).collect();
-    assert_eq!(roots, [("/data/movies", true, 1, 0), ("/data/moviesX", false, 1, 0), ("/old/disk", false, 2, 2)]);
-    let error = report.ensure_covered().expect_err("stray files").to_string();
-    assert_eq!(error, "2 media files of library \"Movies\" under /old/disk (mapped to /old/disk/B/b.mkv) is outside the mount /mnt");
+    let roots: Vec<(&str, bool, u64, u64)> = report
+        .file_roots
+        .iter()
+        .map(|r| (r.root.as_str(), r.is_location, r.files, r.outside))
+        .collect();
+    assert_eq!(
+        roots,
+        [
+            ("/data/movies", true, 1, 0),
+            ("/data/moviesX", false, 1, 0),
+            ("/old/disk", false, 2, 2)
+        ]
+    );
+    let error = report
+        .ensure_covered()
+        .expect_err("stray files")
+        .to_string();
+    assert_eq!(
+        error,
+        "2 media files of library \"Movies\" under /old/disk (mapped to /old/disk/B/b.mkv) is outside the mount /mnt"
+    );
 }
 
 // ------------------------------------------------------------------- repair
 
 fn count(db: &Path, table: &str) -> u64 {
     let conn = Connection::open(db).unwrap();
-    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0)).unwrap() as u64
+    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .unwrap() as u64
 }
 
 #[test]
@@ -547,10 +765,22 @@ fn repair_recovers_every_readable_row_and_keeps_the_original() {
     let backups = dir.path().join("backups");
     let report = repair::recover(&db, &backups).expect("recovery");
     integrity::check(&db, None).expect("the recovered DB passes");
-    assert_eq!(sha256(&report.backup), damaged_hash, "the backup is the damaged original");
+    assert_eq!(
+        sha256(&report.backup),
+        damaged_hash,
+        "the backup is the damaged original"
+    );
 
-    let parts = report.tables.iter().find(|t| t.name == "media_parts").expect("media_parts reported");
-    assert_eq!(parts.rows, summary.media_parts - cells, "only the damaged page's rows are lost");
+    let parts = report
+        .tables
+        .iter()
+        .find(|t| t.name == "media_parts")
+        .expect("media_parts reported");
+    assert_eq!(
+        parts.rows,
+        summary.media_parts - cells,
+        "only the damaged page's rows are lost"
+    );
     assert_eq!(parts.unreadable_ranges, 1);
     assert_eq!(count(&db, "media_parts"), summary.media_parts - cells);
     assert_eq!(count(&db, "metadata_items"), summary.metadata_items);
@@ -578,7 +808,10 @@ fn repair_of_an_unreadable_schema_fails_and_leaves_the_file() {
     overwrite(&db, 100, &[0u8; 8]);
     let hash = sha256(&db);
     let error = repair::recover(&db, &dir.path().join("b")).expect_err("nothing to recover from");
-    assert!(error.to_string().contains(&db.display().to_string()), "{error}");
+    assert!(
+        error.to_string().contains(&db.display().to_string()),
+        "{error}"
+    );
     assert_eq!(sha256(&db), hash);
     assert!(!dir.path().join(format!("{DB_NAME}.recovering")).exists());
 }
@@ -601,14 +834,28 @@ fn user_size_timings() {
         f();
         println!("{label}: {:.2?}", started.elapsed());
     };
-    let mappings = [mapping(&spec.media_root, "/mnt/media"), mapping("/data/photos2", "/mnt/media/photos2")];
+    let mappings = [
+        mapping(&spec.media_root, "/mnt/media"),
+        mapping("/data/photos2", "/mnt/media/photos2"),
+    ];
     time("stats", &mut || {
         let stats = stats::collect(&db).unwrap();
         assert_eq!(stats.sonic.tracks, 456_534);
     });
-    time("coverage", &mut || coverage::report(&db, &mappings, Path::new("/mnt/media")).unwrap().ensure_covered().unwrap());
-    time("remap dry run", &mut || drop(remap::dry_run(&db, &mappings).unwrap()));
-    time("remap (backup included)", &mut || drop(remap::apply(&db, &mappings, dir.path()).unwrap()));
-    time("integrity", &mut || drop(integrity::check(&db, None).unwrap()));
+    time("coverage", &mut || {
+        coverage::report(&db, &mappings, Path::new("/mnt/media"))
+            .unwrap()
+            .ensure_covered()
+            .unwrap()
+    });
+    time("remap dry run", &mut || {
+        drop(remap::dry_run(&db, &mappings).unwrap())
+    });
+    time("remap (backup included)", &mut || {
+        drop(remap::apply(&db, &mappings, dir.path()).unwrap())
+    });
+    time("integrity", &mut || {
+        drop(integrity::check(&db, None).unwrap())
+    });
     let _ = plexdb::open_read_only(&db).unwrap();
 }

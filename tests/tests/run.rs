@@ -33,7 +33,10 @@ impl Scenario {
         let dir = tempfile::tempdir().unwrap();
         let home = dir.path().join("home");
         let app = write_app_support(&home, &Spec::tiny()).unwrap();
-        let parts = count(&app.library_db, "SELECT count(*) FROM media_parts WHERE deleted_at IS NULL");
+        let parts = count(
+            &app.library_db,
+            "SELECT count(*) FROM media_parts WHERE deleted_at IS NULL",
+        );
         // The user's archives: a tar.gz of the app-support folder, made by GNU tar.
         let tarball = server.data_dir().join(BUCKET).join(REFERENCE);
         std::fs::create_dir_all(tarball.parent().unwrap()).unwrap();
@@ -52,7 +55,10 @@ impl Scenario {
             run_id: run_id.to_owned(),
             parts,
         };
-        s.write_config(&[("/data/media", "/mnt/media"), ("/data/photos2", "/mnt/media/photos2")]);
+        s.write_config(&[
+            ("/data/media", "/mnt/media"),
+            ("/data/photos2", "/mnt/media/photos2"),
+        ]);
         s
     }
 
@@ -133,22 +139,35 @@ provider = "none"
 
     fn status(&self) -> serde_json::Value {
         let path = self.object(&format!("runs/{}/status.json", self.run_id));
-        serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+        serde_json::from_slice(
+            &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        )
+        .unwrap()
     }
 
     fn checkpoint(&self) -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(self.work_dir().join("checkpoint.json")).unwrap()).unwrap()
+        serde_json::from_slice(&std::fs::read(self.work_dir().join("checkpoint.json")).unwrap())
+            .unwrap()
     }
 }
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// The last line on stderr: what a user reads when a run fails.
 fn error_line(out: &Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    stderr.lines().rev().find(|l| l.starts_with("error:")).unwrap_or_default().to_owned()
+    stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -156,7 +175,10 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 fn count(db: &Path, sql: &str) -> u64 {
-    let n: i64 = Connection::open(db).unwrap().query_row(sql, [], |r| r.get(0)).unwrap();
+    let n: i64 = Connection::open(db)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap();
     n as u64
 }
 
@@ -166,10 +188,17 @@ fn fetch_result(s: &Scenario, into: &Path) -> PathBuf {
     let bucket = s.bucket();
     let key = format!("runs/{}/result/plex-db.tar.zst", s.run_id);
     rt().block_on(async {
-        let manifest = transfer::fetch_manifest(&bucket, &transfer::manifest_key_for(&key)).await.unwrap();
-        assert!(manifest.stats.is_some(), "the manifest carries the stats before and after");
+        let manifest = transfer::fetch_manifest(&bucket, &transfer::manifest_key_for(&key))
+            .await
+            .unwrap();
+        assert!(
+            manifest.stats.is_some(),
+            "the manifest carries the stats before and after"
+        );
         let dest = into.join("Databases");
-        transfer::pull(&bucket, &key, &dest, Some(manifest)).await.unwrap();
+        transfer::pull(&bucket, &key, &dest, Some(manifest))
+            .await
+            .unwrap();
         dest.join("com.plexapp.plugins.library.db")
     })
 }
@@ -191,15 +220,39 @@ fn a_delta_run_pulls_remaps_and_publishes_a_verified_result() {
 
     let got = tempfile::tempdir().unwrap();
     let db = fetch_result(&s, got.path());
-    assert_eq!(count(&db, "SELECT count(*) FROM media_parts WHERE deleted_at IS NULL"), s.parts);
-    assert_eq!(count(&db, "SELECT count(*) FROM media_parts WHERE file LIKE '/data/%'"), 0);
     assert_eq!(
-        count(&db, "SELECT count(*) FROM media_parts WHERE file LIKE '/mnt/media/%' AND deleted_at IS NULL"),
+        count(
+            &db,
+            "SELECT count(*) FROM media_parts WHERE deleted_at IS NULL"
+        ),
         s.parts
     );
-    assert_eq!(count(&db, "SELECT count(*) FROM section_locations WHERE root_path NOT LIKE '/mnt/media/%'"), 0);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM media_parts WHERE file LIKE '/data/%'"
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM media_parts WHERE file LIKE '/mnt/media/%' AND deleted_at IS NULL"
+        ),
+        s.parts
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM section_locations WHERE root_path NOT LIKE '/mnt/media/%'"
+        ),
+        0
+    );
     // The whole Databases folder travels, dated backups included.
-    assert!(db.with_file_name("com.plexapp.plugins.library.blobs.db").is_file());
+    assert!(
+        db.with_file_name("com.plexapp.plugins.library.blobs.db")
+            .is_file()
+    );
 }
 
 #[test]
@@ -209,7 +262,11 @@ fn a_second_start_after_success_changes_nothing() {
     let first = s.checkpoint();
     let out = s.run();
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(s.checkpoint(), first, "a finished run must not redo any phase");
+    assert_eq!(
+        s.checkpoint(),
+        first,
+        "a finished run must not redo any phase"
+    );
 }
 
 #[test]
@@ -217,7 +274,12 @@ fn a_killed_runner_resumes_at_its_first_unfinished_phase() {
     let s = Scenario::new("e2e-kill");
     // Kill it as soon as the pull is recorded; whatever it was doing then,
     // the restart must finish the run without redoing finished phases.
-    let mut child: Child = s.command().stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child: Child = s
+        .command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let ckpt = s.work_dir().join("checkpoint.json");
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -225,7 +287,10 @@ fn a_killed_runner_resumes_at_its_first_unfinished_phase() {
         if pulled || child.try_wait().unwrap().is_some() {
             break;
         }
-        assert!(Instant::now() < deadline, "the runner never finished its pull");
+        assert!(
+            Instant::now() < deadline,
+            "the runner never finished its pull"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap();
@@ -234,13 +299,26 @@ fn a_killed_runner_resumes_at_its_first_unfinished_phase() {
     let boot_finished = before["done"][0]["finished_at"].clone();
 
     let out = s.run();
-    assert!(out.status.success(), "the restarted runner failed:\n{}", text(&out));
+    assert!(
+        out.status.success(),
+        "the restarted runner failed:\n{}",
+        text(&out)
+    );
     let after = s.checkpoint();
-    assert_eq!(after["done"][0]["finished_at"], boot_finished, "boot was redone");
+    assert_eq!(
+        after["done"][0]["finished_at"], boot_finished,
+        "boot was redone"
+    );
     assert!(after["generation"].as_u64() > before["generation"].as_u64());
     let got = tempfile::tempdir().unwrap();
     let db = fetch_result(&s, got.path());
-    assert_eq!(count(&db, "SELECT count(*) FROM media_parts WHERE file LIKE '/data/%'"), 0);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM media_parts WHERE file LIKE '/data/%'"
+        ),
+        0
+    );
 }
 
 #[test]
@@ -255,18 +333,31 @@ fn a_library_root_outside_the_mount_stops_the_run_naming_the_path() {
     let status = s.status();
     assert_eq!(status["state"], "failed");
     assert_eq!(status["phase"], "remap");
-    assert!(status["last_error"].as_str().unwrap().contains("/data/photos2"), "{status}");
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("/data/photos2"),
+        "{status}"
+    );
     assert!(!s.object("runs/e2e-uncovered/DONE").exists());
 }
 
 #[test]
 fn a_reference_that_is_not_an_archive_fails_the_pull_cleanly() {
     let s = Scenario::new("e2e-garbage");
-    std::fs::write(s.object(REFERENCE), b"<html>Access denied</html>".repeat(100)).unwrap();
+    std::fs::write(
+        s.object(REFERENCE),
+        b"<html>Access denied</html>".repeat(100),
+    )
+    .unwrap();
     let out = s.run();
     assert!(!out.status.success());
     let line = error_line(&out);
-    assert!(line.contains("phase pull failed") && line.contains("not"), "{line}");
+    assert!(
+        line.contains("phase pull failed") && line.contains("not"),
+        "{line}"
+    );
     assert_eq!(s.status()["phase"], "pull");
     // Nothing half-extracted stays behind.
     let databases = s
@@ -285,18 +376,28 @@ fn a_missing_reference_is_named_at_boot() {
     let out = s.run();
     assert!(!out.status.success());
     let line = error_line(&out);
-    assert!(line.contains("phase boot failed") && line.contains(REFERENCE), "{line}");
+    assert!(
+        line.contains("phase boot failed") && line.contains(REFERENCE),
+        "{line}"
+    );
 }
 
 #[test]
 fn wrong_credentials_are_one_clear_line_not_a_retry_storm() {
     let s = Scenario::new("e2e-creds");
     let started = Instant::now();
-    let out = s.command().env("TEST_S3_SECRET", "not-the-secret-at-all-0000").output().unwrap();
+    let out = s
+        .command()
+        .env("TEST_S3_SECRET", "not-the-secret-at-all-0000")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let line = error_line(&out);
     assert!(line.to_lowercase().contains("access"), "{line}");
-    assert!(!text(&out).contains("not-the-secret-at-all"), "the secret reached the output");
+    assert!(
+        !text(&out).contains("not-the-secret-at-all"),
+        "the secret reached the output"
+    );
     // A hang guard, not a timing test: retrying a 403 for minutes is the bug.
     assert!(started.elapsed() < Duration::from_secs(60));
 }
@@ -305,8 +406,15 @@ fn wrong_credentials_are_one_clear_line_not_a_retry_storm() {
 fn an_unreachable_s3_fails_with_the_cause() {
     let s = Scenario::new("e2e-down");
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    s.write_config_with(&format!("http://127.0.0.1:{port}"), &[("/data/media", "/mnt/media")]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    s.write_config_with(
+        &format!("http://127.0.0.1:{port}"),
+        &[("/data/media", "/mnt/media")],
+    );
     let out = s.run();
     assert!(!out.status.success());
     let line = error_line(&out);

@@ -65,31 +65,47 @@ pub struct Uncovered {
 impl CoverageReport {
     /// Everything outside the mount, locations first.
     pub fn uncovered(&self) -> Vec<Uncovered> {
-        let locations = self.locations.iter().filter(|l| !l.covered).map(|l| Uncovered {
-            what: format!("library {:?} location", l.library),
-            path: l.root_path.clone(),
-            mapped: l.mapped.clone(),
-        });
-        let roots = self.file_roots.iter().filter(|r| r.outside > 0).map(|r| Uncovered {
-            what: match &r.library {
-                Some(library) => format!("{} media files of library {library:?} under", r.outside),
-                None => format!("{} media files under", r.outside),
-            },
-            path: r.root.clone(),
-            mapped: r.first_outside.clone().unwrap_or_default(),
-        });
+        let locations = self
+            .locations
+            .iter()
+            .filter(|l| !l.covered)
+            .map(|l| Uncovered {
+                what: format!("library {:?} location", l.library),
+                path: l.root_path.clone(),
+                mapped: l.mapped.clone(),
+            });
+        let roots = self
+            .file_roots
+            .iter()
+            .filter(|r| r.outside > 0)
+            .map(|r| Uncovered {
+                what: match &r.library {
+                    Some(library) => {
+                        format!("{} media files of library {library:?} under", r.outside)
+                    }
+                    None => format!("{} media files under", r.outside),
+                },
+                path: r.root.clone(),
+                mapped: r.first_outside.clone().unwrap_or_default(),
+            });
         locations.chain(roots).collect()
     }
 
     /// One line naming the first path outside the mount, or Ok.
     pub fn ensure_covered(&self) -> Result<(), PlexDbError> {
         let uncovered = self.uncovered();
-        let Some(first) = uncovered.first() else { return Ok(()) };
+        let Some(first) = uncovered.first() else {
+            return Ok(());
+        };
         let more = match uncovered.len() - 1 {
             0 => String::new(),
             n => format!(" (and {n} more paths outside it)"),
         };
-        let mapped = if first.mapped == first.path { String::new() } else { format!(" (mapped to {})", first.mapped) };
+        let mapped = if first.mapped == first.path {
+            String::new()
+        } else {
+            format!(" (mapped to {})", first.mapped)
+        };
         Err(PlexDbError::NotCovered(format!(
             "{} {}{mapped} is outside the mount {}{more}",
             first.what, first.path, self.mount_point
@@ -99,7 +115,11 @@ impl CoverageReport {
 
 /// Reads every location and media file of `db` (read-only) and checks it
 /// against `mount_point` after `mappings`.
-pub fn report(db: &Path, mappings: &[PathMapping], mount_point: &Path) -> Result<CoverageReport, PlexDbError> {
+pub fn report(
+    db: &Path,
+    mappings: &[PathMapping],
+    mount_point: &Path,
+) -> Result<CoverageReport, PlexDbError> {
     let mapper = Mapper::new(mappings)?;
     let mount = mount_point.to_string_lossy().into_owned();
     let conn = open_plex_read_only(db)?;
@@ -115,20 +135,42 @@ pub fn report(db: &Path, mappings: &[PathMapping], mount_point: &Path) -> Result
         )
         .map_err(sqlite)?;
     let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, Option<i64>>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
         .map_err(sqlite)?;
     for row in rows {
         let (library_id, library, root_path) = row.map_err(sqlite)?;
         let mapped = mapper.apply(&root_path);
         let covered = is_under(&mapped, &mount);
-        locations.push(LocationCoverage { library_id: library_id.unwrap_or(0), library, root_path, mapped, covered });
+        locations.push(LocationCoverage {
+            library_id: library_id.unwrap_or(0),
+            library,
+            root_path,
+            mapped,
+            covered,
+        });
     }
 
     // Longest first, so the first match is the innermost location.
-    let mut roots: Vec<&str> = locations.iter().map(|l| l.root_path.trim_end_matches('/')).collect();
+    let mut roots: Vec<&str> = locations
+        .iter()
+        .map(|l| l.root_path.trim_end_matches('/'))
+        .collect();
     roots.sort_by_key(|r| std::cmp::Reverse(r.len()));
     roots.dedup();
-    let names: BTreeMap<i64, &str> = locations.iter().map(|l| (l.library_id, l.library.as_str())).collect();
+    let mut stmt = conn
+        .prepare("SELECT id, coalesce(name, '') FROM library_sections")
+        .map_err(sqlite)?;
+    let names: BTreeMap<i64, String> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(sqlite)?
+        .collect::<Result<_, _>>()
+        .map_err(sqlite)?;
 
     let mut by_root: BTreeMap<String, FileRootCoverage> = BTreeMap::new();
     let mut stmt = conn
@@ -142,16 +184,24 @@ pub fn report(db: &Path, mappings: &[PathMapping], mount_point: &Path) -> Result
     while let Some(row) = rows.next().map_err(sqlite)? {
         let file: String = row.get(0).map_err(sqlite)?;
         let section: Option<i64> = row.get(1).map_err(sqlite)?;
-        let location = roots.iter().find(|root| strip_prefix(&file, root).is_some());
-        let root = location.map_or_else(|| stray_root(&file), |r| r.to_string());
-        let entry = by_root.entry(root).or_insert_with_key(|root| FileRootCoverage {
-            root: root.clone(),
-            is_location: location.is_some(),
-            library: section.and_then(|id| names.get(&id)).map(|n| n.to_string()),
-            files: 0,
-            outside: 0,
-            first_outside: None,
-        });
+        let location = roots
+            .iter()
+            .find(|root| strip_prefix(&file, root).is_some());
+        let root = match location {
+            Some(&"") => "/".to_string(),
+            Some(r) => r.to_string(),
+            None => stray_root(&file),
+        };
+        let entry = by_root
+            .entry(root)
+            .or_insert_with_key(|root| FileRootCoverage {
+                root: root.clone(),
+                is_location: location.is_some(),
+                library: section.and_then(|id| names.get(&id)).map(|n| n.to_string()),
+                files: 0,
+                outside: 0,
+                first_outside: None,
+            });
         entry.files += 1;
         let mapped = mapper.apply(&file);
         if !is_under(&mapped, &mount) {
@@ -160,13 +210,21 @@ pub fn report(db: &Path, mappings: &[PathMapping], mount_point: &Path) -> Result
         }
     }
     drop(rows);
-    Ok(CoverageReport { mount_point: mount, locations, file_roots: by_root.into_values().collect() })
+    Ok(CoverageReport {
+        mount_point: mount,
+        locations,
+        file_roots: by_root.into_values().collect(),
+    })
 }
 
 /// The first [`STRAY_ROOT_DEPTH`] components of the folder holding `file`.
 fn stray_root(file: &str) -> String {
     let folder = file.rsplit_once('/').map_or("", |(dir, _)| dir);
-    let components: Vec<&str> = folder.split('/').filter(|c| !c.is_empty()).take(STRAY_ROOT_DEPTH).collect();
+    let components: Vec<&str> = folder
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .take(STRAY_ROOT_DEPTH)
+        .collect();
     format!("/{}", components.join("/"))
 }
 

@@ -62,11 +62,20 @@ fn check_per_table(conn: &rusqlite::Connection, db: &Path) -> Result<IntegrityRe
         let mut stmt = conn
             .prepare("SELECT name, coalesce(sql, '') FROM sqlite_schema WHERE type = 'table' ORDER BY name")
             .map_err(sqlite)?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))).map_err(sqlite)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(sqlite)?;
         for row in rows {
             let (name, sql) = row.map_err(sqlite)?;
-            let is_virtual = sql.trim_start().get(..20).is_some_and(|s| s.eq_ignore_ascii_case("CREATE VIRTUAL TABLE"));
-            if is_virtual { virtual_tables.push(name) } else { tables.push(name) }
+            let is_virtual = sql
+                .trim_start()
+                .get(..20)
+                .is_some_and(|s| s.eq_ignore_ascii_case("CREATE VIRTUAL TABLE"));
+            if is_virtual {
+                virtual_tables.push(name)
+            } else {
+                tables.push(name)
+            }
         }
     }
     // The schema table itself holds every root page number: check it first.
@@ -78,7 +87,8 @@ fn check_per_table(conn: &rusqlite::Connection, db: &Path) -> Result<IntegrityRe
         let sql = format!("PRAGMA integrity_check({})", quote_ident(table));
         let found = conn.prepare(&sql).and_then(|mut stmt| {
             let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            rows.filter(|r| !matches!(r.as_deref(), Ok("ok"))).collect::<Result<Vec<_>, _>>()
+            rows.filter(|r| !matches!(r.as_deref(), Ok("ok")))
+                .collect::<Result<Vec<_>, _>>()
         });
         // A B-tree too damaged to walk fails the statement itself.
         let found = found.unwrap_or_else(|e| vec![first_line(&e.to_string())]);
@@ -90,9 +100,18 @@ fn check_per_table(conn: &rusqlite::Connection, db: &Path) -> Result<IntegrityRe
         }
     }
     if let Some((table, problem)) = problems.into_iter().next() {
-        return Err(PlexDbError::Corrupt { path: db.to_path_buf(), table: Some(table), problem, more: total - 1 });
+        return Err(PlexDbError::Corrupt {
+            path: db.to_path_buf(),
+            table: Some(table),
+            problem,
+            more: total - 1,
+        });
     }
-    Ok(IntegrityReport { method: CheckMethod::PerTable, tables_checked: tables.len(), virtual_tables_skipped: virtual_tables })
+    Ok(IntegrityReport {
+        method: CheckMethod::PerTable,
+        tables_checked: tables.len(),
+        virtual_tables_skipped: virtual_tables,
+    })
 }
 
 /// `Plex SQLite -readonly <db> "PRAGMA integrity_check;"` prints `ok` or
@@ -103,24 +122,54 @@ fn check_with_tool(db: &Path, tool: &Path) -> Result<IntegrityReport, PlexDbErro
         .arg(db)
         .arg("PRAGMA integrity_check;")
         .output()
-        .map_err(|e| PlexDbError::Tool { tool: tool.into(), path: db.into(), detail: format!("cannot run: {e}") })?;
+        .map_err(|e| PlexDbError::Tool {
+            tool: tool.into(),
+            path: db.into(),
+            detail: format!("cannot run: {e}"),
+        })?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let lines: Vec<&str> = stdout.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = stdout
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     if output.status.success() && lines == ["ok"] {
-        return Ok(IntegrityReport { method: CheckMethod::PlexSqlite(tool.into()), tables_checked: 0, virtual_tables_skipped: vec![] });
+        return Ok(IntegrityReport {
+            method: CheckMethod::PlexSqlite(tool.into()),
+            tables_checked: 0,
+            virtual_tables_skipped: vec![],
+        });
     }
     let path = db.to_path_buf();
     if stderr.contains("file is not a database") {
         return Err(PlexDbError::NotADatabase(path));
     }
     if output.status.success() || stderr.contains("malformed") || stderr.contains("corrupt") {
-        let mut all = lines.iter().map(|l| l.to_string()).chain(stderr.lines().map(first_line).filter(|l| !l.is_empty()));
-        let problem = all.next().unwrap_or_else(|| "integrity_check printed nothing".into());
+        let mut all = lines
+            .iter()
+            .map(|l| l.to_string())
+            .chain(stderr.lines().map(first_line).filter(|l| !l.is_empty()));
+        let problem = all
+            .next()
+            .unwrap_or_else(|| "integrity_check printed nothing".into());
         let more = all.count();
-        return Err(PlexDbError::Corrupt { path, table: None, problem, more });
+        return Err(PlexDbError::Corrupt {
+            path,
+            table: None,
+            problem,
+            more,
+        });
     }
     let detail = first_line(&stderr);
-    let detail = if detail.is_empty() { format!("exited with {}", output.status) } else { detail };
-    Err(PlexDbError::Tool { tool: tool.into(), path, detail })
+    let detail = if detail.is_empty() {
+        format!("exited with {}", output.status)
+    } else {
+        detail
+    };
+    Err(PlexDbError::Tool {
+        tool: tool.into(),
+        path,
+        detail,
+    })
 }

@@ -31,7 +31,12 @@ pub use stats::Stats;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Tables every Plex library DB has; their absence means a wrong file.
-const PLEX_TABLES: [&str; 4] = ["library_sections", "section_locations", "metadata_items", "media_parts"];
+const PLEX_TABLES: [&str; 4] = [
+    "library_sections",
+    "section_locations",
+    "metadata_items",
+    "media_parts",
+];
 
 /// What can go wrong; every message is one line naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -49,23 +54,46 @@ pub enum PlexDbError {
     #[error("database is corrupt: {}: {}{problem}{}", path.display(),
         table.as_ref().map(|t| format!("table {t:?}: ")).unwrap_or_default(),
         if *more > 0 { format!(" (and {more} more problems)") } else { String::new() })]
-    Corrupt { path: PathBuf, table: Option<String>, problem: String, more: usize },
+    Corrupt {
+        path: PathBuf,
+        table: Option<String>,
+        problem: String,
+        more: usize,
+    },
     #[error("database is locked by another process: {}", .0.display())]
     Busy(PathBuf),
     #[error("SQLite error on {}: {source}", path.display())]
-    Sqlite { path: PathBuf, source: rusqlite::Error },
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid path mapping {from:?} -> {to:?}: {reason}")]
-    BadMapping { from: String, to: String, reason: &'static str },
+    BadMapping {
+        from: String,
+        to: String,
+        reason: &'static str,
+    },
     #[error("remap refused on {}: trigger {trigger:?} on table {table:?} needs Plex's own SQLite modules", path.display())]
-    UnsafeTrigger { path: PathBuf, trigger: String, table: String },
+    UnsafeTrigger {
+        path: PathBuf,
+        trigger: String,
+        table: String,
+    },
     #[error("remap of {} aborted, nothing written: {detail}", path.display())]
     RemapAborted { path: PathBuf, detail: String },
     #[error("{}", .0)]
     NotCovered(String),
     #[error("{} failed on {}: {detail}", tool.display(), path.display())]
-    Tool { tool: PathBuf, path: PathBuf, detail: String },
+    Tool {
+        tool: PathBuf,
+        path: PathBuf,
+        detail: String,
+    },
     #[error("recovery of {} failed, original left untouched: {detail}", path.display())]
     RecoveryFailed { path: PathBuf, detail: String },
 }
@@ -76,16 +104,22 @@ impl PlexDbError {
         let path = path.to_path_buf();
         match source.sqlite_error_code() {
             Some(ErrorCode::NotADatabase) => PlexDbError::NotADatabase(path),
-            Some(ErrorCode::DatabaseCorrupt) => {
-                PlexDbError::Corrupt { path, table: None, problem: first_line(&source.to_string()), more: 0 }
-            }
+            Some(ErrorCode::DatabaseCorrupt) => PlexDbError::Corrupt {
+                path,
+                table: None,
+                problem: first_line(&source.to_string()),
+                more: 0,
+            },
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => PlexDbError::Busy(path),
             _ => PlexDbError::Sqlite { path, source },
         }
     }
 
     pub(crate) fn io(path: &Path, source: std::io::Error) -> PlexDbError {
-        PlexDbError::Io { path: path.to_path_buf(), source }
+        PlexDbError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -103,17 +137,23 @@ pub fn open_read_only(path: &Path) -> Result<Connection, PlexDbError> {
         let absolute = std::path::absolute(path).map_err(|e| PlexDbError::io(path, e))?;
         if let Ok(mut uri) = url::Url::from_file_path(&absolute) {
             uri.set_query(Some("immutable=1"));
-            return open_at(path, Path::new(uri.as_str()), OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI);
+            return open_at(
+                path,
+                Path::new(uri.as_str()),
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+            );
         }
     }
     open(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
 }
 
 /// True for a WAL-mode file (header bytes 18 and 19 are 2) with no `-wal`.
-fn is_closed_wal_db(path: &Path) -> bool {
+pub(crate) fn is_closed_wal_db(path: &Path) -> bool {
     use std::io::Read;
     let mut header = [0u8; 20];
-    let wal_mode = std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut header)).is_ok()
+    let wal_mode = std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .is_ok()
         && header.starts_with(b"SQLite format 3\0")
         && header[18] == 2
         && header[19] == 2;
@@ -146,8 +186,10 @@ fn open_at(path: &Path, target: &Path, mode: OpenFlags) -> Result<Connection, Pl
     }
     // No SQLITE_OPEN_CREATE: a path that vanished in between is an error.
     let flags = mode | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(target, flags).map_err(|e| PlexDbError::sqlite(path, e))?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| PlexDbError::sqlite(path, e))?;
+    let conn =
+        Connection::open_with_flags(target, flags).map_err(|e| PlexDbError::sqlite(path, e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| PlexDbError::sqlite(path, e))?;
     // Opening is lazy: read the header now so that garbage fails here.
     conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
         .map_err(|e| PlexDbError::sqlite(path, e))?;
@@ -160,9 +202,14 @@ pub(crate) fn ensure_plex_library(conn: &Connection, path: &Path) -> Result<(), 
         .prepare("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1")
         .map_err(|e| PlexDbError::sqlite(path, e))?;
     for table in PLEX_TABLES {
-        let present = stmt.exists([table]).map_err(|e| PlexDbError::sqlite(path, e))?;
+        let present = stmt
+            .exists([table])
+            .map_err(|e| PlexDbError::sqlite(path, e))?;
         if !present {
-            return Err(PlexDbError::NotPlexLibrary { path: path.to_path_buf(), table });
+            return Err(PlexDbError::NotPlexLibrary {
+                path: path.to_path_buf(),
+                table,
+            });
         }
     }
     Ok(())
@@ -180,7 +227,10 @@ pub(crate) fn open_plex_read_only(path: &Path) -> Result<Connection, PlexDbError
 /// that exists.
 pub(crate) fn backup_path(db: &Path, dir: &Path, purpose: &str) -> Result<PathBuf, PlexDbError> {
     std::fs::create_dir_all(dir).map_err(|e| PlexDbError::io(dir, e))?;
-    let name = db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "plex.db".into());
+    let name = db
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plex.db".into());
     // RFC 3339 without the separators a file name does not want.
     let stamp: String = humantime::format_rfc3339_seconds(SystemTime::now())
         .to_string()
@@ -188,7 +238,11 @@ pub(crate) fn backup_path(db: &Path, dir: &Path, purpose: &str) -> Result<PathBu
         .filter(|c| !matches!(c, '-' | ':'))
         .collect();
     for n in 0u32.. {
-        let suffix = if n == 0 { String::new() } else { format!("-{n}") };
+        let suffix = if n == 0 {
+            String::new()
+        } else {
+            format!("-{n}")
+        };
         let candidate = dir.join(format!("{name}.{stamp}{suffix}.{purpose}"));
         if !candidate.exists() {
             return Ok(candidate);
@@ -199,7 +253,9 @@ pub(crate) fn backup_path(db: &Path, dir: &Path, purpose: &str) -> Result<PathBu
 
 /// Flushes a directory entry (a rename or a new file) to disk.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), PlexDbError> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| PlexDbError::io(dir, e))
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| PlexDbError::io(dir, e))
 }
 
 pub(crate) fn first_line(text: &str) -> String {

@@ -26,10 +26,19 @@ impl PathMapping {
     /// A checked mapping: both sides absolute, without `.`/`..` components
     /// or NUL; a trailing `/` is dropped (`/Media/TV/` means `/Media/TV`).
     pub fn new(from: &str, to: &str) -> Result<PathMapping, PlexDbError> {
-        let bad = |reason| PlexDbError::BadMapping { from: from.into(), to: to.into(), reason };
-        let from_n = normalise(from).ok_or_else(|| bad("paths must be absolute, without '.', '..' or NUL"))?;
-        let to_n = normalise(to).ok_or_else(|| bad("paths must be absolute, without '.', '..' or NUL"))?;
-        Ok(PathMapping { from: display(&from_n), to: display(&to_n) })
+        let bad = |reason| PlexDbError::BadMapping {
+            from: from.into(),
+            to: to.into(),
+            reason,
+        };
+        let from_n = normalise(from)
+            .ok_or_else(|| bad("paths must be absolute, without '.', '..' or NUL"))?;
+        let to_n =
+            normalise(to).ok_or_else(|| bad("paths must be absolute, without '.', '..' or NUL"))?;
+        Ok(PathMapping {
+            from: display(&from_n),
+            to: display(&to_n),
+        })
     }
 }
 
@@ -40,7 +49,11 @@ impl FromStr for PathMapping {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.split_once('=') {
             Some((from, to)) => PathMapping::new(from, to),
-            None => Err(PlexDbError::BadMapping { from: s.into(), to: String::new(), reason: "expected FROM=TO" }),
+            None => Err(PlexDbError::BadMapping {
+                from: s.into(),
+                to: String::new(),
+                reason: "expected FROM=TO",
+            }),
         }
     }
 }
@@ -51,12 +64,19 @@ fn normalise(path: &str) -> Option<String> {
     let trimmed = path.trim_end_matches('/');
     let clean = path.starts_with('/')
         && !path.contains('\0')
-        && !trimmed.split('/').skip(1).any(|c| matches!(c, "" | "." | ".."));
+        && !trimmed
+            .split('/')
+            .skip(1)
+            .any(|c| matches!(c, "" | "." | ".."));
     clean.then(|| trimmed.to_string())
 }
 
 fn display(normalised: &str) -> String {
-    if normalised.is_empty() { "/".into() } else { normalised.into() }
+    if normalised.is_empty() {
+        "/".into()
+    } else {
+        normalised.into()
+    }
 }
 
 /// `path` relative to `prefix` ("" or starting with '/') when `prefix` is
@@ -107,7 +127,11 @@ impl Mapper {
         }
         self.rules.iter().find_map(|(i, from, to)| {
             let rest = strip_prefix(path, from)?;
-            let mapped = if to.is_empty() && rest.is_empty() { "/".to_string() } else { format!("{to}{rest}") };
+            let mapped = if to.is_empty() && rest.is_empty() {
+                "/".to_string()
+            } else {
+                format!("{to}{rest}")
+            };
             Some((*i, mapped))
         })
     }
@@ -115,12 +139,15 @@ impl Mapper {
     /// Same for a `file://` URL (see [`FILE_URL_SCHEME`]).
     pub(crate) fn map_file_url(&self, url: &str) -> Option<(usize, String)> {
         let path = url.strip_prefix(FILE_URL_SCHEME)?;
-        self.map_path(path).map(|(i, p)| (i, format!("{FILE_URL_SCHEME}{p}")))
+        self.map_path(path)
+            .map(|(i, p)| (i, format!("{FILE_URL_SCHEME}{p}")))
     }
 
     /// The path after mapping (itself when no mapping applies).
     pub(crate) fn apply(&self, path: &str) -> String {
-        self.map_path(path).map(|(_, p)| p).unwrap_or_else(|| path.to_string())
+        self.map_path(path)
+            .map(|(_, p)| p)
+            .unwrap_or_else(|| path.to_string())
     }
 }
 
@@ -129,7 +156,13 @@ mod tests {
     use super::*;
 
     fn mapper(pairs: &[(&str, &str)]) -> Mapper {
-        let list: Vec<_> = pairs.iter().map(|(f, t)| PathMapping { from: f.to_string(), to: t.to_string() }).collect();
+        let list: Vec<_> = pairs
+            .iter()
+            .map(|(f, t)| PathMapping {
+                from: f.to_string(),
+                to: t.to_string(),
+            })
+            .collect();
         Mapper::new(&list).expect("valid mappings")
     }
 
@@ -137,7 +170,10 @@ mod tests {
     fn maps_whole_components_only() {
         let m = mapper(&[("/Media/TV", "/mnt/tv")]);
         assert_eq!(m.map_path("/Media/TV"), Some((0, "/mnt/tv".into())));
-        assert_eq!(m.map_path("/Media/TV/a/b.mkv"), Some((0, "/mnt/tv/a/b.mkv".into())));
+        assert_eq!(
+            m.map_path("/Media/TV/a/b.mkv"),
+            Some((0, "/mnt/tv/a/b.mkv".into()))
+        );
         assert_eq!(m.map_path("/Media/TV/"), Some((0, "/mnt/tv/".into())));
         assert_eq!(m.map_path("/Media/TVShows/a.mkv"), None);
         assert_eq!(m.map_path("/media/tv/a.mkv"), None);
@@ -172,7 +208,10 @@ mod tests {
     #[test]
     fn file_urls() {
         let m = mapper(&[("/Media/Movies", "/mnt/m")]);
-        assert_eq!(m.map_file_url("file:///Media/Movies/A/a.srt"), Some((0, "file:///mnt/m/A/a.srt".into())));
+        assert_eq!(
+            m.map_file_url("file:///Media/Movies/A/a.srt"),
+            Some((0, "file:///mnt/m/A/a.srt".into()))
+        );
         assert_eq!(m.map_file_url("file:///Media/MoviesX/a.srt"), None);
         assert_eq!(m.map_file_url("http://host/Media/Movies/a.srt"), None);
         assert_eq!(m.map_file_url("/Media/Movies/a.srt"), None);
@@ -180,13 +219,37 @@ mod tests {
 
     #[test]
     fn rejects_bad_mappings() {
-        for (from, to) in [("relative", "/x"), ("/x", ""), ("/a/../b", "/x"), ("/a//b", "/x"), ("/a\0", "/x")] {
-            assert!(PathMapping::new(from, to).is_err(), "{from:?} -> {to:?} accepted");
+        for (from, to) in [
+            ("relative", "/x"),
+            ("/x", ""),
+            ("/a/../b", "/x"),
+            ("/a//b", "/x"),
+            ("/a\0", "/x"),
+        ] {
+            assert!(
+                PathMapping::new(from, to).is_err(),
+                "{from:?} -> {to:?} accepted"
+            );
         }
-        let twice = [PathMapping { from: "/a/".into(), to: "/x".into() }, PathMapping { from: "/a".into(), to: "/y".into() }];
+        let twice = [
+            PathMapping {
+                from: "/a/".into(),
+                to: "/x".into(),
+            },
+            PathMapping {
+                from: "/a".into(),
+                to: "/y".into(),
+            },
+        ];
         assert!(Mapper::new(&twice).is_err());
         assert!("/a".parse::<PathMapping>().is_err());
-        assert_eq!("/a/=/b".parse::<PathMapping>().ok(), Some(PathMapping { from: "/a".into(), to: "/b".into() }));
+        assert_eq!(
+            "/a/=/b".parse::<PathMapping>().ok(),
+            Some(PathMapping {
+                from: "/a".into(),
+                to: "/b".into()
+            })
+        );
     }
 
     #[test]

@@ -20,7 +20,9 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 use super::paths::{FILE_URL_SCHEME, Mapper, PathMapping};
-use super::{PlexDbError, backup_path, open_for_write, open_plex_read_only, open_read_only, sync_dir};
+use super::{
+    PlexDbError, backup_path, open_for_write, open_plex_read_only, open_read_only, sync_dir,
+};
 
 /// What a value in a column is.
 #[derive(Clone, Copy)]
@@ -78,28 +80,43 @@ pub fn dry_run(db: &Path, mappings: &[PathMapping]) -> Result<RemapReport, PlexD
 
 /// Applies `mappings` to `db` after backing it up into `backup_dir`.
 /// All or nothing: any failure rolls the whole remap back.
-pub fn apply(db: &Path, mappings: &[PathMapping], backup_dir: &Path) -> Result<RemapReport, PlexDbError> {
+pub fn apply(
+    db: &Path,
+    mappings: &[PathMapping],
+    backup_dir: &Path,
+) -> Result<RemapReport, PlexDbError> {
     let mapper = Arc::new(Mapper::new(mappings)?);
     // Check the file is a Plex DB before taking any lock on it.
     drop(open_plex_read_only(db)?);
     let mut conn = open_for_write(db)?;
     let sqlite = |e| PlexDbError::sqlite(db, e);
     register_functions(&conn, &mapper).map_err(sqlite)?;
+    // Rewriting 456k paths touches most of the file index: cache it whole.
+    conn.execute_batch("PRAGMA cache_size = -262144")
+        .map_err(sqlite)?;
     refuse_unsafe_triggers(&conn, db)?;
 
     // The write lock from here to commit, so the backup is exactly the
     // state the remap starts from. SQLite cannot back up from a connection
     // holding a write transaction, so a second connection reads the copy:
     // readers are not blocked by a writer that has not written yet.
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sqlite)?;
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite)?;
     let backup = backup_into(&open_read_only(db)?, db, backup_dir)?;
 
     let mut report = empty_report(mappings, false);
     report.backup = Some(backup);
     count_all(&tx, db, &mut report)?;
     for (table, column, kind) in TARGETS {
-        let expected: u64 = report.mappings.iter().map(|m| m.rows[&target_name(table, column)]).sum();
-        let changed = tx.execute(&update_sql(table, column, kind), []).map_err(sqlite)? as u64;
+        let expected: u64 = report
+            .mappings
+            .iter()
+            .map(|m| m.rows[&target_name(table, column)])
+            .sum();
+        let changed = tx
+            .execute(&update_sql(table, column, kind), [])
+            .map_err(sqlite)? as u64;
         // The count and the update use the same function on the same
         // snapshot: a difference means a bug, and nothing gets committed.
         if changed != expected {
@@ -118,21 +135,40 @@ pub fn apply(db: &Path, mappings: &[PathMapping], backup_dir: &Path) -> Result<R
 }
 
 fn empty_report(mappings: &[PathMapping], dry_run: bool) -> RemapReport {
-    let rows: BTreeMap<String, u64> = TARGETS.iter().map(|(t, c, _)| (target_name(t, c), 0)).collect();
+    let rows: BTreeMap<String, u64> = TARGETS
+        .iter()
+        .map(|(t, c, _)| (target_name(t, c), 0))
+        .collect();
     let mappings = mappings
         .iter()
-        .map(|m| MappingCount { from: m.from.clone(), to: m.to.clone(), rows: rows.clone(), total: 0 })
+        .map(|m| MappingCount {
+            from: m.from.clone(),
+            to: m.to.clone(),
+            rows: rows.clone(),
+            total: 0,
+        })
         .collect();
-    RemapReport { dry_run, backup: None, mappings, total_rows: 0 }
+    RemapReport {
+        dry_run,
+        backup: None,
+        mappings,
+        total_rows: 0,
+    }
 }
 
 fn count_all(conn: &Connection, db: &Path, report: &mut RemapReport) -> Result<(), PlexDbError> {
     let sqlite = |e| PlexDbError::sqlite(db, e);
     for (table, column, kind) in TARGETS {
         let (rule, filter) = (rule_call(column, kind), prefilter(column, kind));
-        let sql = format!("SELECT {rule}, count(*) FROM {table} WHERE {filter} AND {rule} IS NOT NULL GROUP BY 1");
+        let sql = format!(
+            "SELECT {rule}, count(*) FROM {table} WHERE {filter} AND {rule} IS NOT NULL GROUP BY 1"
+        );
         let mut stmt = conn.prepare(&sql).map_err(sqlite)?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as u64))).map_err(sqlite)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as u64))
+            })
+            .map_err(sqlite)?;
         for row in rows {
             let (index, count) = row.map_err(sqlite)?;
             let mapping = &mut report.mappings[index];
@@ -166,7 +202,10 @@ fn rule_call(column: &str, kind: Kind) -> String {
 fn prefilter(column: &str, kind: Kind) -> String {
     match kind {
         Kind::Path => format!("substr({column}, 1, 1) = '/'"),
-        Kind::FileUrl => format!("substr({column}, 1, {}) = '{FILE_URL_SCHEME}'", FILE_URL_SCHEME.len()),
+        Kind::FileUrl => format!(
+            "substr({column}, 1, {}) = '{FILE_URL_SCHEME}'",
+            FILE_URL_SCHEME.len()
+        ),
     }
 }
 
@@ -177,20 +216,32 @@ fn target_name(table: &str, column: &str) -> String {
 /// `plexburst_{path,url}_rule(text)` → mapping index or NULL, and
 /// `plexburst_map_{path,url}(text)` → mapped text (unchanged if no rule).
 fn register_functions(conn: &Connection, mapper: &Arc<Mapper>) -> rusqlite::Result<()> {
-    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC | FunctionFlags::SQLITE_DIRECTONLY;
+    let flags = FunctionFlags::SQLITE_UTF8
+        | FunctionFlags::SQLITE_DETERMINISTIC
+        | FunctionFlags::SQLITE_DIRECTONLY;
     type MapFn = fn(&Mapper, &str) -> Option<(usize, String)>;
     let kinds: [(&str, MapFn); 2] = [("path", Mapper::map_path), ("url", Mapper::map_file_url)];
     for (kind, map) in kinds {
         let m = Arc::clone(mapper);
-        conn.create_scalar_function(format!("plexburst_{kind}_rule").as_str(), 1, flags, move |ctx| {
-            let value: Option<String> = ctx.get(0)?;
-            Ok(value.and_then(|v| map(&m, &v)).map(|(i, _)| i as i64))
-        })?;
+        conn.create_scalar_function(
+            format!("plexburst_{kind}_rule").as_str(),
+            1,
+            flags,
+            move |ctx| {
+                let value: Option<String> = ctx.get(0)?;
+                Ok(value.and_then(|v| map(&m, &v)).map(|(i, _)| i as i64))
+            },
+        )?;
         let m = Arc::clone(mapper);
-        conn.create_scalar_function(format!("plexburst_map_{kind}").as_str(), 1, flags, move |ctx| {
-            let value: Option<String> = ctx.get(0)?;
-            Ok(value.map(|v| map(&m, &v).map(|(_, mapped)| mapped).unwrap_or(v)))
-        })?;
+        conn.create_scalar_function(
+            format!("plexburst_map_{kind}").as_str(),
+            1,
+            flags,
+            move |ctx| {
+                let value: Option<String> = ctx.get(0)?;
+                Ok(value.map(|v| map(&m, &v).map(|(_, mapped)| mapped).unwrap_or(v)))
+            },
+        )?;
     }
     Ok(())
 }
@@ -203,18 +254,34 @@ fn refuse_unsafe_triggers(conn: &Connection, db: &Path) -> Result<(), PlexDbErro
     let mut stmt = conn
         .prepare("SELECT lower(name) FROM sqlite_schema WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%'")
         .map_err(sqlite)?;
-    let virtual_tables: Vec<String> = stmt.query_map([], |r| r.get(0)).map_err(sqlite)?.collect::<Result<_, _>>().map_err(sqlite)?;
+    let virtual_tables: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .map_err(sqlite)?
+        .collect::<Result<_, _>>()
+        .map_err(sqlite)?;
     let mut stmt = conn
         .prepare("SELECT name, tbl_name, lower(coalesce(sql, '')) FROM sqlite_schema WHERE type = 'trigger'")
         .map_err(sqlite)?;
     let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
         .map_err(sqlite)?;
     for row in rows {
         let (trigger, table, sql) = row.map_err(sqlite)?;
-        let targeted = TARGETS.iter().any(|(t, _, _)| t.eq_ignore_ascii_case(&table));
+        let targeted = TARGETS
+            .iter()
+            .any(|(t, _, _)| t.eq_ignore_ascii_case(&table));
         if targeted && virtual_tables.iter().any(|v| sql.contains(v.as_str())) {
-            return Err(PlexDbError::UnsafeTrigger { path: db.to_path_buf(), trigger, table });
+            return Err(PlexDbError::UnsafeTrigger {
+                path: db.to_path_buf(),
+                trigger,
+                table,
+            });
         }
     }
     Ok(())
@@ -226,20 +293,30 @@ fn backup_into(conn: &Connection, db: &Path, dir: &Path) -> Result<PathBuf, Plex
     let target = backup_path(db, dir, "pre-remap")?;
     let partial = target.with_extension("pre-remap.partial");
     let result = (|| {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut dst = Connection::open_with_flags(&partial, flags).map_err(|e| PlexDbError::sqlite(&partial, e))?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut dst = Connection::open_with_flags(&partial, flags)
+            .map_err(|e| PlexDbError::sqlite(&partial, e))?;
         {
-            let backup = rusqlite::backup::Backup::new(conn, &mut dst).map_err(|e| PlexDbError::sqlite(&partial, e))?;
+            let backup = rusqlite::backup::Backup::new(conn, &mut dst)
+                .map_err(|e| PlexDbError::sqlite(&partial, e))?;
             // One step copies everything: we hold the write lock anyway.
-            let step = backup.step(-1).map_err(|e| PlexDbError::sqlite(&partial, e))?;
+            let step = backup
+                .step(-1)
+                .map_err(|e| PlexDbError::sqlite(&partial, e))?;
             if step != rusqlite::backup::StepResult::Done {
                 return Err(PlexDbError::Busy(db.to_path_buf()));
             }
         }
         // A WAL-mode source gives a WAL-mode copy: fold it into one file.
-        dst.execute_batch("PRAGMA journal_mode = DELETE").map_err(|e| PlexDbError::sqlite(&partial, e))?;
-        dst.close().map_err(|(_, e)| PlexDbError::sqlite(&partial, e))?;
-        std::fs::File::open(&partial).and_then(|f| f.sync_all()).map_err(|e| PlexDbError::io(&partial, e))?;
+        dst.execute_batch("PRAGMA journal_mode = DELETE")
+            .map_err(|e| PlexDbError::sqlite(&partial, e))?;
+        dst.close()
+            .map_err(|(_, e)| PlexDbError::sqlite(&partial, e))?;
+        std::fs::File::open(&partial)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| PlexDbError::io(&partial, e))?;
         std::fs::rename(&partial, &target).map_err(|e| PlexDbError::io(&target, e))?;
         sync_dir(dir)
     })();

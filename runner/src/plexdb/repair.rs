@@ -18,7 +18,9 @@ use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 
 use super::integrity::{self, IntegrityReport};
-use super::{PlexDbError, backup_path, first_line, open_read_only, quote_ident, sync_dir};
+use super::{
+    PlexDbError, backup_path, first_line, is_closed_wal_db, open_read_only, quote_ident, sync_dir,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepairReport {
@@ -53,19 +55,31 @@ struct SchemaRow {
 /// passes [`integrity::check`]. Any row that could not be read is reported,
 /// and logged as a warning.
 pub fn recover(db: &Path, backup_dir: &Path) -> Result<RepairReport, PlexDbError> {
-    let failed = |detail: String| PlexDbError::RecoveryFailed { path: db.to_path_buf(), detail };
+    let failed = |detail: String| PlexDbError::RecoveryFailed {
+        path: db.to_path_buf(),
+        detail,
+    };
     let source = open_read_only(db)?;
     let backup = back_up_files(db, backup_dir)?;
 
-    let dir = db.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = db.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = db
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = db
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let fresh = dir.join(format!("{name}.recovering"));
     remove_if_present(&fresh)?;
 
     let result = salvage(&source, db, &fresh).and_then(|tables| {
         drop(source);
-        std::fs::File::open(&fresh).and_then(|f| f.sync_all()).map_err(|e| PlexDbError::io(&fresh, e))?;
-        let integrity = integrity::check(&fresh, None).map_err(|e| failed(format!("the recovered copy fails its check: {e}")))?;
+        std::fs::File::open(&fresh)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| PlexDbError::io(&fresh, e))?;
+        let integrity = integrity::check(&fresh, None)
+            .map_err(|e| failed(format!("the recovered copy fails its check: {e}")))?;
         Ok((tables, integrity))
     });
     let (tables, integrity) = match result {
@@ -91,7 +105,13 @@ pub fn recover(db: &Path, backup_dir: &Path) -> Result<RepairReport, PlexDbError
     }
     tracing::warn!(db = %db.display(), backup = %backup.display(), rows_recovered, unreadable_ranges,
         "database rebuilt by recovery");
-    Ok(RepairReport { backup, tables, rows_recovered, unreadable_ranges, integrity })
+    Ok(RepairReport {
+        backup,
+        tables,
+        rows_recovered,
+        unreadable_ranges,
+        integrity,
+    })
 }
 
 /// Copies the file and its WAL as they are (the backup API would stop at
@@ -102,33 +122,71 @@ fn back_up_files(db: &Path, backup_dir: &Path) -> Result<PathBuf, PlexDbError> {
         let (from, to) = (sibling(db, suffix), sibling(&target, suffix));
         if suffix.is_empty() || from.exists() {
             std::fs::copy(&from, &to).map_err(|e| PlexDbError::io(&from, e))?;
-            std::fs::File::open(&to).and_then(|f| f.sync_all()).map_err(|e| PlexDbError::io(&to, e))?;
+            std::fs::File::open(&to)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| PlexDbError::io(&to, e))?;
         }
     }
     sync_dir(backup_dir)?;
     Ok(target)
 }
 
-fn salvage(source: &Connection, db: &Path, fresh: &Path) -> Result<Vec<TableRecovery>, PlexDbError> {
-    let failed = |detail: String| PlexDbError::RecoveryFailed { path: db.to_path_buf(), detail };
-    let schema = read_schema(source).map_err(|e| failed(format!("the schema is unreadable: {}", first_line(&e.to_string()))))?;
-    let pragma = |name: &str| source.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
-    let (page_size, user_version, application_id) = (pragma("page_size"), pragma("user_version"), pragma("application_id"));
+fn salvage(
+    source: &Connection,
+    db: &Path,
+    fresh: &Path,
+) -> Result<Vec<TableRecovery>, PlexDbError> {
+    let failed = |detail: String| PlexDbError::RecoveryFailed {
+        path: db.to_path_buf(),
+        detail,
+    };
+    let schema = read_schema(source).map_err(|e| {
+        failed(format!(
+            "the schema is unreadable: {}",
+            first_line(&e.to_string())
+        ))
+    })?;
+    let pragma =
+        |name: &str| source.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, i64>(0));
+    let (page_size, user_version, application_id) = (
+        pragma("page_size"),
+        pragma("user_version"),
+        pragma("application_id"),
+    );
 
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_URI;
-    let out = Connection::open_with_flags(fresh, flags).map_err(|e| PlexDbError::sqlite(fresh, e))?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_URI;
+    let out =
+        Connection::open_with_flags(fresh, flags).map_err(|e| PlexDbError::sqlite(fresh, e))?;
     let out_err = |e| PlexDbError::sqlite(fresh, e);
     if let Ok(size) = page_size {
-        out.execute_batch(&format!("PRAGMA page_size = {size}")).map_err(out_err)?;
+        out.execute_batch(&format!("PRAGMA page_size = {size}"))
+            .map_err(out_err)?;
     }
-    let uri = url::Url::from_file_path(std::path::absolute(db).map_err(|e| PlexDbError::io(db, e))?)
-        .map_err(|()| failed("the path cannot be written as a URI".into()))?;
-    out.execute("ATTACH ?1 AS damaged", [format!("{uri}?mode=ro")]).map_err(out_err)?;
-    out.execute_batch("BEGIN").map_err(out_err)?;
+    // A scratch file until it is checked and synced: no syncs meanwhile.
+    out.execute_batch("PRAGMA journal_mode = MEMORY; PRAGMA synchronous = OFF")
+        .map_err(out_err)?;
+    let mut uri =
+        url::Url::from_file_path(std::path::absolute(db).map_err(|e| PlexDbError::io(db, e))?)
+            .map_err(|()| failed("the path cannot be written as a URI".into()))?;
+    uri.set_query(Some(if is_closed_wal_db(db) {
+        "immutable=1"
+    } else {
+        "mode=ro"
+    }));
+    out.execute("ATTACH ?1 AS damaged", [uri.as_str()])
+        .map_err(out_err)?;
+    // No enclosing transaction: once a read fails for damage, SQLite fails
+    // every later read in the same transaction, so each copy statement
+    // commits on its own.
 
-    let ordinary = |row: &&SchemaRow| row.kind == "table" && !row.name.starts_with("sqlite_") && !is_virtual(&row.sql);
+    let ordinary = |row: &&SchemaRow| {
+        row.kind == "table" && !row.name.starts_with("sqlite_") && !is_virtual(&row.sql)
+    };
     for row in schema.iter().filter(ordinary) {
-        out.execute_batch(&row.sql).map_err(|e| failed(format!("cannot create table {:?}: {e}", row.name)))?;
+        out.execute_batch(&row.sql)
+            .map_err(|e| failed(format!("cannot create table {:?}: {e}", row.name)))?;
     }
     let mut tables = Vec::new();
     for row in schema.iter().filter(ordinary) {
@@ -143,12 +201,19 @@ fn salvage(source: &Connection, db: &Path, fresh: &Path) -> Result<Vec<TableReco
         )
         .unwrap_or_else(|e| tracing::warn!(error = %e, "sqlite_sequence unreadable: ids restart from the highest recovered"));
     }
-    for row in schema.iter().filter(|r| r.kind == "index" && !r.sql.is_empty()) {
-        out.execute_batch(&row.sql).map_err(|e| failed(format!("cannot rebuild index {:?}: {e}", row.name)))?;
+    for row in schema
+        .iter()
+        .filter(|r| r.kind == "index" && !r.sql.is_empty())
+    {
+        out.execute_batch(&row.sql)
+            .map_err(|e| failed(format!("cannot rebuild index {:?}: {e}", row.name)))?;
     }
     // Verbatim schema rows for what stock SQLite cannot create itself.
-    out.execute_batch("PRAGMA writable_schema = ON").map_err(out_err)?;
-    let carried = |r: &&SchemaRow| (r.kind == "table" && is_virtual(&r.sql)) || matches!(r.kind.as_str(), "trigger" | "view");
+    out.execute_batch("PRAGMA writable_schema = ON")
+        .map_err(out_err)?;
+    let carried = |r: &&SchemaRow| {
+        (r.kind == "table" && is_virtual(&r.sql)) || matches!(r.kind.as_str(), "trigger" | "view")
+    };
     for row in schema.iter().filter(carried) {
         out.execute(
             "INSERT INTO sqlite_schema(type, name, tbl_name, rootpage, sql) VALUES (?1, ?2, ?3, 0, ?4)",
@@ -156,25 +221,42 @@ fn salvage(source: &Connection, db: &Path, fresh: &Path) -> Result<Vec<TableReco
         )
         .map_err(|e| failed(format!("cannot carry over {} {:?}: {e}", row.kind, row.name)))?;
     }
-    out.execute_batch("PRAGMA writable_schema = OFF").map_err(out_err)?;
-    for (name, value) in [("user_version", user_version), ("application_id", application_id)] {
+    out.execute_batch("PRAGMA writable_schema = OFF")
+        .map_err(out_err)?;
+    for (name, value) in [
+        ("user_version", user_version),
+        ("application_id", application_id),
+    ] {
         if let Ok(value) = value {
-            out.execute_batch(&format!("PRAGMA {name} = {value}")).map_err(out_err)?;
+            out.execute_batch(&format!("PRAGMA {name} = {value}"))
+                .map_err(out_err)?;
         }
     }
-    out.execute_batch("COMMIT; DETACH damaged").map_err(out_err)?;
-    out.close().map_err(|(_, e)| PlexDbError::sqlite(fresh, e))?;
+    out.execute_batch("DETACH damaged").map_err(out_err)?;
+    out.close()
+        .map_err(|(_, e)| PlexDbError::sqlite(fresh, e))?;
     Ok(tables)
 }
 
 fn read_schema(source: &Connection) -> rusqlite::Result<Vec<SchemaRow>> {
-    let mut stmt = source.prepare("SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_schema ORDER BY rowid")?;
-    let rows = stmt.query_map([], |r| Ok(SchemaRow { kind: r.get(0)?, name: r.get(1)?, table: r.get(2)?, sql: r.get(3)? }))?;
+    let mut stmt = source.prepare(
+        "SELECT type, name, tbl_name, coalesce(sql, '') FROM sqlite_schema ORDER BY rowid",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(SchemaRow {
+            kind: r.get(0)?,
+            name: r.get(1)?,
+            table: r.get(2)?,
+            sql: r.get(3)?,
+        })
+    })?;
     rows.collect()
 }
 
 fn is_virtual(sql: &str) -> bool {
-    sql.trim_start().get(..20).is_some_and(|s| s.eq_ignore_ascii_case("CREATE VIRTUAL TABLE"))
+    sql.trim_start()
+        .get(..20)
+        .is_some_and(|s| s.eq_ignore_ascii_case("CREATE VIRTUAL TABLE"))
 }
 
 /// Failed reads tolerated per table before the rest of its damaged ranges
@@ -187,23 +269,38 @@ const FAILED_READS_PER_TABLE: u32 = 100_000;
 fn copy_table(out: &Connection, table: &str, db: &Path) -> Result<TableRecovery, PlexDbError> {
     let quoted = quote_ident(table);
     let bounds = out
-        .query_row(&format!("SELECT min(rowid), max(rowid) FROM damaged.{quoted}"), [], |r| {
-            Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?))
-        })
+        .query_row(
+            &format!("SELECT min(rowid), max(rowid) FROM damaged.{quoted}"),
+            [],
+            |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?)),
+        )
         .unwrap_or((Some(i64::MIN), Some(i64::MAX)));
-    let mut report = TableRecovery { name: table.to_string(), rows: 0, unreadable_ranges: 0 };
-    let (Some(low), Some(high)) = bounds else { return Ok(report) };
-    let range = format!("INSERT INTO main.{quoted} SELECT * FROM damaged.{quoted} WHERE rowid BETWEEN ?1 AND ?2");
+    let mut report = TableRecovery {
+        name: table.to_string(),
+        rows: 0,
+        unreadable_ranges: 0,
+    };
+    let (Some(low), Some(high)) = bounds else {
+        return Ok(report);
+    };
+    let range = format!(
+        "INSERT INTO main.{quoted} SELECT * FROM damaged.{quoted} WHERE rowid BETWEEN ?1 AND ?2"
+    );
     // A one-row range by equality: a range scan would step on to the next
     // page, which may be the damaged one, and lose a readable row.
-    let single = format!("INSERT INTO main.{quoted} SELECT * FROM damaged.{quoted} WHERE rowid = ?1");
+    let single =
+        format!("INSERT INTO main.{quoted} SELECT * FROM damaged.{quoted} WHERE rowid = ?1");
     let mut failures = 0u32;
     // Ranges are popped in ascending order, so adjacent lost rows merge.
     let mut last_lost: Option<i64> = None;
     let mut pending = vec![(low, high)];
     while let Some((low, high)) = pending.pop() {
         // Each statement is atomic: a failed range leaves nothing behind.
-        let copied = if low == high { out.execute(&single, [low]) } else { out.execute(&range, [low, high]) };
+        let copied = if low == high {
+            out.execute(&single, [low])
+        } else {
+            out.execute(&range, [low, high])
+        };
         let error = match copied {
             Ok(rows) => {
                 report.rows += rows as u64;
@@ -212,7 +309,10 @@ fn copy_table(out: &Connection, table: &str, db: &Path) -> Result<TableRecovery,
             Err(e) if is_damage(&e) => e,
             Err(e) => {
                 let detail = format!("copying table {table:?}: {}", first_line(&e.to_string()));
-                return Err(PlexDbError::RecoveryFailed { path: db.to_path_buf(), detail });
+                return Err(PlexDbError::RecoveryFailed {
+                    path: db.to_path_buf(),
+                    detail,
+                });
             }
         };
         failures += 1;
@@ -234,7 +334,10 @@ fn copy_table(out: &Connection, table: &str, db: &Path) -> Result<TableRecovery,
 /// Errors that mean "these pages cannot be read".
 fn is_damage(error: &rusqlite::Error) -> bool {
     use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase, SystemIoFailure};
-    matches!(error.sqlite_error_code(), Some(DatabaseCorrupt | NotADatabase | SystemIoFailure))
+    matches!(
+        error.sqlite_error_code(),
+        Some(DatabaseCorrupt | NotADatabase | SystemIoFailure)
+    )
 }
 
 fn sibling(path: &Path, suffix: &str) -> PathBuf {

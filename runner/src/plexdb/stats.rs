@@ -115,13 +115,26 @@ pub fn collect(db: &Path) -> Result<Stats, PlexDbError> {
             "SELECT id, coalesce(name, ''), coalesce(section_type, 0) FROM library_sections ORDER BY id",
         )
         .map_err(sqlite)?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(sqlite)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map_err(sqlite)?;
     for row in rows {
         let (id, name, section_type) = row.map_err(sqlite)?;
         let section_type_name = type_name(section_type);
-        stats.libraries.push(LibraryStats { id, name, section_type, section_type_name, ..Default::default() });
+        stats.libraries.push(LibraryStats {
+            id,
+            name,
+            section_type,
+            section_type_name,
+            ..Default::default()
+        });
     }
-    let mut by_id: BTreeMap<i64, usize> = stats.libraries.iter().enumerate().map(|(i, l)| (l.id, i)).collect();
+    let mut by_id: BTreeMap<i64, usize> = stats
+        .libraries
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.id, i))
+        .collect();
 
     // The one scan of metadata_items: per section, type and deleted flag.
     let mut stmt = conn
@@ -148,15 +161,25 @@ pub fn collect(db: &Path) -> Result<Stats, PlexDbError> {
         let name = metadata_type.map_or_else(|| "type_null".to_string(), type_name);
         let add = |items: &mut BTreeMap<String, ItemCount>| {
             let entry = items.entry(name.clone()).or_default();
-            if deleted { entry.deleted += count } else { entry.live += count }
+            if deleted {
+                entry.deleted += count
+            } else {
+                entry.live += count
+            }
         };
         add(&mut stats.totals);
-        let sonic = SonicProgress { analysed, tracks: count };
+        let sonic = SonicProgress {
+            analysed,
+            tracks: count,
+        };
         let is_live_track = metadata_type == Some(TRACK) && !deleted;
         if is_live_track {
             stats.sonic.add(sonic);
         }
-        if let Some(library) = section.and_then(|id| by_id.get_mut(&id)).map(|i| &mut stats.libraries[*i]) {
+        if let Some(library) = section
+            .and_then(|id| by_id.get_mut(&id))
+            .map(|i| &mut stats.libraries[*i])
+        {
             add(&mut library.items);
             if is_live_track {
                 library.sonic.add(sonic);
@@ -171,7 +194,11 @@ pub fn collect(db: &Path) -> Result<Stats, PlexDbError> {
              WHERE mp.deleted_at IS NOT NULL GROUP BY 1",
         )
         .map_err(sqlite)?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, i64>(1)?))).map_err(sqlite)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, i64>(1)?))
+        })
+        .map_err(sqlite)?;
     for row in rows {
         let (section, count) = row.map_err(sqlite)?;
         if let Some(i) = section.and_then(|id| by_id.get_mut(&id)) {
@@ -186,7 +213,11 @@ pub fn collect(db: &Path) -> Result<Stats, PlexDbError> {
              WHERE available IN (0, 'f', 'false') ORDER BY id",
         )
         .map_err(sqlite)?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, String>(1)?))).map_err(sqlite)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(sqlite)?;
     for row in rows {
         let (section, root) = row.map_err(sqlite)?;
         if let Some(i) = section.and_then(|id| by_id.get_mut(&id)) {

@@ -18,6 +18,9 @@ pub struct Checkpoint {
     pub run_id: String,
     /// Bumped on every save; tells which copy is newer.
     pub generation: u64,
+    /// When the run first started (Unix seconds): the run's deadline counts
+    /// from here across restarts.
+    pub started_unix: u64,
     pub done: Vec<PhaseRecord>,
 }
 
@@ -37,6 +40,7 @@ impl Checkpoint {
         Checkpoint {
             run_id: run_id.to_owned(),
             generation: 0,
+            started_unix: unix_now(),
             done: Vec::new(),
         }
     }
@@ -56,7 +60,12 @@ impl Checkpoint {
 
     /// Records a phase as done. Phases finish in order; anything else is a bug
     /// in the state machine, not a condition to carry on from.
-    pub fn complete(&mut self, phase: Phase, seconds: f64, output: serde_json::Value) -> Result<()> {
+    pub fn complete(
+        &mut self,
+        phase: Phase,
+        seconds: f64,
+        output: serde_json::Value,
+    ) -> Result<()> {
         if self.next_phase() != Some(phase) {
             bail!(
                 "phase {phase} cannot finish now: the next phase due is {}",
@@ -65,7 +74,8 @@ impl Checkpoint {
         }
         self.done.push(PhaseRecord {
             phase,
-            finished_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            finished_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+                .to_string(),
             seconds,
             output,
         });
@@ -83,10 +93,17 @@ impl Checkpoint {
         let text = match fs::read(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("cannot read checkpoint {}", path.display())),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot read checkpoint {}", path.display()));
+            }
         };
-        let ckpt = serde_json::from_slice(&text)
-            .with_context(|| format!("checkpoint {} is unreadable (delete it to start the run over)", path.display()))?;
+        let ckpt = serde_json::from_slice(&text).with_context(|| {
+            format!(
+                "checkpoint {} is unreadable (delete it to start the run over)",
+                path.display()
+            )
+        })?;
         Ok(Some(ckpt))
     }
 
@@ -95,17 +112,29 @@ impl Checkpoint {
     pub fn save(&mut self, path: &Path) -> Result<()> {
         self.generation += 1;
         let json = serde_json::to_vec_pretty(self)?;
-        write_atomically(path, &json).with_context(|| format!("cannot write checkpoint {}", path.display()))
+        write_atomically(path, &json)
+            .with_context(|| format!("cannot write checkpoint {}", path.display()))
     }
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Replaces `path` with `bytes` so that a crash leaves the old or the new
 /// content, never a mix.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp: PathBuf = dir.join(format!(
         ".{}.tmp-{}",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
         std::process::id()
     ));
     let result = (|| {
@@ -132,23 +161,38 @@ mod tests {
         assert!(Checkpoint::load(&path).unwrap().is_none());
 
         let mut c = Checkpoint::new("r1");
-        c.complete(Phase::Boot, 0.1, serde_json::Value::Null).unwrap();
-        c.complete(Phase::Pull, 2.0, serde_json::json!({"bytes": 42})).unwrap();
+        c.complete(Phase::Boot, 0.1, serde_json::Value::Null)
+            .unwrap();
+        c.complete(Phase::Pull, 2.0, serde_json::json!({"bytes": 42}))
+            .unwrap();
         c.save(&path).unwrap();
 
         let back = Checkpoint::load(&path).unwrap().unwrap();
         assert_eq!(back.generation, 1);
         assert_eq!(back.next_phase(), Some(Phase::Verify));
         assert_eq!(back.record(Phase::Pull).unwrap().output["bytes"], 42);
-        assert!(!dir.path().read_dir().unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains(".tmp-")));
+        assert!(
+            !dir.path().read_dir().unwrap().any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".tmp-"))
+        );
     }
 
     #[test]
     fn phases_finish_only_in_order() {
         let mut c = Checkpoint::new("r1");
-        assert!(c.complete(Phase::Pull, 0.0, serde_json::Value::Null).is_err());
-        c.complete(Phase::Boot, 0.0, serde_json::Value::Null).unwrap();
-        assert!(c.complete(Phase::Boot, 0.0, serde_json::Value::Null).is_err());
+        assert!(
+            c.complete(Phase::Pull, 0.0, serde_json::Value::Null)
+                .is_err()
+        );
+        c.complete(Phase::Boot, 0.0, serde_json::Value::Null)
+            .unwrap();
+        assert!(
+            c.complete(Phase::Boot, 0.0, serde_json::Value::Null)
+                .is_err()
+        );
     }
 
     #[test]

@@ -53,14 +53,20 @@ impl fmt::Display for Loss {
 pub fn compare(before: &Stats, after: &Stats, limits: &GuardLimits) -> Verdict {
     let mut losses = Vec::new();
     for lib in &before.libraries {
-        let now = after.libraries.iter().find(|l| l.id == lib.id && l.name == lib.name);
+        let now = after
+            .libraries
+            .iter()
+            .find(|l| l.id == lib.id && l.name == lib.name);
         for (item_type, count) in &lib.items {
-            let left = now.and_then(|l| l.items.get(item_type)).map_or(0, |c| c.live);
+            let left = now
+                .and_then(|l| l.items.get(item_type))
+                .map_or(0, |c| c.live);
             if left >= count.live {
                 continue;
             }
             let lost = count.live - left;
-            let over_limit = lost > limits.max_lost_items || lost as f64 > limits.max_lost_fraction * count.live as f64;
+            let over_limit = lost > limits.max_lost_items
+                || lost as f64 > limits.max_lost_fraction * count.live as f64;
             losses.push(Loss {
                 library: lib.name.clone(),
                 item_type: item_type.clone(),
@@ -78,7 +84,12 @@ pub fn compare(before: &Stats, after: &Stats, limits: &GuardLimits) -> Verdict {
 
 impl Verdict {
     pub fn ensure_passed(&self) -> Result<()> {
-        let over: Vec<String> = self.losses.iter().filter(|l| l.over_limit).map(Loss::to_string).collect();
+        let over: Vec<String> = self
+            .losses
+            .iter()
+            .filter(|l| l.over_limit)
+            .map(Loss::to_string)
+            .collect();
         if !over.is_empty() {
             bail!("deletion guard: refusing to publish: {}", over.join("; "));
         }
@@ -103,7 +114,15 @@ mod tests {
                     name: name.to_string(),
                     items: items
                         .iter()
-                        .map(|(t, n)| (t.to_string(), ItemCount { live: *n, deleted: 0 }))
+                        .map(|(t, n)| {
+                            (
+                                t.to_string(),
+                                ItemCount {
+                                    live: *n,
+                                    deleted: 0,
+                                },
+                            )
+                        })
                         .collect::<BTreeMap<_, _>>(),
                     ..Default::default()
                 })
@@ -119,8 +138,14 @@ mod tests {
 
     #[test]
     fn the_221_of_224_movies_catastrophe_is_refused() {
-        let before = stats(&[("Movies", &[("movie", 224)]), ("Music", &[("track", 456_534)])]);
-        let after = stats(&[("Movies", &[("movie", 3)]), ("Music", &[("track", 456_534)])]);
+        let before = stats(&[
+            ("Movies", &[("movie", 224)]),
+            ("Music", &[("track", 456_534)]),
+        ]);
+        let after = stats(&[
+            ("Movies", &[("movie", 3)]),
+            ("Music", &[("track", 456_534)]),
+        ]);
         let v = compare(&before, &after, &LIMITS);
         assert!(!v.passed);
         let err = v.ensure_passed().unwrap_err().to_string();

@@ -92,7 +92,10 @@ pub async fn execute(cfg: RunConfig) -> Result<Report> {
     let mut status = Status::new(&run_id);
     // Ready as soon as the run is under way: systemd needs no more to wait for.
     notify_systemd("READY=1");
-    let deadline = Instant::now() + ctx.cfg.run_deadline();
+    // The run's deadline counts from its first start, across restarts.
+    let run_budget = ctx.cfg.run_deadline();
+    let elapsed = Duration::from_secs(checkpoint::unix_now().saturating_sub(ckpt.started_unix));
+    let deadline = Instant::now() + run_budget.saturating_sub(elapsed);
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
 
@@ -103,12 +106,20 @@ pub async fn execute(cfg: RunConfig) -> Result<Report> {
         tracing::info!(%phase, "phase started");
 
         let started = Instant::now();
+        let phase_deadline = match phase.budget(ctx.cfg.deadlines()) {
+            Some(budget) => deadline.min(started + budget),
+            None => deadline,
+        };
         let outcome = tokio::select! {
-            r = tokio::time::timeout_at(deadline.into(), phases::run(phase, &ctx, &ckpt)) => match r {
+            r = tokio::time::timeout_at(phase_deadline.into(), phases::run(phase, &ctx, &ckpt)) => match r {
                 Ok(r) => r,
+                Err(_) if phase_deadline < deadline => Err(anyhow::anyhow!(
+                    "phase {phase} ran out of its time budget ({})",
+                    humantime::format_duration(phase_deadline - started)
+                )),
                 Err(_) => Err(anyhow::anyhow!(
                     "the run's deadline ({}) passed during phase {phase}",
-                    humantime::format_duration(ctx.cfg.run_deadline())
+                    humantime::format_duration(run_budget)
                 )),
             },
             _ = sigterm.recv() => Err(anyhow::anyhow!("stopped by SIGTERM during phase {phase}; a restart resumes here")),
@@ -143,7 +154,11 @@ pub async fn execute(cfg: RunConfig) -> Result<Report> {
 /// logged, never fatal (the phase that needs S3 will fail on its own).
 async fn publish_status(ctx: &RunContext, status: &Status) {
     let key = ctx.run_key("status.json");
-    if let Err(e) = ctx.bucket.put_bytes(&key, status.to_json().into(), "application/json").await {
+    if let Err(e) = ctx
+        .bucket
+        .put_bytes(&key, status.to_json().into(), "application/json")
+        .await
+    {
         tracing::warn!("cannot update s3://{}/{key}: {e}", ctx.bucket.name());
     }
 }

@@ -2,8 +2,11 @@
 //! runner resumes at the first one its checkpoint does not record as done.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::config::Deadlines;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -40,6 +43,16 @@ impl Phase {
             Phase::Remap => "remap",
             Phase::Package => "package",
             Phase::Upload => "upload",
+        }
+    }
+
+    /// The phase's own time budget, if it has one; every phase is also
+    /// bounded by the run's deadline.
+    pub fn budget(self, deadlines: &Deadlines) -> Option<Duration> {
+        match self {
+            Phase::Pull => Some(deadlines.pull),
+            Phase::Upload => Some(deadlines.upload),
+            Phase::Boot | Phase::Verify | Phase::Remap | Phase::Package => None,
         }
     }
 

@@ -42,8 +42,18 @@ async fn boot(ctx: &RunContext) -> Result<Value> {
         .bucket
         .head(key)
         .await
-        .with_context(|| format!("cannot reach the reference archive s3://{}/{key}", ctx.bucket.name()))?
-        .with_context(|| format!("the reference archive s3://{}/{key} does not exist", ctx.bucket.name()))?;
+        .with_context(|| {
+            format!(
+                "cannot reach the reference archive s3://{}/{key}",
+                ctx.bucket.name()
+            )
+        })?
+        .with_context(|| {
+            format!(
+                "the reference archive s3://{}/{key} does not exist",
+                ctx.bucket.name()
+            )
+        })?;
     std::fs::create_dir_all(&ctx.paths.backups)
         .with_context(|| format!("cannot create {}", ctx.paths.backups.display()))?;
     Ok(json!({
@@ -68,20 +78,23 @@ async fn pull(ctx: &RunContext) -> Result<Value> {
             match ctx.bucket.head(&default).await? {
                 Some(_) => Some(transfer::fetch_manifest(&ctx.bucket, &default).await?),
                 None => {
-                    tracing::info!("no manifest beside {key}: files are checked by the integrity check only");
+                    tracing::info!(
+                        "no manifest beside {key}: files are checked by the integrity check only"
+                    );
                     None
                 }
             }
         }
     };
     if let Some(parent) = ctx.paths.databases.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     let pulled = transfer::pull(&ctx.bucket, key, &ctx.paths.databases, manifest).await?;
     Ok(json!({
         "archive_bytes": pulled.download.bytes,
         "archive_sha256": pulled.download.sha256,
-        "files": pulled.unpack.files,
+        "files": pulled.unpack.files.len(),
         "bytes_written": pulled.unpack.bytes_written,
         "root_prefix": pulled.unpack.root_prefix,
         "skipped_entries": pulled.unpack.skipped_entries,
@@ -156,7 +169,10 @@ async fn upload(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
         plex_version: Some(ctx.cfg.plex_version().to_string()),
         ..PackOptions::default()
     };
-    let pushed = transfer::push(&ctx.bucket, &ctx.paths.databases, &key, opts, |m| m.stats = Some(stats)).await?;
+    let pushed = transfer::push(&ctx.bucket, &ctx.paths.databases, &key, opts, |m| {
+        m.stats = Some(stats)
+    })
+    .await?;
     let done = json!({
         "run_id": ctx.cfg.run_id().to_string(),
         "archive_key": key,
@@ -166,7 +182,11 @@ async fn upload(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
     });
     let done_key = ctx.run_key("DONE");
     ctx.bucket
-        .put_bytes(&done_key, serde_json::to_vec_pretty(&done)?.into(), "application/json")
+        .put_bytes(
+            &done_key,
+            serde_json::to_vec_pretty(&done)?.into(),
+            "application/json",
+        )
         .await
         .with_context(|| format!("cannot write s3://{}/{done_key}", ctx.bucket.name()))?;
     Ok(json!({
@@ -180,7 +200,11 @@ async fn upload(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
 }
 
 /// A value an earlier phase recorded in the checkpoint.
-fn phase_output<T: serde::de::DeserializeOwned>(ckpt: &Checkpoint, phase: Phase, field: &str) -> Result<T> {
+fn phase_output<T: serde::de::DeserializeOwned>(
+    ckpt: &Checkpoint,
+    phase: Phase,
+    field: &str,
+) -> Result<T> {
     let record = ckpt
         .record(phase)
         .with_context(|| format!("phase {phase} has not run: its {field} is missing"))?;
@@ -235,10 +259,15 @@ fn restore_earlier_attempt(backups: &Path, db: &Path) -> Result<()> {
 fn checkpoint_wal(db: &Path) -> Result<()> {
     let conn = plexdb::open_for_write(db)?;
     let (busy, _, _): (i64, i64, i64) = conn
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .with_context(|| format!("cannot checkpoint {}", db.display()))?;
     if busy != 0 {
-        bail!("cannot checkpoint {}: another process holds it", db.display());
+        bail!(
+            "cannot checkpoint {}: another process holds it",
+            db.display()
+        );
     }
     Ok(())
 }

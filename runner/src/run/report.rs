@@ -33,7 +33,11 @@ pub struct Report {
 
 impl Report {
     pub fn from_checkpoint(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Report> {
-        let out = |p: Phase| ckpt.record(p).map(|r| r.output.clone()).unwrap_or(Value::Null);
+        let out = |p: Phase| {
+            ckpt.record(p)
+                .map(|r| r.output.clone())
+                .unwrap_or(Value::Null)
+        };
         let (boot, pull, verify, remap, package, upload) = (
             out(Phase::Boot),
             out(Phase::Pull),
@@ -82,7 +86,13 @@ impl fmt::Display for Report {
             self.pulled_files,
             mb(self.pulled_bytes)
         )?;
-        writeln!(f, "  result     s3://{}/{} ({})", self.bucket, self.result_key, mb(self.result_bytes))?;
+        writeln!(
+            f,
+            "  result     s3://{}/{} ({})",
+            self.bucket,
+            self.result_key,
+            mb(self.result_bytes)
+        )?;
         writeln!(f, "  sha256     {}", self.result_sha256)?;
         writeln!(f, "  manifest   s3://{}/{}", self.bucket, self.manifest_key)?;
         writeln!(f)?;
@@ -98,12 +108,22 @@ impl fmt::Display for Report {
             }
         }
         writeln!(f)?;
-        writeln!(f, "  {:<22} {:<11} {:>9} {:>9}", "library", "type", "before", "after")?;
+        writeln!(
+            f,
+            "  {:<22} {:<11} {:>9} {:>9}",
+            "library", "type", "before", "after"
+        )?;
         for lib in &self.before.libraries {
             let now = self.after.libraries.iter().find(|l| l.id == lib.id);
             for (item_type, count) in &lib.items {
-                let after = now.and_then(|l| l.items.get(item_type)).map_or(0, |c| c.live);
-                writeln!(f, "  {:<22} {:<11} {:>9} {:>9}", lib.name, item_type, count.live, after)?;
+                let after = now
+                    .and_then(|l| l.items.get(item_type))
+                    .map_or(0, |c| c.live);
+                writeln!(
+                    f,
+                    "  {:<22} {:<11} {:>9} {:>9}",
+                    lib.name, item_type, count.live, after
+                )?;
             }
         }
         let (b, a) = (self.before.sonic, self.after.sonic);
