@@ -55,8 +55,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn run(config: &Path) -> Result<()> {
     let cfg = RunConfig::load(config)?;
-    let report = runtime()?.block_on(runner::run::execute(cfg))?;
-    print!("{report}");
+    let rt = runtime()?;
+    let report = rt.block_on(runner::run::execute(cfg));
+    // A stopped run may leave extraction or packing threads winding down:
+    // give them a moment, never the rest of their work.
+    rt.shutdown_timeout(std::time::Duration::from_secs(10));
+    print!("{}", report?);
     Ok(())
 }
 

@@ -60,7 +60,8 @@ pub struct Tuning {
     /// Ranges (download) or parts (upload) in flight at once. Memory use is
     /// at most `concurrency` ranges or parts.
     pub concurrency: usize,
-    /// Bytes per ranged GET.
+    /// Bytes per ranged GET: 8 of 8 MiB keep a 3.2 Gb/s link busy while
+    /// bounding a pull to 64 MiB of buffers.
     pub range_size: u64,
     /// Smallest part size an upload uses; raised (never lowered below 5 MiB)
     /// so the object fits in 1000 parts.
@@ -84,7 +85,7 @@ impl Default for Tuning {
     fn default() -> Self {
         Tuning {
             concurrency: 8,
-            range_size: 16 * MIB,
+            range_size: 8 * MIB,
             min_part_size: 16 * MIB,
             max_attempts: 8,
             base_backoff: Duration::from_millis(250),

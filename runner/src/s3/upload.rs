@@ -69,12 +69,13 @@ pub fn part_size_for(size_hint: Option<u64>, preferred: u64) -> u64 {
 struct Part {
     number: i32,
     data: Bytes,
-    md5: [u8; 16],
 }
 
 impl Part {
+    /// S3's ETag of a part. Computed only when it is needed (to match a
+    /// part left by an interrupted upload): MD5 is the slowest hash here.
     fn md5_hex(&self) -> String {
-        hex::encode(self.md5)
+        hex::encode(Md5::digest(&self.data))
     }
 }
 
@@ -348,10 +349,12 @@ impl Bucket {
                     None => break,
                 },
             };
-            let md5_hex = part.md5_hex();
-            if existing.get(&part.number) == Some(&(part.data.len() as i64, md5_hex.clone())) {
+            if let Some((size, etag)) = existing.get(&part.number)
+                && *size == part.data.len() as i64
+                && *etag == part.md5_hex()
+            {
                 tracing::debug!(key, part = part.number, "part already uploaded, skipping");
-                done.push(completed(part.number, &md5_hex));
+                done.push(completed(part.number, etag));
                 reused += 1;
                 continue;
             }
@@ -378,7 +381,6 @@ impl Bucket {
         upload_id: &str,
         part: Part,
     ) -> Result<CompletedPart, S3Error> {
-        let md5 = aws_smithy_types::base64::encode(part.md5);
         let timeout = self.transfer_timeout(part.data.len() as u64);
         let what = format!("UploadPart {}", part.number);
         let etag = self
@@ -391,7 +393,9 @@ impl Bucket {
                     .key(key)
                     .upload_id(upload_id)
                     .part_number(part.number)
-                    .content_md5(&md5)
+                    // No Content-MD5: the signed payload (SigV4's sha256,
+                    // hardware-accelerated, unlike MD5) already has the
+                    // server verify every byte.
                     .content_length(part.data.len() as i64)
                     .body(ByteStream::from(part.data.clone()))
                     .send()
@@ -567,12 +571,10 @@ fn read_parts<R: Read>(
         }
         buf.truncate(filled);
         sha.update(&buf);
-        let md5 = Md5::digest(&buf).into();
         total += filled as u64;
         tx.blocking_send(Part {
             number,
             data: buf.freeze(),
-            md5,
         })
         .map_err(|_| ReadStop::Gone)?;
         if filled < part_size {
