@@ -7,6 +7,8 @@ set -euo pipefail
 PB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PB_LOCAL="$PB_ROOT/.local"
 PB_TOOLS="$PB_LOCAL/tools"
+# Where cargo puts the binaries (honours CARGO_TARGET_DIR).
+PB_TARGET="${CARGO_TARGET_DIR:-$PB_ROOT/target}"
 
 # Pinned versions: rclone is the S3 server of the tests and the media mount of
 # the runner; s5cmd is the baseline the benchmark compares against.
