@@ -15,7 +15,7 @@ const EXAMPLE: &str = include_str!("../run.example.toml");
 /// The smallest valid delta config; credentials from the environment.
 const MINIMAL: &str = r#"
 run_id = "r1"
-work_dir = "/work"
+work_dir = "/srv/burst"
 mode = "delta"
 
 [s3]
@@ -209,7 +209,7 @@ fn defaults_are_filled_in() {
     assert!(cfg.plex().claim.is_none());
     assert_eq!(
         cfg.plex_app_support_dir(),
-        Path::new("/work/plex/Library/Application Support/Plex Media Server")
+        Path::new("/srv/burst/plex/Library/Application Support/Plex Media Server")
     );
     assert_eq!(cfg.run_deadline(), Duration::from_secs(72 * 3600));
     let p = cfg.phases();
