@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use runner::plexdb::PathMapping;
 
 #[derive(Debug, Parser)]
 #[command(name = "runner", version, about = "plex-burst's on-instance engine")]
@@ -75,7 +76,7 @@ pub enum DbCommand {
 pub struct Mappings {
     /// A path mapping FROM=TO (whole leading path components); repeatable.
     #[arg(long = "map", value_name = "FROM=TO")]
-    pub maps: Vec<String>,
+    pub maps: Vec<PathMapping>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,9 +8,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
-use cli::{ArchiveCommand, Cli, Command, DbCommand, Mappings};
+use cli::{ArchiveCommand, Cli, Command, DbCommand};
 use runner::config::RunConfig;
-use runner::plexdb::PathMapping;
 use runner::{plexdb, transfer};
 
 fn main() -> ExitCode {
@@ -79,7 +78,7 @@ fn db(command: DbCommand) -> Result<()> {
         }
         DbCommand::Stats { db } => print_json(&plexdb::stats::collect(&db)?),
         DbCommand::Coverage { db, mount, maps } => {
-            let report = plexdb::coverage::report(&db, &parse_mappings(&maps)?, &mount)?;
+            let report = plexdb::coverage::report(&db, &maps.maps, &mount)?;
             print_json(&report)?;
             Ok(report.ensure_covered()?)
         }
@@ -89,7 +88,7 @@ fn db(command: DbCommand) -> Result<()> {
             backup_dir,
             dry_run,
         } => {
-            let mappings = parse_mappings(&maps)?;
+            let mappings = maps.maps;
             if mappings.is_empty() {
                 bail!("give at least one --map FROM=TO");
             }
@@ -166,18 +165,6 @@ fn archive(command: ArchiveCommand) -> Result<()> {
             })
         }
     }
-}
-
-fn parse_mappings(maps: &Mappings) -> Result<Vec<PathMapping>> {
-    maps.maps
-        .iter()
-        .map(|m| {
-            let (from, to) = m
-                .split_once('=')
-                .with_context(|| format!("--map {m:?}: expected FROM=TO"))?;
-            PathMapping::new(from, to).with_context(|| format!("--map {m:?}"))
-        })
-        .collect()
 }
 
 /// The default backup folder: beside the DB, so it is on the same disk.

@@ -560,6 +560,38 @@ fn the_backup_holds_the_db_as_it_was() {
 }
 
 #[test]
+fn a_retried_remap_starts_again_from_the_first_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _, _) = tiny_db(dir.path());
+    let backups = dir.path().join("backups");
+    let before = path_columns(&db);
+    assert_eq!(remap::restore_first_backup(&backups, &db).unwrap(), None);
+
+    // A remap committed, then its process died before anyone recorded it;
+    // the retry remaps again on top: both must end as one remap of the
+    // original. `/data` → `/data/media` would chain if applied twice.
+    let maps = [mapping("/data", "/data/media")];
+    let first = remap::apply(&db, &maps, &backups).unwrap().backup.unwrap();
+    let once = path_columns(&db);
+    remap::apply(&db, &maps, &backups).unwrap();
+    assert_ne!(path_columns(&db), once, "the second apply chained");
+
+    assert_eq!(
+        remap::restore_first_backup(&backups, &db).unwrap(),
+        Some(first)
+    );
+    assert_eq!(path_columns(&db), before);
+    assert_eq!(
+        dir_listing(&backups).len(),
+        1,
+        "later backups are forgotten"
+    );
+    remap::apply(&db, &maps, &backups).unwrap();
+    assert_eq!(path_columns(&db), once);
+    integrity::check(&db, None).expect("the restored DB is sound");
+}
+
+#[test]
 fn remap_counts_match_the_fixture() {
     let dir = tempfile::tempdir().unwrap();
     let (db, spec, summary) = tiny_db(dir.path());

@@ -244,12 +244,8 @@ impl LibraryFilter {
 }
 
 /// `[[path_mapping]]`: home path prefix → instance path prefix, by whole
-/// leading components.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PathMapping {
-    pub from: AbsPath,
-    pub to: AbsPath,
-}
+/// leading components. One type for the config and the DB toolkit.
+pub use crate::plexdb::PathMapping;
 
 /// `[phases]`: the optional work of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -484,24 +484,30 @@ fn library_names(key: &str, names: &[String], mode: &Mode) -> Result<()> {
     Ok(())
 }
 
+/// Validated here into the DB toolkit's own `PathMapping`, so the run hands
+/// them to `plexdb` as they are.
 fn path_mappings(raw: Vec<RawPathMapping>) -> Result<Vec<PathMapping>> {
-    let mut mappings: Vec<PathMapping> = Vec::with_capacity(raw.len());
+    let mut froms: Vec<AbsPath> = Vec::with_capacity(raw.len());
+    let mut mappings = Vec::with_capacity(raw.len());
     for (i, m) in raw.iter().enumerate() {
         let from: AbsPath = parse(&format!("path_mapping[{i}].from"), &m.from)?;
         let to: AbsPath = parse(&format!("path_mapping[{i}].to"), &m.to)?;
         // Overlapping prefixes would make the result depend on the order
         // the mappings are applied in.
-        if let Some((j, other)) = mappings
+        if let Some((j, other)) = froms
             .iter()
             .enumerate()
-            .find(|(_, o)| from.is_within(&o.from) || o.from.is_within(&from))
+            .find(|(_, o)| from.is_within(o) || o.is_within(&from))
         {
             return Err(invalid(
                 format!("path_mapping[{i}].from"),
-                format!("{from} overlaps path_mapping[{j}].from {}", other.from),
+                format!("{from} overlaps path_mapping[{j}].from {other}"),
             ));
         }
-        mappings.push(PathMapping { from, to });
+        let mapping = PathMapping::new(from.as_str(), to.as_str())
+            .map_err(|e| invalid(format!("path_mapping[{i}]"), e.to_string()))?;
+        froms.push(from);
+        mappings.push(mapping);
     }
     Ok(mappings)
 }

@@ -196,6 +196,19 @@ fn open_at(path: &Path, target: &Path, mode: OpenFlags) -> Result<Connection, Pl
     Ok(conn)
 }
 
+/// Folds the WAL into the DB file (lessons.md 22): an archive of the folder
+/// then holds the whole database in the main file.
+pub fn checkpoint_wal(db: &Path) -> Result<(), PlexDbError> {
+    let conn = open_for_write(db)?;
+    let busy: i64 = conn
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+        .map_err(|e| PlexDbError::sqlite(db, e))?;
+    if busy != 0 {
+        return Err(PlexDbError::Busy(db.to_path_buf()));
+    }
+    Ok(())
+}
+
 /// Fails unless `conn` holds the tables of a Plex library DB.
 pub(crate) fn ensure_plex_library(conn: &Connection, path: &Path) -> Result<(), PlexDbError> {
     let mut stmt = conn

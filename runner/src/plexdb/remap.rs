@@ -24,6 +24,9 @@ use super::{
     PlexDbError, backup_path, open_for_write, open_plex_read_only, open_read_only, sync_dir,
 };
 
+/// The suffix of the backups `apply` takes.
+const BACKUP_PURPOSE: &str = "pre-remap";
+
 /// What a value in a column is.
 #[derive(Clone, Copy)]
 enum Kind {
@@ -132,6 +135,64 @@ pub fn apply(
     }
     tracing::info!(rows = report.total_rows, db = %db.display(), "paths remapped");
     Ok(report)
+}
+
+/// Puts back the DB as it was before the first `apply` that left a backup
+/// in `backup_dir`, and forgets later backups. A remap whose process died
+/// after committing but before its caller recorded it is then undone, so
+/// mappings apply exactly once. Returns the backup used, if any.
+pub fn restore_first_backup(backup_dir: &Path, db: &Path) -> Result<Option<PathBuf>, PlexDbError> {
+    let entries = match std::fs::read_dir(backup_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(PlexDbError::io(backup_dir, e)),
+    };
+    let mut backups = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| PlexDbError::io(backup_dir, e))?;
+        let path = entry.path();
+        if path.extension().is_some_and(|x| x == BACKUP_PURPOSE) {
+            let modified = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .map_err(|e| PlexDbError::io(&path, e))?;
+            backups.push((modified, path));
+        }
+    }
+    // Oldest first; names break ties (two backups in one second).
+    backups.sort();
+    let Some((_, first)) = backups.first() else {
+        return Ok(None);
+    };
+    // Beside `db`, so the rename below cannot cross filesystems.
+    let name = db
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let restoring = db.with_file_name(format!(".{name}.restoring"));
+    std::fs::copy(first, &restoring)
+        .and_then(|_| std::fs::File::open(&restoring)?.sync_all())
+        .map_err(|e| PlexDbError::io(&restoring, e))?;
+    // The backup is a single file: a WAL left beside `db` belongs to the
+    // remapped state and must not be replayed onto it.
+    for suffix in ["-wal", "-shm"] {
+        let mut side = db.as_os_str().to_owned();
+        side.push(suffix);
+        match std::fs::remove_file(&side) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(PlexDbError::io(Path::new(&side), e));
+            }
+            _ => {}
+        }
+    }
+    std::fs::rename(&restoring, db).map_err(|e| PlexDbError::io(db, e))?;
+    if let Some(parent) = db.parent() {
+        sync_dir(parent)?;
+    }
+    for (_, later) in &backups[1..] {
+        std::fs::remove_file(later).map_err(|e| PlexDbError::io(later, e))?;
+    }
+    Ok(Some(first.clone()))
 }
 
 fn empty_report(mappings: &[PathMapping], dry_run: bool) -> RemapReport {
@@ -290,7 +351,7 @@ fn refuse_unsafe_triggers(conn: &Connection, db: &Path) -> Result<(), PlexDbErro
 /// Copies the DB as `conn` sees it into a new file in `dir` with SQLite's
 /// online backup API (consistent even with a WAL), then fsyncs it.
 fn backup_into(conn: &Connection, db: &Path, dir: &Path) -> Result<PathBuf, PlexDbError> {
-    let target = backup_path(db, dir, "pre-remap")?;
+    let target = backup_path(db, dir, BACKUP_PURPOSE)?;
     let partial = target.with_extension("pre-remap.partial");
     let result = (|| {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE

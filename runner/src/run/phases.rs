@@ -1,8 +1,6 @@
 //! What each phase does. Every function is idempotent: it may run again
 //! after a crash at any point inside it.
 
-use std::path::{Path, PathBuf};
-
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
@@ -118,19 +116,16 @@ async fn verify(ctx: &RunContext) -> Result<Value> {
 /// under the mount (lessons.md 6).
 async fn remap(ctx: &RunContext) -> Result<Value> {
     let db = ctx.paths.library_db();
-    let mappings = ctx
-        .cfg
-        .path_mappings()
-        .iter()
-        .map(|m| plexdb::PathMapping::new(m.from.as_str(), m.to.as_str()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mappings = ctx.cfg.path_mappings().to_vec();
     let mount = ctx.cfg.media_mount_point().to_path_buf();
     let backups = ctx.paths.backups.join("remap");
     tokio::task::spawn_blocking(move || -> Result<Value> {
         // A previous attempt may have committed its changes and died before
         // the checkpoint: start again from its backup, or mappings would
         // apply twice.
-        restore_earlier_attempt(&backups, &db)?;
+        if let Some(backup) = plexdb::remap::restore_first_backup(&backups, &db)? {
+            tracing::warn!(backup = %backup.display(), "an earlier remap attempt did not finish: started again from its backup");
+        }
         let report = plexdb::remap::apply(&db, &mappings, &backups)?;
         let coverage = plexdb::coverage::report(&db, &[], &mount)?;
         coverage.ensure_covered()?;
@@ -147,7 +142,7 @@ async fn package(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
     let before: Stats = phase_output(ckpt, Phase::Verify, "stats_before")?;
     let limits = ctx.cfg.guard();
     tokio::task::spawn_blocking(move || -> Result<Value> {
-        checkpoint_wal(&db)?;
+        plexdb::checkpoint_wal(&db)?;
         let integrity = plexdb::integrity::check(&db, plex_sqlite.as_deref())
             .context("the result DB failed its integrity check")?;
         let after = plexdb::stats::collect(&db)?;
@@ -217,57 +212,4 @@ fn phase_output<T: serde::de::DeserializeOwned>(
 fn plex_sqlite() -> Option<std::path::PathBuf> {
     let path = std::path::Path::new("/usr/lib/plexmediaserver/Plex SQLite");
     path.exists().then(|| path.to_path_buf())
-}
-
-/// Puts back the DB a killed remap attempt started from, if there is one:
-/// mappings must apply once, to the pulled DB.
-fn restore_earlier_attempt(backups: &Path, db: &Path) -> Result<()> {
-    let Ok(entries) = std::fs::read_dir(backups) else {
-        return Ok(());
-    };
-    let mut earlier: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "pre-remap"))
-        .collect();
-    // Backup names carry a UTC timestamp: the oldest is the pulled DB.
-    earlier.sort();
-    let Some(original) = earlier.first() else {
-        return Ok(());
-    };
-    tracing::warn!(backup = %original.display(), "an earlier remap attempt did not finish: starting again from its backup");
-    let tmp = db.with_extension("db.restoring");
-    std::fs::copy(original, &tmp).with_context(|| format!("cannot copy {}", original.display()))?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    for suffix in ["-wal", "-shm"] {
-        let mut side = db.as_os_str().to_owned();
-        side.push(suffix);
-        match std::fs::remove_file(&side) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-            _ => {}
-        }
-    }
-    std::fs::rename(&tmp, db).with_context(|| format!("cannot restore {}", db.display()))?;
-    for stale in &earlier[1..] {
-        let _ = std::fs::remove_file(stale);
-    }
-    Ok(())
-}
-
-/// Folds the WAL into the DB file (lessons.md 22): the archive must hold
-/// the whole database in the main file.
-fn checkpoint_wal(db: &Path) -> Result<()> {
-    let conn = plexdb::open_for_write(db)?;
-    let (busy, _, _): (i64, i64, i64) = conn
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })
-        .with_context(|| format!("cannot checkpoint {}", db.display()))?;
-    if busy != 0 {
-        bail!(
-            "cannot checkpoint {}: another process holds it",
-            db.display()
-        );
-    }
-    Ok(())
 }
