@@ -3,7 +3,7 @@
 //! runs on its own thread, joined to the S3 engine by a bounded pipe.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 
@@ -41,7 +41,6 @@ pub async fn pull(
     dest: &Path,
     manifest: Option<Manifest>,
 ) -> Result<Pulled> {
-    remove_stale_partials(dest)?;
     let (writer, reader) = pipe(PULL_PIPE_CHUNKS);
     let dest_owned = dest.to_path_buf();
     let unpack = tokio::task::spawn_blocking(move || {
@@ -174,26 +173,6 @@ fn folder_size(dir: &Path) -> Result<u64> {
         };
     }
     Ok(total)
-}
-
-/// An extraction killed half way leaves its temp folder beside `dest`.
-fn remove_stale_partials(dest: &Path) -> Result<()> {
-    let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
-        return Ok(());
-    };
-    let prefix = format!(".{}.partial-", name.to_string_lossy());
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return Ok(());
-    };
-    for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let path: PathBuf = entry.path();
-            tracing::info!(path = %path.display(), "removing an extraction left unfinished by an earlier attempt");
-            std::fs::remove_dir_all(&path)
-                .with_context(|| format!("cannot remove {}", path.display()))?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -303,6 +303,24 @@ fn pack_then_unpack_with_manifest_into_new_and_existing_folders() {
 }
 
 #[test]
+fn an_extraction_killed_earlier_leaves_nothing_after_the_next() {
+    let tmp = TempDir::new().expect("tempdir");
+    let source = tmp.path().join("src/Databases");
+    let files = write_databases(&source, 3);
+    let (bytes, _) = pack_to_vec(&source, &PackOptions::default());
+    // What a SIGKILL in the middle of an unpack by another process leaves.
+    let parent = tmp.path().join("dst");
+    let stale = parent.join(".Databases.partial-999999");
+    std::fs::create_dir_all(&stale).expect("stale dir");
+    std::fs::write(stale.join("com.plexapp.plugins.library.db"), b"half").expect("stale file");
+
+    let dest = parent.join("Databases");
+    let report = archive::unpack(&bytes[..], &dest, &Expectation::default()).expect("unpack");
+    assert_unpacked_tree(&report, &dest, &files);
+    assert_eq!(leftovers(&parent), Vec::<String>::new());
+}
+
+#[test]
 fn packing_is_byte_identical_across_runs_and_thread_counts() {
     let tmp = TempDir::new().expect("tempdir");
     let source = tmp.path().join("Databases");

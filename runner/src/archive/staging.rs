@@ -19,17 +19,26 @@ pub(crate) struct Staging {
 
 impl Staging {
     /// Creates `.<name>.partial-<pid>` in the destination's parent (same
-    /// filesystem, so the final rename is atomic). A destination that is a
+    /// filesystem, so the final rename is atomic), after removing any such
+    /// folder an earlier, killed extraction left. A destination that is a
     /// symbolic link is resolved: the link stays, its target is replaced.
     pub fn create(dest: &Path) -> Result<Self, ArchiveError> {
         let dest = resolve(dest)?;
         let (parent, name) = split(&dest)?;
         fs::create_dir_all(&parent).map_err(|e| ArchiveError::io("create", &parent, e))?;
-        let dir = parent.join(format!(".{name}.partial-{}", std::process::id()));
-        // Only a crashed earlier attempt with our pid can have left this.
-        if fs::symlink_metadata(&dir).is_ok() {
-            fs::remove_dir_all(&dir).map_err(|e| ArchiveError::io("remove stale", &dir, e))?;
+        // An extraction killed half way (any earlier process) leaves its
+        // staging folder behind: it holds nothing worth keeping.
+        let prefix = format!(".{name}.partial-");
+        let siblings = fs::read_dir(&parent).map_err(|e| ArchiveError::io("read", &parent, e))?;
+        for entry in siblings.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let stale = entry.path();
+                tracing::info!(path = %stale.display(), "removing an unfinished extraction");
+                fs::remove_dir_all(&stale)
+                    .map_err(|e| ArchiveError::io("remove stale", &stale, e))?;
+            }
         }
+        let dir = parent.join(format!("{prefix}{}", std::process::id()));
         fs::create_dir(&dir).map_err(|e| ArchiveError::io("create", &dir, e))?;
         Ok(Self {
             dir,
