@@ -4,7 +4,6 @@
 
 use std::fmt;
 
-use anyhow::Result;
 use serde_json::Value;
 
 use super::checkpoint::Checkpoint;
@@ -32,7 +31,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn from_checkpoint(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Report> {
+    pub fn from_checkpoint(ctx: &RunContext, ckpt: &Checkpoint) -> Report {
         let out = |p: Phase| {
             ckpt.record(p)
                 .map(|r| r.output.clone())
@@ -48,7 +47,7 @@ impl Report {
         );
         let u64_of = |v: &Value| v.as_u64().unwrap_or(0);
         let str_of = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-        Ok(Report {
+        Report {
             run_id: ckpt.run_id.clone(),
             bucket: ctx.bucket.name().to_owned(),
             reference_key: str_of(&boot["reference_key"]),
@@ -65,7 +64,7 @@ impl Report {
             remap: serde_json::from_value(remap["remap"].clone()).ok(),
             before: serde_json::from_value(verify["stats_before"].clone()).unwrap_or_default(),
             after: serde_json::from_value(package["stats_after"].clone()).unwrap_or_default(),
-        })
+        }
     }
 }
 
