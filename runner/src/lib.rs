@@ -6,7 +6,9 @@
 pub mod archive;
 pub mod config;
 pub mod logging;
+pub mod mount;
 pub mod pipe;
+pub mod plex;
 pub mod plexdb;
 pub mod run;
 pub mod s3;

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     runner::logging::init();
     match dispatch(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // One line a user understands: the chain of causes, outermost first.
             eprintln!("error: {e:#}");
@@ -36,12 +36,16 @@ fn limit_malloc_arenas() {
     }
 }
 
-fn dispatch(command: Command) -> Result<()> {
+/// A quarantined run finished its work but published nothing to install.
+const EXIT_QUARANTINED: u8 = 3;
+
+fn dispatch(command: Command) -> Result<ExitCode> {
+    let done = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
     match command {
         Command::Run { config } => run(&config),
-        Command::CheckConfig { file } => check_config(&file),
-        Command::Db { command } => db(command),
-        Command::Archive { command } => archive(command),
+        Command::CheckConfig { file } => done(check_config(&file)),
+        Command::Db { command } => done(db(command)),
+        Command::Archive { command } => done(archive(command)),
     }
 }
 
@@ -52,15 +56,19 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn run(config: &Path) -> Result<()> {
+fn run(config: &Path) -> Result<ExitCode> {
     let cfg = RunConfig::load(config)?;
     let rt = runtime()?;
     let report = rt.block_on(runner::run::execute(cfg));
     // A stopped run may leave extraction or packing threads winding down:
     // give them a moment, never the rest of their work.
     rt.shutdown_timeout(std::time::Duration::from_secs(10));
-    print!("{}", report?);
-    Ok(())
+    let report = report?;
+    print!("{report}");
+    Ok(match report.quarantine {
+        Some(_) => ExitCode::from(EXIT_QUARANTINED),
+        None => ExitCode::SUCCESS,
+    })
 }
 
 fn check_config(file: &Path) -> Result<()> {

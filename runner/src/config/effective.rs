@@ -68,6 +68,7 @@ fn to_raw(cfg: &RunConfig) -> RawConfig {
             deep_scan: Some(cfg.phases.deep_scan),
             analysis: Some(cfg.phases.analysis),
             sonic: Some(cfg.phases.sonic),
+            sonic_refresh_metadata: Some(cfg.phases.sonic_refresh_metadata),
         },
         deadlines: deadlines(&cfg.deadlines),
         guard: RawGuard {
@@ -146,6 +147,8 @@ fn media(m: &MediaSettings) -> RawMedia {
             RcloneProfile::Large => RawProfile::Large,
         }),
         anchor_samples: Some(m.anchor_samples),
+        probe_timeout: Some(m.probe_timeout),
+        health_interval: Some(m.health_interval),
         s3,
     }
 }
@@ -154,7 +157,7 @@ fn plex(p: &PlexSettings) -> RawPlex {
     let (runtime, image) = match &p.runtime {
         PlexRuntime::Docker { image } => (RawRuntime::Docker, Some(image.to_string())),
         PlexRuntime::Native => (RawRuntime::Native, None),
-        PlexRuntime::Double => (RawRuntime::Double, None),
+        PlexRuntime::Double { .. } => (RawRuntime::Double, None),
     };
     let token = p.claim.as_ref().map(|c| secret_keys(&c.source, 1));
     let (include, exclude) = match &p.libraries {
@@ -173,6 +176,14 @@ fn plex(p: &PlexSettings) -> RawPlex {
         include_libraries: include,
         exclude_libraries: exclude,
         app_support_dir: Some(p.app_support_dir.to_string_lossy().into_owned()),
+        port: Some(p.port),
+        plextv_url: Some(p.plextv_url.to_string()),
+        uid: p.uid,
+        gid: p.gid,
+        double_binary: match &p.runtime {
+            PlexRuntime::Double { binary } => binary.as_ref().map(ToString::to_string),
+            _ => None,
+        },
     }
 }
 
@@ -193,6 +204,9 @@ fn deadlines(d: &Deadlines) -> RawDeadlines {
         upload: Some(d.upload),
         stall_interval: Some(d.stall_interval),
         stall_checks: Some(d.stall_checks),
+        poll_interval: Some(d.poll_interval),
+        idle_checks: Some(d.idle_checks),
+        snapshot_interval: Some(d.snapshot_interval),
     }
 }
 

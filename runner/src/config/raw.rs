@@ -103,6 +103,10 @@ pub struct RawMedia {
     pub mount_point: String,
     pub profile: Option<RawProfile>,
     pub anchor_samples: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub probe_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub health_interval: Option<Duration>,
     pub s3: Option<RawConnection>,
 }
 
@@ -127,6 +131,11 @@ pub struct RawPlex {
     pub include_libraries: Option<Vec<String>>,
     pub exclude_libraries: Option<Vec<String>>,
     pub app_support_dir: Option<String>,
+    pub port: Option<u16>,
+    pub plextv_url: Option<String>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub double_binary: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
@@ -151,6 +160,7 @@ pub struct RawPhases {
     pub deep_scan: Option<bool>,
     pub analysis: Option<bool>,
     pub sonic: Option<bool>,
+    pub sonic_refresh_metadata: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -175,6 +185,11 @@ pub struct RawDeadlines {
     #[serde(default, with = "humantime_serde")]
     pub stall_interval: Option<Duration>,
     pub stall_checks: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub poll_interval: Option<Duration>,
+    pub idle_checks: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub snapshot_interval: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -115,6 +115,10 @@ pub struct MediaSettings {
     pub profile: RcloneProfile,
     /// DB files read on each mount health check.
     pub anchor_samples: u32,
+    /// How long one listing or one anchor read may take on a health check.
+    pub probe_timeout: Duration,
+    /// How often the mount is checked while Plex works.
+    pub health_interval: Duration,
     /// `[media.s3]`, or the `[s3]` connection when that table is absent.
     pub connection: S3Connection,
     /// True when `[media.s3]` was given.
@@ -194,6 +198,14 @@ pub struct PlexSettings {
     pub libraries: LibraryFilter,
     /// `.../Plex Media Server`, the folder holding `Plug-in Support/Databases`.
     pub app_support_dir: PathBuf,
+    /// Plex's HTTP port on the instance's loopback.
+    pub port: u16,
+    /// plex.tv (claim tokens, the account's devices); a double in tests.
+    pub plextv_url: BaseUrl,
+    /// The user Plex runs as: owns the DB files and the media mount.
+    /// `None`: the runner's own.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,8 +215,9 @@ pub enum PlexRuntime {
     Docker { image: DockerImage },
     /// The Debian package installed on the instance.
     Native,
-    /// The test double standing in for Plex.
-    Double,
+    /// The test double standing in for Plex; `None`: `plex-double` beside
+    /// the runner binary, else on PATH.
+    Double { binary: Option<AbsPath> },
 }
 
 impl PlexRuntime {
@@ -212,7 +225,7 @@ impl PlexRuntime {
         match self {
             PlexRuntime::Docker { .. } => "docker",
             PlexRuntime::Native => "native",
-            PlexRuntime::Double => "double",
+            PlexRuntime::Double { .. } => "double",
         }
     }
 }
@@ -257,6 +270,8 @@ pub struct Phases {
     pub analysis: bool,
     /// Sonic (music) analysis; skipped with a report line without Plex Pass.
     pub sonic: bool,
+    /// Refresh music metadata before Sonic (slow: hours on a big library).
+    pub sonic_refresh_metadata: bool,
 }
 
 /// `[deadlines]`: every value is > 0 and no phase outlives `run`.
@@ -274,6 +289,12 @@ pub struct Deadlines {
     /// with no progress.
     pub stall_interval: Duration,
     pub stall_checks: u32,
+    /// How often Plex's state is polled while waiting.
+    pub poll_interval: Duration,
+    /// Plex is idle after this many polls in a row saw no work.
+    pub idle_checks: u32,
+    /// A consistent DB snapshot goes to S3 this often during Sonic.
+    pub snapshot_interval: Duration,
 }
 
 /// Scan deadline of one library, by type (photos make thumbnails: slow).

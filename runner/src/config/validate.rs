@@ -23,12 +23,17 @@ pub const DEFAULT_DOCKER_IMAGE: &str = "plexinc/pms-docker";
 pub const DEFAULT_SCW_API_URL: &str = "https://api.scaleway.com";
 pub const DEFAULT_SCW_METADATA_URL: &str = "http://169.254.42.42";
 pub const DEFAULT_ANCHOR_SAMPLES: u32 = 8;
+pub const DEFAULT_PLEX_PORT: u16 = 32400;
+pub const DEFAULT_PLEXTV_URL: &str = "https://plex.tv";
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_MAX_LOST_ITEMS: u64 = 10;
 pub const DEFAULT_MAX_LOST_FRACTION: f64 = 0.05;
 const NATIVE_APP_SUPPORT: &str =
     "/var/lib/plexmediaserver/Library/Application Support/Plex Media Server";
 const APP_SUPPORT_UNDER_CONFIG: &str = "Library/Application Support/Plex Media Server";
 
+const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 /// Longer than any run could sensibly be billed for.
 const MAX_RUN: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -188,6 +193,10 @@ fn media_settings(
             format!("{anchor_samples} is not in 1..=1000"),
         ));
     }
+    let probe_timeout = raw.probe_timeout.unwrap_or(DEFAULT_PROBE_TIMEOUT);
+    check_duration("media.probe_timeout", probe_timeout, 10 * MINUTE)?;
+    let health_interval = raw.health_interval.unwrap_or(DEFAULT_HEALTH_INTERVAL);
+    check_duration("media.health_interval", health_interval, 6 * HOUR)?;
     let (connection, own_connection) = match &raw.s3 {
         None => (s3.clone(), false),
         Some(c) => {
@@ -228,6 +237,8 @@ fn media_settings(
             RawProfile::Large => RcloneProfile::Large,
         },
         anchor_samples,
+        probe_timeout,
+        health_interval,
         connection,
         own_connection,
     })
@@ -374,10 +385,26 @@ fn plex_settings(
             }
             match other {
                 RawRuntime::Native => PlexRuntime::Native,
-                _ => PlexRuntime::Double,
+                _ => PlexRuntime::Double {
+                    binary: parse_opt("plex.double_binary", &raw.double_binary)?,
+                },
             }
         }
     };
+    if raw.double_binary.is_some() && !matches!(runtime, PlexRuntime::Double { .. }) {
+        return Err(invalid(
+            "plex.double_binary",
+            "only used with runtime = \"double\"",
+        ));
+    }
+    let port = raw.port.unwrap_or(DEFAULT_PLEX_PORT);
+    if port == 0 {
+        return Err(invalid("plex.port", "0 is not a port"));
+    }
+    let plextv_url = parse(
+        "plex.plextv_url",
+        raw.plextv_url.as_deref().unwrap_or(DEFAULT_PLEXTV_URL),
+    )?;
     let claim = if raw.claim.unwrap_or(false) {
         let keys = [SecretKeys {
             name: "account_token",
@@ -422,6 +449,10 @@ fn plex_settings(
         claim,
         libraries,
         app_support_dir,
+        port,
+        plextv_url,
+        uid: raw.uid,
+        gid: raw.gid,
     })
 }
 
@@ -430,7 +461,7 @@ fn plex_settings(
 pub(super) fn default_app_support(runtime: &PlexRuntime, work_dir: &AbsPath) -> PathBuf {
     match runtime {
         PlexRuntime::Native => PathBuf::from(NATIVE_APP_SUPPORT),
-        PlexRuntime::Docker { .. } | PlexRuntime::Double => {
+        PlexRuntime::Docker { .. } | PlexRuntime::Double { .. } => {
             work_dir.join("plex").join(APP_SUPPORT_UNDER_CONFIG)
         }
     }
@@ -518,11 +549,20 @@ fn phases(raw: RawPhases) -> Result<Phases> {
     if deep_scan && !scan {
         return Err(invalid("phases.deep_scan", "needs phases.scan = true"));
     }
+    let sonic = raw.sonic.unwrap_or(true);
+    let sonic_refresh_metadata = raw.sonic_refresh_metadata.unwrap_or(false);
+    if sonic_refresh_metadata && !sonic {
+        return Err(invalid(
+            "phases.sonic_refresh_metadata",
+            "needs phases.sonic = true",
+        ));
+    }
     Ok(Phases {
         scan,
         deep_scan,
         analysis: raw.analysis.unwrap_or(false),
-        sonic: raw.sonic.unwrap_or(true),
+        sonic,
+        sonic_refresh_metadata,
     })
 }
 
@@ -538,6 +578,9 @@ pub(super) mod default_deadline {
     pub const UPLOAD: Duration = Duration::from_secs(4 * 3600);
     pub const STALL_INTERVAL: Duration = Duration::from_secs(5 * 60);
     pub const STALL_CHECKS: u32 = 12;
+    pub const POLL_INTERVAL: Duration = Duration::from_secs(10);
+    pub const IDLE_CHECKS: u32 = 3;
+    pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 }
 
 fn deadlines(raw: RawDeadlines) -> Result<Deadlines> {
@@ -587,6 +630,16 @@ fn deadlines(raw: RawDeadlines) -> Result<Deadlines> {
             format!("{stall_checks} is not in 1..=1000"),
         ));
     }
+    let poll_interval = raw.poll_interval.unwrap_or(d::POLL_INTERVAL);
+    check_duration("deadlines.poll_interval", poll_interval, 10 * MINUTE)?;
+    let idle_checks = raw.idle_checks.unwrap_or(d::IDLE_CHECKS);
+    if !(1..=100).contains(&idle_checks) {
+        return Err(invalid(
+            "deadlines.idle_checks",
+            format!("{idle_checks} is not in 1..=100"),
+        ));
+    }
+    let snapshot_interval = phase("snapshot_interval", raw.snapshot_interval, d::SNAPSHOT_INTERVAL)?;
     Ok(Deadlines {
         run,
         pull: phase("pull", raw.pull, d::PULL)?,
@@ -598,6 +651,9 @@ fn deadlines(raw: RawDeadlines) -> Result<Deadlines> {
         upload: phase("upload", raw.upload, d::UPLOAD)?,
         stall_interval,
         stall_checks,
+        poll_interval,
+        idle_checks,
+        snapshot_interval,
     })
 }
 

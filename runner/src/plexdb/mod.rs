@@ -7,6 +7,7 @@
 //! anyway: it never instantiates those tables and never writes a table that
 //! has such a trigger.
 
+pub mod anchors;
 pub mod coverage;
 pub mod integrity;
 mod paths;

@@ -22,6 +22,20 @@ pub struct Checkpoint {
     /// from here across restarts.
     pub started_unix: u64,
     pub done: Vec<PhaseRecord>,
+    /// The last DB snapshot uploaded during Sonic: where a replacement
+    /// instance starts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotRecord>,
+}
+
+/// A consistent copy of the live DB in S3.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotRecord {
+    pub archive_key: String,
+    pub taken_at: String,
+    /// Sonic-analysed tracks in it.
+    pub analysed: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,7 +56,30 @@ impl Checkpoint {
             generation: 0,
             started_unix: unix_now(),
             done: Vec::new(),
+            snapshot: None,
         }
+    }
+
+    /// Why the run is quarantined, if it is: a scan or the final check
+    /// found a library that lost items beyond the guard.
+    pub fn quarantine(&self) -> Option<String> {
+        [Phase::Scan, Phase::Package]
+            .into_iter()
+            .filter_map(|p| self.record(p))
+            .find_map(|r| r.output["quarantine"].as_str().map(str::to_owned))
+    }
+
+    /// Makes a checkpoint mirrored by another instance resume on this one
+    /// from its last DB snapshot: the phases that built instance state
+    /// (boot, pull) run again, pull fetching the snapshot; what the DB
+    /// already holds (verify's baseline, remap, scans) stays done.
+    pub fn adopt_for_replacement(&mut self) {
+        self.done.retain(|r| {
+            matches!(
+                r.phase,
+                Phase::Verify | Phase::Remap | Phase::Scan | Phase::Analysis
+            )
+        });
     }
 
     pub fn is_done(&self, phase: Phase) -> bool {

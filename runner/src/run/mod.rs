@@ -3,24 +3,33 @@
 //! moment (crash, `systemctl restart`, reboot) resumes at the first phase the
 //! checkpoint does not record as done.
 
+mod analysis;
 pub mod checkpoint;
 mod guard;
 pub mod phase;
 mod phases;
 pub mod report;
+mod scan;
+mod session;
+mod snapshot;
+mod sonic;
 pub mod status;
+mod watch;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Mutex, MutexGuard};
 
 use crate::config::RunConfig;
 use crate::s3::Bucket;
-use checkpoint::Checkpoint;
+use checkpoint::{Checkpoint, SnapshotRecord};
 pub use phase::Phase;
+pub use phases::{QUARANTINE_ARCHIVE, RESULT_ARCHIVE};
 use report::Report;
+use session::Session;
 use status::Status;
 
 /// Plex's library database, inside the `Databases` folder.
@@ -34,6 +43,8 @@ pub struct WorkPaths {
     pub app_support: PathBuf,
     pub databases: PathBuf,
     pub backups: PathBuf,
+    /// rclone's log and Plex's console output.
+    pub logs: PathBuf,
 }
 
 impl WorkPaths {
@@ -44,6 +55,7 @@ impl WorkPaths {
             databases: app_support.join("Plug-in Support").join("Databases"),
             app_support,
             backups: cfg.work_dir().join("backups"),
+            logs: cfg.work_dir().join("logs"),
         }
     }
 
@@ -57,11 +69,65 @@ pub struct RunContext {
     pub cfg: RunConfig,
     pub bucket: Bucket,
     pub paths: WorkPaths,
+    /// The run's absolute deadline (counted from its first start).
+    deadline: Instant,
+    /// The mount and Plex, once a phase needed them.
+    session: Mutex<Option<Session>>,
+    status: Mutex<Status>,
+    snapshot: std::sync::Mutex<Option<SnapshotRecord>>,
 }
 
 impl RunContext {
     pub fn run_key(&self, name: &str) -> String {
         self.cfg.run_key(name)
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The open session, opened now if no phase did yet.
+    async fn session(&self) -> Result<MutexGuard<'_, Option<Session>>> {
+        let mut guard = self.session.lock().await;
+        if guard.is_none() {
+            self.describe("mounting the media and starting Plex".into()).await;
+            *guard = Some(Session::open(self).await?);
+        }
+        Ok(guard)
+    }
+
+    /// Stops Plex and the mount if they run; the problems met, if any.
+    async fn close_session(&self, forget: bool) -> Vec<String> {
+        match self.session.lock().await.take() {
+            Some(s) => s.close(forget).await,
+            None => Vec::new(),
+        }
+    }
+
+    /// Updates the status and publishes it.
+    async fn update_status(&self, change: impl FnOnce(&mut Status)) {
+        let snapshot = {
+            let mut status = self.status.lock().await;
+            change(&mut status);
+            status.updated_at = status::now_rfc3339();
+            status.clone()
+        };
+        publish_status(self, &snapshot).await;
+    }
+
+    /// Says what the phase is doing, in `status.json` and to systemd.
+    async fn describe(&self, detail: String) {
+        notify_systemd(&format!("STATUS={detail}"));
+        tracing::info!("{detail}");
+        self.update_status(|s| s.describe(detail)).await;
+    }
+
+    fn set_snapshot(&self, record: SnapshotRecord) {
+        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Some(record);
+    }
+
+    fn last_snapshot(&self) -> Option<SnapshotRecord> {
+        self.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -71,9 +137,17 @@ pub async fn execute(cfg: RunConfig) -> Result<Report> {
     std::fs::create_dir_all(cfg.work_dir())
         .with_context(|| format!("cannot create the work folder {}", cfg.work_dir().display()))?;
     let bucket = Bucket::new(&cfg.s3_connection(), cfg.s3_bucket(), Default::default());
-    let ctx = RunContext { cfg, bucket, paths };
+    let run_id = cfg.run_id().to_string();
+    let mut ctx = RunContext {
+        cfg,
+        bucket,
+        paths,
+        deadline: Instant::now(),
+        session: Mutex::new(None),
+        status: Mutex::new(Status::new(&run_id)),
+        snapshot: std::sync::Mutex::new(None),
+    };
 
-    let run_id = ctx.cfg.run_id().to_string();
     let mut ckpt = match Checkpoint::load(&ctx.paths.checkpoint)? {
         Some(c) if c.run_id != run_id => bail!(
             "the work folder {} holds run {:?}, not {run_id:?}: use another work_dir or remove it",
@@ -86,22 +160,62 @@ pub async fn execute(cfg: RunConfig) -> Result<Report> {
             }
             c
         }
-        None => Checkpoint::new(&run_id),
+        None => match snapshot::mirrored(&ctx).await {
+            // Another instance of this run got this far: continue from its
+            // last DB snapshot rather than from zero.
+            Ok(Some(mut c)) if c.run_id == run_id && c.snapshot.is_some() => {
+                c.adopt_for_replacement();
+                tracing::info!(run = %run_id, snapshot = ?c.snapshot, "continuing from the snapshot another instance of this run left");
+                c
+            }
+            Ok(_) => Checkpoint::new(&run_id),
+            Err(e) => {
+                tracing::warn!("cannot read a mirrored checkpoint ({e:#}): starting from the reference");
+                Checkpoint::new(&run_id)
+            }
+        },
     };
+    if let Some(s) = &ckpt.snapshot {
+        ctx.set_snapshot(s.clone());
+    }
 
-    let mut status = Status::new(&run_id);
     // Ready as soon as the run is under way: systemd needs no more to wait for.
     notify_systemd("READY=1");
     // The run's deadline counts from its first start, across restarts.
     let run_budget = ctx.cfg.run_deadline();
     let elapsed = Duration::from_secs(checkpoint::unix_now().saturating_sub(ckpt.started_unix));
     let deadline = Instant::now() + run_budget.saturating_sub(elapsed);
+    ctx.deadline = deadline;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
 
+    let outcome = run_phases(&ctx, &mut ckpt, &mut sigterm, &mut sigint).await;
+    // Whatever happened, Plex and the mount stop before the runner exits
+    // (a restart resumes from the checkpoint).
+    ctx.close_session(false).await;
+    outcome?;
+
+    let report = Report::from_checkpoint(&ctx, &ckpt);
+    ctx.update_status(|s| s.succeed(&ckpt, report.result_key.clone()))
+        .await;
+    notify_systemd(if report.quarantine.is_some() {
+        "STATUS=quarantined"
+    } else {
+        "STATUS=done"
+    });
+    Ok(report)
+}
+
+async fn run_phases(
+    ctx: &RunContext,
+    ckpt: &mut Checkpoint,
+    sigterm: &mut tokio::signal::unix::Signal,
+    sigint: &mut tokio::signal::unix::Signal,
+) -> Result<()> {
+    let deadline = ctx.deadline;
+    let run_budget = ctx.cfg.run_deadline();
     while let Some(phase) = ckpt.next_phase() {
-        status.enter(&ckpt, phase);
-        publish_status(&ctx, &status).await;
+        ctx.update_status(|s| s.enter(ckpt, phase)).await;
         notify_systemd(&format!("STATUS=phase {phase}"));
         tracing::info!(%phase, "phase started");
 
@@ -111,7 +225,7 @@ pub async fn execute(cfg: RunConfig) -> Result<Report> {
             None => deadline,
         };
         let outcome = tokio::select! {
-            r = tokio::time::timeout_at(phase_deadline.into(), phases::run(phase, &ctx, &ckpt)) => match r {
+            r = tokio::time::timeout_at(phase_deadline.into(), phases::run(phase, ctx, ckpt)) => match r {
                 Ok(r) => r,
                 Err(_) if phase_deadline < deadline => Err(anyhow::anyhow!(
                     "phase {phase} ran out of its time budget ({})",
@@ -130,24 +244,20 @@ pub async fn execute(cfg: RunConfig) -> Result<Report> {
                 let seconds = round_secs(started.elapsed());
                 tracing::info!(%phase, seconds, "phase done");
                 ckpt.complete(phase, seconds, output)?;
+                ckpt.snapshot = ctx.last_snapshot();
                 ckpt.save(&ctx.paths.checkpoint)?;
+                snapshot::mirror(ctx, ckpt).await;
             }
             Err(e) => {
                 let e = e.context(format!("phase {phase} failed"));
                 tracing::error!("{e:#}");
-                status.fail(&e);
-                publish_status(&ctx, &status).await;
+                ctx.update_status(|s| s.fail(&e)).await;
                 notify_systemd(&format!("STATUS=failed in phase {phase}"));
                 return Err(e);
             }
         }
     }
-
-    let report = Report::from_checkpoint(&ctx, &ckpt);
-    status.succeed(&ckpt, report.result_key.clone());
-    publish_status(&ctx, &status).await;
-    notify_systemd("STATUS=done");
-    Ok(report)
+    Ok(())
 }
 
 /// The status is for humans watching from home: a failure to write it is

@@ -19,6 +19,15 @@ pub enum Phase {
     Verify,
     /// Home paths rewritten to the instance's mount; coverage checked.
     Remap,
+    /// Media mounted, Plex started; each library scanned in turn, with the
+    /// deletion guard after each scan.
+    Scan,
+    /// Optional media analysis, one library at a time.
+    Analysis,
+    /// Sonic analysis of music tracks, with periodic DB snapshots to S3.
+    Sonic,
+    /// Plex stopped and signed out, the mount stopped, the WAL checkpointed.
+    Stop,
     /// DB quiesced and checked again; "after" statistics; deletion guard.
     Package,
     /// Archive streamed to S3, manifest written, then `DONE`.
@@ -26,11 +35,15 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 6] = [
+    pub const ALL: [Phase; 10] = [
         Phase::Boot,
         Phase::Pull,
         Phase::Verify,
         Phase::Remap,
+        Phase::Scan,
+        Phase::Analysis,
+        Phase::Sonic,
+        Phase::Stop,
         Phase::Package,
         Phase::Upload,
     ];
@@ -41,19 +54,36 @@ impl Phase {
             Phase::Pull => "pull",
             Phase::Verify => "verify",
             Phase::Remap => "remap",
+            Phase::Scan => "scan",
+            Phase::Analysis => "analysis",
+            Phase::Sonic => "sonic",
+            Phase::Stop => "stop",
             Phase::Package => "package",
             Phase::Upload => "upload",
         }
     }
 
     /// The phase's own time budget, if it has one; every phase is also
-    /// bounded by the run's deadline.
+    /// bounded by the run's deadline. Scan budgets are per library, and
+    /// Sonic ends itself at its deadline (what it did is kept).
     pub fn budget(self, deadlines: &Deadlines) -> Option<Duration> {
         match self {
             Phase::Pull => Some(deadlines.pull),
+            Phase::Analysis => Some(deadlines.analysis),
             Phase::Upload => Some(deadlines.upload),
-            Phase::Boot | Phase::Verify | Phase::Remap | Phase::Package => None,
+            Phase::Boot
+            | Phase::Verify
+            | Phase::Remap
+            | Phase::Scan
+            | Phase::Sonic
+            | Phase::Stop
+            | Phase::Package => None,
         }
+    }
+
+    /// Phases that need Plex and the media mount.
+    pub fn needs_plex(self) -> bool {
+        matches!(self, Phase::Scan | Phase::Analysis | Phase::Sonic)
     }
 
     /// The phases that must be done before this one may start.

@@ -1,12 +1,12 @@
 //! What each phase does. Every function is idempotent: it may run again
 //! after a crash at any point inside it.
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
 
 use super::checkpoint::Checkpoint;
 use super::guard;
-use super::{Phase, RunContext};
+use super::{Phase, RunContext, analysis, scan, sonic};
 use crate::archive::PackOptions;
 use crate::config::Mode;
 use crate::plexdb::{self, stats::Stats};
@@ -14,28 +14,45 @@ use crate::transfer;
 
 /// The name of the result archive under `runs/<run-id>/result/`.
 pub const RESULT_ARCHIVE: &str = "result/plex-db.tar.zst";
+/// A quarantined run's DB, for inspection only, under `runs/<run-id>/`.
+pub const QUARANTINE_ARCHIVE: &str = "quarantine/plex-db.tar.zst";
 
 pub(super) async fn run(phase: Phase, ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
     match phase {
-        Phase::Boot => boot(ctx).await,
-        Phase::Pull => pull(ctx).await,
+        Phase::Boot => boot(ctx, ckpt).await,
+        Phase::Pull => pull(ctx, ckpt).await,
         Phase::Verify => verify(ctx).await,
         Phase::Remap => remap(ctx).await,
+        Phase::Scan => scan::run(ctx).await,
+        Phase::Analysis => analysis::run(ctx, ckpt).await,
+        Phase::Sonic => sonic::run(ctx, ckpt).await,
+        Phase::Stop => stop(ctx).await,
         Phase::Package => package(ctx, ckpt).await,
         Phase::Upload => upload(ctx, ckpt).await,
     }
 }
 
-/// Checks what would waste the run's time later: the mode is one this runner
-/// can carry out, and the reference archive is there and readable.
-async fn boot(ctx: &RunContext) -> Result<Value> {
-    let reference = match ctx.cfg.mode() {
-        Mode::Delta { reference } => reference,
-        Mode::Scratch { .. } => bail!(
-            "mode = \"scratch\" needs the Plex phases, which this runner version does not have yet; use mode = \"delta\""
-        ),
+/// What the run starts from: a snapshot an earlier instance of this run
+/// left, else the reference (delta), else nothing (scratch).
+fn source_key(ctx: &RunContext, ckpt: &Checkpoint) -> Option<String> {
+    if let Some(s) = &ckpt.snapshot {
+        return Some(s.archive_key.clone());
+    }
+    match ctx.cfg.mode() {
+        Mode::Delta { reference } => Some(reference.archive_key.to_string()),
+        Mode::Scratch { .. } => None,
+    }
+}
+
+/// Checks what would waste the run's time later: the archive the run
+/// starts from is there and readable.
+async fn boot(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
+    std::fs::create_dir_all(&ctx.paths.backups)
+        .with_context(|| format!("cannot create {}", ctx.paths.backups.display()))?;
+    let Some(key) = source_key(ctx, ckpt) else {
+        return Ok(json!({ "runner_version": env!("CARGO_PKG_VERSION"), "mode": "scratch" }));
     };
-    let key = &reference.archive_key;
+    let key = &key;
     let info = ctx
         .bucket
         .head(key)
@@ -52,24 +69,30 @@ async fn boot(ctx: &RunContext) -> Result<Value> {
                 ctx.bucket.name()
             )
         })?;
-    std::fs::create_dir_all(&ctx.paths.backups)
-        .with_context(|| format!("cannot create {}", ctx.paths.backups.display()))?;
     Ok(json!({
         "runner_version": env!("CARGO_PKG_VERSION"),
-        "reference_key": &**key,
+        "reference_key": key,
         "reference_bytes": info.size,
+        "from_snapshot": ckpt.snapshot.is_some(),
     }))
 }
 
-/// Streams the reference archive into Plex's `Databases` folder.
-async fn pull(ctx: &RunContext) -> Result<Value> {
-    let Mode::Delta { reference } = ctx.cfg.mode() else {
-        bail!("pull needs a reference archive (mode = \"delta\")");
+/// Streams the reference archive (or this run's last snapshot) into Plex's
+/// `Databases` folder.
+async fn pull(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
+    let Some(key) = source_key(ctx, ckpt) else {
+        std::fs::create_dir_all(&ctx.paths.databases)
+            .with_context(|| format!("cannot create {}", ctx.paths.databases.display()))?;
+        return Ok(json!({ "skipped": "scratch mode: Plex starts with an empty DB" }));
     };
-    let key = &reference.archive_key;
+    let key = &key;
+    let named_manifest = match (ctx.cfg.mode(), &ckpt.snapshot) {
+        (Mode::Delta { reference }, None) => reference.manifest_key.as_ref(),
+        _ => None,
+    };
     // A manifest named in the config must exist; the default one may not
     // (the user's own tar.gz archives have none).
-    let manifest = match &reference.manifest_key {
+    let manifest = match named_manifest {
         Some(m) => Some(transfer::fetch_manifest(&ctx.bucket, m).await?),
         None => {
             let default = transfer::manifest_key_for(key);
@@ -102,6 +125,9 @@ async fn pull(ctx: &RunContext) -> Result<Value> {
 /// A real integrity check (lessons.md 18) and the statistics before any work.
 async fn verify(ctx: &RunContext) -> Result<Value> {
     let db = ctx.paths.library_db();
+    if let Mode::Scratch { .. } = ctx.cfg.mode() {
+        return Ok(json!({ "stats_before": Stats::default() }));
+    }
     let plex_sqlite = plex_sqlite();
     tokio::task::spawn_blocking(move || -> Result<Value> {
         let integrity = plexdb::integrity::check(&db, plex_sqlite.as_deref())
@@ -116,6 +142,9 @@ async fn verify(ctx: &RunContext) -> Result<Value> {
 /// under the mount (lessons.md 6).
 async fn remap(ctx: &RunContext) -> Result<Value> {
     let db = ctx.paths.library_db();
+    if let Mode::Scratch { .. } = ctx.cfg.mode() {
+        return Ok(json!({ "skipped": "scratch mode: no home paths" }));
+    }
     let mappings = ctx.cfg.path_mappings().to_vec();
     let mount = ctx.cfg.media_mount_point().to_path_buf();
     let backups = ctx.paths.backups.join("remap");
@@ -134,31 +163,60 @@ async fn remap(ctx: &RunContext) -> Result<Value> {
     .await?
 }
 
+/// Plex stopped and signed out of plex.tv, the media unmounted: the DB is
+/// Plex's no more (lessons.md 21, 22).
+async fn stop(ctx: &RunContext) -> Result<Value> {
+    let problems = ctx.close_session(true).await;
+    // A server claimed by an earlier attempt of this runner, which died
+    // before its stop phase, is still on the account.
+    let forgotten = if problems.is_empty() {
+        super::session::forget_earlier_server(ctx).await
+    } else {
+        None
+    };
+    let db = ctx.paths.library_db();
+    if db.exists() {
+        tokio::task::spawn_blocking(move || plexdb::checkpoint_wal(&db)).await??;
+    }
+    Ok(json!({ "problems": problems, "forgotten": forgotten }))
+}
+
 /// The DB as it will be published: checkpointed, checked, counted, and
 /// compared with what it held before (the deletion guard, lessons.md 1).
+/// A library that lost too much quarantines the run: the DB is uploaded
+/// for inspection, never as a result.
 async fn package(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
     let db = ctx.paths.library_db();
     let plex_sqlite = plex_sqlite();
     let before: Stats = phase_output(ckpt, Phase::Verify, "stats_before")?;
     let limits = ctx.cfg.guard();
+    let earlier = ckpt.quarantine();
     tokio::task::spawn_blocking(move || -> Result<Value> {
         plexdb::checkpoint_wal(&db)?;
         let integrity = plexdb::integrity::check(&db, plex_sqlite.as_deref())
             .context("the result DB failed its integrity check")?;
         let after = plexdb::stats::collect(&db)?;
         let verdict = guard::compare(&before, &after, &limits);
-        verdict.ensure_passed()?;
-        Ok(json!({ "integrity": integrity, "stats_after": after, "guard": verdict }))
+        let quarantine = earlier.or_else(|| verdict.ensure_passed().err().map(|e| format!("{e:#}")));
+        Ok(json!({ "integrity": integrity, "stats_after": after, "guard": verdict, "quarantine": quarantine }))
     })
     .await?
 }
 
-/// Streams the result to S3; writes `DONE` last.
+/// Streams the result to S3; writes `DONE` last. A quarantined DB goes
+/// elsewhere, with a `QUARANTINED` marker and no `DONE`.
 async fn upload(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
-    let key = ctx.run_key(RESULT_ARCHIVE);
+    let quarantine = ckpt.quarantine();
+    let (archive, marker) = match quarantine {
+        Some(_) => (QUARANTINE_ARCHIVE, "QUARANTINED"),
+        None => (RESULT_ARCHIVE, "DONE"),
+    };
+    let key = ctx.run_key(archive);
     let stats = json!({
         "before": phase_output::<Value>(ckpt, Phase::Verify, "stats_before")?,
         "after": phase_output::<Value>(ckpt, Phase::Package, "stats_after")?,
+        "sonic": ckpt.record(Phase::Sonic).map(|r| r.output.clone()),
+        "quarantine": ckpt.quarantine(),
     });
     let opts = PackOptions {
         plex_version: Some(ctx.cfg.plex_version().to_string()),
@@ -174,8 +232,9 @@ async fn upload(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
         "manifest_key": pushed.manifest_key,
         "archive_sha256": pushed.upload.sha256,
         "finished_at": super::status::now_rfc3339(),
+        "quarantine": quarantine,
     });
-    let done_key = ctx.run_key("DONE");
+    let done_key = ctx.run_key(marker);
     ctx.bucket
         .put_bytes(
             &done_key,
@@ -191,6 +250,7 @@ async fn upload(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
         "archive_sha256": pushed.upload.sha256,
         "parts": pushed.upload.parts,
         "files": pushed.manifest.files.len(),
+        "marker_key": done_key,
     }))
 }
 

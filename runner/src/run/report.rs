@@ -28,6 +28,12 @@ pub struct Report {
     pub remap: Option<RemapReport>,
     pub before: Stats,
     pub after: Stats,
+    /// Why the DB was not published as a result, if it was not.
+    pub quarantine: Option<String>,
+    /// Lines for phases that were skipped, and why.
+    pub skipped: Vec<String>,
+    /// Sonic: outcome, and tracks per hour.
+    pub sonic: Option<(String, f64)>,
 }
 
 impl Report {
@@ -64,6 +70,18 @@ impl Report {
             remap: serde_json::from_value(remap["remap"].clone()).ok(),
             before: serde_json::from_value(verify["stats_before"].clone()).unwrap_or_default(),
             after: serde_json::from_value(package["stats_after"].clone()).unwrap_or_default(),
+            quarantine: ckpt.quarantine(),
+            skipped: ckpt
+                .done
+                .iter()
+                .filter_map(|r| Some(format!("{}: {}", r.phase, r.output["skipped"].as_str()?)))
+                .collect(),
+            sonic: ckpt.record(Phase::Sonic).and_then(|r| {
+                Some((
+                    r.output["outcome"].as_str()?.to_owned(),
+                    r.output["tracks_per_hour"].as_f64().unwrap_or(0.0),
+                ))
+            }),
         }
     }
 }
@@ -74,7 +92,17 @@ fn mb(bytes: u64) -> String {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "plex-burst run {}: done", self.run_id)?;
+        match &self.quarantine {
+            None => writeln!(f, "plex-burst run {}: done", self.run_id)?,
+            Some(why) => {
+                writeln!(f, "plex-burst run {}: QUARANTINED", self.run_id)?;
+                writeln!(f, "  {why}")?;
+                writeln!(
+                    f,
+                    "  the DB below is for inspection only and will not be installed"
+                )?;
+            }
+        }
         writeln!(f)?;
         writeln!(
             f,
@@ -132,6 +160,12 @@ impl fmt::Display for Report {
                 "  Sonic analysed: {} of {} tracks before, {} of {} after",
                 b.analysed, b.tracks, a.analysed, a.tracks
             )?;
+        }
+        if let Some((outcome, per_hour)) = &self.sonic {
+            writeln!(f, "  Sonic phase: {outcome}, {per_hour:.0} tracks/hour")?;
+        }
+        for line in &self.skipped {
+            writeln!(f, "  skipped    {line}")?;
         }
         Ok(())
     }

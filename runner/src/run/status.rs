@@ -13,6 +13,20 @@ pub enum RunState {
     Running,
     Failed,
     Succeeded,
+    /// Finished, but a library lost items beyond the guard: the DB is in
+    /// S3 for inspection and is never offered for installation.
+    Quarantined,
+}
+
+/// Sonic progress, counted in the DB (lessons.md 14).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SonicStatus {
+    pub analysed: u64,
+    pub tracks: u64,
+    /// Over the recent window.
+    pub tracks_per_hour: f64,
+    /// `None` while no rate is known.
+    pub eta: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,6 +42,14 @@ pub struct Status {
     pub last_error: Option<String>,
     /// Where the result is, once uploaded.
     pub result_key: Option<String>,
+    /// What the phase under way is doing, in a line.
+    #[serde(default)]
+    pub detail: Option<String>,
+    #[serde(default)]
+    pub sonic: Option<SonicStatus>,
+    /// Why the run is quarantined.
+    #[serde(default)]
+    pub quarantine: Option<String>,
 }
 
 impl Status {
@@ -43,6 +65,9 @@ impl Status {
             runner_version: env!("CARGO_PKG_VERSION").to_owned(),
             last_error: None,
             result_key: None,
+            detail: None,
+            sonic: None,
+            quarantine: None,
         }
     }
 
@@ -52,6 +77,13 @@ impl Status {
         self.phase = Some(phase);
         self.state = RunState::Running;
         self.last_error = None;
+        self.detail = None;
+        self.updated_at = now_rfc3339();
+    }
+
+    /// What the phase is doing now.
+    pub fn describe(&mut self, detail: String) {
+        self.detail = Some(detail);
         self.updated_at = now_rfc3339();
     }
 
@@ -65,7 +97,13 @@ impl Status {
     pub fn succeed(&mut self, ckpt: &Checkpoint, result_key: String) {
         self.phases_done = ckpt.done.iter().map(|r| r.phase).collect();
         self.phase = None;
-        self.state = RunState::Succeeded;
+        self.detail = None;
+        self.quarantine = ckpt.quarantine();
+        self.state = if self.quarantine.is_some() {
+            RunState::Quarantined
+        } else {
+            RunState::Succeeded
+        };
         self.result_key = Some(result_key);
         self.updated_at = now_rfc3339();
     }

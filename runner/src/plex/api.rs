@@ -1,0 +1,397 @@
+//! The Plex Media Server HTTP API, as far as a run needs it (plex.md). The
+//! runner always asks for JSON; every call checks the HTTP status (an
+//! unknown pref is a 400, not a success: lessons.md 15) and quotes Plex's
+//! answer in its error.
+
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::error::PlexError;
+use super::json::{Flag, Id};
+use crate::secret::Secret;
+
+/// A client for one Plex server. Cheap to clone.
+#[derive(Clone)]
+pub struct PlexApi {
+    http: reqwest::Client,
+    base: String,
+    token: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Identity {
+    #[serde(rename = "machineIdentifier")]
+    pub machine_identifier: String,
+    pub version: String,
+    #[serde(default)]
+    pub claimed: Flag,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Section {
+    pub key: Id,
+    pub title: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub refreshing: Flag,
+    #[serde(rename = "Location", default)]
+    pub locations: Vec<Location>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Location {
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Activity {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub progress: Option<f64>,
+    #[serde(rename = "Context", default)]
+    pub context: Option<ActivityContext>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ActivityContext {
+    #[serde(rename = "librarySectionID", default)]
+    pub library_section_id: Option<Id>,
+}
+
+impl Activity {
+    /// The section an activity works on, when it says.
+    pub fn section(&self) -> Option<&str> {
+        self.context
+            .as_ref()
+            .and_then(|c| c.library_section_id.as_ref())
+            .map(|id| id.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Setting {
+    pub id: String,
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    #[serde(default)]
+    pub value: serde_json::Value,
+}
+
+impl Setting {
+    /// The value as Plex's query syntax writes it (`1`/`0` for booleans).
+    pub fn value_text(&self) -> String {
+        match &self.value {
+            serde_json::Value::Bool(b) => if *b { "1" } else { "0" }.to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// `GET /myplex/account`: whether the server is signed in, and Plex Pass.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Account {
+    #[serde(rename = "signInState", default)]
+    pub sign_in_state: String,
+    #[serde(rename = "subscriptionActive", default)]
+    pub subscription_active: Flag,
+    #[serde(rename = "subscriptionState", default)]
+    pub subscription_state: String,
+    #[serde(default)]
+    pub username: String,
+}
+
+#[derive(Deserialize)]
+struct Container<T> {
+    #[serde(rename = "MediaContainer")]
+    container: T,
+}
+
+#[derive(Deserialize)]
+struct Directories {
+    #[serde(rename = "Directory", default)]
+    directories: Vec<Section>,
+}
+
+#[derive(Deserialize)]
+struct Activities {
+    #[serde(rename = "Activity", default)]
+    activities: Vec<Activity>,
+}
+
+#[derive(Deserialize)]
+struct Settings {
+    #[serde(rename = "Setting", default)]
+    settings: Vec<Setting>,
+}
+
+#[derive(Deserialize)]
+struct Total {
+    #[serde(rename = "totalSize")]
+    total_size: u64,
+}
+
+/// Plex answers `/myplex/account` as `{"MyPlex": {...}}`; accept a
+/// `MediaContainer` wrapper too.
+#[derive(Deserialize)]
+struct AccountReply {
+    #[serde(rename = "MyPlex", alias = "MediaContainer")]
+    account: Account,
+}
+
+impl PlexApi {
+    /// `base` like `http://127.0.0.1:32400`.
+    pub fn new(base: &str) -> Result<Self, PlexError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| PlexError::Client(e.to_string()))?;
+        Ok(PlexApi {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token: None,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Every later call sends this `X-Plex-Token`.
+    pub fn set_token(&mut self, token: Secret) {
+        self.token = Some(token);
+    }
+
+    pub fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("Accept", "application/json")
+            .header("X-Plex-Product", "plex-burst")
+            .header("X-Plex-Client-Identifier", "plex-burst-runner");
+        if let Some(t) = &self.token {
+            req = req.header("X-Plex-Token", t.expose());
+        }
+        req
+    }
+
+    async fn send(&self, what: &str, req: RequestBuilder) -> Result<String, PlexError> {
+        let resp = req.send().await.map_err(|e| PlexError::Unreachable {
+            what: what.to_string(),
+            detail: super::error::chain(&e),
+        })?;
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(PlexError::Status {
+                what: what.to_string(),
+                status: status.as_u16(),
+                body: super::error::snippet(&body),
+            });
+        }
+        Ok(body)
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, what: &str, path: &str) -> Result<T, PlexError> {
+        let body = self.send(what, self.request(Method::GET, path)).await?;
+        serde_json::from_str(&body).map_err(|e| PlexError::Decode {
+            what: what.to_string(),
+            detail: format!("{e}; the answer began {}", super::error::snippet(&body)),
+        })
+    }
+
+    /// `GET /identity`, with the raw status and body for readiness logs.
+    pub async fn probe_identity(&self) -> Result<(StatusCode, String), PlexError> {
+        let resp = self
+            .request(Method::GET, "/identity")
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| PlexError::Unreachable {
+                what: "GET /identity".into(),
+                detail: super::error::chain(&e),
+            })?;
+        let status = resp.status();
+        Ok((status, resp.text().await.unwrap_or_default()))
+    }
+
+    pub async fn identity(&self) -> Result<Identity, PlexError> {
+        let c: Container<Identity> = self.get_json("GET /identity", "/identity").await?;
+        Ok(c.container)
+    }
+
+    pub async fn sections(&self) -> Result<Vec<Section>, PlexError> {
+        let c: Container<Directories> = self
+            .get_json("GET /library/sections", "/library/sections")
+            .await?;
+        Ok(c.container.directories)
+    }
+
+    /// Creates a library section (scratch mode).
+    pub async fn create_section(
+        &self,
+        name: &str,
+        kind: &str,
+        agent: &str,
+        scanner: &str,
+        language: &str,
+        locations: &[&str],
+    ) -> Result<(), PlexError> {
+        let mut query = vec![
+            ("name", name),
+            ("type", kind),
+            ("agent", agent),
+            ("scanner", scanner),
+            ("language", language),
+        ];
+        query.extend(locations.iter().map(|l| ("location", *l)));
+        let req = self
+            .request(Method::POST, "/library/sections")
+            .query(&query);
+        self.send(&format!("create library {name:?}"), req)
+            .await
+            .map(drop)
+    }
+
+    /// Starts a scan of one section (`force`: a full walk).
+    pub async fn refresh(&self, section: &str, force: bool) -> Result<(), PlexError> {
+        let mut req = self.request(
+            Method::GET,
+            &format!("/library/sections/{section}/refresh"),
+        );
+        if force {
+            req = req.query(&[("force", "1")]);
+        }
+        self.send(&format!("scan of section {section}"), req)
+            .await
+            .map(drop)
+    }
+
+    pub async fn cancel_refresh(&self, section: &str) -> Result<(), PlexError> {
+        let req = self.request(
+            Method::DELETE,
+            &format!("/library/sections/{section}/refresh"),
+        );
+        self.send(&format!("cancel the scan of section {section}"), req)
+            .await
+            .map(drop)
+    }
+
+    pub async fn analyze(&self, section: &str) -> Result<(), PlexError> {
+        let req = self.request(
+            Method::PUT,
+            &format!("/library/sections/{section}/analyze"),
+        );
+        self.send(&format!("analysis of section {section}"), req)
+            .await
+            .map(drop)
+    }
+
+    /// Live items of a metadata type in a section, as the API counts them
+    /// (cross-check only: the DB is the source of truth, lessons.md 14).
+    pub async fn count(&self, section: &str, metadata_type: i64) -> Result<u64, PlexError> {
+        let what = format!("count of type {metadata_type} in section {section}");
+        let req = self
+            .request(Method::GET, &format!("/library/sections/{section}/all"))
+            .query(&[("type", metadata_type.to_string())])
+            .header("X-Plex-Container-Start", "0")
+            .header("X-Plex-Container-Size", "0");
+        let body = self.send(&what, req).await?;
+        let c: Container<Total> = serde_json::from_str(&body).map_err(|e| PlexError::Decode {
+            what,
+            detail: e.to_string(),
+        })?;
+        Ok(c.container.total_size)
+    }
+
+    pub async fn activities(&self) -> Result<Vec<Activity>, PlexError> {
+        let c: Container<Activities> = self.get_json("GET /activities", "/activities").await?;
+        Ok(c.container.activities)
+    }
+
+    /// Starts a Butler task; `true` if it was started, `false` if it was
+    /// already running (202).
+    pub async fn start_butler_task(&self, task: &str) -> Result<bool, PlexError> {
+        let what = format!("start Butler task {task}");
+        let resp = self
+            .request(Method::POST, &format!("/butler/{task}"))
+            .send()
+            .await
+            .map_err(|e| PlexError::Unreachable {
+                what: what.clone(),
+                detail: super::error::chain(&e),
+            })?;
+        match resp.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::ACCEPTED => Ok(false),
+            status => Err(PlexError::Status {
+                what,
+                status: status.as_u16(),
+                body: super::error::snippet(&resp.text().await.unwrap_or_default()),
+            }),
+        }
+    }
+
+    /// Stops every running Butler task.
+    pub async fn stop_butler(&self) -> Result<(), PlexError> {
+        self.send("stop Butler tasks", self.request(Method::DELETE, "/butler"))
+            .await
+            .map(drop)
+    }
+
+    pub async fn stop_butler_task(&self, task: &str) -> Result<(), PlexError> {
+        let req = self.request(Method::DELETE, &format!("/butler/{task}"));
+        self.send(&format!("stop Butler task {task}"), req)
+            .await
+            .map(drop)
+    }
+
+    pub async fn prefs(&self) -> Result<Vec<Setting>, PlexError> {
+        let c: Container<Settings> = self.get_json("GET /:/prefs", "/:/prefs").await?;
+        Ok(c.container.settings)
+    }
+
+    /// Writes prefs in one request; Plex rejects the whole request if any
+    /// id is unknown.
+    pub async fn set_prefs(&self, values: &[(String, String)]) -> Result<(), PlexError> {
+        let names: Vec<&str> = values.iter().map(|(k, _)| k.as_str()).collect();
+        let req = self.request(Method::PUT, "/:/prefs").query(values);
+        self.send(&format!("set prefs {}", names.join(", ")), req)
+            .await
+            .map(drop)
+    }
+
+    pub async fn account(&self) -> Result<Account, PlexError> {
+        let r: AccountReply = self
+            .get_json("GET /myplex/account", "/myplex/account")
+            .await?;
+        Ok(r.account)
+    }
+
+    /// Claims the server with a claim token (valid a few minutes).
+    pub async fn claim(&self, claim_token: &Secret) -> Result<(), PlexError> {
+        let req = self
+            .request(Method::POST, "/myplex/claim")
+            .query(&[("token", claim_token.expose())]);
+        self.send("claim the server", req).await.map(drop)
+    }
+
+    /// Signs the server out of plex.tv.
+    pub async fn unclaim(&self) -> Result<(), PlexError> {
+        let req = self.request(Method::DELETE, "/myplex/account");
+        self.send("unclaim the server", req).await.map(drop)
+    }
+}

@@ -1,0 +1,71 @@
+//! What can go wrong talking to Plex or plex.tv, typed so a caller can tell
+//! a server that is not up yet (retry) from one that said no (stop).
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum PlexError {
+    #[error("{what}: Plex does not answer ({detail})")]
+    Unreachable { what: String, detail: String },
+    #[error("{what}: HTTP {status} {body}")]
+    Status {
+        what: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{what}: unexpected answer ({detail})")]
+    Decode { what: String, detail: String },
+    #[error("cannot build an HTTP client: {0}")]
+    Client(String),
+}
+
+impl PlexError {
+    /// Worth trying again: the server is not up, restarting, or overloaded.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PlexError::Unreachable { .. } => true,
+            PlexError::Status { status, .. } => *status >= 500 || *status == 429,
+            PlexError::Decode { .. } | PlexError::Client(_) => false,
+        }
+    }
+}
+
+/// An HTTP error's causes in one line, without the URL: a query string may
+/// carry a token.
+pub(super) fn chain(e: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = source {
+        let text = err.to_string();
+        // reqwest's own message names the URL; its causes do not.
+        let text = if parts.is_empty() && e.url().is_some() {
+            if e.is_timeout() {
+                "timed out".to_string()
+            } else if e.is_connect() {
+                "cannot connect".to_string()
+            } else {
+                "request failed".to_string()
+            }
+        } else {
+            text
+        };
+        if !parts.contains(&text) {
+            parts.push(text);
+        }
+        source = err.source();
+    }
+    parts.join(": ")
+}
+
+/// The start of a response body, on one line, for error messages.
+pub(super) fn snippet(body: &str) -> String {
+    let one_line: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.is_empty() {
+        return "(empty body)".into();
+    }
+    let mut s: String = one_line.chars().take(200).collect();
+    if s.len() < one_line.len() {
+        s.push('…');
+    }
+    format!("«{s}»")
+}

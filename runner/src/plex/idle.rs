@@ -1,0 +1,105 @@
+//! Is Plex working? There is no single flag (plex.md): a section says it is
+//! refreshing, activities run, and scanner processes live on after both
+//! (lessons.md 11). Plex is idle only when all three say so.
+
+use serde::Serialize;
+
+use super::api::PlexApi;
+use super::error::PlexError;
+
+/// What Plex was doing at one poll.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Busy {
+    /// Sections with `refreshing = 1`.
+    pub refreshing: Vec<String>,
+    /// `type: title (progress%)` of each activity.
+    pub activities: Vec<String>,
+    /// Live `Plex Media Scanner` processes.
+    pub scanners: usize,
+    /// The highest progress of the activities, to tell work from a stall.
+    #[serde(skip)]
+    pub progress: Vec<(String, i64)>,
+}
+
+impl Busy {
+    pub fn is_idle(&self) -> bool {
+        self.refreshing.is_empty() && self.activities.is_empty() && self.scanners == 0
+    }
+}
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_idle() {
+            return f.write_str("idle");
+        }
+        let mut parts = Vec::new();
+        if !self.refreshing.is_empty() {
+            parts.push(format!("refreshing sections {}", self.refreshing.join(", ")));
+        }
+        if !self.activities.is_empty() {
+            parts.push(format!("activities: {}", self.activities.join("; ")));
+        }
+        if self.scanners > 0 {
+            parts.push(format!("{} scanner process(es)", self.scanners));
+        }
+        f.write_str(&parts.join("; "))
+    }
+}
+
+/// One poll of everything that says Plex is working.
+pub async fn observe(api: &PlexApi) -> Result<Busy, PlexError> {
+    let sections = api.sections().await?;
+    let activities = api.activities().await?;
+    Ok(Busy {
+        refreshing: sections
+            .iter()
+            .filter(|s| s.refreshing.0)
+            .map(|s| s.key.to_string())
+            .collect(),
+        activities: activities
+            .iter()
+            .map(|a| match a.progress {
+                Some(p) if p >= 0.0 => format!("{}: {} ({p:.0}%)", a.kind, a.title),
+                _ => format!("{}: {}", a.kind, a.title),
+            })
+            .collect(),
+        progress: activities
+            .iter()
+            .map(|a| (a.kind.clone(), a.progress.unwrap_or(-1.0).round() as i64))
+            .collect(),
+        scanners: scanner_processes(),
+    })
+}
+
+/// Processes whose command line starts with Plex's scanner binary name
+/// (the container's processes are visible from the host too).
+pub fn scanner_processes() -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|cmdline| is_scanner(cmdline))
+        .count()
+}
+
+fn is_scanner(cmdline: &[u8]) -> bool {
+    let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    let argv0 = String::from_utf8_lossy(argv0);
+    argv0.rsplit('/').next().is_some_and(|name| name.starts_with("Plex Media Scanner"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_the_scanner_by_its_program_name() {
+        assert!(is_scanner(b"/usr/lib/plexmediaserver/Plex Media Scanner\0--analyze\0"));
+        assert!(is_scanner(b"Plex Media Scanner\0"));
+        assert!(!is_scanner(b"/usr/bin/grep\0Plex Media Scanner\0"));
+        assert!(!is_scanner(b""));
+    }
+}

@@ -1,0 +1,214 @@
+//! The scan phase: one library at a time (lessons.md 17), each behind a
+//! mount health gate, watched until Plex is idle, bounded by its type's
+//! budget and by stall detection, and followed by the deletion guard.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::RunContext;
+use super::guard;
+use super::session::{Session, call};
+use super::watch::{Progress, Watch};
+use crate::config::{LibraryType, Mode};
+use crate::plex::api::Section;
+use crate::plexdb::stats::{self, LibraryStats, Stats};
+
+/// One library's scan, for the report.
+#[derive(Debug, Serialize)]
+struct Scanned {
+    library: String,
+    section: String,
+    seconds: f64,
+    remounts: u32,
+    before: std::collections::BTreeMap<String, u64>,
+    after: std::collections::BTreeMap<String, u64>,
+}
+
+pub(super) async fn run(ctx: &RunContext) -> Result<Value> {
+    if !ctx.cfg.phases().scan {
+        return Ok(json!({ "skipped": "phases.scan = false" }));
+    }
+    let mut guard = ctx.session().await?;
+    let session = guard.as_mut().context("no Plex session")?;
+    if let Mode::Scratch { libraries } = ctx.cfg.mode() {
+        create_libraries(session, libraries).await?;
+    }
+    let sections = selected_sections(ctx, session).await?;
+    let mut scanned = Vec::new();
+    for section in &sections {
+        let kind = library_type(&section.kind)?;
+        let budget = ctx.cfg.deadlines().scan_for(kind);
+        let before = db_stats(ctx).await?;
+        let (seconds, remounts) = scan_one(ctx, session, section, budget).await?;
+        let after = db_stats(ctx).await?;
+        let verdict = guard::compare(&before, &after, &ctx.cfg.guard());
+        scanned.push(Scanned {
+            library: section.title.clone(),
+            section: section.key.to_string(),
+            seconds,
+            remounts,
+            before: live_counts(before.library(&section.title)),
+            after: live_counts(after.library(&section.title)),
+        });
+        if !verdict.passed {
+            // Stop all Plex work now: nothing more may happen to this DB.
+            session.pause_plex().await;
+            let reason = format!(
+                "after scanning {:?}: {}",
+                section.title,
+                verdict
+                    .losses
+                    .iter()
+                    .filter(|l| l.over_limit)
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            tracing::error!("deletion guard: {reason}; the run is quarantined");
+            return Ok(json!({ "libraries": scanned, "guard": verdict, "quarantine": reason }));
+        }
+        for loss in &verdict.losses {
+            tracing::warn!("within the guard's limits: {loss}");
+        }
+    }
+    Ok(json!({ "libraries": scanned }))
+}
+
+/// Scans one section until Plex is idle again. A failed health probe
+/// during the scan cancels it, remounts, and scans again.
+async fn scan_one(
+    ctx: &RunContext,
+    session: &mut Session,
+    section: &Section,
+    budget: Duration,
+) -> Result<(f64, u32)> {
+    let started = Instant::now();
+    let key = section.key.to_string();
+    let force = ctx.cfg.phases().deep_scan;
+    let mut remounts = 0;
+    // The gate: never start a scan on a mount that cannot read (lessons.md 1).
+    if session.check_mount(true).await? {
+        remounts += 1;
+    }
+    'scan: loop {
+        ctx.describe(format!("scanning {:?}", section.title)).await;
+        tracing::info!(library = %section.title, section = %key, force, "scan started");
+        call("start a scan", || session.api().refresh(&key, force)).await?;
+        let mut watch = Watch::new(ctx, started, budget);
+        loop {
+            watch.sleep().await;
+            if session.revive_plex().await? {
+                continue 'scan;
+            }
+            if session.check_mount(false).await? {
+                remounts += 1;
+                continue 'scan;
+            }
+            let busy = call("poll Plex", || crate::plex::idle::observe(session.api())).await?;
+            let signature = scan_signature(ctx, &section.title, &busy).await?;
+            match watch.observe(busy.is_idle(), signature) {
+                Progress::Working => {}
+                Progress::Idle => break 'scan,
+                Progress::Stalled(for_how_long) => {
+                    let _ = session.api().cancel_refresh(&key).await;
+                    bail!(
+                        "the scan of {:?} stalled: no progress for {} (Plex: {busy})",
+                        section.title,
+                        humantime::format_duration(for_how_long)
+                    );
+                }
+                Progress::OutOfTime => {
+                    let _ = session.api().cancel_refresh(&key).await;
+                    bail!(
+                        "the scan of {:?} did not finish within its budget of {} (Plex: {busy})",
+                        section.title,
+                        humantime::format_duration(budget)
+                    );
+                }
+            }
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(library = %section.title, seconds, "scan done");
+    Ok((seconds, remounts))
+}
+
+/// What changes while a scan works: the library's rows and the progress
+/// of Plex's activities.
+async fn scan_signature(
+    ctx: &RunContext,
+    title: &str,
+    busy: &crate::plex::idle::Busy,
+) -> Result<String> {
+    let stats = db_stats(ctx).await?;
+    let rows: u64 = stats
+        .library(title)
+        .map(|l| l.items.values().map(|c| c.live + c.deleted).sum())
+        .unwrap_or(0);
+    Ok(format!("{rows} {:?}", busy.progress))
+}
+
+/// The run's libraries: every section Plex has, filtered by the config's
+/// include/exclude list, in section order.
+async fn selected_sections(ctx: &RunContext, session: &Session) -> Result<Vec<Section>> {
+    let sections = call("list libraries", || session.api().sections()).await?;
+    let filter = &ctx.cfg.plex().libraries;
+    let mut selected: Vec<Section> = sections
+        .into_iter()
+        .filter(|s| filter.selects(&s.title))
+        .collect();
+    selected.sort_by_key(|s| s.key.as_str().parse::<u64>().unwrap_or(u64::MAX));
+    let names: Vec<&str> = selected.iter().map(|s| s.title.as_str()).collect();
+    tracing::info!(libraries = ?names, "libraries of this run");
+    Ok(selected)
+}
+
+async fn create_libraries(
+    session: &Session,
+    libraries: &[crate::config::Library],
+) -> Result<()> {
+    let existing = call("list libraries", || session.api().sections()).await?;
+    for lib in libraries {
+        if existing.iter().any(|s| s.title == *lib.title) {
+            continue;
+        }
+        let locations: Vec<&str> = lib.locations.iter().map(|l| l.as_str()).collect();
+        call("create a library", || {
+            session.api().create_section(
+                &lib.title,
+                lib.kind.as_str(),
+                &lib.agent,
+                &lib.scanner,
+                &lib.language,
+                &locations,
+            )
+        })
+        .await?;
+        tracing::info!(library = %*lib.title, "library created");
+    }
+    Ok(())
+}
+
+fn library_type(kind: &str) -> Result<LibraryType> {
+    Ok(match kind {
+        "movie" => LibraryType::Movie,
+        "show" => LibraryType::Show,
+        "artist" => LibraryType::Artist,
+        "photo" => LibraryType::Photo,
+        other => bail!("Plex reports a library of unknown type {other:?}"),
+    })
+}
+
+/// Statistics from the DB itself (lessons.md 14), read-only.
+pub(super) async fn db_stats(ctx: &RunContext) -> Result<Stats> {
+    let db = ctx.paths.library_db();
+    Ok(tokio::task::spawn_blocking(move || stats::collect(&db)).await??)
+}
+
+fn live_counts(lib: Option<&LibraryStats>) -> std::collections::BTreeMap<String, u64> {
+    lib.map(|l| l.items.iter().map(|(t, c)| (t.clone(), c.live)).collect())
+        .unwrap_or_default()
+}

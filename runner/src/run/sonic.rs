@@ -1,0 +1,249 @@
+//! The Sonic phase (lessons.md 12, 13): Plex Pass checked, optional metadata
+//! refresh, stabilisation, then `MusicAnalysis` without force. Progress is
+//! counted in the DB; rate and ETA go to `status.json`; a consistent DB
+//! snapshot goes to S3 every `snapshot_interval`. The phase ends when every
+//! track is analysed, at its deadline, or when progress stalls: what was
+//! analysed is kept in every case.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use serde_json::{Value, json};
+
+use super::RunContext;
+use super::checkpoint::Checkpoint;
+use super::scan::db_stats;
+use super::session::{Session, call};
+use super::snapshot;
+use super::status::SonicStatus;
+use super::watch::{Progress, Watch};
+use crate::plex::{idle, prefs};
+
+const TASK: &str = "MusicAnalysis";
+/// The rate is measured over this much recent time.
+const RATE_WINDOW: Duration = Duration::from_secs(30 * 60);
+
+pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
+    if !ctx.cfg.phases().sonic {
+        return Ok(json!({ "skipped": "phases.sonic = false" }));
+    }
+    if let Some(reason) = ckpt.quarantine() {
+        return Ok(json!({ "skipped": format!("the run is quarantined ({reason})") }));
+    }
+    if ctx.cfg.plex().claim.is_none() {
+        return Ok(json!({
+            "skipped": "Sonic needs a server claimed with a Plex Pass account: set plex.claim = true"
+        }));
+    }
+    let (analysed, tracks) = music_progress(ctx).await?;
+    if tracks == 0 || analysed >= tracks {
+        return Ok(json!({ "outcome": "done", "analysed_before": analysed, "analysed": analysed, "tracks": tracks }));
+    }
+    let mut guard = ctx.session().await?;
+    let session = guard.as_mut().context("no Plex session")?;
+    let account = call("read the Plex account", || session.api().account()).await?;
+    if !account.subscription_active.0 {
+        let line = format!(
+            "Sonic skipped: the Plex account {:?} has no active Plex Pass (subscription state {:?})",
+            account.username, account.subscription_state
+        );
+        tracing::warn!("{line}");
+        return Ok(json!({ "skipped": line, "analysed": analysed, "tracks": tracks }));
+    }
+
+    let started = Instant::now();
+    // Sonic stops in time for the rest of the run to finish.
+    let end = ctx.deadline().min(started + ctx.cfg.deadlines().sonic);
+    let end = end
+        .checked_sub(ctx.cfg.deadlines().upload)
+        .filter(|e| *e > started)
+        .unwrap_or(end);
+
+    if ctx.cfg.phases().sonic_refresh_metadata {
+        refresh_metadata(ctx, session).await?;
+    }
+    stabilise(ctx, session).await?;
+    session.set_work(prefs::Work::Sonic).await?;
+    call("start Sonic analysis", || session.api().start_butler_task(TASK)).await?;
+    tracing::info!(analysed, tracks, "Sonic analysis started");
+
+    let analysed_before = analysed;
+    let mut rate = Rate::default();
+    rate.add(Instant::now(), analysed);
+    let mut watch = Watch::new(ctx, started, end.saturating_duration_since(started));
+    let mut last_snapshot = Instant::now();
+    let mut snapshots = 0u32;
+    let (outcome, analysed) = loop {
+        watch.sleep().await;
+        if session.revive_plex().await? || session.check_mount(false).await? {
+            call("restart Sonic analysis", || session.api().start_butler_task(TASK)).await?;
+        }
+        let (analysed, tracks) = music_progress(ctx).await?;
+        let now = Instant::now();
+        rate.add(now, analysed);
+        publish(ctx, analysed, tracks, &rate).await;
+        if analysed >= tracks {
+            break ("done", analysed);
+        }
+        if last_snapshot.elapsed() >= ctx.cfg.deadlines().snapshot_interval {
+            snapshot::take(ctx, ckpt, analysed).await?;
+            snapshots += 1;
+            last_snapshot = Instant::now();
+        }
+        // Progress is the count alone: an activity with frozen progress is
+        // not work.
+        let busy = call("poll Plex", || idle::observe(session.api())).await?;
+        match watch.observe(false, analysed.to_string()) {
+            Progress::Working => {
+                if busy.is_idle() {
+                    // The task ended early (Plex restarted it, or it gave up
+                    // on a batch): ask again; stall detection bounds this.
+                    call("restart Sonic analysis", || session.api().start_butler_task(TASK))
+                        .await?;
+                }
+            }
+            Progress::Idle => unreachable!("never observed idle"),
+            Progress::Stalled(d) => {
+                tracing::error!(
+                    "Sonic stalled: no track analysed for {} (Plex: {busy})",
+                    humantime::format_duration(d)
+                );
+                break ("stalled", analysed);
+            }
+            Progress::OutOfTime => {
+                tracing::warn!(analysed, tracks, "Sonic stopped at its deadline");
+                break ("deadline", analysed);
+            }
+        }
+    };
+    let _ = session.api().stop_butler_task(TASK).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let per_hour = (analysed - analysed_before) as f64 * 3600.0 / seconds.max(1.0);
+    tracing::info!(outcome, analysed, per_hour, "Sonic phase over");
+    Ok(json!({
+        "outcome": outcome,
+        "analysed_before": analysed_before,
+        "analysed": analysed,
+        "tracks": music_progress(ctx).await?.1,
+        "tracks_per_hour": per_hour.round(),
+        "snapshots": snapshots,
+    }))
+}
+
+/// Optional metadata refresh of the music libraries, then idle
+/// (lessons.md 12: never `force` the analysis itself).
+async fn refresh_metadata(ctx: &RunContext, session: &mut Session) -> Result<()> {
+    let sections = call("list libraries", || session.api().sections()).await?;
+    for s in sections
+        .iter()
+        .filter(|s| s.kind == "artist" && ctx.cfg.plex().libraries.selects(&s.title))
+    {
+        ctx.describe(format!("refreshing the metadata of {:?}", s.title)).await;
+        call("refresh metadata", || session.api().refresh(s.key.as_str(), true)).await?;
+        wait_idle(ctx, session, ctx.cfg.deadlines().scan).await?;
+    }
+    Ok(())
+}
+
+/// Waits until Plex does nothing at all before Sonic starts.
+async fn stabilise(ctx: &RunContext, session: &mut Session) -> Result<()> {
+    ctx.describe("waiting for Plex to settle before Sonic".into()).await;
+    let d = ctx.cfg.deadlines();
+    wait_idle(ctx, session, d.stall_interval * d.stall_checks).await
+}
+
+async fn wait_idle(ctx: &RunContext, session: &mut Session, budget: Duration) -> Result<()> {
+    let mut watch = Watch::new(ctx, Instant::now(), budget);
+    loop {
+        watch.sleep().await;
+        session.revive_plex().await?;
+        let busy = call("poll Plex", || idle::observe(session.api())).await?;
+        match watch.observe(busy.is_idle(), format!("{:?}", busy.progress)) {
+            Progress::Working => {}
+            Progress::Idle => return Ok(()),
+            Progress::Stalled(_) | Progress::OutOfTime => anyhow::bail!(
+                "Plex did not settle within {} (Plex: {busy})",
+                humantime::format_duration(budget)
+            ),
+        }
+    }
+}
+
+/// Analysed and total live tracks of the run's music libraries, from the DB.
+async fn music_progress(ctx: &RunContext) -> Result<(u64, u64)> {
+    let stats = db_stats(ctx).await?;
+    let filter = &ctx.cfg.plex().libraries;
+    Ok(stats
+        .libraries
+        .iter()
+        .filter(|l| filter.selects(&l.name))
+        .fold((0, 0), |(a, t), l| (a + l.sonic.analysed, t + l.sonic.tracks)))
+}
+
+async fn publish(ctx: &RunContext, analysed: u64, tracks: u64, rate: &Rate) {
+    let per_hour = rate.per_hour();
+    let eta = (per_hour > 0.0).then(|| {
+        let hours = (tracks - analysed) as f64 / per_hour;
+        humantime::format_duration(Duration::from_secs((hours * 3600.0) as u64)).to_string()
+    });
+    let sonic = SonicStatus {
+        analysed,
+        tracks,
+        tracks_per_hour: per_hour.round(),
+        eta,
+    };
+    ctx.update_status(|s| {
+        s.detail = Some(format!("Sonic: {analysed} of {tracks} tracks analysed"));
+        s.sonic = Some(sonic);
+    })
+    .await;
+}
+
+/// Tracks per hour over a sliding window.
+#[derive(Default)]
+struct Rate {
+    points: VecDeque<(Instant, u64)>,
+}
+
+impl Rate {
+    fn add(&mut self, at: Instant, analysed: u64) {
+        self.points.push_back((at, analysed));
+        while self
+            .points
+            .front()
+            .is_some_and(|(t, _)| at.duration_since(*t) > RATE_WINDOW)
+            && self.points.len() > 2
+        {
+            self.points.pop_front();
+        }
+    }
+
+    fn per_hour(&self) -> f64 {
+        match (self.points.front(), self.points.back()) {
+            (Some((t0, a0)), Some((t1, a1))) if t1 > t0 => {
+                a1.saturating_sub(*a0) as f64 * 3600.0 / t1.duration_since(*t0).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_is_measured_over_the_recent_window() {
+        let t0 = Instant::now();
+        let mut r = Rate::default();
+        r.add(t0, 0);
+        assert_eq!(r.per_hour(), 0.0);
+        r.add(t0 + Duration::from_secs(60), 100);
+        assert_eq!(r.per_hour(), 6000.0);
+        // An hour later the first minute no longer counts.
+        r.add(t0 + Duration::from_secs(3660), 100);
+        r.add(t0 + Duration::from_secs(3720), 160);
+        assert_eq!(r.per_hour(), 3600.0);
+    }
+}
