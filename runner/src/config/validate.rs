@@ -639,7 +639,11 @@ fn deadlines(raw: RawDeadlines) -> Result<Deadlines> {
             format!("{idle_checks} is not in 1..=100"),
         ));
     }
-    let snapshot_interval = phase("snapshot_interval", raw.snapshot_interval, d::SNAPSHOT_INTERVAL)?;
+    let snapshot_interval = phase(
+        "snapshot_interval",
+        raw.snapshot_interval,
+        d::SNAPSHOT_INTERVAL,
+    )?;
     Ok(Deadlines {
         run,
         pull: phase("pull", raw.pull, d::PULL)?,

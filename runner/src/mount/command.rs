@@ -73,7 +73,11 @@ fn args(spec: &MountSpec) -> Vec<OsString> {
         remote.push_str(&spec.path);
     }
     let flag = |name: &str, value: String| [OsString::from(name), OsString::from(value)];
-    let mut args: Vec<OsString> = vec!["mount".into(), remote.into(), spec.mount_point.clone().into()];
+    let mut args: Vec<OsString> = vec![
+        "mount".into(),
+        remote.into(),
+        spec.mount_point.clone().into(),
+    ];
     // No config file at all: the remote lives in the environment only.
     args.extend(flag("--config", "/dev/null".into()));
     // Plex never writes media; a read-only mount cannot damage the bucket.
@@ -157,7 +161,12 @@ mod tests {
             path: "library/music".into(),
             mount_point: "/mnt/media".into(),
             connection: S3Connection {
-                endpoint: Some("https://s3.fr-par.scw.cloud".to_string().try_into().unwrap()),
+                endpoint: Some(
+                    "https://s3.fr-par.scw.cloud"
+                        .to_string()
+                        .try_into()
+                        .unwrap(),
+                ),
                 region: "fr-par".try_into().unwrap(),
                 path_style: false,
                 access_key: Secret::new("SCWACCESSKEYVALUE"),
@@ -212,7 +221,10 @@ mod tests {
             .get_envs()
             .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v?.to_str()?.to_string())))
             .collect();
-        let get = |k: &str| env.get(&format!("RCLONE_CONFIG_PLEXBURST_{k}")).map(String::as_str);
+        let get = |k: &str| {
+            env.get(&format!("RCLONE_CONFIG_PLEXBURST_{k}"))
+                .map(String::as_str)
+        };
         assert_eq!(get("TYPE"), Some("s3"));
         assert_eq!(get("PROVIDER"), Some("Other"));
         assert_eq!(get("ENDPOINT"), Some("https://s3.fr-par.scw.cloud"));
@@ -220,7 +232,10 @@ mod tests {
         assert_eq!(get("FORCE_PATH_STYLE"), Some("false"));
         assert_eq!(get("ACCESS_KEY_ID"), Some("SCWACCESSKEYVALUE"));
         assert_eq!(get("SECRET_ACCESS_KEY"), Some("secret-value-0123456789"));
-        assert!(inv.env_names().contains(&"RCLONE_CONFIG_PLEXBURST_SECRET_ACCESS_KEY"));
+        assert!(
+            inv.env_names()
+                .contains(&"RCLONE_CONFIG_PLEXBURST_SECRET_ACCESS_KEY")
+        );
     }
 
     #[test]
@@ -229,7 +244,10 @@ mod tests {
         s.path.clear();
         s.connection.endpoint = None;
         let inv = RcloneInvocation::new(&s);
-        assert!(inv.command_line().contains(" plexburst:media-bucket /mnt/media "));
+        assert!(
+            inv.command_line()
+                .contains(" plexburst:media-bucket /mnt/media ")
+        );
         let provider = inv
             .env
             .iter()

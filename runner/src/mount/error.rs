@@ -48,7 +48,10 @@ pub enum MountError {
     },
     /// Plex would take an empty media root for "everything was deleted".
     #[error("the mount of {remote} at {} lists nothing: wrong bucket or path?", mount_point.display())]
-    EmptyRoot { remote: String, mount_point: PathBuf },
+    EmptyRoot {
+        remote: String,
+        mount_point: PathBuf,
+    },
     #[error("cancelled while {0}")]
     Cancelled(&'static str),
     #[error("cannot unmount {}: {detail}", path.display())]

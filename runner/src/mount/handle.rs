@@ -12,7 +12,7 @@ use super::logtail;
 use super::mountinfo;
 use super::probe::{self, ProbeLimits, ProbeTargets, Rclone};
 use super::process::RcloneProcess;
-use super::unmount::{clean_unmount, lazy_unmount};
+use super::unmount::{clean_unmount, detach_top, lazy_unmount};
 use super::watchdog::{Outcome, Watchdog};
 use super::{Health, MountError, MountSpec, RcloneInvocation};
 
@@ -47,10 +47,19 @@ pub struct Mount {
     spec: MountSpec,
     invocation: RcloneInvocation,
     process: Option<RcloneProcess>,
-    /// True from spawning rclone until its mount is verified gone: only a
-    /// mount this handle made is ever unmounted by it.
-    owns_mount: bool,
+    owned: Owned,
     dog: Watchdog,
+}
+
+/// The mount this handle made: only that one is ever unmounted by it (a
+/// dropped old handle must not unmount the mount of a newer one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owned {
+    Nothing,
+    /// rclone started; its mount not seen yet (nothing was there before).
+    Spawned,
+    /// Seen in mountinfo with this mount id.
+    Mounted(u64),
 }
 
 impl Mount {
@@ -64,7 +73,7 @@ impl Mount {
             invocation: RcloneInvocation::new(&spec),
             spec,
             process: None,
-            owns_mount: false,
+            owned: Owned::Nothing,
             dog: Watchdog::new(MAX_BLOCKED_CALLS),
         };
         mount.mount_once(cancel).await?;
@@ -88,8 +97,7 @@ impl Mount {
     /// rclone runs and its FUSE mount is in place. Cheap, touches nothing
     /// on the mount; a live mount can still be degraded: see [`Mount::probe`].
     pub fn is_alive(&self) -> bool {
-        self.process.as_ref().is_some_and(RcloneProcess::is_alive)
-            && fuse_mounted(&self.spec.mount_point)
+        self.process.as_ref().is_some_and(RcloneProcess::is_alive) && self.is_ours()
     }
 
     /// Checks the mount (lessons.md 1, 3): a live FUSE mount with rclone
@@ -171,7 +179,9 @@ impl Mount {
     pub async fn stop(&mut self) -> Result<(), MountError> {
         let result = self.teardown().await;
         match &result {
-            Ok(()) => tracing::info!(mount_point = %self.spec.mount_point.display(), "media unmounted"),
+            Ok(()) => {
+                tracing::info!(mount_point = %self.spec.mount_point.display(), "media unmounted")
+            }
             Err(e) => tracing::error!("{e}"),
         }
         result
@@ -182,7 +192,7 @@ impl Mount {
         let process = RcloneProcess::spawn(&self.invocation, &self.spec.log_file)?;
         tracing::info!(pid = process.pid(), command = %self.invocation.command_line(), "rclone started");
         self.process = Some(process);
-        self.owns_mount = true;
+        self.owned = Owned::Spawned;
         if let Err(e) = self.wait_ready(cancel).await {
             if let Err(cleanup) = self.teardown().await {
                 tracing::error!("after a failed start: {cleanup}");
@@ -200,7 +210,9 @@ impl Mount {
             let path = path.to_path_buf();
             move |source| MountError::Prepare { path, source }
         };
-        if let Some(entry) = mountinfo::mount_at(mp).map_err(prepare_error(Path::new("/proc/self/mountinfo")))? {
+        if let Some(entry) =
+            mountinfo::mount_at(mp).map_err(prepare_error(Path::new("/proc/self/mountinfo")))?
+        {
             if !(entry.is_fuse() && self.is_dead(mp).await) {
                 return Err(MountError::AlreadyMounted {
                     path: mp.clone(),
@@ -209,10 +221,11 @@ impl Mount {
                 });
             }
             tracing::warn!(mount_point = %mp.display(), device = %entry.device, "detaching a dead FUSE mount left at the mount point");
-            self.detach(mp).await?;
+            self.detach(true).await?;
         }
         std::fs::create_dir_all(mp).map_err(prepare_error(mp))?;
-        std::fs::create_dir_all(&self.spec.cache_dir).map_err(prepare_error(&self.spec.cache_dir))?;
+        std::fs::create_dir_all(&self.spec.cache_dir)
+            .map_err(prepare_error(&self.spec.cache_dir))?;
         if let Some(dir) = self.spec.log_file.parent() {
             std::fs::create_dir_all(dir).map_err(prepare_error(dir))?;
         }
@@ -225,16 +238,18 @@ impl Mount {
         let path = mp.to_path_buf();
         let outcome = self
             .dog
-            .run("mount-stale-check", self.spec.limits.stale_check, move || {
-                std::fs::metadata(path).map(|_| ())
-            })
+            .run(
+                "mount-stale-check",
+                self.spec.limits.stale_check,
+                move || std::fs::metadata(path).map(|_| ()),
+            )
             .await;
         matches!(outcome, Outcome::Done(Err(e))
             if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)))
     }
 
     /// Waits for the mount in mountinfo, then for its root to list.
-    async fn wait_ready(&self, cancel: &CancellationToken) -> Result<(), MountError> {
+    async fn wait_ready(&mut self, cancel: &CancellationToken) -> Result<(), MountError> {
         let mp = &self.spec.mount_point;
         let limit = self.spec.limits.start;
         let deadline = Instant::now() + limit;
@@ -246,7 +261,10 @@ impl Mount {
                     log_tail: logtail::tail(&self.spec.log_file),
                 });
             }
-            if fuse_mounted(mp) {
+            if let Ok(Some(entry)) = mountinfo::mount_at(mp)
+                && entry.is_fuse()
+            {
+                self.owned = Owned::Mounted(entry.id);
                 break;
             }
             if Instant::now() >= deadline {
@@ -259,7 +277,9 @@ impl Mount {
         }
         let path = mp.clone();
         let left = deadline.saturating_duration_since(Instant::now()).max(POLL);
-        let listing = self.dog.run("mount-ready", left, move || probe::list(&path, 1));
+        let listing = self
+            .dog
+            .run("mount-ready", left, move || probe::list(&path, 1));
         let outcome = tokio::select! {
             () = cancel.cancelled() => return Err(MountError::Cancelled("listing the new mount")),
             outcome = listing => outcome,
@@ -278,7 +298,9 @@ impl Mount {
             Outcome::Done(Ok(_)) => Ok(()),
             Outcome::Done(Err(e)) => Err(not_ready(classify(&e).1)),
             Outcome::TimedOut => Err(self.timeout("listing the mount root gave no answer")),
-            Outcome::Refused(n) => Err(not_ready(format!("{n} earlier calls are still blocked on it"))),
+            Outcome::Refused(n) => Err(not_ready(format!(
+                "{n} earlier calls are still blocked on it"
+            ))),
             Outcome::Failed(why) => Err(not_ready(why)),
         }
     }
@@ -301,11 +323,13 @@ impl Mount {
             if process.is_alive() {
                 // A clean unmount lets rclone exit by itself; it fails while
                 // Plex (or a stuck probe) holds a file open.
-                let clean = fuse_mounted(&mp) && {
+                let clean = self.is_ours() && {
                     let path = mp.clone();
                     let outcome = self
                         .dog
-                        .run("mount-unmount", limits.unmount, move || clean_unmount(&path))
+                        .run("mount-unmount", limits.unmount, move || {
+                            clean_unmount(&path)
+                        })
                         .await;
                     matches!(outcome, Outcome::Done(Ok(())))
                 };
@@ -321,26 +345,42 @@ impl Mount {
                 self.process = Some(process);
             }
         }
-        if self.owns_mount {
-            if fuse_mounted(&mp) {
-                self.detach(&mp).await?;
-            }
-            self.owns_mount = false;
+        if self.is_ours() {
+            self.detach(false).await?;
         }
+        self.owned = Owned::Nothing;
         result
     }
 
-    /// Lazy unmount on a thread, bounded.
-    async fn detach(&self, mp: &Path) -> Result<(), MountError> {
-        let path = mp.to_path_buf();
+    /// Is the topmost mount at the mount point the one this handle made?
+    fn is_ours(&self) -> bool {
+        let top = match mountinfo::mount_at(&self.spec.mount_point) {
+            Ok(Some(entry)) if entry.is_fuse() => entry,
+            _ => return false,
+        };
+        match self.owned {
+            Owned::Nothing => false,
+            Owned::Spawned => true,
+            Owned::Mounted(id) => top.id == id,
+        }
+    }
+
+    /// Lazy unmount on a thread, bounded: of every mount at the mount
+    /// point with `all`, else of the topmost only.
+    async fn detach(&self, all: bool) -> Result<(), MountError> {
+        let mp = self.spec.mount_point.clone();
+        let path = mp.clone();
         let outcome = self
             .dog
-            .run("mount-detach", self.spec.limits.unmount, move || lazy_unmount(&path))
+            .run("mount-detach", self.spec.limits.unmount, move || {
+                if all {
+                    lazy_unmount(&path)
+                } else {
+                    detach_top(&path)
+                }
+            })
             .await;
-        let failed = |detail: String| MountError::Unmount {
-            path: mp.to_path_buf(),
-            detail,
-        };
+        let failed = |detail: String| MountError::Unmount { path: mp, detail };
         match outcome {
             Outcome::Done(result) => result,
             Outcome::TimedOut => Err(failed(super::health::no_answer(self.spec.limits.unmount))),
@@ -354,17 +394,13 @@ impl Drop for Mount {
     /// Best effort: detach the mount this handle made (a lazy unmount never
     /// blocks), then the process handle kills rclone.
     fn drop(&mut self) {
-        if self.owns_mount
-            && let Err(e) = lazy_unmount(&self.spec.mount_point)
+        if self.is_ours()
+            && let Err(e) = detach_top(&self.spec.mount_point)
         {
             tracing::error!("dropping the media mount: {e}");
         }
         self.process.take();
     }
-}
-
-fn fuse_mounted(mp: &Path) -> bool {
-    matches!(mountinfo::mount_at(mp), Ok(Some(entry)) if entry.is_fuse())
 }
 
 fn backoff(policy: &RemountPolicy, attempt: u32) -> Duration {

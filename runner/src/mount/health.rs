@@ -118,7 +118,11 @@ impl Health {
             };
             return format!(
                 "mount {} healthy: listed {} folders, read {}/{} anchor files{found} in {} ms{warnings}",
-                self.mount_point, self.dirs_listed, self.anchors_read, self.anchors_total, self.total_ms
+                self.mount_point,
+                self.dirs_listed,
+                self.anchors_read,
+                self.anchors_total,
+                self.total_ms
             );
         }
         const SHOWN: usize = 3;
@@ -126,7 +130,12 @@ impl Health {
             Verdict::MountFailure => "mount failure",
             _ => "degraded",
         };
-        let shown: Vec<String> = self.problems.iter().take(SHOWN).map(ToString::to_string).collect();
+        let shown: Vec<String> = self
+            .problems
+            .iter()
+            .take(SHOWN)
+            .map(ToString::to_string)
+            .collect();
         let more = match self.problems.len().saturating_sub(SHOWN) {
             0 => String::new(),
             n => format!(" (and {n} more)"),
@@ -195,7 +204,12 @@ mod tests {
 
     #[test]
     fn dead_socket_and_permission_errors_are_mount_failures() {
-        for errno in [libc::ENOTCONN, libc::ECONNABORTED, libc::EACCES, libc::EPERM] {
+        for errno in [
+            libc::ENOTCONN,
+            libc::ECONNABORTED,
+            libc::EACCES,
+            libc::EPERM,
+        ] {
             let (kind, _) = classify(&io::Error::from_raw_os_error(errno));
             assert_eq!(kind, ProblemKind::MountFailure, "errno {errno}");
             assert!(kind.is_mount_failure());
@@ -237,7 +251,10 @@ mod tests {
         let line = health.summary();
         assert!(!line.contains('\n'));
         assert!(line.contains("degraded"), "{line}");
-        assert!(line.contains("/mnt/media/Movies/0.mkv: no answer within 10s"), "{line}");
+        assert!(
+            line.contains("/mnt/media/Movies/0.mkv: no answer within 10s"),
+            "{line}"
+        );
         assert!(line.ends_with("(and 2 more)"), "{line}");
         let json = serde_json::to_string(&health).unwrap();
         assert_eq!(serde_json::from_str::<Health>(&json).unwrap(), health);

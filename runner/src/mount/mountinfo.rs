@@ -10,6 +10,8 @@ const MOUNTINFO: &str = "/proc/self/mountinfo";
 /// One line of mountinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// The kernel's mount id: tells a remount from the mount it replaced.
+    pub id: u64,
     pub mount_point: PathBuf,
     /// e.g. `fuse.rclone`, `ext4`.
     pub fstype: String,
@@ -63,11 +65,14 @@ pub(crate) fn parse(text: &str) -> Vec<MountEntry> {
 /// `id parent maj:min root MOUNT_POINT options [optional...] - FSTYPE SOURCE super`
 fn parse_line(line: &str) -> Option<MountEntry> {
     let (head, tail) = line.split_once(" - ")?;
-    let mount_point = head.split(' ').nth(4)?;
+    let mut head = head.split(' ');
+    let id = head.next()?.parse().ok()?;
+    let mount_point = head.nth(3)?;
     let mut tail = tail.split(' ');
     let fstype = tail.next()?;
     let device = tail.next().unwrap_or_default();
     Some(MountEntry {
+        id,
         mount_point: PathBuf::from(unescape(mount_point)),
         fstype: unescape(fstype),
         device: unescape(device),
@@ -80,9 +85,9 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let octal = bytes.get(i + 1..i + 4).filter(|d| {
-            bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b))
-        });
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
         match octal {
             Some(d) => {
                 let value = d.iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
@@ -113,6 +118,7 @@ mod tests {
     fn lines_parse_with_escapes_and_optional_fields() {
         let entries = parse(SAMPLE);
         assert_eq!(entries.len(), 4);
+        assert_eq!(entries[1].id, 42);
         assert_eq!(entries[1].mount_point, Path::new("/tmp/a b/mnt"));
         assert_eq!(entries[1].fstype, "fuse.rclone");
         assert_eq!(entries[1].device, "plexburst{g2OpE}:bkt");

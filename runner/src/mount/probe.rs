@@ -478,7 +478,8 @@ mod tests {
             parallel: 4,
             ..ProbeLimits::default()
         };
-        assert_eq!(limits.bound(0), Duration::from_secs(2));
+        // No anchors: a search listing, then `discover` (4) reads.
+        assert_eq!(limits.bound(0), Duration::from_secs(7));
         assert_eq!(limits.bound(4), Duration::from_secs(5));
         assert_eq!(limits.bound(5), Duration::from_secs(8));
         assert_eq!(limits.required(6), 6);

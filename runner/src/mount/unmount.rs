@@ -31,6 +31,11 @@ pub fn lazy_unmount(path: &Path) -> Result<(), MountError> {
     ))
 }
 
+/// Detaches the topmost mount at `path` only.
+pub(crate) fn detach_top(path: &Path) -> Result<(), MountError> {
+    unmount(path, MntFlags::MNT_DETACH, "-uz")
+}
+
 /// Unmounts the topmost mount at `path` cleanly; fails (busy) while a file
 /// in it is open.
 pub(crate) fn clean_unmount(path: &Path) -> Result<(), MountError> {

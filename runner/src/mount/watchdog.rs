@@ -92,7 +92,9 @@ mod tests {
         let (release, hold) = std::sync::mpsc::channel::<()>();
         let started = std::time::Instant::now();
         let hung = dog
-            .run("hung", Duration::from_millis(50), move || hold.recv().is_ok())
+            .run("hung", Duration::from_millis(50), move || {
+                hold.recv().is_ok()
+            })
             .await;
         assert!(matches!(hung, Outcome::TimedOut));
         assert!(started.elapsed() < Duration::from_secs(2));

@@ -268,10 +268,7 @@ impl PlexApi {
 
     /// Starts a scan of one section (`force`: a full walk).
     pub async fn refresh(&self, section: &str, force: bool) -> Result<(), PlexError> {
-        let mut req = self.request(
-            Method::GET,
-            &format!("/library/sections/{section}/refresh"),
-        );
+        let mut req = self.request(Method::GET, &format!("/library/sections/{section}/refresh"));
         if force {
             req = req.query(&[("force", "1")]);
         }
@@ -291,10 +288,7 @@ impl PlexApi {
     }
 
     pub async fn analyze(&self, section: &str) -> Result<(), PlexError> {
-        let req = self.request(
-            Method::PUT,
-            &format!("/library/sections/{section}/analyze"),
-        );
+        let req = self.request(Method::PUT, &format!("/library/sections/{section}/analyze"));
         self.send(&format!("analysis of section {section}"), req)
             .await
             .map(drop)

@@ -34,7 +34,10 @@ impl std::fmt::Display for Busy {
         }
         let mut parts = Vec::new();
         if !self.refreshing.is_empty() {
-            parts.push(format!("refreshing sections {}", self.refreshing.join(", ")));
+            parts.push(format!(
+                "refreshing sections {}",
+                self.refreshing.join(", ")
+            ));
         }
         if !self.activities.is_empty() {
             parts.push(format!("activities: {}", self.activities.join("; ")));
@@ -79,7 +82,12 @@ pub fn scanner_processes() -> usize {
     };
     entries
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .filter(|cmdline| is_scanner(cmdline))
         .count()
@@ -88,7 +96,10 @@ pub fn scanner_processes() -> usize {
 fn is_scanner(cmdline: &[u8]) -> bool {
     let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
     let argv0 = String::from_utf8_lossy(argv0);
-    argv0.rsplit('/').next().is_some_and(|name| name.starts_with("Plex Media Scanner"))
+    argv0
+        .rsplit('/')
+        .next()
+        .is_some_and(|name| name.starts_with("Plex Media Scanner"))
 }
 
 #[cfg(test)]
@@ -97,7 +108,9 @@ mod tests {
 
     #[test]
     fn recognises_the_scanner_by_its_program_name() {
-        assert!(is_scanner(b"/usr/lib/plexmediaserver/Plex Media Scanner\0--analyze\0"));
+        assert!(is_scanner(
+            b"/usr/lib/plexmediaserver/Plex Media Scanner\0--analyze\0"
+        ));
         assert!(is_scanner(b"Plex Media Scanner\0"));
         assert!(!is_scanner(b"/usr/bin/grep\0Plex Media Scanner\0"));
         assert!(!is_scanner(b""));

@@ -60,8 +60,19 @@ mod tests {
 
     #[test]
     fn flags_and_ids_in_every_spelling() {
-        for (text, want) in [("true", true), ("1", true), ("\"1\"", true), ("0", false), ("false", false), ("\"0\"", false)] {
-            assert_eq!(serde_json::from_str::<Flag>(text).unwrap(), Flag(want), "{text}");
+        for (text, want) in [
+            ("true", true),
+            ("1", true),
+            ("\"1\"", true),
+            ("0", false),
+            ("false", false),
+            ("\"0\"", false),
+        ] {
+            assert_eq!(
+                serde_json::from_str::<Flag>(text).unwrap(),
+                Flag(want),
+                "{text}"
+            );
         }
         assert!(serde_json::from_str::<Flag>("[]").is_err());
         assert_eq!(serde_json::from_str::<Id>("\"3\"").unwrap().as_str(), "3");

@@ -37,7 +37,10 @@ impl Preferences {
     }
 
     fn get(&self, key: &str) -> Option<&str> {
-        self.attrs.get(key).map(String::as_str).filter(|v| !v.is_empty())
+        self.attrs
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     pub fn machine_identifier(&self) -> Option<&str> {

@@ -107,7 +107,12 @@ impl PlexProcess {
                 Err(e) => Some(format!("cannot watch the Plex process: {e}")),
             },
             PlexProcess::Docker { container } => {
-                match output("docker", &["inspect", "-f", "{{.State.Running}}", container]).await {
+                match output(
+                    "docker",
+                    &["inspect", "-f", "{{.State.Running}}", container],
+                )
+                .await
+                {
                     Ok(s) if s.trim() == "true" => None,
                     Ok(_) => Some(format!("the Plex container {container} stopped")),
                     Err(e) => Some(format!("{e:#}")),
@@ -185,7 +190,10 @@ fn start_double(binary: &Path, launch: &Launch) -> Result<Child> {
 async fn start_container(image: &str, launch: &Launch) -> Result<()> {
     // A container left by a killed runner holds the port and the DB: stop
     // it properly before starting a fresh one.
-    if output("docker", &["inspect", &launch.container]).await.is_ok() {
+    if output("docker", &["inspect", &launch.container])
+        .await
+        .is_ok()
+    {
         tracing::warn!(container = %launch.container, "a Plex container from an earlier attempt is still there: stopping it");
         let grace = STOP_GRACE.as_secs().to_string();
         let _ = run("docker", &["stop", "-t", &grace, &launch.container]).await;

@@ -13,7 +13,6 @@ use super::preferences::Preferences;
 use super::prefs;
 use super::process::{Launch, PlexProcess, log_tail};
 
-
 pub struct PlexServer {
     launch: Launch,
     process: PlexProcess,
@@ -238,4 +237,3 @@ where
         }
     }
 }
-

@@ -17,10 +17,7 @@ pub fn elements(text: &str, name: &str) -> Result<Vec<BTreeMap<String, String>>,
                 for a in e.attributes() {
                     let a = a.map_err(|e| e.to_string())?;
                     let key = String::from_utf8_lossy(a.key.as_ref()).into_owned();
-                    let value = a
-                        .unescape_value()
-                        .map_err(|e| e.to_string())?
-                        .into_owned();
+                    let value = a.unescape_value().map_err(|e| e.to_string())?.into_owned();
                     attrs.insert(key, value);
                 }
                 found.push(attrs);

@@ -294,8 +294,11 @@ mod tests {
         )
         .unwrap();
         for root in locations {
-            conn.execute("INSERT INTO section_locations (root_path) VALUES (?1)", [root])
-                .unwrap();
+            conn.execute(
+                "INSERT INTO section_locations (root_path) VALUES (?1)",
+                [root],
+            )
+            .unwrap();
         }
         for (file, deleted) in files {
             conn.execute(
@@ -313,9 +316,11 @@ mod tests {
         let conn = Connection::open(&path).unwrap();
         for sql in [NEXT_LIVE, AFTER_LIVE, LAST_LIVE] {
             let plan: String = conn
-                .query_row(&format!("EXPLAIN QUERY PLAN {sql}"), params!["a", "b"], |r| {
-                    r.get(3)
-                })
+                .query_row(
+                    &format!("EXPLAIN QUERY PLAN {sql}"),
+                    params!["a", "b"],
+                    |r| r.get(3),
+                )
                 .unwrap();
             assert!(plan.contains("index_media_parts_on_file"), "{plan}");
         }
@@ -350,7 +355,10 @@ mod tests {
         assert!(sample(&path, 0, Path::new("/m")).unwrap().is_empty());
         // Inside a location; under no location; above several.
         assert_eq!(sample(&path, 5, Path::new("/m/Movies/a")).unwrap().len(), 1);
-        assert_eq!(sample(&path, 5, Path::new("/x")).unwrap(), [PathBuf::from("/x/y.mkv")]);
+        assert_eq!(
+            sample(&path, 5, Path::new("/x")).unwrap(),
+            [PathBuf::from("/x/y.mkv")]
+        );
         assert_eq!(sample(&path, 5, Path::new("/")).unwrap().len(), 3);
     }
 }

@@ -30,12 +30,18 @@ pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
         session.check_mount(true).await?;
         ctx.describe(format!("analysing {:?}", s.title)).await;
         let started = Instant::now();
-        call("start an analysis", || session.api().analyze(s.key.as_str())).await?;
+        call("start an analysis", || {
+            session.api().analyze(s.key.as_str())
+        })
+        .await?;
         let mut watch = Watch::new(ctx, started, Duration::MAX);
         loop {
             watch.sleep().await;
             if session.revive_plex().await? || session.check_mount(false).await? {
-                call("start an analysis", || session.api().analyze(s.key.as_str())).await?;
+                call("start an analysis", || {
+                    session.api().analyze(s.key.as_str())
+                })
+                .await?;
             }
             let busy = call("poll Plex", || idle::observe(session.api())).await?;
             match watch.observe(busy.is_idle(), format!("{:?}", busy.progress)) {

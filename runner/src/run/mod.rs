@@ -90,7 +90,8 @@ impl RunContext {
     async fn session(&self) -> Result<MutexGuard<'_, Option<Session>>> {
         let mut guard = self.session.lock().await;
         if guard.is_none() {
-            self.describe("mounting the media and starting Plex".into()).await;
+            self.describe("mounting the media and starting Plex".into())
+                .await;
             *guard = Some(Session::open(self).await?);
         }
         Ok(guard)
@@ -127,7 +128,10 @@ impl RunContext {
     }
 
     fn last_snapshot(&self) -> Option<SnapshotRecord> {
-        self.snapshot.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -170,7 +174,9 @@ pub async fn execute(cfg: RunConfig) -> Result<Report> {
             }
             Ok(_) => Checkpoint::new(&run_id),
             Err(e) => {
-                tracing::warn!("cannot read a mirrored checkpoint ({e:#}): starting from the reference");
+                tracing::warn!(
+                    "cannot read a mirrored checkpoint ({e:#}): starting from the reference"
+                );
                 Checkpoint::new(&run_id)
             }
         },

@@ -166,10 +166,7 @@ async fn selected_sections(ctx: &RunContext, session: &Session) -> Result<Vec<Se
     Ok(selected)
 }
 
-async fn create_libraries(
-    session: &Session,
-    libraries: &[crate::config::Library],
-) -> Result<()> {
+async fn create_libraries(session: &Session, libraries: &[crate::config::Library]) -> Result<()> {
     let existing = call("list libraries", || session.api().sections()).await?;
     for lib in libraries {
         if existing.iter().any(|s| s.title == *lib.title) {

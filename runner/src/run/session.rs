@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::RunContext;
 use crate::config::RunConfig;
-use crate::mount::{Health, Mount, MountSpec, ProbeLimits, ProbeTargets, RemountPolicy};
+use crate::mount::{Health, Mount, MountSpec, ProbeLimits, ProbeTargets, Quorum, RemountPolicy};
 use crate::plex::plextv::PlexTv;
 use crate::plex::process::Launch;
 use crate::plex::server::{StartOptions, retry};
@@ -57,13 +57,23 @@ impl Session {
             Vec::new()
         };
         if anchors.is_empty() {
-            tracing::warn!("the DB names no media file under the mount: the health probe can only list");
+            tracing::warn!(
+                "the DB names no media file under the mount: the health probe can only list"
+            );
         }
-        let targets = ProbeTargets { anchors, dirs: Vec::new() };
+        // Three in four anchors must read: files renamed in the bucket since
+        // the reference are missing legitimately (lessons.md 7), while a
+        // degraded mount fails every read.
+        let quorum = Quorum::AtLeast((anchors.len() * 3).div_ceil(4).max(1));
+        let targets = ProbeTargets {
+            anchors,
+            dirs: Vec::new(),
+        };
         let timeout = cfg.media().probe_timeout;
         let limits = ProbeLimits {
             list_timeout: timeout,
             read_timeout: timeout,
+            quorum,
             ..ProbeLimits::default()
         };
 
@@ -147,7 +157,11 @@ impl Session {
                 self.plex.log_tail()
             );
         }
-        tracing::warn!(restart = self.restarts, "{reason}: restarting Plex\n{}", self.plex.log_tail());
+        tracing::warn!(
+            restart = self.restarts,
+            "{reason}: restarting Plex\n{}",
+            self.plex.log_tail()
+        );
         self.plex = start_plex(
             &self.launch,
             &self.pinned_version,
@@ -173,7 +187,10 @@ impl Session {
             tracing::debug!("media mount healthy: {}", health.summary());
             return Ok(false);
         }
-        tracing::error!("media mount unhealthy: {}; pausing Plex and remounting", health.summary());
+        tracing::error!(
+            "media mount unhealthy: {}; pausing Plex and remounting",
+            health.summary()
+        );
         self.pause_plex().await;
         match self.remount().await {
             Ok(h) => {
@@ -266,7 +283,10 @@ fn mount_spec(cfg: &RunConfig, launch: &Launch, logs: &std::path::Path) -> Mount
 
 /// The extracted DB belongs to the runner's user; Plex must own it.
 fn give_to_plex_user(app_support: &std::path::Path, uid: u32, gid: u32) -> Result<()> {
-    let me = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+    let me = (
+        nix::unistd::getuid().as_raw(),
+        nix::unistd::getgid().as_raw(),
+    );
     if (uid, gid) == me {
         return Ok(());
     }
@@ -307,7 +327,9 @@ pub async fn forget_earlier_server(ctx: &RunContext) -> Option<String> {
         Ok(()) => Some(format!("server {machine} removed from plex.tv")),
         Err(e) => {
             tracing::warn!("cannot remove server {machine} from plex.tv: {e:#}");
-            Some(format!("server {machine} could not be removed from plex.tv: {e:#}"))
+            Some(format!(
+                "server {machine} could not be removed from plex.tv: {e:#}"
+            ))
         }
     }
 }

@@ -53,7 +53,11 @@ fn copy_databases(databases: &Path, dest: &Path) -> Result<()> {
     std::fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
     for entry in std::fs::read_dir(databases)? {
         let path = entry?.path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         if !name.ends_with(".db") {
             continue;
         }
@@ -77,8 +81,15 @@ pub async fn mirror(ctx: &RunContext, ckpt: &Checkpoint) {
             return;
         }
     };
-    if let Err(e) = ctx.bucket.put_bytes(&key, body.into(), "application/json").await {
-        tracing::warn!("cannot mirror the checkpoint to s3://{}/{key}: {e}", ctx.bucket.name());
+    if let Err(e) = ctx
+        .bucket
+        .put_bytes(&key, body.into(), "application/json")
+        .await
+    {
+        tracing::warn!(
+            "cannot mirror the checkpoint to s3://{}/{key}: {e}",
+            ctx.bucket.name()
+        );
     }
 }
 
@@ -89,7 +100,11 @@ pub async fn mirrored(ctx: &RunContext) -> Result<Option<Checkpoint>> {
         return Ok(None);
     }
     let bytes = ctx.bucket.get_bytes(&key).await?;
-    let ckpt = serde_json::from_slice(&bytes)
-        .with_context(|| format!("the mirrored checkpoint s3://{}/{key} is unreadable", ctx.bucket.name()))?;
+    let ckpt = serde_json::from_slice(&bytes).with_context(|| {
+        format!(
+            "the mirrored checkpoint s3://{}/{key} is unreadable",
+            ctx.bucket.name()
+        )
+    })?;
     Ok(Some(ckpt))
 }

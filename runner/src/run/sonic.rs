@@ -38,7 +38,9 @@ pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
     }
     let (analysed, tracks) = music_progress(ctx).await?;
     if tracks == 0 || analysed >= tracks {
-        return Ok(json!({ "outcome": "done", "analysed_before": analysed, "analysed": analysed, "tracks": tracks }));
+        return Ok(
+            json!({ "outcome": "done", "analysed_before": analysed, "analysed": analysed, "tracks": tracks }),
+        );
     }
     let mut guard = ctx.session().await?;
     let session = guard.as_mut().context("no Plex session")?;
@@ -65,7 +67,10 @@ pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
     }
     stabilise(ctx, session).await?;
     session.set_work(prefs::Work::Sonic).await?;
-    call("start Sonic analysis", || session.api().start_butler_task(TASK)).await?;
+    call("start Sonic analysis", || {
+        session.api().start_butler_task(TASK)
+    })
+    .await?;
     tracing::info!(analysed, tracks, "Sonic analysis started");
 
     let analysed_before = analysed;
@@ -77,7 +82,10 @@ pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
     let (outcome, analysed) = loop {
         watch.sleep().await;
         if session.revive_plex().await? || session.check_mount(false).await? {
-            call("restart Sonic analysis", || session.api().start_butler_task(TASK)).await?;
+            call("restart Sonic analysis", || {
+                session.api().start_butler_task(TASK)
+            })
+            .await?;
         }
         let (analysed, tracks) = music_progress(ctx).await?;
         let now = Instant::now();
@@ -99,8 +107,10 @@ pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
                 if busy.is_idle() {
                     // The task ended early (Plex restarted it, or it gave up
                     // on a batch): ask again; stall detection bounds this.
-                    call("restart Sonic analysis", || session.api().start_butler_task(TASK))
-                        .await?;
+                    call("restart Sonic analysis", || {
+                        session.api().start_butler_task(TASK)
+                    })
+                    .await?;
                 }
             }
             Progress::Idle => unreachable!("never observed idle"),
@@ -139,8 +149,12 @@ async fn refresh_metadata(ctx: &RunContext, session: &mut Session) -> Result<()>
         .iter()
         .filter(|s| s.kind == "artist" && ctx.cfg.plex().libraries.selects(&s.title))
     {
-        ctx.describe(format!("refreshing the metadata of {:?}", s.title)).await;
-        call("refresh metadata", || session.api().refresh(s.key.as_str(), true)).await?;
+        ctx.describe(format!("refreshing the metadata of {:?}", s.title))
+            .await;
+        call("refresh metadata", || {
+            session.api().refresh(s.key.as_str(), true)
+        })
+        .await?;
         wait_idle(ctx, session, ctx.cfg.deadlines().scan).await?;
     }
     Ok(())
@@ -148,7 +162,8 @@ async fn refresh_metadata(ctx: &RunContext, session: &mut Session) -> Result<()>
 
 /// Waits until Plex does nothing at all before Sonic starts.
 async fn stabilise(ctx: &RunContext, session: &mut Session) -> Result<()> {
-    ctx.describe("waiting for Plex to settle before Sonic".into()).await;
+    ctx.describe("waiting for Plex to settle before Sonic".into())
+        .await;
     let d = ctx.cfg.deadlines();
     wait_idle(ctx, session, d.stall_interval * d.stall_checks).await
 }
@@ -178,7 +193,9 @@ async fn music_progress(ctx: &RunContext) -> Result<(u64, u64)> {
         .libraries
         .iter()
         .filter(|l| filter.selects(&l.name))
-        .fold((0, 0), |(a, t), l| (a + l.sonic.analysed, t + l.sonic.tracks)))
+        .fold((0, 0), |(a, t), l| {
+            (a + l.sonic.analysed, t + l.sonic.tracks)
+        }))
 }
 
 async fn publish(ctx: &RunContext, analysed: u64, tracks: u64, rate: &Rate) {

@@ -103,10 +103,22 @@ mod tests {
         let t0 = Instant::now();
         let mut w = Watch::with(S, 3, 100 * S, t0, 1000 * S);
         assert_eq!(w.observe_at(t0 + S, true, "a".into()), Progress::Working);
-        assert_eq!(w.observe_at(t0 + 2 * S, true, "a".into()), Progress::Working);
-        assert_eq!(w.observe_at(t0 + 3 * S, false, "a".into()), Progress::Working);
-        assert_eq!(w.observe_at(t0 + 4 * S, true, "a".into()), Progress::Working);
-        assert_eq!(w.observe_at(t0 + 5 * S, true, "a".into()), Progress::Working);
+        assert_eq!(
+            w.observe_at(t0 + 2 * S, true, "a".into()),
+            Progress::Working
+        );
+        assert_eq!(
+            w.observe_at(t0 + 3 * S, false, "a".into()),
+            Progress::Working
+        );
+        assert_eq!(
+            w.observe_at(t0 + 4 * S, true, "a".into()),
+            Progress::Working
+        );
+        assert_eq!(
+            w.observe_at(t0 + 5 * S, true, "a".into()),
+            Progress::Working
+        );
         assert_eq!(w.observe_at(t0 + 6 * S, true, "a".into()), Progress::Idle);
     }
 
@@ -115,9 +127,18 @@ mod tests {
         let t0 = Instant::now();
         let mut w = Watch::with(S, 3, 10 * S, t0, 1000 * S);
         assert_eq!(w.observe_at(t0, false, "1".into()), Progress::Working);
-        assert_eq!(w.observe_at(t0 + 9 * S, false, "1".into()), Progress::Working);
-        assert_eq!(w.observe_at(t0 + 9 * S, false, "2".into()), Progress::Working);
-        assert_eq!(w.observe_at(t0 + 18 * S, false, "2".into()), Progress::Working);
+        assert_eq!(
+            w.observe_at(t0 + 9 * S, false, "1".into()),
+            Progress::Working
+        );
+        assert_eq!(
+            w.observe_at(t0 + 9 * S, false, "2".into()),
+            Progress::Working
+        );
+        assert_eq!(
+            w.observe_at(t0 + 18 * S, false, "2".into()),
+            Progress::Working
+        );
         assert_eq!(
             w.observe_at(t0 + 19 * S, false, "2".into()),
             Progress::Stalled(10 * S)
@@ -128,7 +149,13 @@ mod tests {
     fn the_budget_ends_even_steady_progress() {
         let t0 = Instant::now();
         let mut w = Watch::with(S, 3, 10 * S, t0, 5 * S);
-        assert_eq!(w.observe_at(t0 + 4 * S, false, "1".into()), Progress::Working);
-        assert_eq!(w.observe_at(t0 + 5 * S, false, "2".into()), Progress::OutOfTime);
+        assert_eq!(
+            w.observe_at(t0 + 4 * S, false, "1".into()),
+            Progress::Working
+        );
+        assert_eq!(
+            w.observe_at(t0 + 5 * S, false, "2".into()),
+            Progress::OutOfTime
+        );
     }
 }

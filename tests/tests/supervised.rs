@@ -1,0 +1,604 @@
+//! The runner with Plex under supervision, end to end: the real runner
+//! binary, a real S3 server on loopback holding the reference archive and
+//! the media bucket, a real rclone FUSE mount started by the runner, the
+//! Plex double started by the runner, and the plex.tv double.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use plex_burst_tests::bins::workspace_bin;
+use plex_burst_tests::faultproxy::{Fault, FaultProxy, Plan, When};
+use plex_burst_tests::fixture::{
+    LibraryKind, LibrarySpec, LocationSpec, Spec, write_app_support, write_media_tree,
+};
+use plex_burst_tests::s3server::{S3Server, rclone_path};
+use rusqlite::Connection;
+use tempfile::TempDir;
+
+const BUCKET: &str = "plex-burst";
+const MEDIA: &str = "media";
+const REFERENCE: &str = "reference/home.tar.gz";
+const ACCOUNT_TOKEN: &str = "account-token-for-tests-0123456789";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn library(name: &str, kind: LibraryKind, items: u32, sonic: f64) -> LibrarySpec {
+    LibrarySpec {
+        name: name.into(),
+        kind,
+        locations: vec![LocationSpec {
+            path: name.into(),
+            items,
+        }],
+        deleted: 0,
+        sonic_fraction: sonic,
+    }
+}
+
+/// A library like the user's, scaled down: music (20% Sonic-analysed),
+/// movies, shows and photos.
+fn spec(tracks: u32) -> Spec {
+    Spec {
+        seed: 7,
+        media_root: "/data/media".into(),
+        libraries: vec![
+            library("Music", LibraryKind::Music, tracks, 0.2),
+            library("Movies", LibraryKind::Movie, 40, 0.0),
+            library("TV Shows", LibraryKind::Show, 60, 0.0),
+            library("Photos", LibraryKind::Photo, 80, 0.0),
+        ],
+    }
+}
+
+/// The plex.tv double, its own process.
+struct PlexTv {
+    child: Child,
+    url: String,
+}
+
+impl PlexTv {
+    fn start(plex_pass: bool) -> PlexTv {
+        let port = free_port();
+        let child = Command::new(workspace_bin("plex-double"))
+            .args(["plextv", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--account-token", ACCOUNT_TOKEN])
+            .args(["--plex-pass", if plex_pass { "true" } else { "false" }])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        wait_for_port(port);
+        PlexTv { child, url }
+    }
+
+    /// Every request it received, as the double records them.
+    fn calls(&self) -> String {
+        let out = Command::new("curl")
+            .args(["-s", &format!("{}/__double/calls", self.url)])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for PlexTv {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One run's world.
+struct World {
+    s3: S3Server,
+    plextv: PlexTv,
+    dir: TempDir,
+    run_id: String,
+    spec: Spec,
+    /// Extra TOML appended to run.toml (phases, deadlines, ...).
+    extra: String,
+    /// Environment for the runner, inherited by the Plex double.
+    env: Vec<(String, String)>,
+    media_endpoint: Option<String>,
+}
+
+impl World {
+    fn new(run_id: &str, spec: Spec, plex_pass: bool) -> World {
+        let s3 = S3Server::start();
+        s3.create_bucket(BUCKET);
+        s3.create_bucket(MEDIA);
+        let dir = tempfile::tempdir().unwrap();
+        let app = write_app_support(&dir.path().join("home"), &spec).unwrap();
+        write_media_tree(&s3.data_dir().join(MEDIA), &spec).unwrap();
+        let tarball = s3.data_dir().join(BUCKET).join(REFERENCE);
+        std::fs::create_dir_all(tarball.parent().unwrap()).unwrap();
+        let status = Command::new("tar")
+            .arg("-C")
+            .arg(app.dir.parent().unwrap())
+            .arg("-czf")
+            .arg(&tarball)
+            .arg("Plex Media Server")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        World {
+            s3,
+            plextv: PlexTv::start(plex_pass),
+            dir,
+            run_id: run_id.into(),
+            spec,
+            extra: String::new(),
+            env: vec![("PLEX_DOUBLE_SONIC_RATE".into(), "5000".into())],
+            media_endpoint: None,
+        }
+    }
+
+    fn mount_point(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    fn work_dir(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    fn work_db(&self) -> PathBuf {
+        self.work_dir()
+            .join("plex/Library/Application Support/Plex Media Server/Plug-in Support/Databases/com.plexapp.plugins.library.db")
+    }
+
+    fn media_bucket(&self) -> PathBuf {
+        self.s3.data_dir().join(MEDIA)
+    }
+
+    /// Adds files to the media bucket that the reference DB does not know.
+    fn add_new_media(&self) -> (u64, u64) {
+        let tracks = find(&self.media_bucket().join("Music"), "flac");
+        let movies = find(&self.media_bucket().join("Movies"), "mkv");
+        let album = self
+            .media_bucket()
+            .join("Music/Nouvel Artiste/Premier Album (2026)");
+        std::fs::create_dir_all(&album).unwrap();
+        for i in 1..=12 {
+            std::fs::copy(&tracks[0], album.join(format!("{i:02} - Morceau {i}.flac"))).unwrap();
+        }
+        let film = self.media_bucket().join("Movies/Nouveau Film (2026)");
+        std::fs::create_dir_all(&film).unwrap();
+        std::fs::copy(&movies[0], film.join("Nouveau Film (2026).mkv")).unwrap();
+        (12, 1)
+    }
+
+    fn config(&self) -> PathBuf {
+        let path = self.dir.path().join("run.toml");
+        let media_s3 = match &self.media_endpoint {
+            Some(e) => format!(
+                "[media.s3]\nendpoint = \"{e}\"\nregion = \"us-east-1\"\npath_style = true\naccess_key_env = \"TEST_S3_KEY\"\nsecret_key_env = \"TEST_S3_SECRET\"\n\n"
+            ),
+            None => String::new(),
+        };
+        let toml = format!(
+            r#"run_id = "{run_id}"
+work_dir = "{work}"
+mode = "delta"
+
+[s3]
+endpoint = "{endpoint}"
+region = "us-east-1"
+bucket = "{BUCKET}"
+path_style = true
+access_key_env = "TEST_S3_KEY"
+secret_key_env = "TEST_S3_SECRET"
+
+[reference]
+archive_key = "{REFERENCE}"
+
+[media]
+remote = "{MEDIA}"
+mount_point = "{mount}"
+profile = "small"
+probe_timeout = "3s"
+health_interval = "2s"
+
+{media_s3}[plex]
+version = "1.41.3.9314-a0bfb8370"
+runtime = "double"
+double_binary = "{double}"
+port = {port}
+plextv_url = "{plextv}"
+claim = true
+account_token_env = "TEST_PLEX_TOKEN"
+
+[[path_mapping]]
+from = "/data/media"
+to = "{mount}"
+
+[deadlines]
+plex_ready = "60s"
+poll_interval = "1s"
+idle_checks = 2
+stall_interval = "10s"
+stall_checks = 3
+
+{extra}
+[termination]
+provider = "none"
+"#,
+            run_id = self.run_id,
+            work = self.work_dir().display(),
+            endpoint = self.s3.endpoint(),
+            mount = self.mount_point().display(),
+            double = workspace_bin("plex-double").display(),
+            port = free_port(),
+            plextv = self.plextv.url,
+            extra = self.extra,
+        );
+        std::fs::write(&path, toml).unwrap();
+        path
+    }
+
+    fn command(&self) -> Command {
+        let conn = self.s3.connection();
+        let mut cmd = Command::new(workspace_bin("runner"));
+        cmd.arg("run")
+            .arg("--config")
+            .arg(self.config())
+            .env("TEST_S3_KEY", &conn.access_key)
+            .env("TEST_S3_SECRET", conn.secret_key.expose())
+            .env("TEST_PLEX_TOKEN", ACCOUNT_TOKEN)
+            .env("PLEX_BURST_RCLONE", rclone_path())
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    fn run(&self) -> Output {
+        self.command().output().unwrap()
+    }
+
+    fn object(&self, key: &str) -> PathBuf {
+        self.s3.data_dir().join(BUCKET).join(key)
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let path = self.object(&format!("runs/{}/status.json", self.run_id));
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    }
+
+    fn checkpoint(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.work_dir().join("checkpoint.json")).unwrap())
+            .unwrap()
+    }
+
+    fn phase_output(&self, phase: &str) -> serde_json::Value {
+        let ckpt = self.checkpoint();
+        ckpt["done"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["phase"] == phase)
+            .unwrap_or_else(|| panic!("phase {phase} not done: {ckpt}"))["output"]
+            .clone()
+    }
+
+    /// Nothing of the run is left behind: no mount, no Plex.
+    fn assert_clean(&self) {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mp = self.mount_point().display().to_string();
+        assert!(!mounts.contains(&mp), "the media mount is still there");
+        let work = self.work_dir().display().to_string();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                assert!(
+                    !(cmdline.contains("plex-double server") && cmdline.contains(&work)),
+                    "the Plex double still runs: {cmdline}"
+                );
+            }
+        }
+    }
+}
+
+fn find(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == ext) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn count(db: &Path, sql: &str) -> u64 {
+    let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as u64
+}
+
+const LIVE_TRACKS: &str =
+    "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL";
+const ANALYSED: &str = "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL AND extra_data LIKE '%musicAnalysisVersion%'";
+
+#[test]
+fn a_delta_run_scans_new_media_and_completes_sonic() {
+    let w = World::new("sup-full", spec(10_000), true);
+    let (new_tracks, new_movies) = w.add_new_media();
+    let out = w.run();
+    assert!(out.status.success(), "runner failed:\n{}", text(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("Sonic phase: done"), "{report}");
+    assert!(w.object("runs/sup-full/DONE").is_file());
+
+    let db = w.work_db();
+    assert_eq!(count(&db, LIVE_TRACKS), 10_000 + new_tracks);
+    assert_eq!(
+        count(&db, ANALYSED),
+        10_000 + new_tracks,
+        "Sonic is not at 100%"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM metadata_items WHERE metadata_type = 1 AND deleted_at IS NULL"
+        ),
+        40 + new_movies
+    );
+    let sonic = w.phase_output("sonic");
+    assert_eq!(sonic["outcome"], "done", "{sonic}");
+    assert_eq!(sonic["analysed_before"], 2000, "{sonic}");
+    let status = w.status();
+    assert_eq!(status["state"], "succeeded", "{status}");
+    assert_eq!(status["sonic"]["analysed"], 10_000 + new_tracks, "{status}");
+
+    // The server was signed out and removed from the account's devices.
+    let calls = w.plextv.calls();
+    assert!(calls.contains("/api/claim/token.json"), "{calls}");
+    assert!(
+        calls.contains("DELETE") && calls.contains("/devices/"),
+        "{calls}"
+    );
+    // rclone logged to its own file, and no secret reached it.
+    let rclone_log = std::fs::read_to_string(w.work_dir().join("logs/rclone.log")).unwrap();
+    let secret = w.s3.connection().secret_key.expose().to_string();
+    assert!(!rclone_log.contains(&secret));
+    assert!(
+        !report.contains(ACCOUNT_TOKEN)
+            && !String::from_utf8_lossy(&out.stderr).contains(ACCOUNT_TOKEN)
+    );
+    w.assert_clean();
+}
+
+#[test]
+fn a_degraded_mount_is_refused_before_plex_touches_the_db() {
+    let mut w = World::new("sup-degraded", spec(300), true);
+    let proxy = FaultProxy::start(w.s3.addr()).unwrap();
+    // Listing works; every read of a media object hangs (lessons.md 1).
+    proxy.set(Some(
+        Plan::new(Fault::Stall(Duration::from_secs(600)), When::Always)
+            .matching(&format!("GET /{MEDIA}/")),
+    ));
+    w.media_endpoint = Some(proxy.endpoint());
+    let out = w.run();
+    assert!(
+        !out.status.success(),
+        "the run should have failed:\n{}",
+        text(&out)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("media mount is not healthy, Plex was not started"),
+        "{err}"
+    );
+    let status = w.status();
+    assert_eq!(status["state"], "failed");
+    assert_eq!(status["phase"], "scan");
+    // Plex never ran: no identity was created, the DB is the reference's.
+    let app = w
+        .work_db()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    assert!(!app.join("Preferences.xml").exists());
+    assert_eq!(count(&w.work_db(), LIVE_TRACKS), 300);
+    assert!(!w.object("runs/sup-degraded/DONE").exists());
+    w.assert_clean();
+}
+
+#[test]
+fn a_scan_that_loses_items_quarantines_the_run() {
+    let w = World::new("sup-quarantine", spec(300), true);
+    // A third of the movies vanished from the bucket since the reference.
+    let movies = find(&w.media_bucket().join("Movies"), "mkv");
+    for m in movies.iter().take(15) {
+        std::fs::remove_file(m).unwrap();
+    }
+    let out = w.run();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "expected a quarantined run:\n{}",
+        text(&out)
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("QUARANTINED"), "{report}");
+    assert!(
+        report.contains("\"Movies\" lost 15 of 40 movies"),
+        "{report}"
+    );
+    assert!(w.object("runs/sup-quarantine/QUARANTINED").is_file());
+    assert!(
+        w.object("runs/sup-quarantine/quarantine/plex-db.tar.zst")
+            .is_file()
+    );
+    assert!(!w.object("runs/sup-quarantine/DONE").exists());
+    assert!(
+        !w.object("runs/sup-quarantine/result/plex-db.tar.zst")
+            .exists()
+    );
+    assert_eq!(w.status()["state"], "quarantined");
+    // Trash was never emptied: the lost movies are still rows, marked.
+    assert_eq!(
+        count(
+            &w.work_db(),
+            "SELECT count(*) FROM metadata_items WHERE metadata_type = 1 AND deleted_at IS NOT NULL"
+        ),
+        15
+    );
+    // Sonic never ran on a quarantined DB.
+    assert!(
+        w.phase_output("sonic")["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("quarantined")
+    );
+    w.assert_clean();
+}
+
+#[test]
+fn without_plex_pass_sonic_is_skipped_with_a_report_line() {
+    let w = World::new("sup-nopass", spec(300), false);
+    let out = w.run();
+    assert!(out.status.success(), "runner failed:\n{}", text(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("no active Plex Pass"), "{report}");
+    assert_eq!(count(&w.work_db(), ANALYSED), 60);
+    w.assert_clean();
+}
+
+#[test]
+fn a_stuck_activity_ends_the_scan_with_the_reason() {
+    let mut w = World::new("sup-stuck", spec(300), true);
+    w.env
+        .push(("PLEX_DOUBLE_FAULT".into(), "stuck-activity".into()));
+    let out = w.run();
+    assert!(
+        !out.status.success(),
+        "the run should have failed:\n{}",
+        text(&out)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("stalled: no progress for"), "{err}");
+    w.assert_clean();
+}
+
+#[test]
+fn a_plex_version_other_than_the_pinned_one_is_refused() {
+    let mut w = World::new("sup-version", spec(300), true);
+    w.env
+        .push(("PLEX_DOUBLE_VERSION".into(), "1.42.0.9999-abcdef012".into()));
+    let out = w.run();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "reports version 1.42.0.9999-abcdef012 but the run is pinned to 1.41.3.9314-a0bfb8370"
+        ),
+        "{err}"
+    );
+    w.assert_clean();
+}
+
+#[test]
+fn plex_slow_to_start_and_answering_5xx_bursts_is_waited_for() {
+    let mut w = World::new("sup-flaky", spec(300), true);
+    w.env.push((
+        "PLEX_DOUBLE_FAULT".into(),
+        "slow-start=4s,burst-5xx=3@6s".into(),
+    ));
+    let out = w.run();
+    assert!(out.status.success(), "runner failed:\n{}", text(&out));
+    assert!(w.object("runs/sup-flaky/DONE").is_file());
+    w.assert_clean();
+}
+
+#[test]
+fn sigterm_stops_plex_and_the_mount_and_a_restart_finishes() {
+    let mut w = World::new("sup-sigterm", spec(2_000), true);
+    // Slow Sonic, so that the signal lands in the middle of it.
+    w.env[0].1 = "100".into();
+    let mut child = w
+        .command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let sonic = std::fs::read(w.object("runs/sup-sigterm/status.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|s| s["sonic"]["analysed"].as_u64().is_some_and(|a| a > 400));
+        if sonic {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the runner ended before Sonic"
+        );
+        assert!(Instant::now() < deadline, "Sonic never got under way");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stopped by SIGTERM during phase sonic"));
+    w.assert_clean();
+    let analysed = count(&w.work_db(), ANALYSED);
+    assert!(analysed > 400, "Sonic work was lost: {analysed}");
+
+    w.env[0].1 = "5000".into();
+    let out = w.run();
+    assert!(
+        out.status.success(),
+        "the restarted runner failed:\n{}",
+        text(&out)
+    );
+    assert_eq!(count(&w.work_db(), ANALYSED), 2_000);
+    let sonic = w.phase_output("sonic");
+    assert!(
+        sonic["analysed_before"].as_u64().unwrap() >= analysed,
+        "{sonic}"
+    );
+    w.assert_clean();
+}
