@@ -66,6 +66,10 @@ impl<'de> de::Deserializer<'de> for Recorder<'_> {
         visitor.visit_bool(false)
     }
 
+    fn deserialize_u16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_u16(1)
+    }
+
     fn deserialize_u32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         visitor.visit_u32(1)
     }
@@ -88,7 +92,7 @@ impl<'de> de::Deserializer<'de> for Recorder<'_> {
     }
 
     forward_to_deserialize_any! {
-        i8 i16 i32 i64 i128 u8 u16 u128 f32 char bytes byte_buf unit unit_struct
+        i8 i16 i32 i64 i128 u8 u128 f32 char bytes byte_buf unit unit_struct
         newtype_struct tuple tuple_struct map identifier ignored_any
     }
 }

@@ -234,6 +234,8 @@ impl Mount {
 
     /// A FUSE mount whose daemon is gone answers "socket not connected" (or
     /// "connection aborted") at once; a live one answers, a hung one not.
+    /// Opening the folder always asks the daemon (a `stat` may be answered
+    /// from the kernel's attribute cache).
     async fn is_dead(&self, mp: &Path) -> bool {
         let path = mp.to_path_buf();
         let outcome = self
@@ -241,7 +243,7 @@ impl Mount {
             .run(
                 "mount-stale-check",
                 self.spec.limits.stale_check,
-                move || std::fs::metadata(path).map(|_| ()),
+                move || std::fs::read_dir(path).map(|_| ()),
             )
             .await;
         matches!(outcome, Outcome::Done(Err(e))

@@ -19,15 +19,22 @@ use super::{PlexDbError, open_plex_read_only};
 /// files in order.
 const SEEKS_PER_ANCHOR: usize = 12;
 
-/// The first live file at or after `?1`, before `?2`. `+deleted_at` keeps
-/// the planner on the `file` index (the `deleted_at` index would make it
-/// scan every live row).
+/// Hops past an already used folder before a seek gives up.
+const FOLDER_HOPS: usize = 4;
+
+/// The first live file at or after `?1`, before `?2`. Keys are bound as
+/// bytes and compared as text byte for byte (a random key need not be
+/// UTF-8). `+deleted_at` keeps the planner on the `file` index (the
+/// `deleted_at` index would make it scan every live row).
 const NEXT_LIVE: &str = "SELECT file FROM media_parts
-    WHERE file >= ?1 AND file < ?2 AND +deleted_at IS NULL ORDER BY file LIMIT 1";
+    WHERE file >= CAST(?1 AS TEXT) AND file < ?2 AND +deleted_at IS NULL
+    ORDER BY file LIMIT 1";
 const AFTER_LIVE: &str = "SELECT file FROM media_parts
-    WHERE file > ?1 AND file < ?2 AND +deleted_at IS NULL ORDER BY file LIMIT 1";
+    WHERE file > CAST(?1 AS TEXT) AND file < ?2 AND +deleted_at IS NULL
+    ORDER BY file LIMIT 1";
 const LAST_LIVE: &str = "SELECT file FROM media_parts
-    WHERE file >= ?1 AND file < ?2 AND +deleted_at IS NULL ORDER BY file DESC LIMIT 1";
+    WHERE file >= CAST(?1 AS TEXT) AND file < ?2 AND +deleted_at IS NULL
+    ORDER BY file DESC LIMIT 1";
 
 /// Up to `n` distinct live (`deleted_at IS NULL`) `media_parts.file` paths
 /// that lie under `under` by whole components, spread over the library
@@ -65,18 +72,25 @@ struct Picks {
 }
 
 impl Picks {
-    /// Takes `file` if not taken (and, when `new_folder`, if its folder is
-    /// not used yet).
+    /// `file` is not taken (and, when `new_folder`, its folder not used).
+    fn wants(&self, file: &str, new_folder: bool) -> bool {
+        !self.seen.contains(file) && !(new_folder && self.folders.contains(folder_of(file)))
+    }
+
+    /// Takes `file` if [`Picks::wants`] it.
     fn offer(&mut self, file: String, new_folder: bool) -> bool {
-        let folder = file.rsplit_once('/').map_or("", |(f, _)| f).to_string();
-        if self.seen.contains(&file) || (new_folder && self.folders.contains(&folder)) {
+        if !self.wants(&file, new_folder) {
             return false;
         }
         self.seen.insert(file.clone());
-        self.folders.insert(folder);
+        self.folders.insert(folder_of(&file).to_string());
         self.files.push(file);
         true
     }
+}
+
+fn folder_of(file: &str) -> &str {
+    file.rsplit_once('/').map_or("", |(folder, _)| folder)
 }
 
 /// Files under `lo..hi` (a folder's `prefix/` to `prefix0`: `0` follows
@@ -93,8 +107,8 @@ impl Range {
     fn new(conn: &Connection, prefix: &str) -> rusqlite::Result<Option<Range>> {
         let lo = format!("{prefix}/");
         let hi = format!("{prefix}0");
-        let first = one(conn, NEXT_LIVE, &lo, &hi)?;
-        let last = one(conn, LAST_LIVE, &lo, &hi)?;
+        let first = one(conn, NEXT_LIVE, lo.as_bytes(), &hi)?;
+        let last = one(conn, LAST_LIVE, lo.as_bytes(), &hi)?;
         Ok(first.zip(last).map(|(first, last)| Range {
             lo,
             hi,
@@ -103,15 +117,37 @@ impl Range {
         }))
     }
 
-    /// A live file found by seeking to a random key between `first` and
-    /// `last`: always one, since `last` is live and the key is not past it.
-    fn random_file(&self, conn: &Connection) -> rusqlite::Result<Option<String>> {
+    /// A live file that `picks` wants, found by seeking to a random key
+    /// between `first` and `last` (there is always a file there, since
+    /// `last` is live and the key is not past it); a file in a used folder
+    /// makes the seek hop past that folder (wrapping at the end).
+    fn random_file(
+        &self,
+        conn: &Connection,
+        picks: &Picks,
+        new_folder: bool,
+    ) -> rusqlite::Result<Option<String>> {
         let key = random_key(&self.first, &self.last);
-        one(conn, NEXT_LIVE, &key, &self.hi)
+        let mut next = one(conn, NEXT_LIVE, &key, &self.hi)?;
+        for _ in 0..FOLDER_HOPS {
+            let Some(file) = next else {
+                return Ok(None);
+            };
+            if picks.wants(&file, new_folder) {
+                return Ok(Some(file));
+            }
+            // `folder0` sorts after every `folder/...`.
+            let past = format!("{}0", folder_of(&file));
+            next = match one(conn, NEXT_LIVE, past.as_bytes(), &self.hi)? {
+                Some(file) => Some(file),
+                None => one(conn, NEXT_LIVE, self.lo.as_bytes(), &self.hi)?,
+            };
+        }
+        Ok(None)
     }
 }
 
-fn one(conn: &Connection, sql: &str, from: &str, to: &str) -> rusqlite::Result<Option<String>> {
+fn one(conn: &Connection, sql: &str, from: &[u8], to: &str) -> rusqlite::Result<Option<String>> {
     conn.prepare_cached(sql)?
         .query_row(params![from, to], |r| r.get(0))
         .optional()
@@ -130,8 +166,9 @@ fn random_picks(
     while picks.files.len() < n && seeks < budget && !ranges.is_empty() {
         for range in ranges {
             seeks += 1;
-            if let Some(file) = range.random_file(conn)? {
-                picks.offer(file, seeks < budget / 2);
+            let new_folder = seeks < budget / 2;
+            if let Some(file) = range.random_file(conn, picks, new_folder)? {
+                picks.offer(file, new_folder);
             }
             if picks.files.len() == n {
                 break;
@@ -159,8 +196,8 @@ fn ordered_picks(
             // Skips files already taken, one index step each.
             loop {
                 let next = match &cursors[i] {
-                    None => one(conn, NEXT_LIVE, &range.lo, &range.hi)?,
-                    Some(after) => one(conn, AFTER_LIVE, after, &range.hi)?,
+                    None => one(conn, NEXT_LIVE, range.lo.as_bytes(), &range.hi)?,
+                    Some(after) => one(conn, AFTER_LIVE, after.as_bytes(), &range.hi)?,
                 };
                 let Some(file) = next else {
                     open[i] = false;
@@ -230,14 +267,11 @@ fn display(prefix: &str) -> String {
 
 /// A key between `first` and `last` (inclusive), uniform over the 8 bytes
 /// after their common prefix: random positions in the name space, so random
-/// artists and films rather than rows. Bytes from the first non-ASCII one
-/// on are dropped, which keeps the key valid UTF-8 and never past `last`.
-fn random_key(first: &str, last: &str) -> String {
+/// artists and films rather than rows. Bytes, not text: the 8 bytes need
+/// not be UTF-8, and SQLite compares text byte for byte.
+fn random_key(first: &str, last: &str) -> Vec<u8> {
     let (a, b) = (first.as_bytes(), last.as_bytes());
-    let mut common = a.iter().zip(b).take_while(|(x, y)| x == y).count();
-    while !first.is_char_boundary(common) {
-        common -= 1;
-    }
+    let common = a.iter().zip(b).take_while(|(x, y)| x == y).count();
     let window = |s: &[u8]| {
         let mut w = [0u8; 8];
         for (slot, byte) in w.iter_mut().zip(s.iter().skip(common)) {
@@ -251,13 +285,8 @@ fn random_key(first: &str, last: &str) -> String {
     } else {
         lo
     };
-    let mut key = first[..common].to_string();
-    for byte in pick.to_be_bytes() {
-        if byte == 0 || !byte.is_ascii() {
-            break;
-        }
-        key.push(char::from(byte));
-    }
+    let mut key = a[..common].to_vec();
+    key.extend_from_slice(&pick.to_be_bytes());
     key
 }
 
@@ -267,17 +296,18 @@ mod tests {
 
     #[test]
     fn random_keys_stay_between_the_bounds() {
-        let (first, last) = ("/m/Music/ABBA/x.flac", "/m/Music/Zappa/y.flac");
-        for _ in 0..1000 {
-            let key = random_key(first, last);
-            assert!(key.as_str() >= "/m/Music/" && key.as_str() <= last, "{key}");
+        for (first, last) in [
+            ("/m/Music/ABBA/x.flac", "/m/Music/Zappa/y.flac"),
+            ("/m/Movies/Amélie/a.mkv", "/m/Movies/Ça ira/b.mkv"),
+            ("/m/é/a", "/m/è/b"),
+        ] {
+            for _ in 0..1000 {
+                let key = random_key(first, last);
+                assert!(key.as_slice() <= last.as_bytes(), "{key:?}");
+                assert!(key.starts_with(b"/m/"), "{key:?}");
+            }
         }
-        let (first, last) = ("/m/é/a", "/m/è/b");
-        for _ in 0..100 {
-            let key = random_key(first, last);
-            assert!(key.as_str() <= last && key.starts_with("/m/"), "{key}");
-        }
-        assert_eq!(random_key("/a/x", "/a/x"), "/a/x");
+        assert!(random_key("/a/x", "/a/x").starts_with(b"/a/x"));
     }
 
     fn db(locations: &[&str], files: &[(&str, bool)]) -> (tempfile::TempDir, PathBuf) {
@@ -318,7 +348,7 @@ mod tests {
             let plan: String = conn
                 .query_row(
                     &format!("EXPLAIN QUERY PLAN {sql}"),
-                    params!["a", "b"],
+                    params![b"a".as_slice(), "b"],
                     |r| r.get(3),
                 )
                 .unwrap();
