@@ -111,7 +111,6 @@ struct World {
     plextv: PlexTv,
     dir: TempDir,
     run_id: String,
-    spec: Spec,
     /// Extra TOML appended to run.toml (phases, deadlines, ...).
     extra: String,
     /// Environment for the runner, inherited by the Plex double.
@@ -143,7 +142,6 @@ impl World {
             plextv: PlexTv::start(plex_pass),
             dir,
             run_id: run_id.into(),
-            spec,
             extra: String::new(),
             env: vec![("PLEX_DOUBLE_SONIC_RATE".into(), "5000".into())],
             media_endpoint: None,

@@ -21,14 +21,22 @@ pub const REMOTE_NAME: &str = "plexburst";
 pub struct RcloneInvocation {
     pub program: PathBuf,
     pub args: Vec<OsString>,
+    /// The mount's source in mountinfo, unique to this invocation.
+    pub devname: String,
     env: Vec<(String, Secret)>,
 }
 
 impl RcloneInvocation {
     pub fn new(spec: &MountSpec) -> RcloneInvocation {
+        let devname = format!(
+            "{REMOTE_NAME}-{:016x}:{}",
+            rand::random::<u64>(),
+            spec.remote()
+        );
         RcloneInvocation {
             program: spec.rclone.clone(),
-            args: args(spec),
+            args: args(spec, &devname),
+            devname,
             env: remote_env(spec),
         }
     }
@@ -65,7 +73,7 @@ impl RcloneInvocation {
 }
 
 /// `rclone mount` and its flags. Each flag has its reason beside it.
-fn args(spec: &MountSpec) -> Vec<OsString> {
+fn args(spec: &MountSpec, devname: &str) -> Vec<OsString> {
     let tuning = spec.tuning;
     let mut remote = format!("{REMOTE_NAME}:{}", spec.bucket);
     if !spec.path.is_empty() {
@@ -78,6 +86,9 @@ fn args(spec: &MountSpec) -> Vec<OsString> {
         remote.into(),
         spec.mount_point.clone().into(),
     ];
+    // Tells this mount from any other in mountinfo, even one that reuses
+    // its mount id after an unmount: a handle only ever unmounts its own.
+    args.extend(flag("--devname", devname.into()));
     // No config file at all: the remote lives in the environment only.
     args.extend(flag("--config", "/dev/null".into()));
     // Plex never writes media; a read-only mount cannot damage the bucket.
@@ -208,6 +219,10 @@ mod tests {
             assert!(line.contains(expected), "{expected} missing from {line}");
         }
         assert!(!line.contains("--daemon"));
+        assert!(inv.devname.starts_with("plexburst-"));
+        assert!(inv.devname.ends_with(":media-bucket/library/music"));
+        assert!(line.contains(&format!("--devname {}", inv.devname)));
+        assert_ne!(RcloneInvocation::new(&spec()).devname, inv.devname);
         assert!(!line.contains("SCWACCESSKEYVALUE") && !line.contains("secret-value"));
         assert!(!format!("{inv:?}").contains("secret-value"));
     }

@@ -47,19 +47,11 @@ pub struct Mount {
     spec: MountSpec,
     invocation: RcloneInvocation,
     process: Option<RcloneProcess>,
-    owned: Owned,
+    /// From spawning rclone until its mount is gone. With the invocation's
+    /// unique device name, this makes sure a handle only ever unmounts its
+    /// own mount (a dropped old handle must not take a newer one with it).
+    owns_mount: bool,
     dog: Watchdog,
-}
-
-/// The mount this handle made: only that one is ever unmounted by it (a
-/// dropped old handle must not unmount the mount of a newer one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Owned {
-    Nothing,
-    /// rclone started; its mount not seen yet (nothing was there before).
-    Spawned,
-    /// Seen in mountinfo with this mount id.
-    Mounted(u64),
 }
 
 impl Mount {
@@ -73,7 +65,7 @@ impl Mount {
             invocation: RcloneInvocation::new(&spec),
             spec,
             process: None,
-            owned: Owned::Nothing,
+            owns_mount: false,
             dog: Watchdog::new(MAX_BLOCKED_CALLS),
         };
         mount.mount_once(cancel).await?;
@@ -192,7 +184,7 @@ impl Mount {
         let process = RcloneProcess::spawn(&self.invocation, &self.spec.log_file)?;
         tracing::info!(pid = process.pid(), command = %self.invocation.command_line(), "rclone started");
         self.process = Some(process);
-        self.owned = Owned::Spawned;
+        self.owns_mount = true;
         if let Err(e) = self.wait_ready(cancel).await {
             if let Err(cleanup) = self.teardown().await {
                 tracing::error!("after a failed start: {cleanup}");
@@ -251,7 +243,7 @@ impl Mount {
     }
 
     /// Waits for the mount in mountinfo, then for its root to list.
-    async fn wait_ready(&mut self, cancel: &CancellationToken) -> Result<(), MountError> {
+    async fn wait_ready(&self, cancel: &CancellationToken) -> Result<(), MountError> {
         let mp = &self.spec.mount_point;
         let limit = self.spec.limits.start;
         let deadline = Instant::now() + limit;
@@ -263,10 +255,7 @@ impl Mount {
                     log_tail: logtail::tail(&self.spec.log_file),
                 });
             }
-            if let Ok(Some(entry)) = mountinfo::mount_at(mp)
-                && entry.is_fuse()
-            {
-                self.owned = Owned::Mounted(entry.id);
+            if self.is_ours() {
                 break;
             }
             if Instant::now() >= deadline {
@@ -350,21 +339,15 @@ impl Mount {
         if self.is_ours() {
             self.detach(false).await?;
         }
-        self.owned = Owned::Nothing;
+        self.owns_mount = false;
         result
     }
 
     /// Is the topmost mount at the mount point the one this handle made?
     fn is_ours(&self) -> bool {
-        let top = match mountinfo::mount_at(&self.spec.mount_point) {
-            Ok(Some(entry)) if entry.is_fuse() => entry,
-            _ => return false,
-        };
-        match self.owned {
-            Owned::Nothing => false,
-            Owned::Spawned => true,
-            Owned::Mounted(id) => top.id == id,
-        }
+        self.owns_mount
+            && matches!(mountinfo::mount_at(&self.spec.mount_point),
+                Ok(Some(top)) if top.is_fuse() && top.device == self.invocation.devname)
     }
 
     /// Lazy unmount on a thread, bounded: of every mount at the mount

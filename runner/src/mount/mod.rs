@@ -1,15 +1,16 @@
 //! The media mount: rclone's FUSE view of the media bucket, supervised by
 //! the runner (lessons.md 1-5).
 //!
-//! - [`MountSpec`] says what to mount and how; [`command`] turns it into one
-//!   rclone invocation whose secrets travel only in the child's environment.
+//! - [`MountSpec`] says what to mount and how; [`RcloneInvocation`] turns it
+//!   into one rclone command line whose secrets travel only in the child's
+//!   environment (`command.rs` holds every flag and its reason).
 //! - [`Mount`] owns the rclone child: `start`, `probe`, `remount`, `stop`.
 //! - [`Health`] is what a probe found: a live FUSE mount, a bounded listing,
 //!   and real reads of "anchor" files the DB says exist.
 //!
 //! Any call into a FUSE file system can block forever, so every one of them
 //! runs on a dedicated thread that is abandoned after its timeout
-//! ([`watchdog`]); nothing here holds a lock across such a call, and every
+//! (`watchdog.rs`); nothing here holds a lock across such a call, and every
 //! wait is bounded and cancellable.
 
 mod command;

@@ -10,7 +10,8 @@ const MOUNTINFO: &str = "/proc/self/mountinfo";
 /// One line of mountinfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
-    /// The kernel's mount id: tells a remount from the mount it replaced.
+    /// The kernel's mount id; reused after an unmount, so a mount is told
+    /// from another by its `device` (rclone's `--devname`).
     pub id: u64,
     pub mount_point: PathBuf,
     /// e.g. `fuse.rclone`, `ext4`.

@@ -18,6 +18,12 @@ use super::{PlexDbError, open_plex_read_only};
 /// Random seeks tried per anchor wanted before falling back to taking
 /// files in order.
 const SEEKS_PER_ANCHOR: usize = 12;
+/// Beyond this many anchors, the rest are taken in order (the config allows
+/// at most 1000 anchors).
+const MAX_RANDOM_PICKS: usize = 1000;
+/// Seeks in a row that find nothing new, per location, before the random
+/// pass relaxes its folder rule, then gives up.
+const MISSES_PER_RANGE: usize = 8;
 
 /// Hops past an already used folder before a seek gives up.
 const FOLDER_HOPS: usize = 4;
@@ -74,7 +80,8 @@ struct Picks {
 impl Picks {
     /// `file` is not taken (and, when `new_folder`, its folder not used).
     fn wants(&self, file: &str, new_folder: bool) -> bool {
-        !self.seen.contains(file) && !(new_folder && self.folders.contains(folder_of(file)))
+        let used_folder = new_folder && self.folders.contains(folder_of(file));
+        !(self.seen.contains(file) || used_folder)
     }
 
     /// Takes `file` if [`Picks::wants`] it.
@@ -153,26 +160,37 @@ fn one(conn: &Connection, sql: &str, from: &[u8], to: &str) -> rusqlite::Result<
         .optional()
 }
 
-/// Round-robin random seeks: the first half of the budget only takes files
-/// from folders not used yet, the second half any file not taken.
+/// Round-robin random seeks, first only into folders not used yet, then
+/// (after half the budget, or when seeks keep finding nothing new) into any
+/// file not taken. Gives up early when seeks keep finding nothing new at
+/// all: fewer files than wanted, and the ordered pass takes the rest.
 fn random_picks(
     conn: &Connection,
     ranges: &[Range],
     n: usize,
     picks: &mut Picks,
 ) -> rusqlite::Result<()> {
-    let budget = n * SEEKS_PER_ANCHOR;
-    let mut seeks = 0;
+    let budget = n.min(MAX_RANDOM_PICKS) * SEEKS_PER_ANCHOR;
+    let give_up = MISSES_PER_RANGE * ranges.len();
+    let (mut seeks, mut misses, mut new_folder) = (0, 0, true);
     while picks.files.len() < n && seeks < budget && !ranges.is_empty() {
         for range in ranges {
             seeks += 1;
-            let new_folder = seeks < budget / 2;
-            if let Some(file) = range.random_file(conn, picks, new_folder)? {
-                picks.offer(file, new_folder);
-            }
+            let took = match range.random_file(conn, picks, new_folder)? {
+                Some(file) => picks.offer(file, new_folder),
+                None => false,
+            };
+            misses = if took { 0 } else { misses + 1 };
             if picks.files.len() == n {
-                break;
+                return Ok(());
             }
+            if misses >= give_up {
+                if !new_folder {
+                    return Ok(());
+                }
+                (new_folder, misses) = (false, 0);
+            }
+            new_folder &= seeks < budget / 2;
         }
     }
     Ok(())
@@ -299,7 +317,7 @@ mod tests {
         for (first, last) in [
             ("/m/Music/ABBA/x.flac", "/m/Music/Zappa/y.flac"),
             ("/m/Movies/Amélie/a.mkv", "/m/Movies/Ça ira/b.mkv"),
-            ("/m/é/a", "/m/è/b"),
+            ("/m/è/a", "/m/é/b"),
         ] {
             for _ in 0..1000 {
                 let key = random_key(first, last);

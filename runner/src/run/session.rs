@@ -230,10 +230,11 @@ impl Session {
     /// stops Plex, unmounts. Every step runs; failures are logged.
     pub async fn close(mut self, forget: bool) -> Vec<String> {
         let mut problems = Vec::new();
-        if forget && let Some(plextv) = &self.plextv {
-            if let Err(e) = self.plex.forget(plextv).await {
-                problems.push(format!("cannot remove the server from plex.tv: {e:#}"));
-            }
+        if forget
+            && let Some(plextv) = &self.plextv
+            && let Err(e) = self.plex.forget(plextv).await
+        {
+            problems.push(format!("cannot remove the server from plex.tv: {e:#}"));
         }
         if let Err(e) = self.plex.stop().await {
             problems.push(format!("{e:#}"));
