@@ -3,4 +3,5 @@
 pub mod bins;
 pub mod faultproxy;
 pub mod fixture;
+pub mod plexdouble;
 pub mod s3server;

@@ -30,6 +30,8 @@ pub struct Launch {
     pub console_log: PathBuf,
     /// Docker container name: one per run, so a restarted runner finds it.
     pub container: String,
+    /// Where the double finds plex.tv (real Plex knows it).
+    pub plextv_url: String,
 }
 
 impl Launch {
@@ -47,6 +49,7 @@ impl Launch {
             transcode_dir: cfg.work_dir().join("transcode"),
             console_log: logs_dir.join("plex-console.log"),
             container: format!("plex-burst-{}", cfg.run_id()),
+            plextv_url: plex.plextv_url.to_string(),
         }
     }
 
@@ -171,6 +174,8 @@ fn start_double(binary: &Path, launch: &Launch) -> Result<Child> {
         // unclaimed server from loopback without a token.
         .arg("--allowed-networks")
         .arg("127.0.0.1/32")
+        .arg("--plextv-url")
+        .arg(&launch.plextv_url)
         .stdin(Stdio::null())
         .stdout(console.try_clone()?)
         .stderr(console);

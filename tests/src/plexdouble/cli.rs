@@ -1,0 +1,111 @@
+//! The `plex-double` command line. Every flag can also be given as
+//! `PLEX_DOUBLE_<FLAG_IN_UPPER_SNAKE>` (the runner starts the double and
+//! tests configure it through the environment).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use super::faults::Fault;
+
+/// The PMS version the double reports unless told otherwise: the version
+/// the runner pins.
+pub const DEFAULT_VERSION: &str = "1.41.3.9314-a0bfb8370";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "plex-double",
+    about = "A Plex Media Server double and a plex.tv double for tests"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The Plex Media Server double.
+    Server(ServerArgs),
+    /// The plex.tv double (claim tokens, devices, the account).
+    Plextv(PlexTvArgs),
+    /// The stand-in `Plex Media Scanner` process (started by the server).
+    #[command(hide = true)]
+    ScannerChild(ScannerChildArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// The `Plex Media Server` app-support folder (created if missing).
+    #[arg(long, env = "PLEX_DOUBLE_APP_SUPPORT")]
+    pub app_support: PathBuf,
+    /// Address to listen on, e.g. 127.0.0.1:32400.
+    #[arg(long, env = "PLEX_DOUBLE_LISTEN")]
+    pub listen: SocketAddr,
+    /// The PMS version reported by /identity.
+    #[arg(long = "version", env = "PLEX_DOUBLE_VERSION", default_value = DEFAULT_VERSION)]
+    pub pms_version: String,
+    /// Base URL of plex.tv (or of the plex.tv double).
+    #[arg(
+        long,
+        env = "PLEX_DOUBLE_PLEXTV_URL",
+        default_value = "https://plex.tv"
+    )]
+    pub plextv_url: String,
+    /// Comma-separated CIDRs allowed without a token while unclaimed (like
+    /// the docker image's ALLOWED_NETWORKS); written to the
+    /// `allowedNetworks` pref at start when given.
+    #[arg(long, env = "PLEX_DOUBLE_ALLOWED_NETWORKS", default_value = "")]
+    pub allowed_networks: String,
+    /// Sonic analysis speed, tracks per second.
+    #[arg(long, env = "PLEX_DOUBLE_SONIC_RATE", default_value = "50", value_parser = positive_rate)]
+    pub sonic_rate: f64,
+    /// How long a scan waits for a file's first bytes before calling it
+    /// unreadable.
+    #[arg(long, env = "PLEX_DOUBLE_HEADER_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+    /// How long after a successful claim the token lands in Preferences.xml.
+    #[arg(long, env = "PLEX_DOUBLE_CLAIM_DELAY", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub claim_delay: Duration,
+    /// How long the Butler's DeepMediaAnalysis runs.
+    #[arg(long, env = "PLEX_DOUBLE_DEEP_ANALYSIS_DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub deep_analysis_duration: Duration,
+    /// Faults to inject (repeatable and/or comma-separated): slow-start=DUR,
+    /// burst-5xx=N[@DUR], crash-after=DUR, crash-on-scan, stuck-activity,
+    /// stuck-sonic.
+    #[arg(long = "fault", env = "PLEX_DOUBLE_FAULT", value_delimiter = ',', value_parser = Fault::parse)]
+    pub faults: Vec<Fault>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PlexTvArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PLEX_DOUBLE_LISTEN")]
+    pub listen: SocketAddr,
+    /// The account's token (X-Plex-Token) that the double accepts.
+    #[arg(long, env = "PLEX_DOUBLE_ACCOUNT_TOKEN")]
+    pub account_token: String,
+    /// Whether the account has an active Plex Pass.
+    #[arg(long, env = "PLEX_DOUBLE_PLEX_PASS", default_value = "true", action = ArgAction::Set)]
+    pub plex_pass: bool,
+    #[arg(long, env = "PLEX_DOUBLE_USERNAME", default_value = "burst-user")]
+    pub username: String,
+    /// Lifetime of a claim token.
+    #[arg(long, env = "PLEX_DOUBLE_CLAIM_TTL", default_value = "240s", value_parser = humantime::parse_duration)]
+    pub claim_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScannerChildArgs {
+    /// What the real scanner would be doing (shown in its argv only).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub what: Vec<String>,
+}
+
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{text:?} is not a positive number")),
+    }
+}

@@ -1,0 +1,176 @@
+//! The Plex Media Server double: `plex-double server`.
+//!
+//! Modules: `layout` (the app-support folder), `prefs` and `networks`
+//! (Preferences.xml, `/:/prefs`, allowedNetworks), `log`, `db`, `library`
+//! (sections), `scan` (the scanner), `trash` (unavailable and deleted
+//! items), `analyze`, `butler` and `sonic` (background tasks), `activity`,
+//! `work` and `scanner_process` (what a supervisor sees), `plextv_client`,
+//! `routes` (HTTP), `state`.
+
+pub mod activity;
+pub mod analyze;
+pub mod butler;
+pub mod db;
+pub mod layout;
+pub mod library;
+pub mod log;
+pub mod networks;
+pub mod plextv_client;
+pub mod prefs;
+mod routes;
+pub mod scan;
+pub mod scanner_process;
+pub mod sonic;
+pub mod state;
+pub mod trash;
+pub mod work;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use tokio::signal::unix::{SignalKind, signal};
+
+use self::activity::Activities;
+use self::butler::Butler;
+use self::db::Db;
+use self::layout::Layout;
+use self::log::ServerLog;
+use self::plextv_client::PlexTv;
+use self::prefs::Preferences;
+use self::scan::Queue;
+use self::state::{Config, State};
+use crate::plexdouble::cli::ServerArgs;
+use crate::plexdouble::faults::Faults;
+
+/// How long a stop waits for workers before checkpointing anyway.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+pub fn run(args: ServerArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(serve(args));
+    // Hung header reads live on plain threads; nothing tokio owns blocks.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn serve(args: ServerArgs) -> Result<()> {
+    let layout = Layout::new(&args.app_support);
+    let db_created = layout.ensure()?;
+    let mut prefs = Preferences::load_or_create(&layout.preferences, &args.pms_version)?;
+    let allowed = args.allowed_networks.trim();
+    if !allowed.is_empty() {
+        networks::parse(allowed).map_err(|e| anyhow!("--allowed-networks: {e}"))?;
+        prefs.set("allowedNetworks", allowed.to_string());
+        prefs.save()?;
+    }
+    let log = ServerLog::open(&layout.log)?;
+    log.info(format!(
+        "Plex Media Server v{} (plex-double) starting, pid {}, app support {}",
+        args.pms_version,
+        std::process::id(),
+        layout.dir.display()
+    ));
+    if db_created {
+        log.info(format!(
+            "Created an empty library DB at {}",
+            layout.library_db.display()
+        ));
+    }
+    for fault in &args.faults {
+        log.warn(format!("fault in force: {fault:?}"));
+    }
+    let state = Arc::new(State {
+        config: Config {
+            version: args.pms_version.clone(),
+            sonic_rate: args.sonic_rate,
+            header_timeout: args.header_timeout,
+            claim_delay: args.claim_delay,
+            deep_analysis_duration: args.deep_analysis_duration,
+        },
+        db: Db::open(&layout.library_db)?,
+        layout,
+        prefs: std::sync::Mutex::new(prefs),
+        log,
+        activities: Arc::new(Activities::default()),
+        queue: Queue::default(),
+        butler: Butler::default(),
+        faults: Faults::new(&args.faults),
+        stopping: Arc::new(AtomicBool::new(false)),
+        plextv: PlexTv::new(&args.plextv_url)?,
+        claim_pending: AtomicBool::new(false),
+        runtime: tokio::runtime::Handle::current(),
+    });
+
+    if let Some(delay) = state.faults.crash_after {
+        let crash_state = Arc::clone(&state);
+        std::thread::Builder::new()
+            .name("fault-crash-after".into())
+            .spawn(move || {
+                std::thread::sleep(delay);
+                crash_state
+                    .log
+                    .error("fault crash-after: aborting now, mid-work");
+                std::process::abort();
+            })?;
+    }
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    if let Some(delay) = state.faults.slow_start {
+        state.log.warn(format!(
+            "fault slow-start: not listening for {}",
+            humantime::format_duration(delay)
+        ));
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = terminate.recv() => return stop(&state, None).await,
+            _ = interrupt.recv() => return stop(&state, None).await,
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    state
+        .log
+        .info(format!("Listening on {}", listener.local_addr()?));
+    let worker = scan::spawn_worker(Arc::clone(&state))?;
+    let app = routes::router(Arc::clone(&state));
+    let signal_state = Arc::clone(&state);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let name = tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        };
+        signal_state.log.info(format!("Received {name}: stopping"));
+        signal_state.stopping.store(true, Ordering::SeqCst);
+    })
+    .await?;
+    stop(&state, Some(worker)).await
+}
+
+/// Stops all work, waits (bounded) for workers, checkpoints the WAL.
+async fn stop(state: &Arc<State>, worker: Option<std::thread::JoinHandle<()>>) -> Result<()> {
+    state.stopping.store(true, Ordering::SeqCst);
+    state.queue.cancel_scans(None);
+    state.butler.stop_all();
+    let deadline = Instant::now() + STOP_GRACE;
+    while Instant::now() < deadline
+        && (worker.as_ref().is_some_and(|w| !w.is_finished()) || state.butler.running_count() > 0)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let checkpoint_state = Arc::clone(state);
+    tokio::task::spawn_blocking(move || checkpoint_state.db.checkpoint()).await??;
+    state.log.info("Stopped; library DB checkpointed");
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! Request logging, injected 503 bursts and Plex's auth rules.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::Shared;
+use crate::plexdouble::pms::networks;
+use crate::plexdouble::web::{ApiError, Params, redact_query, request_token};
+
+/// Logs method, path (token values redacted), source and status.
+pub async fn log(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let query = request.uri().query().map(redact_query);
+    let response = next.run(request).await;
+    let shown = match query {
+        Some(query) if !query.is_empty() => format!("{path}?{query}"),
+        _ => path,
+    };
+    state.log.info(format!(
+        "Request: [{peer}] {method} {shown} -> {}",
+        response.status().as_u16()
+    ));
+    response
+}
+
+/// The `burst-5xx` fault.
+pub async fn faults(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    if state.faults.take_503(request.uri().path()) {
+        state.log.warn(format!(
+            "fault burst-5xx: answering 503 to {}",
+            request.uri().path()
+        ));
+        return (StatusCode::SERVICE_UNAVAILABLE, "fault burst-5xx\n").into_response();
+    }
+    next.run(request).await
+}
+
+/// `/identity` is open. A claimed server accepts only its own
+/// `PlexOnlineToken`; an unclaimed one serves clients inside the
+/// `allowedNetworks` pref and nobody else.
+pub async fn auth(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().path() == "/identity" {
+        return next.run(request).await;
+    }
+    let params = Params::parse(request.uri().query());
+    let token = request_token(request.headers(), &params);
+    let allowed = {
+        let prefs = state.prefs();
+        match prefs.online_token() {
+            Some(server_token) => token.as_deref() == Some(server_token),
+            None => {
+                let allowed = prefs.get("allowedNetworks").unwrap_or_default();
+                networks::parse(allowed).is_ok_and(|nets| networks::allows(&nets, peer.ip()))
+            }
+        }
+    };
+    if allowed {
+        next.run(request).await
+    } else {
+        ApiError::unauthorized().into_response()
+    }
+}
