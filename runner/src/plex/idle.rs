@@ -49,8 +49,9 @@ impl std::fmt::Display for Busy {
     }
 }
 
-/// One poll of everything that says Plex is working.
-pub async fn observe(api: &PlexApi) -> Result<Busy, PlexError> {
+/// One poll of everything that says Plex is working; scanners count when
+/// they descend from `plex_pid` (any scanner when it is unknown).
+pub async fn observe(api: &PlexApi, plex_pid: Option<u32>) -> Result<Busy, PlexError> {
     let sections = api.sections().await?;
     let activities = api.activities().await?;
     Ok(Busy {
@@ -70,27 +71,45 @@ pub async fn observe(api: &PlexApi) -> Result<Busy, PlexError> {
             .iter()
             .map(|a| (a.kind.clone(), a.progress.unwrap_or(-1.0).round() as i64))
             .collect(),
-        scanners: scanner_processes(),
+        scanners: scanner_processes(plex_pid),
     })
 }
 
 /// Processes whose command line starts with Plex's scanner binary name
-/// (the container's processes are visible from the host too).
-pub fn scanner_processes() -> usize {
+/// (the container's processes are visible from the host too), below
+/// `root` when given.
+pub fn scanner_processes(root: Option<u32>) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
     };
     entries
         .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .filter(|cmdline| is_scanner(cmdline))
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| is_scanner(&c)))
+        .filter(|pid| root.is_none_or(|root| descends_from(*pid, root)))
         .count()
+}
+
+/// Walks the parent chain of `pid` up to init.
+fn descends_from(mut pid: u32, root: u32) -> bool {
+    for _ in 0..64 {
+        if pid == root {
+            return true;
+        }
+        match parent_of(pid) {
+            Some(p) if p > 1 => pid = p,
+            _ => return false,
+        }
+    }
+    false
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: the fields resume
+    // after its last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(1)?.parse().ok()
 }
 
 fn is_scanner(cmdline: &[u8]) -> bool {
@@ -105,6 +124,15 @@ fn is_scanner(cmdline: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_process_descends_from_its_parent() {
+        let me = std::process::id();
+        let parent = parent_of(me).unwrap();
+        assert!(descends_from(me, me));
+        assert!(descends_from(me, parent));
+        assert!(!descends_from(parent, me));
+    }
 
     #[test]
     fn recognises_the_scanner_by_its_program_name() {

@@ -128,6 +128,24 @@ impl PlexProcess {
         }
     }
 
+    /// Plex's main process, to tell its scanners from any other's.
+    pub async fn main_pid(&self) -> Option<u32> {
+        let pid = match self {
+            PlexProcess::Double(child) => return child.id(),
+            PlexProcess::Docker { container } => {
+                output("docker", &["inspect", "-f", "{{.State.Pid}}", container]).await
+            }
+            PlexProcess::Native => {
+                output(
+                    "systemctl",
+                    &["show", "-p", "MainPID", "--value", NATIVE_UNIT],
+                )
+                .await
+            }
+        };
+        pid.ok()?.trim().parse().ok().filter(|p| *p > 0)
+    }
+
     /// Stops Plex and waits until it has let go of its DB.
     pub async fn stop(&mut self) -> Result<()> {
         match self {

@@ -18,6 +18,7 @@ pub struct PlexServer {
     process: PlexProcess,
     api: PlexApi,
     machine_identifier: String,
+    main_pid: Option<u32>,
 }
 
 /// What `start` needs beyond the launch: the pinned version, the claim.
@@ -44,8 +45,10 @@ impl PlexServer {
                 return Err(e);
             }
         };
+        let main_pid = process.main_pid().await;
         let mut server = PlexServer {
             machine_identifier: identity.machine_identifier.clone(),
+            main_pid,
             launch,
             process,
             api: api.clone(),
@@ -82,6 +85,11 @@ impl PlexServer {
         &self.launch
     }
 
+    /// What Plex is doing now.
+    pub async fn busy(&self) -> Result<super::idle::Busy, PlexError> {
+        super::idle::observe(&self.api, self.main_pid).await
+    }
+
     fn preferences(&self) -> Result<Option<Preferences>> {
         Preferences::read(&self.launch.app_support)
     }
@@ -95,8 +103,14 @@ impl PlexServer {
     /// it lives only minutes (lessons.md 8); the server's own token then
     /// shows up in Preferences.xml after a while (lessons.md 9).
     async fn claim(&mut self, plextv: &PlexTv) -> Result<()> {
-        let claim_token = plextv.claim_token().await?;
-        self.api.claim(&claim_token).await?;
+        // A fresh claim token for each attempt: one is used up by a claim
+        // that Plex accepted but answered badly.
+        let api = &self.api;
+        retry("claim the server", 5, || async {
+            let claim_token = plextv.claim_token().await?;
+            api.claim(&claim_token).await
+        })
+        .await?;
         let started = Instant::now();
         let token = loop {
             if let Some(t) = self.preferences()?.and_then(|p| p.online_token()) {
@@ -112,7 +126,8 @@ impl PlexServer {
             tokio::time::sleep(Duration::from_millis(500)).await;
         };
         self.api.set_token(token);
-        let account = self.api.account().await?;
+        let api = &self.api;
+        let account = retry("read the Plex account", 6, || api.account()).await?;
         tracing::info!(user = %account.username, "Plex claimed");
         Ok(())
     }
@@ -125,7 +140,21 @@ impl PlexServer {
     /// The prefs of a burst run (see [`prefs`]), each write checked and
     /// read back.
     pub async fn apply_prefs(&self, wanted: &[(String, String)]) -> Result<()> {
-        prefs::apply(&self.api, wanted).await
+        let mut attempt = 1;
+        loop {
+            match prefs::apply(&self.api, wanted).await {
+                Err(e)
+                    if attempt < 6
+                        && e.downcast_ref::<PlexError>()
+                            .is_some_and(PlexError::is_transient) =>
+                {
+                    tracing::warn!(attempt, "setting prefs: {e:#}; trying again");
+                    tokio::time::sleep(Duration::from_secs(attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The tail of Plex's logs, for error reports.

@@ -10,7 +10,6 @@ use super::RunContext;
 use super::checkpoint::Checkpoint;
 use super::session::call;
 use super::watch::{Progress, Watch};
-use crate::plex::idle;
 
 pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
     if !ctx.cfg.phases().analysis {
@@ -43,7 +42,7 @@ pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
                 })
                 .await?;
             }
-            let busy = call("poll Plex", || idle::observe(session.api())).await?;
+            let busy = session.busy().await?;
             match watch.observe(busy.is_idle(), format!("{:?}", busy.progress)) {
                 Progress::Working => {}
                 Progress::Idle => break,

@@ -107,7 +107,7 @@ async fn scan_one(
                 remounts += 1;
                 continue 'scan;
             }
-            let busy = call("poll Plex", || crate::plex::idle::observe(session.api())).await?;
+            let busy = session.busy().await?;
             let signature = scan_signature(ctx, &section.title, &busy).await?;
             match watch.observe(busy.is_idle(), signature) {
                 Progress::Working => {}

@@ -135,6 +135,11 @@ impl Session {
         self.plex.api()
     }
 
+    /// What Plex is doing, surviving 5xx bursts.
+    pub async fn busy(&self) -> Result<crate::plex::idle::Busy, PlexError> {
+        call("poll Plex", || self.plex.busy()).await
+    }
+
     /// Sets Plex's prefs for the kind of work the phase does.
     pub async fn set_work(&mut self, work: prefs::Work) -> Result<()> {
         let settings = retry("read Plex prefs", API_ATTEMPTS, || self.api().prefs()).await?;

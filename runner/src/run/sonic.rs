@@ -18,7 +18,7 @@ use super::session::{Session, call};
 use super::snapshot;
 use super::status::SonicStatus;
 use super::watch::{Progress, Watch};
-use crate::plex::{idle, prefs};
+use crate::plex::prefs;
 
 const TASK: &str = "MusicAnalysis";
 /// The rate is measured over this much recent time.
@@ -101,7 +101,7 @@ pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
         }
         // Progress is the count alone: an activity with frozen progress is
         // not work.
-        let busy = call("poll Plex", || idle::observe(session.api())).await?;
+        let busy = session.busy().await?;
         match watch.observe(false, analysed.to_string()) {
             Progress::Working => {
                 if busy.is_idle() {
@@ -173,7 +173,7 @@ async fn wait_idle(ctx: &RunContext, session: &mut Session, budget: Duration) ->
     loop {
         watch.sleep().await;
         session.revive_plex().await?;
-        let busy = call("poll Plex", || idle::observe(session.api())).await?;
+        let busy = session.busy().await?;
         match watch.observe(busy.is_idle(), format!("{:?}", busy.progress)) {
             Progress::Working => {}
             Progress::Idle => return Ok(()),
