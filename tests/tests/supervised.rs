@@ -380,6 +380,19 @@ fn a_delta_run_scans_new_media_and_completes_sonic() {
     let status = w.status();
     assert_eq!(status["state"], "succeeded", "{status}");
     assert_eq!(status["sonic"]["analysed"], 10_000 + new_tracks, "{status}");
+    // The manifest carries the stats before and after, and the Sonic outcome.
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(w.object("runs/sup-full/result/plex-db.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let stats = &manifest["stats"];
+    assert_eq!(stats["before"]["sonic"]["analysed"], 2000, "{stats}");
+    assert_eq!(
+        stats["after"]["sonic"]["analysed"],
+        10_000 + new_tracks,
+        "{stats}"
+    );
+    assert_eq!(stats["sonic"]["outcome"], "done", "{stats}");
 
     // The server was signed out and removed from the account's devices.
     let calls = w.plextv.calls();
@@ -598,5 +611,90 @@ fn sigterm_stops_plex_and_the_mount_and_a_restart_finishes() {
         sonic["analysed_before"].as_u64().unwrap() >= analysed,
         "{sonic}"
     );
+    w.assert_clean();
+}
+
+#[test]
+fn a_plex_that_keeps_crashing_fails_the_run_clearly() {
+    let mut w = World::new("sup-crash", spec(300), true);
+    w.env
+        .push(("PLEX_DOUBLE_FAULT".into(), "crash-on-scan".into()));
+    let out = w.run();
+    assert!(
+        !out.status.success(),
+        "the run should have failed:\n{}",
+        text(&out)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("after 3 restarts"), "{err}");
+    assert!(err.contains("--- Plex logs ---"), "no diagnostics: {err}");
+    assert_eq!(w.status()["state"], "failed");
+    w.assert_clean();
+}
+
+#[test]
+fn a_replacement_instance_continues_sonic_from_the_last_snapshot() {
+    let mut w = World::new("sup-replace", spec(3_000), true);
+    w.env[0].1 = "60".into();
+    w.extra = "snapshot_interval = \"3s\"\n".into();
+    let mut child = w
+        .command()
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mirrored = w.object("runs/sup-replace/checkpoint/checkpoint.json");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let snapshot_analysed = loop {
+        let analysed = std::fs::read(&mirrored)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|c| c["snapshot"]["analysed"].as_u64());
+        if let Some(a) = analysed.filter(|a| *a > 600) {
+            break a;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the runner ended before a snapshot"
+        );
+        assert!(Instant::now() < deadline, "no snapshot was uploaded");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // The instance dies: nothing of it survives but what is in S3.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = Command::new("pkill")
+        .args([
+            "-f",
+            &format!("rclone mount .* {}", w.mount_point().display()),
+        ])
+        .status();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("fusermount3")
+        .arg("-uz")
+        .arg(w.mount_point())
+        .status();
+    std::fs::remove_dir_all(w.work_dir()).unwrap();
+
+    w.env[0].1 = "5000".into();
+    let out = w.run();
+    assert!(
+        out.status.success(),
+        "the replacement run failed:\n{}",
+        text(&out)
+    );
+    assert_eq!(w.phase_output("boot")["from_snapshot"], true);
+    let sonic = w.phase_output("sonic");
+    assert!(
+        sonic["analysed_before"].as_u64().unwrap() >= snapshot_analysed,
+        "Sonic started over: {sonic}"
+    );
+    assert_eq!(count(&w.work_db(), ANALYSED), 3_000);
+    // The baseline of the guard is still the reference's.
+    assert_eq!(
+        w.phase_output("verify")["stats_before"]["sonic"]["analysed"],
+        600
+    );
+    assert!(w.object("runs/sup-replace/DONE").is_file());
     w.assert_clean();
 }
