@@ -698,3 +698,60 @@ fn a_replacement_instance_continues_sonic_from_the_last_snapshot() {
     assert!(w.object("runs/sup-replace/DONE").is_file());
     w.assert_clean();
 }
+
+#[test]
+fn a_mount_killed_during_a_scan_never_publishes_a_loss() {
+    let w = World::new("sup-killmount", spec(5_000), true);
+    let mut child = w
+        .command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let scanning = std::fs::read(w.object("runs/sup-killmount/status.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|s| s["detail"] == "scanning \"Music\"");
+        if scanning {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the runner ended before the scan"
+        );
+        assert!(Instant::now() < deadline, "the scan never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // rclone dies under Plex's scan: reads now fail with ENOTCONN.
+    let killed = Command::new("pkill")
+        .args([
+            "-9",
+            "-f",
+            &format!("rclone mount .* {}", w.mount_point().display()),
+        ])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "no rclone to kill");
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    match out.status.code() {
+        // Recovered: remounted, scanned again, nothing lost.
+        Some(0) => {
+            assert!(err.contains("remounting"), "{err}");
+            assert!(w.object("runs/sup-killmount/DONE").is_file());
+            assert_eq!(count(&w.work_db(), LIVE_TRACKS), 5_000);
+        }
+        // Caught by the guard: nothing offered for installation.
+        Some(3) => {
+            assert!(w.object("runs/sup-killmount/QUARANTINED").is_file());
+            assert!(!w.object("runs/sup-killmount/DONE").exists());
+        }
+        _ => {
+            assert!(!w.object("runs/sup-killmount/DONE").exists());
+            assert!(err.contains("mount"), "the failure does not say why: {err}");
+        }
+    }
+    w.assert_clean();
+}

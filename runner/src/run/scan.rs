@@ -96,7 +96,14 @@ async fn scan_one(
     'scan: loop {
         ctx.describe(format!("scanning {:?}", section.title)).await;
         tracing::info!(library = %section.title, section = %key, force, "scan started");
-        call("start a scan", || session.api().refresh(&key, force)).await?;
+        if let Err(e) = call("start a scan", || session.api().refresh(&key, force)).await {
+            // Plex may have died under the request: restart it (bounded)
+            // rather than fail on a symptom.
+            if session.revive_plex().await? {
+                continue 'scan;
+            }
+            return Err(e.into());
+        }
         let mut watch = Watch::new(ctx, started, budget);
         loop {
             watch.sleep().await;
