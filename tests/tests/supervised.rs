@@ -374,6 +374,9 @@ fn a_delta_run_scans_new_media_and_completes_sonic() {
         ),
         40 + new_movies
     );
+    let preflight = &w.phase_output("scan")["preflight"];
+    assert_eq!(preflight["anchors_total"], 8, "{preflight}");
+    assert_eq!(preflight["missing"], 0, "{preflight}");
     let sonic = w.phase_output("sonic");
     assert_eq!(sonic["outcome"], "done", "{sonic}");
     assert_eq!(sonic["analysed_before"], 2000, "{sonic}");

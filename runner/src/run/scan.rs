@@ -36,6 +36,14 @@ pub(super) async fn run(ctx: &RunContext) -> Result<Value> {
     if let Mode::Scratch { libraries } = ctx.cfg.mode() {
         create_libraries(session, libraries).await?;
     }
+    let preflight = session.preflight();
+    if preflight["missing"].as_u64().unwrap_or(0) > 0 {
+        tracing::warn!(
+            "{} of {} sampled DB files are missing from the bucket (renamed or removed since the reference?): phases.deep_scan finds reorganised folders",
+            preflight["missing"],
+            preflight["anchors_total"]
+        );
+    }
     let sections = selected_sections(ctx, session).await?;
     let mut scanned = Vec::new();
     for section in &sections {
@@ -68,13 +76,15 @@ pub(super) async fn run(ctx: &RunContext) -> Result<Value> {
                     .join("; ")
             );
             tracing::error!("deletion guard: {reason}; the run is quarantined");
-            return Ok(json!({ "libraries": scanned, "guard": verdict, "quarantine": reason }));
+            return Ok(
+                json!({ "preflight": preflight, "libraries": scanned, "guard": verdict, "quarantine": reason }),
+            );
         }
         for loss in &verdict.losses {
             tracing::warn!("within the guard's limits: {loss}");
         }
     }
-    Ok(json!({ "libraries": scanned }))
+    Ok(json!({ "preflight": preflight, "libraries": scanned }))
 }
 
 /// Scans one section until Plex is idle again. A failed health probe

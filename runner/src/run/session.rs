@@ -38,6 +38,9 @@ pub struct Session {
     last_probe: Instant,
     health_interval: Duration,
     cancel: CancellationToken,
+    /// The probe that let Plex start: how many sampled DB files the bucket
+    /// no longer has (lessons.md 7).
+    preflight: Health,
 }
 
 impl Session {
@@ -123,6 +126,7 @@ impl Session {
             last_probe: Instant::now(),
             health_interval: cfg.media().health_interval,
             cancel,
+            preflight: health,
         };
         if let Err(e) = session.set_work(prefs::Work::Scan).await {
             session.close(false).await;
@@ -133,6 +137,21 @@ impl Session {
 
     pub fn api(&self) -> &PlexApi {
         self.plex.api()
+    }
+
+    /// Sampled DB files missing from the bucket when the session opened.
+    pub fn preflight(&self) -> serde_json::Value {
+        let missing = self
+            .preflight
+            .problems
+            .iter()
+            .filter(|p| p.kind == crate::mount::ProblemKind::Missing)
+            .count();
+        serde_json::json!({
+            "anchors_read": self.preflight.anchors_read,
+            "anchors_total": self.preflight.anchors_total,
+            "missing": missing,
+        })
     }
 
     /// What Plex is doing, surviving 5xx bursts.
