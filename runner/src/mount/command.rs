@@ -187,8 +187,8 @@ mod tests {
             uid: 998,
             gid: 997,
             tuning: RcloneProfile::Small.tuning(),
-            cache_dir: "/work/rclone-cache".into(),
-            log_file: "/work/logs/rclone.log".into(),
+            cache_dir: "/var/lib/plex-burst/rclone-cache".into(),
+            log_file: "/var/lib/plex-burst/logs/rclone.log".into(),
             limits: Default::default(),
         }
     }
@@ -212,8 +212,8 @@ mod tests {
             "--vfs-cache-max-size 10G",
             "--vfs-read-ahead 16M",
             "--transfers 4",
-            "--cache-dir /work/rclone-cache",
-            "--log-file /work/logs/rclone.log",
+            "--cache-dir /var/lib/plex-burst/rclone-cache",
+            "--log-file /var/lib/plex-burst/logs/rclone.log",
             "--log-level INFO",
         ] {
             assert!(line.contains(expected), "{expected} missing from {line}");
