@@ -315,6 +315,32 @@ provider = "none"
     }
 }
 
+/// Polls `probe` on the JSON file at `path` until it gives a value, while
+/// the runner `child` still runs; `what` names the awaited event.
+fn wait_for<T>(
+    child: &mut Child,
+    path: &Path,
+    what: &str,
+    probe: impl Fn(&serde_json::Value) -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let value = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| probe(&v));
+        if let Some(v) = value {
+            return v;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the runner ended before {what}"
+        );
+        assert!(Instant::now() < deadline, "never saw {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn find(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -573,22 +599,12 @@ fn sigterm_stops_plex_and_the_mount_and_a_restart_finishes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let sonic = std::fs::read(w.object("runs/sup-sigterm/status.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .is_some_and(|s| s["sonic"]["analysed"].as_u64().is_some_and(|a| a > 400));
-        if sonic {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the runner ended before Sonic"
-        );
-        assert!(Instant::now() < deadline, "Sonic never got under way");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for(
+        &mut child,
+        &w.object("runs/sup-sigterm/status.json"),
+        "Sonic under way",
+        |s| s["sonic"]["analysed"].as_u64().filter(|a| *a > 400),
+    );
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -647,22 +663,9 @@ fn a_replacement_instance_continues_sonic_from_the_last_snapshot() {
         .spawn()
         .unwrap();
     let mirrored = w.object("runs/sup-replace/checkpoint/checkpoint.json");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let snapshot_analysed = loop {
-        let analysed = std::fs::read(&mirrored)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|c| c["snapshot"]["analysed"].as_u64());
-        if let Some(a) = analysed.filter(|a| *a > 600) {
-            break a;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the runner ended before a snapshot"
-        );
-        assert!(Instant::now() < deadline, "no snapshot was uploaded");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let snapshot_analysed = wait_for(&mut child, &mirrored, "a snapshot", |c| {
+        c["snapshot"]["analysed"].as_u64().filter(|a| *a > 600)
+    });
     // The instance dies: nothing of it survives but what is in S3.
     child.kill().unwrap();
     child.wait().unwrap();
@@ -711,22 +714,12 @@ fn a_mount_killed_during_a_scan_never_publishes_a_loss() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let scanning = std::fs::read(w.object("runs/sup-killmount/status.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .is_some_and(|s| s["detail"] == "scanning \"Music\"");
-        if scanning {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the runner ended before the scan"
-        );
-        assert!(Instant::now() < deadline, "the scan never started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(
+        &mut child,
+        &w.object("runs/sup-killmount/status.json"),
+        "the scan of Music",
+        |s| (s["detail"] == "scanning \"Music\"").then_some(()),
+    );
     // rclone dies under Plex's scan: reads now fail with ENOTCONN.
     let killed = Command::new("pkill")
         .args([

@@ -188,25 +188,8 @@ impl PlexApi {
         req
     }
 
-    async fn send(&self, what: &str, req: RequestBuilder) -> Result<String, PlexError> {
-        let resp = req.send().await.map_err(|e| PlexError::Unreachable {
-            what: what.to_string(),
-            detail: super::error::chain(&e),
-        })?;
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        if !status.is_success() {
-            return Err(PlexError::Status {
-                what: what.to_string(),
-                status: status.as_u16(),
-                body: super::error::snippet(&body),
-            });
-        }
-        Ok(body)
-    }
-
     async fn get_json<T: DeserializeOwned>(&self, what: &str, path: &str) -> Result<T, PlexError> {
-        let body = self.send(what, self.request(Method::GET, path)).await?;
+        let body = super::error::send(what, self.request(Method::GET, path)).await?;
         serde_json::from_str(&body).map_err(|e| PlexError::Decode {
             what: what.to_string(),
             detail: format!("{e}; the answer began {}", super::error::snippet(&body)),
@@ -220,10 +203,7 @@ impl PlexApi {
             .timeout(Duration::from_secs(5))
             .send()
             .await
-            .map_err(|e| PlexError::Unreachable {
-                what: "GET /identity".into(),
-                detail: super::error::chain(&e),
-            })?;
+            .map_err(|e| super::error::unreachable("GET /identity", &e))?;
         let status = resp.status();
         Ok((status, resp.text().await.unwrap_or_default()))
     }
@@ -261,7 +241,7 @@ impl PlexApi {
         let req = self
             .request(Method::POST, "/library/sections")
             .query(&query);
-        self.send(&format!("create library {name:?}"), req)
+        super::error::send(&format!("create library {name:?}"), req)
             .await
             .map(drop)
     }
@@ -272,7 +252,7 @@ impl PlexApi {
         if force {
             req = req.query(&[("force", "1")]);
         }
-        self.send(&format!("scan of section {section}"), req)
+        super::error::send(&format!("scan of section {section}"), req)
             .await
             .map(drop)
     }
@@ -282,14 +262,14 @@ impl PlexApi {
             Method::DELETE,
             &format!("/library/sections/{section}/refresh"),
         );
-        self.send(&format!("cancel the scan of section {section}"), req)
+        super::error::send(&format!("cancel the scan of section {section}"), req)
             .await
             .map(drop)
     }
 
     pub async fn analyze(&self, section: &str) -> Result<(), PlexError> {
         let req = self.request(Method::PUT, &format!("/library/sections/{section}/analyze"));
-        self.send(&format!("analysis of section {section}"), req)
+        super::error::send(&format!("analysis of section {section}"), req)
             .await
             .map(drop)
     }
@@ -303,7 +283,7 @@ impl PlexApi {
             .query(&[("type", metadata_type.to_string())])
             .header("X-Plex-Container-Start", "0")
             .header("X-Plex-Container-Size", "0");
-        let body = self.send(&what, req).await?;
+        let body = super::error::send(&what, req).await?;
         let c: Container<Total> = serde_json::from_str(&body).map_err(|e| PlexError::Decode {
             what,
             detail: e.to_string(),
@@ -324,10 +304,7 @@ impl PlexApi {
             .request(Method::POST, &format!("/butler/{task}"))
             .send()
             .await
-            .map_err(|e| PlexError::Unreachable {
-                what: what.clone(),
-                detail: super::error::chain(&e),
-            })?;
+            .map_err(|e| super::error::unreachable(&what, &e))?;
         match resp.status() {
             StatusCode::OK => Ok(true),
             StatusCode::ACCEPTED => Ok(false),
@@ -341,14 +318,14 @@ impl PlexApi {
 
     /// Stops every running Butler task.
     pub async fn stop_butler(&self) -> Result<(), PlexError> {
-        self.send("stop Butler tasks", self.request(Method::DELETE, "/butler"))
+        super::error::send("stop Butler tasks", self.request(Method::DELETE, "/butler"))
             .await
             .map(drop)
     }
 
     pub async fn stop_butler_task(&self, task: &str) -> Result<(), PlexError> {
         let req = self.request(Method::DELETE, &format!("/butler/{task}"));
-        self.send(&format!("stop Butler task {task}"), req)
+        super::error::send(&format!("stop Butler task {task}"), req)
             .await
             .map(drop)
     }
@@ -363,7 +340,7 @@ impl PlexApi {
     pub async fn set_prefs(&self, values: &[(String, String)]) -> Result<(), PlexError> {
         let names: Vec<&str> = values.iter().map(|(k, _)| k.as_str()).collect();
         let req = self.request(Method::PUT, "/:/prefs").query(values);
-        self.send(&format!("set prefs {}", names.join(", ")), req)
+        super::error::send(&format!("set prefs {}", names.join(", ")), req)
             .await
             .map(drop)
     }
@@ -380,12 +357,14 @@ impl PlexApi {
         let req = self
             .request(Method::POST, "/myplex/claim")
             .query(&[("token", claim_token.expose())]);
-        self.send("claim the server", req).await.map(drop)
+        super::error::send("claim the server", req).await.map(drop)
     }
 
     /// Signs the server out of plex.tv.
     pub async fn unclaim(&self) -> Result<(), PlexError> {
         let req = self.request(Method::DELETE, "/myplex/account");
-        self.send("unclaim the server", req).await.map(drop)
+        super::error::send("unclaim the server", req)
+            .await
+            .map(drop)
     }
 }

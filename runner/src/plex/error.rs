@@ -30,9 +30,32 @@ impl PlexError {
     }
 }
 
+/// Sends a request and returns the body of a 2xx answer; anything else is
+/// the typed error, quoting the answer. One place for Plex and plex.tv.
+pub(super) async fn send(what: &str, req: reqwest::RequestBuilder) -> Result<String, PlexError> {
+    let resp = req.send().await.map_err(|e| unreachable(what, &e))?;
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        return Err(PlexError::Status {
+            what: what.to_string(),
+            status: status.as_u16(),
+            body: snippet(&body),
+        });
+    }
+    Ok(body)
+}
+
+pub(super) fn unreachable(what: &str, e: &reqwest::Error) -> PlexError {
+    PlexError::Unreachable {
+        what: what.to_string(),
+        detail: chain(e),
+    }
+}
+
 /// An HTTP error's causes in one line, without the URL: a query string may
 /// carry a token.
-pub(super) fn chain(e: &reqwest::Error) -> String {
+fn chain(e: &reqwest::Error) -> String {
     let mut parts = Vec::new();
     let mut source: Option<&dyn std::error::Error> = Some(e);
     while let Some(err) = source {

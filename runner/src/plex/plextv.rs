@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder};
 use serde::Deserialize;
 
-use super::error::{PlexError, chain, snippet};
+use super::error::{PlexError, send};
 use super::xml;
 use crate::secret::Secret;
 
@@ -47,23 +47,6 @@ impl PlexTv {
             .header("X-Plex-Client-Identifier", "plex-burst-runner")
     }
 
-    async fn send(&self, what: &str, req: RequestBuilder) -> Result<String, PlexError> {
-        let resp = req.send().await.map_err(|e| PlexError::Unreachable {
-            what: what.to_string(),
-            detail: chain(&e),
-        })?;
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        if !status.is_success() {
-            return Err(PlexError::Status {
-                what: what.to_string(),
-                status: status.as_u16(),
-                body: snippet(&body),
-            });
-        }
-        Ok(body)
-    }
-
     /// A fresh claim token (`claim-...`).
     pub async fn claim_token(&self) -> Result<Secret, PlexError> {
         #[derive(Deserialize)]
@@ -71,9 +54,7 @@ impl PlexTv {
             token: String,
         }
         let what = "get a claim token from plex.tv";
-        let body = self
-            .send(what, self.request(Method::GET, "/api/claim/token.json"))
-            .await?;
+        let body = send(what, self.request(Method::GET, "/api/claim/token.json")).await?;
         let reply: Reply = serde_json::from_str(&body).map_err(|e| PlexError::Decode {
             what: what.into(),
             detail: e.to_string(),
@@ -83,9 +64,7 @@ impl PlexTv {
 
     pub async fn devices(&self) -> Result<Vec<Device>, PlexError> {
         let what = "list the account's devices on plex.tv";
-        let body = self
-            .send(what, self.request(Method::GET, "/devices.xml"))
-            .await?;
+        let body = send(what, self.request(Method::GET, "/devices.xml")).await?;
         let devices = xml::elements(&body, "Device").map_err(|e| PlexError::Decode {
             what: what.into(),
             detail: e,
@@ -102,7 +81,7 @@ impl PlexTv {
 
     pub async fn delete_device(&self, id: &str) -> Result<(), PlexError> {
         let req = self.request(Method::DELETE, &format!("/devices/{id}.xml"));
-        self.send(&format!("remove device {id} from plex.tv"), req)
+        send(&format!("remove device {id} from plex.tv"), req)
             .await
             .map(drop)
     }
