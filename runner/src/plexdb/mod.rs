@@ -14,6 +14,7 @@ mod paths;
 pub mod remap;
 pub mod repair;
 pub mod stats;
+pub mod watchstate;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};

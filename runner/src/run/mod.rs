@@ -6,6 +6,7 @@
 mod analysis;
 pub mod checkpoint;
 mod guard;
+mod instance;
 pub mod phase;
 mod phases;
 pub mod report;
@@ -187,6 +188,7 @@ pub async fn execute(cfg: RunConfig) -> Result<Report> {
 
     // Ready as soon as the run is under way: systemd needs no more to wait for.
     notify_systemd("READY=1");
+    instance::forget_user_data(&ctx.cfg).await;
     // The run's deadline counts from its first start, across restarts.
     let run_budget = ctx.cfg.run_deadline();
     let elapsed = Duration::from_secs(checkpoint::unix_now().saturating_sub(ckpt.started_unix));
@@ -209,6 +211,9 @@ pub async fn execute(cfg: RunConfig) -> Result<Report> {
     } else {
         "STATUS=done"
     });
+    // Billing stops here. A failure to terminate fails the run: systemd
+    // restarts it, every phase is done, and it tries again.
+    instance::terminate(&ctx.cfg).await?;
     Ok(report)
 }
 

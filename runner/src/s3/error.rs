@@ -67,6 +67,8 @@ pub enum S3Error {
     Io { what: String, source: io::Error },
     #[error("s3://{bucket}/{key}: cancelled")]
     Cancelled { bucket: String, key: String },
+    #[error("cannot presign a URL for {key}: {detail}")]
+    Presign { key: String, detail: String },
 }
 
 /// The outcome of one failed attempt: give up now, or try again.

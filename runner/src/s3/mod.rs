@@ -12,6 +12,7 @@
 
 mod download;
 mod error;
+mod presign;
 mod retry;
 mod sink;
 mod upload;
@@ -285,6 +286,28 @@ impl Bucket {
                 return Ok(found);
             }
         }
+    }
+
+    /// The first object under `prefix`, if any: one request, whatever the
+    /// bucket holds (a readability probe).
+    pub async fn first(&self, prefix: &str) -> Result<Option<ObjectInfo>, S3Error> {
+        let page = self
+            .run(prefix, "LIST", || async {
+                self.client
+                    .list_objects_v2()
+                    .bucket(&self.name)
+                    .prefix(prefix)
+                    .max_keys(1)
+                    .send()
+                    .await
+                    .map_err(|e| classify(e, &self.name, prefix))
+            })
+            .await?;
+        Ok(page.contents().first().map(|o| ObjectInfo {
+            key: o.key().unwrap_or_default().to_string(),
+            size: o.size().unwrap_or(0).max(0) as u64,
+            etag: o.e_tag().map(unquote),
+        }))
     }
 
     /// Deletes `key`; deleting a missing object is not an error (S3 semantics).

@@ -1,0 +1,182 @@
+//! A run's `run.toml`, composed from `bootstrap.toml`'s `[run]` and `[s3]`
+//! tables and what only a launch knows (run id, Plex version, reference
+//! archive, termination). Secrets never enter it: the instance reads them
+//! from the environment file the run's user data writes beside it.
+
+use super::{INSTANCE_WORK_DIR, ScalewaySettings};
+use runner::scaleway::Zone;
+
+/// Where the run's user data puts its config and secrets on the instance
+/// (the runner unit reads the secrets as its environment).
+pub const RUN_CONFIG_PATH: &str = "/etc/plex-burst/run.toml";
+pub const RUN_SECRETS_PATH: &str = "/etc/plex-burst/secrets.env";
+
+/// The environment variables a run's secrets arrive in: the runner's
+/// default credential sources.
+const RUN_SECRET_VARS: [&str; 4] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "SCW_SECRET_KEY",
+    "PLEX_TOKEN",
+];
+
+/// Keys bootstrap writes itself: the user cannot set them under `[run]`.
+const OWNED_KEYS: [&str; 5] = ["run_id", "work_dir", "s3", "reference", "termination"];
+
+/// Credential keys: a run only ever gets its own per-run key.
+const CREDENTIAL_KEYS: [&str; 7] = [
+    "access_key",
+    "secret_key",
+    "access_key_env",
+    "secret_key_env",
+    "credentials_file",
+    "account_token",
+    "account_token_env",
+];
+
+/// A Plex version used only to check `[run]` before a reference is known.
+pub const PROBE_PLEX_VERSION: &str = "1.0.0.0-00000000";
+
+/// What a launch decides for one run.
+#[derive(Debug, Clone)]
+pub struct RunParams {
+    pub run_id: String,
+    pub plex_version: String,
+    /// `(archive_key, manifest_key)` in delta mode.
+    pub reference: Option<(String, String)>,
+    pub zone: Zone,
+    pub api_url: String,
+    pub metadata_url: Option<String>,
+    pub keep_on_failure: bool,
+}
+
+impl RunParams {
+    /// Stand-in values, to check `[run]` when the config is loaded.
+    pub(super) fn probe(scaleway: &ScalewaySettings) -> RunParams {
+        RunParams {
+            run_id: "config-check".into(),
+            plex_version: PROBE_PLEX_VERSION.into(),
+            reference: Some((
+                "reference/probe.tar.zst".into(),
+                "reference/probe.manifest.json".into(),
+            )),
+            zone: scaleway.zone.clone(),
+            api_url: scaleway.api_url.clone(),
+            metadata_url: scaleway.metadata_url.clone(),
+            keep_on_failure: scaleway.keep_on_failure,
+        }
+    }
+}
+
+/// The run's secrets, written to [`RUN_SECRETS_PATH`] (mode 0600).
+pub struct RunSecrets {
+    pub access_key: String,
+    pub secret_key: runner::secret::Secret,
+    pub plex_token: Option<runner::secret::Secret>,
+}
+
+impl RunSecrets {
+    /// `KEY=VALUE` lines, the format of systemd's `EnvironmentFile=`.
+    pub fn env_file(&self) -> String {
+        let mut text = format!(
+            "AWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\nSCW_SECRET_KEY={}\n",
+            self.access_key,
+            self.secret_key.expose(),
+            self.secret_key.expose()
+        );
+        if let Some(token) = &self.plex_token {
+            text.push_str(&format!("PLEX_TOKEN={}\n", token.expose()));
+        }
+        text
+    }
+}
+
+/// True for the variables a run's secrets arrive in.
+pub(super) fn run_secret_var(var: &str) -> bool {
+    RUN_SECRET_VARS.contains(&var)
+}
+
+/// Refuses what `[run]` may not hold.
+pub(super) fn check_run_table(run: &toml::Table) -> Result<(), String> {
+    if let Some(key) = OWNED_KEYS.iter().find(|k| run.contains_key(**k)) {
+        return Err(format!(
+            "run.{key}: bootstrap sets this for each run; remove it from [run]"
+        ));
+    }
+    find_credential(run, "run")
+}
+
+fn find_credential(table: &toml::Table, at: &str) -> Result<(), String> {
+    for (key, value) in table {
+        let here = format!("{at}.{key}");
+        if CREDENTIAL_KEYS.iter().any(|c| c == key) {
+            return Err(format!(
+                "{here}: a run uses the per-run key bootstrap creates (and PLEX_TOKEN from bootstrap's environment); remove this key"
+            ));
+        }
+        match value {
+            toml::Value::Table(t) => find_credential(t, &here)?,
+            toml::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if let toml::Value::Table(t) = item {
+                        find_credential(t, &format!("{here}[{i}]"))?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The run's `run.toml`. `keep_s3_credentials`: keep `[s3]`'s own
+/// credential keys (bootstrap's view); the instance's copy has none.
+pub(super) fn compose(
+    s3: &toml::Table,
+    run: &toml::Table,
+    params: &RunParams,
+    keep_s3_credentials: bool,
+) -> String {
+    let mut doc = run.clone();
+    doc.insert("run_id".into(), params.run_id.clone().into());
+    doc.insert("work_dir".into(), INSTANCE_WORK_DIR.into());
+
+    let mut s3 = s3.clone();
+    if !keep_s3_credentials {
+        s3.retain(|k, _| !CREDENTIAL_KEYS.contains(&k));
+    }
+    doc.insert("s3".into(), s3.into());
+
+    let delta = doc.get("mode").and_then(toml::Value::as_str) != Some("scratch");
+    if let (true, Some((archive, manifest))) = (delta, &params.reference) {
+        let mut reference = toml::Table::new();
+        reference.insert("archive_key".into(), archive.clone().into());
+        reference.insert("manifest_key".into(), manifest.clone().into());
+        doc.insert("reference".into(), reference.into());
+    }
+
+    if let toml::Value::Table(plex) = doc
+        .entry("plex")
+        .or_insert_with(|| toml::Table::new().into())
+    {
+        plex.entry("version")
+            .or_insert_with(|| params.plex_version.clone().into());
+    }
+
+    let mut termination = toml::Table::new();
+    termination.insert("provider".into(), "scaleway".into());
+    termination.insert("zone".into(), params.zone.as_str().into());
+    termination.insert("api_url".into(), params.api_url.clone().into());
+    if let Some(url) = &params.metadata_url {
+        termination.insert("metadata_url".into(), url.clone().into());
+    }
+    termination.insert("keep_on_failure".into(), params.keep_on_failure.into());
+    doc.insert("termination".into(), termination.into());
+
+    format!(
+        "# run.toml for plex-burst run {}, written by `bootstrap launch`.\n\
+         # Secrets are not here: the runner reads them from {RUN_SECRETS_PATH}.\n\n{}",
+        params.run_id,
+        toml::to_string_pretty(&doc).expect("a TOML table serialises")
+    )
+}

@@ -1,0 +1,142 @@
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../bootstrap.example.toml");
+
+fn env(var: &str) -> Option<String> {
+    match var {
+        "SCW_SECRET_KEY" => Some("33333333-3333-3333-3333-333333333333".into()),
+        "AWS_ACCESS_KEY_ID" => Some("home-access".into()),
+        "AWS_SECRET_ACCESS_KEY" => Some("home-secret".into()),
+        "PLEX_TOKEN" => Some("plex-account-token".into()),
+        _ => None,
+    }
+}
+
+fn parse(text: &str) -> Result<BootstrapConfig, String> {
+    BootstrapConfig::parse(text, &env)
+}
+
+fn params(cfg: &BootstrapConfig) -> RunParams {
+    RunParams {
+        run_id: "2026-11-24-0100".into(),
+        plex_version: "1.41.3.9314-a0bfb8370".into(),
+        reference: Some((
+            "reference/plex-db.tar.zst".into(),
+            "reference/plex-db.manifest.json".into(),
+        )),
+        zone: cfg.scaleway.zone.clone(),
+        api_url: cfg.scaleway.api_url.clone(),
+        metadata_url: None,
+        keep_on_failure: false,
+    }
+}
+
+#[test]
+fn the_example_is_valid_and_renders_a_run_config_the_runner_accepts() {
+    let cfg = parse(EXAMPLE).unwrap();
+    assert_eq!(cfg.scaleway.zone.as_str(), "fr-par-1");
+    assert_eq!(cfg.bucket(), "plex-burst");
+    assert_eq!(cfg.s3_connection().access_key, "home-access");
+    assert_eq!(cfg.home.keep_backups, 3);
+    assert!(cfg.plex_token().is_some());
+
+    let text = cfg.render_run_toml(&params(&cfg)).unwrap();
+    let run = RunConfig::from_toml_str(&text, &|var| {
+        compose::run_secret_var(var).then(|| "x".to_owned())
+    })
+    .unwrap();
+    assert_eq!(run.run_id().to_string(), "2026-11-24-0100");
+    assert_eq!(run.plex_version().to_string(), "1.41.3.9314-a0bfb8370");
+    assert_eq!(run.work_dir(), Path::new(INSTANCE_WORK_DIR));
+    // No secret of home reaches the run's config.
+    for secret in ["home-access", "home-secret", "plex-account-token", "3333"] {
+        assert!(!text.contains(secret), "{secret} leaked into run.toml");
+    }
+    assert!(!text.contains("access_key_env"), "{text}");
+}
+
+#[test]
+fn an_unknown_key_is_named_with_its_section() {
+    let text = EXAMPLE.replace("keep_backups = 3", "keep_backup = 3");
+    let err = parse(&text).unwrap_err();
+    assert!(err.contains("home") && err.contains("keep_backup"), "{err}");
+}
+
+#[test]
+fn run_keys_are_checked_by_the_runner_schema_and_named_under_run() {
+    let text = EXAMPLE.replace("profile = \"large\"", "profile = \"huge\"");
+    let err = parse(&text).unwrap_err();
+    assert!(err.starts_with("run.media.profile"), "{err}");
+
+    let text = EXAMPLE.replace("scan = true", "scna = true");
+    let err = parse(&text).unwrap_err();
+    assert!(err.contains("run.phases.scna"), "{err}");
+}
+
+#[test]
+fn run_may_not_carry_credentials_or_what_bootstrap_sets() {
+    let text = EXAMPLE.replace(
+        "claim = true\nexclude",
+        "claim = true\naccount_token = \"t\"\nexclude",
+    );
+    let err = parse(&text).unwrap_err();
+    assert!(err.starts_with("run.plex.account_token"), "{err}");
+
+    let text = EXAMPLE.replace("mode = \"delta\"", "mode = \"delta\"\nrun_id = \"x\"");
+    let err = parse(&text).unwrap_err();
+    assert!(err.starts_with("run.run_id: bootstrap sets this"), "{err}");
+}
+
+#[test]
+fn missing_secrets_say_which_variable() {
+    let err = BootstrapConfig::parse(EXAMPLE, &|v| {
+        (v != "SCW_SECRET_KEY").then(|| env(v)).flatten()
+    })
+    .unwrap_err();
+    assert_eq!(
+        err,
+        "scaleway.secret_key: not set (the environment variable SCW_SECRET_KEY is missing)"
+    );
+
+    let err = BootstrapConfig::parse(EXAMPLE, &|v| (v != "PLEX_TOKEN").then(|| env(v)).flatten())
+        .unwrap_err();
+    assert!(err.contains("PLEX_TOKEN"), "{err}");
+}
+
+#[test]
+fn bad_values_are_one_line_naming_the_key() {
+    for (from, to, key) in [
+        ("zone = \"fr-par-1\"", "zone = \"mars-1\"", "scaleway.zone"),
+        (
+            "project_id = \"22222222-2222-2222-2222-222222222222\"",
+            "project_id = \"default\"",
+            "scaleway.project_id",
+        ),
+        (
+            "root_volume_gb = 100",
+            "root_volume_gb = 5",
+            "scaleway.root_volume_gb",
+        ),
+        ("keep_backups = 3", "keep_backups = 0", "home.keep_backups"),
+        ("control = \"docker\"", "control = \"ssh\"", "home.control"),
+        (
+            "bucket = \"plex-burst\"",
+            "bucket = \"No_Bucket\"",
+            "s3.bucket",
+        ),
+    ] {
+        let err = parse(&EXAMPLE.replace(from, to)).unwrap_err();
+        assert!(err.starts_with(key), "{to}: {err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+}
+
+#[test]
+fn a_command_control_needs_both_commands() {
+    let text = EXAMPLE.replace(
+        "control = \"docker\"",
+        "control = \"command\"\nstop_command = [\"plexctl\", \"stop\"]",
+    );
+    let err = parse(&text).unwrap_err();
+    assert!(err.starts_with("home.start_command"), "{err}");
+}

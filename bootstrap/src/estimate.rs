@@ -1,0 +1,101 @@
+//! What a run will cost, before it starts: price x expected hours. Hours
+//! come from the Sonic work left in the reference and the rate earlier runs
+//! measured (their last `status.json`), else an assumed rate, said so.
+
+use std::fmt;
+
+use runner::archive::Manifest;
+use runner::plexdb::stats::Stats;
+use runner::s3::Bucket;
+
+use crate::config::BootstrapConfig;
+use crate::runs::{self, LaunchRecord};
+
+/// Sonic tracks per hour when no earlier run measured one: the user's 375k
+/// tracks in about three days on a 16-core instance (mission.md).
+const ASSUMED_TRACKS_PER_HOUR: f64 = 5_000.0;
+/// Pull, mount, scan, package and upload of a delta run.
+const OVERHEAD_HOURS: f64 = 1.0;
+/// Block storage (sbs, 5K IOPS) list price, EUR per GB per hour (about
+/// EUR 0.086 per GB per month). Not in the API's server catalogue.
+pub const VOLUME_EUR_PER_GB_HOUR: f64 = 0.086 / 730.0;
+
+#[derive(Debug, Clone)]
+pub struct Estimate {
+    pub hours: f64,
+    pub eur: f64,
+    pub basis: String,
+}
+
+impl fmt::Display for Estimate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "about {:.1} h, EUR {:.2} ({})",
+            self.hours, self.eur, self.basis
+        )
+    }
+}
+
+/// Hourly cost of a server at `hourly_price` with a `gb` root volume.
+pub fn hourly(hourly_price: f64, gb: u64) -> f64 {
+    hourly_price + gb as f64 * VOLUME_EUR_PER_GB_HOUR
+}
+
+pub async fn estimate(
+    cfg: &BootstrapConfig,
+    bucket: &Bucket,
+    reference: Option<&Manifest>,
+    earlier: &[LaunchRecord],
+    hourly_price: f64,
+) -> Estimate {
+    let per_hour = hourly(hourly_price, cfg.scaleway.root_volume_gb);
+    let deadline_hours = cfg.run_settings().run_deadline().as_secs_f64() / 3600.0;
+    let left = reference
+        .and_then(|m| m.stats.clone())
+        .and_then(|v| serde_json::from_value::<Stats>(v).ok())
+        .map(|s| s.sonic.tracks.saturating_sub(s.sonic.analysed));
+    let sonic = cfg.run_settings().phases().sonic;
+    let (work_hours, basis) = match (sonic, left) {
+        (false, _) => (0.0, "no Sonic phase".to_owned()),
+        (true, None) => (
+            deadline_hours,
+            "Sonic work unknown (reference without stats): up to the deadline".to_owned(),
+        ),
+        (true, Some(left)) => {
+            let (rate, source) = match measured_rate(cfg, bucket, earlier).await {
+                Some((rate, run)) => (rate, format!("measured by run {run}")),
+                None => (
+                    ASSUMED_TRACKS_PER_HOUR,
+                    "assumed: no earlier run measured one".into(),
+                ),
+            };
+            (
+                left as f64 / rate,
+                format!("{left} tracks left at {rate:.0} tracks/h, {source}"),
+            )
+        }
+    };
+    let hours = (OVERHEAD_HOURS + work_hours).min(deadline_hours);
+    Estimate {
+        hours,
+        eur: hours * per_hour,
+        basis: format!("{basis}; EUR {per_hour:.4}/h"),
+    }
+}
+
+/// The Sonic rate the most recent run with one reported.
+async fn measured_rate(
+    cfg: &BootstrapConfig,
+    bucket: &Bucket,
+    earlier: &[LaunchRecord],
+) -> Option<(f64, String)> {
+    for record in earlier.iter().rev() {
+        if let Ok(Some(status)) = runs::status(cfg, bucket, &record.run_id).await
+            && let Some(rate) = status.sonic.map(|s| s.tracks_per_hour).filter(|r| *r > 0.0)
+        {
+            return Some((rate, record.run_id.clone()));
+        }
+    }
+    None
+}

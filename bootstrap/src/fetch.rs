@@ -1,0 +1,273 @@
+//! `bootstrap fetch [RUN] [--wait]`: the finished DB comes home. The result
+//! is downloaded and verified while the home Plex keeps running (digests of
+//! the archive and of every file); a quarantined or unverified result is
+//! never installed. The install itself (stop, backup, watch-state merge,
+//! remap, integrity, swap, start, verify, rollback) is `home::install`.
+//! Then the cloud is cleaned: server and root volume if left, the run's
+//! API key, and the checkpoints when asked.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use runner::plexdb::PathMapping;
+use runner::plexdb::stats::Stats;
+use runner::run::status::RunState;
+use runner::s3::Bucket;
+use runner::scaleway::Client;
+
+use crate::cloud;
+use crate::config::BootstrapConfig;
+use crate::home;
+use crate::iam;
+use crate::runs::{self, LaunchRecord, LaunchState, Outcome};
+
+pub struct FetchOptions {
+    pub wait: bool,
+    pub dry_run: bool,
+    pub delete_checkpoints: bool,
+}
+
+/// Where a download lands before the swap: beside `Databases`, on the same
+/// filesystem, so the swap is a rename.
+const INCOMING: &str = "Databases.plex-burst-incoming";
+/// Plex's own SQLite build, where a native install puts it.
+const PLEX_SQLITE: &str = "/usr/lib/plexmediaserver/Plex SQLite";
+
+/// The `DONE` marker the runner writes last.
+#[derive(Debug, Deserialize)]
+struct Done {
+    archive_key: String,
+    manifest_key: String,
+    archive_sha256: String,
+}
+
+pub async fn fetch(cfg: &BootstrapConfig, run: Option<&str>, opts: &FetchOptions) -> Result<()> {
+    let client = cloud::client(cfg)?;
+    let bucket = cloud::bucket(cfg);
+    let record = match run {
+        Some(id) => LaunchRecord::load(cfg, &bucket, id).await?,
+        None => latest(cfg, &bucket).await?,
+    };
+    let run_id = record.run_id.clone();
+    if record.state == LaunchState::Fetched && !opts.dry_run {
+        bail!("run {run_id} was already fetched and installed");
+    }
+    if opts.wait {
+        wait_finished(cfg, &bucket, &run_id).await?;
+    }
+    let done = finished_result(cfg, &bucket, &run_id).await?;
+    let manifest = runner::transfer::fetch_manifest(&bucket, &done.manifest_key).await?;
+    if manifest.archive.sha256 != done.archive_sha256 {
+        bail!(
+            "run {run_id}: the manifest's archive digest ({}) is not the one DONE records ({}): the result is not installed",
+            manifest.archive.sha256,
+            done.archive_sha256
+        );
+    }
+    let expected: Stats = manifest
+        .stats
+        .as_ref()
+        .and_then(|s| serde_json::from_value(s["after"].clone()).ok())
+        .context("the result's manifest has no statistics to verify the install against")?;
+
+    let layout = home::layout_of(&cfg.home);
+    let databases = layout.databases_dir();
+    let incoming = databases
+        .parent()
+        .context("the Databases folder has no parent")?
+        .join(INCOMING);
+    remove_stale(&incoming)?;
+
+    println!(
+        "downloading run {run_id}'s result ({:.1} MB) into {}",
+        manifest.archive.size as f64 / 1e6,
+        incoming.display()
+    );
+    runner::transfer::pull(
+        &bucket,
+        &done.archive_key,
+        &incoming,
+        Some(manifest.clone()),
+    )
+    .await
+    .context("the result could not be downloaded and verified; the home DB was not touched")?;
+    println!(
+        "verified: archive sha256 and {} files",
+        manifest.files.len()
+    );
+
+    let plan = home::install::InstallPlan {
+        databases_dir: databases.clone(),
+        incoming_dir: incoming.clone(),
+        snapshot_time: record.snapshot_time.unwrap_or(0),
+        mappings: home_mappings(cfg)?,
+        expected,
+        keep_backups: cfg.home.keep_backups,
+        plex_timeout: cfg.home.plex_timeout,
+        // A native install's own SQLite checks the FTS tables too.
+        plex_sqlite: Some(PathBuf::from(PLEX_SQLITE)).filter(|p| p.exists()),
+    };
+    let plex = home::plex_of(&cfg.home, &layout);
+    if opts.dry_run {
+        let preview = tokio::task::spawn_blocking({
+            let plan = plan.clone();
+            move || home::install::plan_install(&plan)
+        })
+        .await??;
+        println!("{preview}");
+        remove_stale(&incoming)?;
+        println!("dry run: the home DB was not touched");
+        return Ok(());
+    }
+    let report = tokio::task::spawn_blocking(move || home::install::install(&plan, &plex))
+        .await
+        .context("the install thread panicked")?;
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            let _ = remove_stale(&incoming);
+            return Err(anyhow::anyhow!(e).context(format!("run {run_id} was not installed")));
+        }
+    };
+    println!("{report}");
+
+    clean_cloud(cfg, &client, &bucket, &record, opts.delete_checkpoints).await?;
+    let mut record = record;
+    record.state = LaunchState::Fetched;
+    record.save(cfg, &bucket).await?;
+    println!("run {run_id} installed; the cloud side is cleaned up");
+    Ok(())
+}
+
+/// The most recent launched run not yet fetched.
+async fn latest(cfg: &BootstrapConfig, bucket: &Bucket) -> Result<LaunchRecord> {
+    runs::all(cfg, bucket)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|r| r.state == LaunchState::Launched)
+        .context("no launched run waiting to be fetched (name one: `bootstrap fetch RUN`)")
+}
+
+/// Polls until the run has a result or has failed.
+async fn wait_finished(cfg: &BootstrapConfig, bucket: &Bucket, run_id: &str) -> Result<()> {
+    let every = Duration::from_millis(
+        std::env::var("PLEX_BURST_POLL_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(60_000),
+    );
+    let mut last = String::new();
+    loop {
+        if runs::outcome(cfg, bucket, run_id).await? != Outcome::Pending {
+            return Ok(());
+        }
+        if let Some(status) = runs::status(cfg, bucket, run_id).await? {
+            if status.state == RunState::Failed {
+                return Ok(()); // reported by finished_result
+            }
+            let line = format!(
+                "run {run_id}: {} {}",
+                status.phase.map(|p| p.to_string()).unwrap_or_default(),
+                status.detail.unwrap_or_default()
+            );
+            if line != last {
+                println!("{line}");
+                last = line;
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// The `DONE` marker, or why there is nothing to install.
+async fn finished_result(cfg: &BootstrapConfig, bucket: &Bucket, run_id: &str) -> Result<Done> {
+    match runs::outcome(cfg, bucket, run_id).await? {
+        Outcome::Done => {}
+        Outcome::Quarantined => {
+            let why = runs::status(cfg, bucket, run_id)
+                .await?
+                .and_then(|s| s.quarantine)
+                .unwrap_or_else(|| "a library lost items".into());
+            bail!(
+                "run {run_id} is quarantined ({why}): its DB is never installed; it stays in s3://{}/{} for inspection",
+                bucket.name(),
+                cfg.run_key(run_id, "quarantine/")
+            );
+        }
+        Outcome::Pending => {
+            let status = runs::status(cfg, bucket, run_id).await?;
+            match status {
+                Some(s) if s.state == RunState::Failed => bail!(
+                    "run {run_id} failed in phase {}: {}",
+                    s.phase.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+                    s.last_error.unwrap_or_else(|| "no error recorded".into())
+                ),
+                Some(s) => bail!(
+                    "run {run_id} has not finished (phase {}): wait with `bootstrap fetch {run_id} --wait`",
+                    s.phase.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
+                ),
+                None => bail!("run {run_id} has not started writing its status yet: try `--wait`"),
+            }
+        }
+    }
+    let key = cfg.run_key(run_id, "DONE");
+    let bytes = bucket.get_bytes(&key).await?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("s3://{}/{key} is unreadable", bucket.name()))
+}
+
+/// The run's path mappings reversed: instance paths back to home paths.
+fn home_mappings(cfg: &BootstrapConfig) -> Result<Vec<PathMapping>> {
+    cfg.run_settings()
+        .path_mappings()
+        .iter()
+        .map(|m| PathMapping::new(&m.to, &m.from).context("a path mapping cannot be reversed"))
+        .collect()
+}
+
+/// After the install: nothing of the run stays billed.
+async fn clean_cloud(
+    cfg: &BootstrapConfig,
+    client: &Client,
+    bucket: &Bucket,
+    record: &LaunchRecord,
+    delete_checkpoints: bool,
+) -> Result<()> {
+    let zone = &cfg.scaleway.zone;
+    if let Some(id) = &record.server_id
+        && let Some(server) = client.get_server(zone, id).await?
+    {
+        println!("the run's server {id} is still there: deleting it");
+        cloud::destroy_server(client, zone, &server).await?;
+    }
+    if let Some(volume) = &record.root_volume_id
+        && client.get_volume(zone, volume).await?.is_some()
+    {
+        cloud::delete_volume(client, zone, volume).await?;
+        println!("deleted the run's root volume {volume}");
+    }
+    iam::delete_run_keys(cfg, client, &record.run_id).await?;
+    if delete_checkpoints {
+        for object in bucket
+            .list(&cfg.run_key(&record.run_id, "checkpoint/"))
+            .await?
+        {
+            bucket.delete(&object.key).await?;
+        }
+        println!("deleted the run's checkpoints");
+    }
+    Ok(())
+}
+
+/// A download left by an earlier, interrupted fetch.
+fn remove_stale(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+    }
+}

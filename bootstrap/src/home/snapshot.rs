@@ -1,0 +1,208 @@
+//! A consistent copy of the home DBs while Plex may be running, for a run
+//! to work on: SQLite's online backup API (lessons.md 22), never a file copy
+//! of a live WAL-mode DB.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::backup::StepResult;
+use rusqlite::{Connection, OpenFlags};
+
+use super::{BLOBS_DB, LIBRARY_DB};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("no Plex library DB at {}", .0.display())]
+    NoLibrary(PathBuf),
+    #[error("cannot copy {}: {detail}", path.display())]
+    Copy { path: PathBuf, detail: String },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    PlexDb(#[from] runner::plexdb::PlexDbError),
+}
+
+/// What [`consistent_copy`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotCopy {
+    /// The copies, in `dest`.
+    pub files: Vec<PathBuf>,
+    /// Home rows stamped after this unix second may be missing from the
+    /// copy: the second before the copy started. (A change made in the
+    /// copy's own second may or may not be in it; claiming one second
+    /// earlier makes the watch-state merge re-apply it, which is harmless
+    /// as the merge is idempotent.)
+    pub snapshot_time: i64,
+}
+
+/// Copies the library DB and the blobs DB (if any) from `databases_dir`
+/// into `dest` (created if needed), each as one self-contained file.
+/// Dated backups (`*.db-YYYY-MM-DD`) and `-wal`/`-shm` files are not
+/// copied: the copies hold the WAL's committed content.
+pub fn consistent_copy(databases_dir: &Path, dest: &Path) -> Result<SnapshotCopy, SnapshotError> {
+    let library = databases_dir.join(LIBRARY_DB);
+    if !library.is_file() {
+        return Err(SnapshotError::NoLibrary(library));
+    }
+    std::fs::create_dir_all(dest).map_err(|e| io(dest, e))?;
+    let snapshot_time = unix_now() - 1;
+    let mut files = Vec::new();
+    for name in [LIBRARY_DB, BLOBS_DB] {
+        let source = databases_dir.join(name);
+        if name != LIBRARY_DB && !source.is_file() {
+            continue;
+        }
+        let target = dest.join(name);
+        copy_db(&source, &target)?;
+        files.push(target);
+    }
+    sync_dir(dest)?;
+    tracing::info!(files = files.len(), snapshot_time, "home DB copied");
+    Ok(SnapshotCopy {
+        files,
+        snapshot_time,
+    })
+}
+
+/// Every library root (`section_locations.root_path`), for the manifest.
+pub fn library_roots(db: &Path) -> Result<Vec<String>, SnapshotError> {
+    let conn = runner::plexdb::open_read_only(db)?;
+    let copy_error = |e: rusqlite::Error| SnapshotError::Copy {
+        path: db.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let mut stmt = conn
+        .prepare(
+            "SELECT DISTINCT root_path FROM section_locations
+             WHERE root_path IS NOT NULL ORDER BY root_path",
+        )
+        .map_err(copy_error)?;
+    let roots = stmt
+        .query_map([], |r| r.get(0))
+        .map_err(copy_error)?
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(copy_error)?;
+    Ok(roots)
+}
+
+/// One online-backup step over the whole DB (a single read transaction:
+/// a consistent state even while Plex writes), into a temporary file that
+/// is renamed into place once synced.
+fn copy_db(source: &Path, target: &Path) -> Result<(), SnapshotError> {
+    let fail = |detail: String| SnapshotError::Copy {
+        path: source.to_path_buf(),
+        detail,
+    };
+    let src = runner::plexdb::open_read_only(source)?;
+    let partial = target.with_extension("db.partial");
+    let _ = std::fs::remove_file(&partial);
+    let result = (|| {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut dst =
+            Connection::open_with_flags(&partial, flags).map_err(|e| fail(e.to_string()))?;
+        {
+            let backup =
+                rusqlite::backup::Backup::new(&src, &mut dst).map_err(|e| fail(e.to_string()))?;
+            match backup.step(-1).map_err(|e| fail(e.to_string()))? {
+                StepResult::Done => {}
+                other => {
+                    return Err(fail(format!(
+                        "the copy stopped early ({other:?}): Plex holds a lock, try again"
+                    )));
+                }
+            }
+        }
+        // A WAL-mode source gives a WAL-mode header: make it one plain file.
+        dst.execute_batch("PRAGMA journal_mode = DELETE")
+            .map_err(|e| fail(e.to_string()))?;
+        dst.close().map_err(|(_, e)| fail(e.to_string()))?;
+        std::fs::File::open(&partial)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io(&partial, e))?;
+        std::fs::rename(&partial, target).map_err(|e| io(target, e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
+}
+
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), SnapshotError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io(dir, e))
+}
+
+fn io(path: &Path, source: std::io::Error) -> SnapshotError {
+    SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wal_db(path: &Path) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE section_locations (id INTEGER PRIMARY KEY, root_path varchar(255));
+             INSERT INTO section_locations(root_path) VALUES ('/data/music'), ('/data/movies'), ('/data/music');",
+        )
+        .unwrap();
+        conn
+    }
+
+    #[test]
+    fn copies_what_a_live_writer_committed_and_skips_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (home, dest) = (dir.path().join("Databases"), dir.path().join("snap"));
+        std::fs::create_dir(&home).unwrap();
+        // Plex keeps its connection open: committed rows sit in the -wal.
+        let live = wal_db(&home.join(LIBRARY_DB));
+        live.execute(
+            "INSERT INTO section_locations(root_path) VALUES ('/data/photos')",
+            [],
+        )
+        .unwrap();
+        assert!(home.join(format!("{LIBRARY_DB}-wal")).exists());
+        std::fs::write(home.join(format!("{LIBRARY_DB}-2026-11-20")), b"old").unwrap();
+        let before = unix_now();
+
+        let copy = consistent_copy(&home, &dest).unwrap();
+        assert_eq!(copy.files, [dest.join(LIBRARY_DB)], "no blobs DB here");
+        assert!(copy.snapshot_time < before + 1 && copy.snapshot_time >= before - 2);
+        let mut names: Vec<String> = std::fs::read_dir(&dest)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [LIBRARY_DB], "only the DB itself, one file");
+        assert_eq!(
+            library_roots(&dest.join(LIBRARY_DB)).unwrap(),
+            ["/data/movies", "/data/music", "/data/photos"]
+        );
+        drop(live);
+    }
+
+    #[test]
+    fn a_folder_without_a_library_db_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = consistent_copy(dir.path(), &dir.path().join("x")).unwrap_err();
+        assert!(matches!(error, SnapshotError::NoLibrary(_)), "{error}");
+    }
+}

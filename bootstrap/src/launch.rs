@@ -1,0 +1,427 @@
+//! `bootstrap launch`: one command starts a run. Everything that would
+//! waste money is checked before anything is created; then the image
+//! (baked if missing), a per-run API key that expires after the run's
+//! deadline, the server (stopped), its user data, and only then `poweron`.
+//! Each step is recorded in `runs/<run-id>/launch.json`, so a launch cut
+//! short is found and cleaned up by the next one: no orphan is left.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+
+use runner::archive::Manifest;
+use runner::config::Mode;
+use runner::s3::Bucket;
+use runner::scaleway::{Client, CreateServer, RootVolume, ServerAction, VolumeType};
+
+use crate::cloud;
+use crate::config::{BootstrapConfig, RunParams, RunSecrets};
+use crate::estimate::{self, Estimate};
+use crate::iam;
+use crate::image::{self, Recipe};
+use crate::runs::{self, LaunchRecord, LaunchState, TAG, run_tag};
+use crate::userdata;
+
+/// The per-run key outlives the run's deadline by this much: the upload
+/// budget is inside the deadline, this covers a late terminate.
+const KEY_MARGIN: Duration = Duration::from_secs(6 * 3600);
+
+pub struct LaunchOptions {
+    pub dry_run: bool,
+    /// Reference archive key; default `<reference_prefix>plex-db.tar.zst`.
+    pub reference: Option<String>,
+    /// Refuse to bake an image (fail instead when none matches).
+    pub no_build: bool,
+}
+
+/// What the checks found: everything a launch needs, nothing created yet.
+struct Plan {
+    run_id: String,
+    reference: Option<Reference>,
+    plex_version: String,
+    recipe: Recipe,
+    image: Option<runner::scaleway::Image>,
+    hourly_price: f64,
+    estimate: Estimate,
+}
+
+struct Reference {
+    archive_key: String,
+    manifest_key: String,
+    manifest: Manifest,
+}
+
+pub async fn launch(cfg: &BootstrapConfig, opts: &LaunchOptions) -> Result<()> {
+    let client = cloud::client(cfg)?;
+    let bucket = cloud::bucket(cfg);
+
+    clean_interrupted_launches(cfg, &client, &bucket).await?;
+    let plan = check(cfg, &client, &bucket, opts).await?;
+    print_plan(cfg, &plan);
+    if opts.dry_run {
+        println!("dry run: nothing created");
+        return Ok(());
+    }
+    let image = match plan.image.clone() {
+        Some(image) => image,
+        None if opts.no_build => bail!(
+            "no image for this recipe ({}) and --no-build was given: run `bootstrap image build`",
+            &plan.recipe.hash[..12]
+        ),
+        None => image::ensure(cfg, &plan.recipe).await?,
+    };
+
+    let now = SystemTime::now();
+    let deadline = now + cfg.run_settings().run_deadline();
+    let mut record = LaunchRecord {
+        run_id: plan.run_id.clone(),
+        state: LaunchState::Creating,
+        zone: cfg.scaleway.zone.to_string(),
+        project_id: cfg.scaleway.project_id.clone(),
+        commercial_type: cfg.scaleway.commercial_type.clone(),
+        hourly_price: Some(plan.hourly_price),
+        root_volume_gb: cfg.scaleway.root_volume_gb,
+        image_id: Some(image.id.clone()),
+        server_id: None,
+        root_volume_id: None,
+        api_key: None,
+        launched_at: runs::rfc3339(now),
+        deadline: runs::rfc3339(deadline),
+        snapshot_time: plan
+            .reference
+            .as_ref()
+            .and_then(|r| snapshot_time(&r.manifest)),
+        reference_key: plan.reference.as_ref().map(|r| r.archive_key.clone()),
+        plex_version: plan.plex_version.clone(),
+        bootstrap_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    record.save(cfg, &bucket).await?;
+
+    match create(
+        cfg,
+        &client,
+        &bucket,
+        &plan,
+        &mut record,
+        deadline + KEY_MARGIN,
+    )
+    .await
+    {
+        Ok(()) => {
+            println!(
+                "run {} launched: server {} powering on; follow it with `bootstrap status {} --watch`",
+                plan.run_id,
+                record.server_id.as_deref().unwrap_or("?"),
+                plan.run_id
+            );
+            Ok(())
+        }
+        Err(e) => {
+            let cleaned = abandon(cfg, &client, &bucket, &mut record).await;
+            match cleaned {
+                Ok(()) => Err(e.context(format!(
+                    "launch of run {} failed; everything it created was deleted",
+                    plan.run_id
+                ))),
+                Err(c) => Err(e.context(format!(
+                    "launch of run {} failed, and its cleanup failed too ({c:#}): `bootstrap sweep` lists what is left",
+                    plan.run_id
+                ))),
+            }
+        }
+    }
+}
+
+/// The checks that cost nothing, in the order a user would fix them.
+async fn check(
+    cfg: &BootstrapConfig,
+    client: &Client,
+    bucket: &Bucket,
+    opts: &LaunchOptions,
+) -> Result<Plan> {
+    let zone = &cfg.scaleway.zone;
+    // Credentials (and the project) first: every later call needs them.
+    client
+        .list_servers(zone, &[TAG])
+        .await
+        .context("the Scaleway credentials do not work")?;
+    let types = client
+        .server_types(zone)
+        .await
+        .context("cannot read the server catalogue")?;
+    let hourly_price = match types.get(&cfg.scaleway.commercial_type) {
+        Some(t) => t.hourly_price,
+        None => bail!(
+            "scaleway.commercial_type: {:?} is not offered in {zone} (offered: {})",
+            cfg.scaleway.commercial_type,
+            types.keys().cloned().collect::<Vec<_>>().join(", ")
+        ),
+    };
+
+    let reference = match cfg.run_settings().mode() {
+        Mode::Delta { .. } => Some(reference(cfg, bucket, opts.reference.as_deref()).await?),
+        Mode::Scratch { .. } => None,
+    };
+    let plex_version = plex_version(cfg, reference.as_ref())?;
+    media_readable(cfg).await?;
+
+    let recipe = Recipe::new(cfg, &plex_version)?;
+    let image = image::find(client, cfg, &recipe).await?;
+    let run_id = runs::new_run_id(cfg, bucket).await?;
+    let earlier = runs::all(cfg, bucket).await.unwrap_or_default();
+    let estimate = estimate::estimate(
+        cfg,
+        bucket,
+        reference.as_ref().map(|r| &r.manifest),
+        &earlier,
+        hourly_price,
+    )
+    .await;
+    Ok(Plan {
+        run_id,
+        reference,
+        plex_version,
+        recipe,
+        image,
+        hourly_price,
+        estimate,
+    })
+}
+
+async fn reference(cfg: &BootstrapConfig, bucket: &Bucket, key: Option<&str>) -> Result<Reference> {
+    let archive_key = key.map_or_else(
+        || {
+            format!(
+                "{}{}",
+                cfg.reference_prefix(),
+                crate::snapshot::ARCHIVE_NAME
+            )
+        },
+        str::to_owned,
+    );
+    if bucket.head(&archive_key).await?.is_none() {
+        bail!(
+            "no reference archive at s3://{}/{archive_key}: run `bootstrap snapshot` first",
+            bucket.name()
+        );
+    }
+    let manifest_key = runner::transfer::manifest_key_for(&archive_key);
+    let manifest = runner::transfer::fetch_manifest(bucket, &manifest_key)
+        .await
+        .context("the reference has no usable manifest: run `bootstrap snapshot` again")?;
+    Ok(Reference {
+        archive_key,
+        manifest_key,
+        manifest,
+    })
+}
+
+/// The run's Plex version: the home version recorded with the reference
+/// (lessons.md 24); a version set in `[run.plex]` must agree with it.
+fn plex_version(cfg: &BootstrapConfig, reference: Option<&Reference>) -> Result<String> {
+    let configured = cfg.run_settings().plex_version().to_string();
+    let configured = (configured != crate::config::PROBE_PLEX_VERSION).then_some(configured);
+    let home = reference.and_then(|r| r.manifest.plex_version.clone());
+    match (configured, home) {
+        (Some(c), Some(h)) if c != h => bail!(
+            "run.plex.version is {c} but the reference was made by Plex {h}: the cloud must run the home version (remove run.plex.version)"
+        ),
+        (_, Some(h)) => Ok(h),
+        (Some(c), None) => Ok(c),
+        (None, None) => bail!(
+            "run.plex.version: required in scratch mode (the home Plex version; the DB must not migrate past it)"
+        ),
+    }
+}
+
+/// The media bucket answers a listing with the home credentials.
+async fn media_readable(cfg: &BootstrapConfig) -> Result<()> {
+    let media = &cfg.run_settings().media();
+    let bucket = Bucket::new(
+        &media.connection.to_engine(),
+        media.remote.bucket.to_string(),
+        runner::s3::Tuning::default(),
+    );
+    let prefix = match media.remote.path.trim_matches('/') {
+        "" => String::new(),
+        p => format!("{p}/"),
+    };
+    match bucket.first(&prefix).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => bail!(
+            "run.media.remote: s3://{}/{prefix} is empty: nothing to scan",
+            media.remote.bucket
+        ),
+        Err(e) => {
+            Err(anyhow::anyhow!(e).context("run.media.remote: the media bucket is not readable"))
+        }
+    }
+}
+
+fn print_plan(cfg: &BootstrapConfig, plan: &Plan) {
+    println!("run {}", plan.run_id);
+    println!(
+        "  server     {} in {} at EUR {:.4}/h, root volume {} GB",
+        cfg.scaleway.commercial_type,
+        cfg.scaleway.zone,
+        plan.hourly_price,
+        cfg.scaleway.root_volume_gb
+    );
+    match &plan.reference {
+        Some(r) => println!(
+            "  reference  s3://{}/{} (Plex {}, {} files)",
+            cfg.bucket(),
+            r.archive_key,
+            plan.plex_version,
+            r.manifest.files.len()
+        ),
+        None => println!("  mode       scratch (Plex {})", plan.plex_version),
+    }
+    match &plan.image {
+        Some(i) => println!("  image      {} ({})", i.name, i.id),
+        None => println!(
+            "  image      none for recipe {}: baked first (about 15 minutes)",
+            &plan.recipe.hash[..12]
+        ),
+    }
+    println!(
+        "  deadline   {} (per-run key expires {} later)",
+        humantime::format_duration(cfg.run_settings().run_deadline()),
+        humantime::format_duration(KEY_MARGIN)
+    );
+    println!("  estimate   {}", plan.estimate);
+}
+
+/// Key, server, user data, poweron; each recorded as soon as it exists.
+async fn create(
+    cfg: &BootstrapConfig,
+    client: &Client,
+    bucket: &Bucket,
+    plan: &Plan,
+    record: &mut LaunchRecord,
+    key_expires: SystemTime,
+) -> Result<()> {
+    let zone = &cfg.scaleway.zone;
+    let key = iam::create_run_key(cfg, client, &plan.run_id, key_expires).await?;
+    record.api_key = Some(key.access_key.clone());
+    record.save(cfg, bucket).await?;
+
+    let params = RunParams {
+        run_id: plan.run_id.clone(),
+        plex_version: plan.plex_version.clone(),
+        reference: plan
+            .reference
+            .as_ref()
+            .map(|r| (r.archive_key.clone(), r.manifest_key.clone())),
+        zone: zone.clone(),
+        api_url: cfg.scaleway.api_url.clone(),
+        metadata_url: cfg.scaleway.metadata_url.clone(),
+        keep_on_failure: cfg.scaleway.keep_on_failure,
+    };
+    let run_toml = cfg.render_run_toml(&params).map_err(anyhow::Error::msg)?;
+    let secrets = RunSecrets {
+        access_key: key.access_key.clone(),
+        secret_key: key
+            .secret_key
+            .clone()
+            .context("Scaleway returned the new API key without its secret")?,
+        plex_token: cfg.plex_token().cloned(),
+    };
+    let values: BTreeMap<&str, String> = [
+        ("run_id", plan.run_id.clone()),
+        ("run_toml", run_toml),
+        ("secrets_env", secrets.env_file()),
+    ]
+    .into_iter()
+    .collect();
+    let user_data = userdata::render(userdata::RUN_TEMPLATE, &values)?;
+
+    let server = client
+        .create_server(
+            zone,
+            &CreateServer {
+                name: format!("plex-burst-{}", plan.run_id),
+                commercial_type: cfg.scaleway.commercial_type.clone(),
+                image: record.image_id.clone().unwrap_or_default(),
+                project: cfg.scaleway.project_id.clone(),
+                tags: vec![TAG.into(), run_tag(&plan.run_id)],
+                root_volume: RootVolume {
+                    size_bytes: cfg.scaleway.root_volume_gb * 1_000_000_000,
+                    volume_type: VolumeType::Sbs,
+                },
+                dynamic_ip_required: true,
+            },
+        )
+        .await
+        .context("cannot create the run's server")?;
+    record.server_id = Some(server.id.clone());
+    record.root_volume_id = server.volumes.get("0").map(|v| v.id.clone());
+    record.save(cfg, bucket).await?;
+
+    // User data before poweron: a running server reads it only after a reboot.
+    client
+        .set_user_data(zone, &server.id, "cloud-init", &user_data)
+        .await
+        .context("cannot set the run's user data")?;
+    client
+        .server_action(zone, &server.id, ServerAction::Poweron)
+        .await
+        .context("cannot power on the run's server")?;
+    record.state = LaunchState::Launched;
+    record.save(cfg, bucket).await
+}
+
+/// Deletes what a failed or interrupted launch created.
+async fn abandon(
+    cfg: &BootstrapConfig,
+    client: &Client,
+    bucket: &Bucket,
+    record: &mut LaunchRecord,
+) -> Result<()> {
+    let zone = &cfg.scaleway.zone;
+    for server in client
+        .list_servers(zone, &[TAG, &run_tag(&record.run_id)])
+        .await?
+    {
+        cloud::destroy_server(client, zone, &server).await?;
+    }
+    if let Some(volume) = &record.root_volume_id {
+        cloud::delete_volume(client, zone, volume).await?;
+    }
+    iam::delete_run_keys(cfg, client, &record.run_id).await?;
+    record.state = LaunchState::Abandoned;
+    record.save(cfg, bucket).await
+}
+
+/// Launches that stopped half way (state `creating`) are cleaned up before
+/// a new one starts.
+async fn clean_interrupted_launches(
+    cfg: &BootstrapConfig,
+    client: &Client,
+    bucket: &Bucket,
+) -> Result<()> {
+    for mut record in runs::all(cfg, bucket).await? {
+        if record.state != LaunchState::Creating {
+            continue;
+        }
+        println!(
+            "launch of run {} was interrupted at {}: deleting what it created",
+            record.run_id, record.launched_at
+        );
+        abandon(cfg, client, bucket, &mut record)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot clean up the interrupted launch of run {}",
+                    record.run_id
+                )
+            })?;
+    }
+    Ok(())
+}
+
+/// The snapshot time `bootstrap snapshot` recorded.
+pub fn snapshot_time(manifest: &Manifest) -> Option<i64> {
+    manifest.source.get("snapshot_time")?.parse().ok()
+}

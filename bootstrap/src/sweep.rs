@@ -1,0 +1,311 @@
+//! `bootstrap sweep`: everything plex-burst created that outlived its
+//! purpose, with what it costs per hour; `--yes` deletes it. Found by tag
+//! (every resource bootstrap creates carries `plex-burst`) and by the
+//! launch records (a root volume Scaleway did not tag).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+
+use runner::scaleway::{Client, Server};
+
+use crate::cloud;
+use crate::config::BootstrapConfig;
+use crate::estimate::VOLUME_EUR_PER_GB_HOUR;
+use crate::iam;
+use crate::runs::{self, LaunchRecord, LaunchState, Outcome, TAG};
+use crate::status::RunView;
+
+/// A builder older than this is a leftover (the build timeout is shorter).
+const BUILDER_MAX_AGE: Duration = Duration::from_secs(6 * 3600);
+
+#[derive(Debug)]
+pub enum Leftover {
+    Server(Box<Server>),
+    Volume {
+        id: String,
+        gb: u64,
+    },
+    Image {
+        id: String,
+        snapshot: Option<String>,
+        gb: u64,
+    },
+    Snapshot {
+        id: String,
+        gb: u64,
+    },
+    ApiKey {
+        access_key: String,
+    },
+}
+
+#[derive(Debug)]
+pub struct Found {
+    pub what: Leftover,
+    pub name: String,
+    pub why: String,
+    pub eur_per_hour: f64,
+}
+
+pub async fn sweep(cfg: &BootstrapConfig, yes: bool) -> Result<()> {
+    let client = cloud::client(cfg)?;
+    let found = find(cfg, &client).await?;
+    if found.is_empty() {
+        println!("nothing left behind");
+        return Ok(());
+    }
+    let total: f64 = found.iter().map(|f| f.eur_per_hour).sum();
+    for f in &found {
+        println!(
+            "{:<9} {:<38} EUR {:>7.4}/h  {} ({})",
+            kind(&f.what),
+            id(&f.what),
+            f.eur_per_hour,
+            f.name,
+            f.why
+        );
+    }
+    println!("{} resources, EUR {total:.4}/h", found.len());
+    if !yes {
+        println!("nothing deleted: run `bootstrap sweep --yes` to delete them");
+        return Ok(());
+    }
+    let zone = &cfg.scaleway.zone;
+    for f in &found {
+        let done = match &f.what {
+            Leftover::Server(server) => cloud::destroy_server(&client, zone, server).await,
+            Leftover::Volume { id, .. } => cloud::delete_volume(&client, zone, id).await,
+            Leftover::Image { id, snapshot, .. } => {
+                let deleted = client
+                    .delete_image(zone, id)
+                    .await
+                    .map_err(anyhow::Error::from);
+                match (deleted, snapshot) {
+                    (Ok(()), Some(s)) => client.delete_snapshot(zone, s).await.map_err(Into::into),
+                    (other, _) => other,
+                }
+            }
+            Leftover::Snapshot { id, .. } => {
+                client.delete_snapshot(zone, id).await.map_err(Into::into)
+            }
+            Leftover::ApiKey { access_key } => {
+                client.delete_api_key(access_key).await.map_err(Into::into)
+            }
+        };
+        done.with_context(|| format!("cannot delete {} {}", kind(&f.what), id(&f.what)))?;
+        println!("deleted {} {}", kind(&f.what), id(&f.what));
+    }
+    Ok(())
+}
+
+fn kind(l: &Leftover) -> &'static str {
+    match l {
+        Leftover::Server(_) => "server",
+        Leftover::Volume { .. } => "volume",
+        Leftover::Image { .. } => "image",
+        Leftover::Snapshot { .. } => "snapshot",
+        Leftover::ApiKey { .. } => "api-key",
+    }
+}
+
+fn id(l: &Leftover) -> &str {
+    match l {
+        Leftover::Server(s) => &s.id,
+        Leftover::Volume { id, .. }
+        | Leftover::Image { id, .. }
+        | Leftover::Snapshot { id, .. } => id,
+        Leftover::ApiKey { access_key } => access_key,
+    }
+}
+
+/// Every resource that outlived its run or build.
+pub async fn find(cfg: &BootstrapConfig, client: &Client) -> Result<Vec<Found>> {
+    let zone = &cfg.scaleway.zone;
+    let bucket = cloud::bucket(cfg);
+    let records: BTreeMap<String, LaunchRecord> = runs::all(cfg, &bucket)
+        .await?
+        .into_iter()
+        .map(|r| (r.run_id.clone(), r))
+        .collect();
+    let prices = client.server_types(zone).await?;
+    let mut found = Vec::new();
+
+    // Servers: a run's, once its run is over; a builder, once too old.
+    let servers = client.list_servers(zone, &[TAG]).await?;
+    let mut live_servers = BTreeSet::new();
+    for server in servers {
+        let price = prices
+            .get(&server.commercial_type)
+            .map_or(0.0, |t| t.hourly_price);
+        let why = match run_of(&server) {
+            Some(run_id) => match records.get(run_id) {
+                None => Some("no launch record".to_owned()),
+                Some(record) => {
+                    let view = RunView::load(cfg, client, &bucket, record.clone()).await?;
+                    over(&view)
+                }
+            },
+            None if server.tags.iter().any(|t| t == "plex-burst-builder") => older_than(
+                server.creation_date.as_deref().unwrap_or(""),
+                BUILDER_MAX_AGE,
+            )
+            .then(|| "an image builder left behind".into()),
+            None => Some("tagged plex-burst but belongs to no run".into()),
+        };
+        match why {
+            Some(why) => found.push(Found {
+                name: server.name.clone(),
+                eur_per_hour: price,
+                why,
+                what: Leftover::Server(Box::new(server)),
+            }),
+            None => {
+                live_servers.insert(server.id.clone());
+            }
+        }
+    }
+    let server_volumes: BTreeSet<String> = found
+        .iter()
+        .filter_map(|f| match &f.what {
+            Leftover::Server(s) => {
+                Some(s.volumes.values().map(|v| v.id.clone()).collect::<Vec<_>>())
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect();
+
+    // Volumes nothing uses: tagged ones, and the root volumes runs recorded.
+    let mut volume_ids: BTreeSet<String> = client
+        .list_volumes(zone, &[TAG], Some(&cfg.scaleway.project_id))
+        .await?
+        .into_iter()
+        .map(|v| v.id)
+        .collect();
+    volume_ids.extend(records.values().filter_map(|r| r.root_volume_id.clone()));
+    for vid in volume_ids {
+        if server_volumes.contains(&vid) {
+            continue; // deleted with its server
+        }
+        if let Some(volume) = client.get_volume(zone, &vid).await?
+            && volume.status == "available"
+        {
+            let gb = volume.size / 1_000_000_000;
+            found.push(Found {
+                name: volume.name.clone(),
+                why: "detached volume (billed)".into(),
+                eur_per_hour: gb as f64 * VOLUME_EUR_PER_GB_HOUR,
+                what: Leftover::Volume { id: vid, gb },
+            });
+        }
+    }
+
+    // Images: the newest is kept; older ones are superseded.
+    let mut images = client.list_images(zone, None, &[TAG]).await?;
+    images.sort_by(|a, b| b.creation_date.cmp(&a.creation_date));
+    let mut image_snapshots = BTreeSet::new();
+    for (n, image) in images.iter().enumerate() {
+        image_snapshots.extend(image.root_volume_id.clone());
+        let in_use = records.values().any(|r| {
+            r.image_id.as_deref() == Some(image.id.as_str())
+                && r.server_id
+                    .as_ref()
+                    .is_some_and(|s| live_servers.contains(s))
+        });
+        if n > 0 && !in_use {
+            found.push(Found {
+                name: image.name.clone(),
+                why: "superseded by a newer image".into(),
+                eur_per_hour: 0.0,
+                what: Leftover::Image {
+                    id: image.id.clone(),
+                    snapshot: image.root_volume_id.clone(),
+                    gb: 0,
+                },
+            });
+        }
+    }
+    for snapshot in client
+        .list_snapshots(zone, &[TAG], Some(&cfg.scaleway.project_id))
+        .await?
+    {
+        if !image_snapshots.contains(&snapshot.id) {
+            let gb = snapshot.size / 1_000_000_000;
+            found.push(Found {
+                name: snapshot.name.clone(),
+                why: "snapshot of no image".into(),
+                eur_per_hour: gb as f64 * VOLUME_EUR_PER_GB_HOUR,
+                what: Leftover::Snapshot {
+                    id: snapshot.id,
+                    gb,
+                },
+            });
+        }
+    }
+
+    // Keys of runs that are over (they also expire on their own).
+    for key in iam::run_keys(cfg, client).await? {
+        let why = match iam::key_run_id(&key).and_then(|r| records.get(r)) {
+            None => Some("API key of no known run".to_owned()),
+            Some(r) if matches!(r.state, LaunchState::Fetched | LaunchState::Abandoned) => {
+                Some(format!("API key of run {} (over)", r.run_id))
+            }
+            Some(r)
+                if r.server_id
+                    .as_ref()
+                    .is_none_or(|s| !live_servers.contains(s)) =>
+            {
+                let outcome = runs::outcome(cfg, &bucket, &r.run_id).await?;
+                (outcome != Outcome::Pending
+                    || r.deadline_time().is_some_and(|d| SystemTime::now() > d))
+                .then(|| format!("API key of run {} (over)", r.run_id))
+            }
+            Some(_) => None,
+        };
+        if let Some(why) = why {
+            found.push(Found {
+                name: key.description.clone(),
+                why,
+                eur_per_hour: 0.0,
+                what: Leftover::ApiKey {
+                    access_key: key.access_key.clone(),
+                },
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// The run a server was launched for (its `plex-burst-run=` tag).
+fn run_of(server: &Server) -> Option<&str> {
+    server
+        .tags
+        .iter()
+        .find_map(|t| t.strip_prefix("plex-burst-run="))
+}
+
+/// Why a run's server is no longer needed, if it is not.
+fn over(view: &RunView) -> Option<String> {
+    let past = view
+        .record
+        .deadline_time()
+        .is_some_and(|d| SystemTime::now() > d);
+    match view.record.state {
+        LaunchState::Fetched => Some("run fetched".into()),
+        LaunchState::Abandoned => Some("launch abandoned".into()),
+        LaunchState::Creating => Some("launch interrupted".into()),
+        LaunchState::Launched if past => Some("run past its deadline".into()),
+        LaunchState::Launched if view.finished() => Some("run finished".into()),
+        LaunchState::Launched => None,
+    }
+}
+
+fn older_than(rfc3339: &str, age: Duration) -> bool {
+    // `2025-09-01T10:00:00.000000+00:00`: the API's dates are UTC.
+    humantime::parse_rfc3339_weak(rfc3339.get(..19).unwrap_or(""))
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|d| d > age)
+}

@@ -1,0 +1,96 @@
+#!/bin/sh
+# plex-burst image recipe, run once on the builder by cloud-init (see
+# cloud-init/build.yaml). Installs what a run needs, reports to bootstrap
+# through presigned URLs, cleans the machine's identity, powers off.
+# Every step is named in the report so that a failure says where it broke.
+set -eu
+
+. "$1"
+STEP=start
+LOG=/var/log/plex-burst-build.log
+exec >>"$LOG" 2>&1
+
+report() { # ok|failed message
+    printf '{"ok":%s,"step":"%s","message":"%s","recipe":"%s"}\n' \
+        "$([ "$1" = ok ] && echo true || echo false)" "$STEP" \
+        "$(printf %s "$2" | tr -d '"\\' | tr '\n' ' ')" "$RECIPE" >/run/plex-burst-report.json
+    # The log first: bootstrap reads the report, then shows the log on failure.
+    curl -fsS --retry 5 -X PUT --upload-file "$LOG" "$LOG_URL" || true
+    curl -fsS --retry 5 -X PUT -H 'Content-Type: application/json' \
+        --upload-file /run/plex-burst-report.json "$REPORT_URL"
+}
+
+on_exit() {
+    status=$?
+    set +e
+    if [ "$status" -ne 0 ]; then
+        report failed "step $STEP exited with status $status"
+    fi
+    # The API powers the builder off too; halting here ends provisioning
+    # even if bootstrap is gone.
+    systemctl poweroff --no-block || poweroff
+}
+trap on_exit EXIT
+
+step() { STEP=$1; echo "== $(date -u +%FT%TZ) $STEP"; }
+
+step packages
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+apt-get install -q -y --no-install-recommends ca-certificates curl fuse3 unzip sqlite3
+# rclone mounts with --allow-other: Plex runs as another user.
+grep -qx user_allow_other /etc/fuse.conf || echo user_allow_other >>/etc/fuse.conf
+
+step rclone
+curl -fsSL --retry 5 -o /tmp/rclone.zip "$RCLONE_URL"
+if [ -n "${RCLONE_SHA256:-}" ]; then
+    echo "$RCLONE_SHA256  /tmp/rclone.zip" | sha256sum -c -
+fi
+unzip -q -o -j /tmp/rclone.zip '*/rclone' -d /usr/local/bin
+chmod 0755 /usr/local/bin/rclone
+rm -f /tmp/rclone.zip
+/usr/local/bin/rclone version | head -1
+
+step runner
+curl -fsSL --retry 5 -o /usr/local/bin/runner "$RUNNER_URL"
+echo "$RUNNER_SHA256  /usr/local/bin/runner" | sha256sum -c -
+chmod 0755 /usr/local/bin/runner
+
+step plex
+case "$PLEX_RUNTIME" in
+docker)
+    # Pre-pulled at bake time: a pull at run time outlived the claim token
+    # (lessons.md 8).
+    apt-get install -q -y --no-install-recommends docker.io
+    systemctl enable docker
+    docker pull "$PLEX_IMAGE"
+    ;;
+double)
+    curl -fsSL --retry 5 -o /usr/local/bin/plex-double "$PLEX_DOUBLE_URL"
+    echo "$PLEX_DOUBLE_SHA256  /usr/local/bin/plex-double" | sha256sum -c -
+    chmod 0755 /usr/local/bin/plex-double
+    ;;
+*)
+    echo "unknown PLEX_RUNTIME $PLEX_RUNTIME" >&2
+    exit 1
+    ;;
+esac
+
+step units
+mkdir -p /etc/plex-burst
+chmod 0700 /etc/plex-burst
+systemctl daemon-reload
+systemctl enable plex-burst-runner.service
+
+step clean
+# An image must not carry this machine's identity or its cloud-init state:
+# each run's instance gets its own and runs its own user data.
+rm -f "$1"
+apt-get clean
+cloud-init clean --logs --machine-id 2>/dev/null || {
+    rm -rf /var/lib/cloud/instances /var/lib/cloud/instance
+    truncate -s 0 /etc/machine-id
+}
+
+step done
+report ok "image baked"

@@ -1,0 +1,952 @@
+//! The Scaleway double through HTTP, as the runner's client meets it: a
+//! real process on loopback, strict about bodies, states and permissions.
+
+use std::time::{Duration, SystemTime};
+
+use plex_burst_tests::scwdouble::harness::{
+    Reply, ScwDouble, ScwOptions, http, http_privileged, wait_for,
+};
+use serde_json::{Value, json};
+
+const ZONE: &str = "fr-par-1";
+const WAIT: Duration = Duration::from_secs(10);
+const GB: u64 = 1_000_000_000;
+
+fn start() -> ScwDouble {
+    ScwDouble::start(ScwOptions::default())
+}
+
+fn instance(path: &str) -> String {
+    format!("/instance/v1/zones/{ZONE}{path}")
+}
+
+fn block(path: &str) -> String {
+    format!("/block/v1/zones/{ZONE}{path}")
+}
+
+fn expect(reply: &Reply, status: u16) -> Value {
+    assert_eq!(reply.status, status, "{}", reply.body);
+    if reply.body.is_empty() {
+        Value::Null
+    } else {
+        reply.json()
+    }
+}
+
+/// The marketplace's Debian Bookworm image for `zone`.
+fn debian(double: &ScwDouble, zone: &str) -> String {
+    let reply = double.api(
+        "GET",
+        &format!(
+            "/marketplace/v2/local-images?image_label=debian_bookworm&zone={zone}&type=instance_sbs"
+        ),
+        None,
+    );
+    let body = expect(&reply, 200);
+    assert_eq!(body["total_count"], 1, "{body}");
+    body["local_images"][0]["id"].as_str().unwrap().to_string()
+}
+
+fn server_body(double: &ScwDouble, name: &str, tags: &[&str]) -> Value {
+    json!({
+        "name": name,
+        "commercial_type": "POP2-HC-16C-32G",
+        "image": debian(double, ZONE),
+        "project": double.project_id(),
+        "tags": tags,
+        "dynamic_ip_required": true,
+        "boot_type": "local",
+        "volumes": {"0": {"size": 20 * GB, "volume_type": "sbs_volume"}},
+    })
+}
+
+fn create_server(double: &ScwDouble, name: &str, tags: &[&str]) -> Value {
+    let reply = double.api(
+        "POST",
+        &instance("/servers"),
+        Some(&server_body(double, name, tags)),
+    );
+    expect(&reply, 201)["server"].clone()
+}
+
+fn server(double: &ScwDouble, id: &str) -> Value {
+    expect(
+        &double.api("GET", &instance(&format!("/servers/{id}")), None),
+        200,
+    )["server"]
+        .clone()
+}
+
+fn action(double: &ScwDouble, id: &str, action: &str) -> Reply {
+    double.api(
+        "POST",
+        &instance(&format!("/servers/{id}/action")),
+        Some(&json!({ "action": action })),
+    )
+}
+
+fn wait_state(double: &ScwDouble, id: &str, state: &str) -> Value {
+    wait_for(&format!("server {id} {state}"), WAIT, || {
+        let server = server(double, id);
+        (server["state"] == state).then_some(server)
+    })
+}
+
+fn running_server(double: &ScwDouble, name: &str) -> Value {
+    let created = create_server(double, name, &["plex-burst"]);
+    let id = created["id"].as_str().unwrap();
+    expect(&action(double, id, "poweron"), 202);
+    wait_state(double, id, "running")
+}
+
+fn set_user_data(double: &ScwDouble, id: &str, key: &str, text: &str) -> Reply {
+    http(
+        "PATCH",
+        &double.url(&instance(&format!("/servers/{id}/user_data/{key}"))),
+        &[
+            ("X-Auth-Token", double.secret_key()),
+            ("Content-Type", "text/plain"),
+        ],
+        Some(text.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn rfc3339_in(delta: Duration) -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now() + delta).to_string()
+}
+
+/// An application with one policy (`sets` on `projects`, or on the
+/// organization when `None`) and a key; returns (access key, secret).
+fn make_key(
+    double: &ScwDouble,
+    sets: &[&str],
+    projects: Option<&[&str]>,
+    expires_in: Duration,
+) -> (String, String) {
+    let app = expect(
+        &double.api(
+            "POST",
+            "/iam/v1alpha1/applications",
+            Some(
+                &json!({"name": "plex-burst-run", "organization_id": double.organization_id(),
+                         "description": "test", "tags": ["plex-burst"]}),
+            ),
+        ),
+        200,
+    );
+    let rule = match projects {
+        Some(projects) => json!({"permission_set_names": sets, "project_ids": projects}),
+        None => json!({"permission_set_names": sets, "organization_id": double.organization_id()}),
+    };
+    expect(
+        &double.api(
+            "POST",
+            "/iam/v1alpha1/policies",
+            Some(
+                &json!({"name": "plex-burst-run", "organization_id": double.organization_id(),
+                         "application_id": app["id"], "rules": [rule]}),
+            ),
+        ),
+        200,
+    );
+    let key = expect(
+        &double.api(
+            "POST",
+            "/iam/v1alpha1/api-keys",
+            Some(
+                &json!({"application_id": app["id"], "expires_at": rfc3339_in(expires_in),
+                         "default_project_id": double.project_id(), "description": "run"}),
+            ),
+        ),
+        200,
+    );
+    (
+        key["access_key"].as_str().unwrap().to_string(),
+        key["secret_key"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn unauthenticated_calls_get_401_and_unpermitted_ones_403() {
+    let double = start();
+    let servers = instance("/servers");
+    let none = http("GET", &double.url(&servers), &[], None).unwrap();
+    assert_eq!(expect(&none, 401)["type"], "denied_authentication");
+    let unknown = double.api_as(
+        &plex_burst_tests::scwdouble::ids::uuid_v4(),
+        "GET",
+        &servers,
+        None,
+    );
+    assert_eq!(expect(&unknown, 401)["type"], "denied_authentication");
+
+    let project = double.project_id().to_string();
+    let (_, reader) = make_key(
+        &double,
+        &["InstancesReadOnly"],
+        Some(&[&project]),
+        Duration::from_secs(3600),
+    );
+    expect(&double.api_as(&reader, "GET", &servers, None), 200);
+    let body = server_body(&double, "nope", &[]);
+    let denied = expect(&double.api_as(&reader, "POST", &servers, Some(&body)), 403);
+    assert_eq!(denied["type"], "permissions_denied");
+    assert!(
+        denied["details"].as_array().is_some_and(|d| !d.is_empty()),
+        "{denied}"
+    );
+    // No Block permission at all.
+    expect(
+        &double.api_as(&reader, "GET", &block("/volumes"), None),
+        403,
+    );
+
+    // A key for another project sees none of this project's servers.
+    let other = plex_burst_tests::scwdouble::ids::uuid_v4();
+    let (_, outsider) = make_key(
+        &double,
+        &["InstancesFullAccess"],
+        Some(&[&other]),
+        Duration::from_secs(3600),
+    );
+    let created = create_server(&double, "mine", &[]);
+    let id = created["id"].as_str().unwrap();
+    expect(
+        &double.api_as(&outsider, "GET", &instance(&format!("/servers/{id}")), None),
+        403,
+    );
+    let listed = expect(&double.api_as(&outsider, "GET", &servers, None), 200);
+    assert_eq!(listed["servers"], json!([]));
+}
+
+#[test]
+fn bodies_are_strict_and_errors_name_the_field() {
+    let double = start();
+    let servers = instance("/servers");
+    let argument = |reply: &Reply| -> (String, String) {
+        let body = expect(reply, 400);
+        assert_eq!(body["type"], "invalid_arguments", "{body}");
+        (
+            body["details"][0]["argument_name"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            body["details"][0]["reason"].as_str().unwrap().to_string(),
+        )
+    };
+
+    let mut body = server_body(&double, "s", &[]);
+    body["colour"] = json!("blue");
+    assert_eq!(
+        argument(&double.api("POST", &servers, Some(&body))),
+        ("colour".into(), "unknown".into())
+    );
+
+    let mut body = server_body(&double, "s", &[]);
+    body.as_object_mut().unwrap().remove("commercial_type");
+    assert_eq!(
+        argument(&double.api("POST", &servers, Some(&body))),
+        ("commercial_type".into(), "required".into())
+    );
+
+    let mut body = server_body(&double, "s", &[]);
+    body["volumes"]["0"]["volume_type"] = json!("l_ssd");
+    assert_eq!(
+        argument(&double.api("POST", &servers, Some(&body))).0,
+        "volumes.0.volume_type"
+    );
+
+    let mut body = server_body(&double, "s", &[]);
+    body["volumes"]["0"]["iops"] = json!(5000);
+    assert_eq!(
+        argument(&double.api("POST", &servers, Some(&body))),
+        ("volumes.0.iops".into(), "unknown".into())
+    );
+
+    let mut body = server_body(&double, "s", &[]);
+    body["commercial_type"] = json!("POP9-HUGE");
+    assert_eq!(
+        argument(&double.api("POST", &servers, Some(&body))).0,
+        "commercial_type"
+    );
+
+    // A local SSD is fine where the type has one.
+    let mut body = server_body(&double, "s", &[]);
+    body["commercial_type"] = json!("GP1-S");
+    body["volumes"]["0"]["volume_type"] = json!("l_ssd");
+    let created = expect(&double.api("POST", &servers, Some(&body)), 201);
+    assert_eq!(created["server"]["volumes"]["0"]["volume_type"], "l_ssd");
+
+    let unknown_zone = double.api("GET", "/instance/v1/zones/xx-yyy-9/servers", None);
+    assert_eq!(argument(&unknown_zone).0, "zone");
+
+    let snapshot = double.api(
+        "POST",
+        &block("/snapshots"),
+        Some(&json!({"volume_id": created["server"]["id"], "name": "x"})),
+    );
+    assert_eq!(
+        argument(&snapshot),
+        ("project_id".into(), "required".into())
+    );
+
+    // User data is text/plain only.
+    let id = created["server"]["id"].as_str().unwrap();
+    let json_user_data = double.api(
+        "PATCH",
+        &instance(&format!("/servers/{id}/user_data/cloud-init")),
+        Some(&json!("x")),
+    );
+    expect(&json_user_data, 400);
+}
+
+#[test]
+fn a_server_lives_stopped_running_stopped_then_is_deleted() {
+    let double = start();
+    let created = create_server(&double, "builder", &["plex-burst", "run-1"]);
+    assert_eq!(created["state"], "stopped");
+    assert_eq!(created["public_ips"], json!([]));
+    let id = created["id"].as_str().unwrap().to_string();
+    let root = created["volumes"]["0"].clone();
+    assert_eq!(root["volume_type"], "sbs_volume");
+    assert_eq!(root["size"], 20 * GB);
+    let volume_path = block(&format!("/volumes/{}", root["id"].as_str().unwrap()));
+    let volume = expect(&double.api("GET", &volume_path, None), 200);
+    assert_eq!(volume["status"], "in_use");
+    assert_eq!(volume["tags"], json!(["plex-burst", "run-1"]));
+
+    expect(
+        &set_user_data(&double, &id, "cloud-init", "#cloud-config\n"),
+        204,
+    );
+    let keys = expect(
+        &double.api("GET", &instance(&format!("/servers/{id}/user_data")), None),
+        200,
+    );
+    assert_eq!(keys, json!({"user_data": ["cloud-init"]}));
+    let text = double.api(
+        "GET",
+        &instance(&format!("/servers/{id}/user_data/cloud-init")),
+        None,
+    );
+    assert_eq!((text.status, text.body.as_str()), (200, "#cloud-config\n"));
+
+    let task = expect(&action(&double, &id, "poweron"), 202);
+    assert_eq!(task["task"]["status"], "pending");
+    assert_eq!(server(&double, &id)["state"], "starting");
+    expect(&action(&double, &id, "poweroff"), 400);
+    let running = wait_state(&double, &id, "running");
+    assert_eq!(running["public_ips"].as_array().map(Vec::len), Some(1));
+    let again = expect(&action(&double, &id, "poweron"), 400);
+    assert!(
+        again["message"]
+            .as_str()
+            .unwrap()
+            .contains("should be stopped"),
+        "{again}"
+    );
+    let refused = expect(
+        &double.api("DELETE", &instance(&format!("/servers/{id}")), None),
+        400,
+    );
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("should be stopped"),
+        "{refused}"
+    );
+
+    expect(&action(&double, &id, "poweroff"), 202);
+    assert_eq!(server(&double, &id)["state"], "stopping");
+    let stopped = wait_state(&double, &id, "stopped");
+    assert_eq!(stopped["public_ips"], json!([]));
+
+    let state = double.state();
+    let recorded = &state["servers"][0];
+    assert_eq!(recorded["poweron_count"], 1);
+    assert_eq!(
+        recorded["user_data"]["cloud-init"]["set_before_first_poweron"],
+        true
+    );
+    assert_eq!(
+        recorded["user_data"]["cloud-init"]["set_in_state"],
+        "stopped"
+    );
+
+    expect(
+        &double.api("DELETE", &instance(&format!("/servers/{id}")), None),
+        204,
+    );
+    let gone = expect(
+        &double.api("GET", &instance(&format!("/servers/{id}")), None),
+        404,
+    );
+    assert_eq!(
+        (gone["type"].as_str(), gone["resource"].as_str()),
+        (Some("not_found"), Some("instance_server"))
+    );
+    // DELETE deletes no volume.
+    assert_eq!(
+        expect(&double.api("GET", &volume_path, None), 200)["status"],
+        "available"
+    );
+}
+
+#[test]
+fn terminate_needs_running_and_leaves_the_sbs_root_detached() {
+    let double = start();
+    let created = create_server(&double, "t", &[]);
+    let id = created["id"].as_str().unwrap();
+    let volume_id = created["volumes"]["0"]["id"].as_str().unwrap();
+    let message = expect(&action(&double, id, "terminate"), 400)["message"].clone();
+    assert!(
+        message.as_str().unwrap().contains("should be running"),
+        "{message}"
+    );
+    expect(&action(&double, id, "poweron"), 202);
+    wait_state(&double, id, "running");
+    // A volume in use cannot be deleted.
+    let in_use = expect(
+        &double.api("DELETE", &block(&format!("/volumes/{volume_id}")), None),
+        412,
+    );
+    assert_eq!(in_use["precondition"], "resource_still_in_use");
+
+    expect(&action(&double, id, "terminate"), 202);
+    wait_for("the server to be gone", WAIT, || {
+        (double
+            .api("GET", &instance(&format!("/servers/{id}")), None)
+            .status
+            == 404)
+            .then_some(())
+    });
+    let volume = expect(
+        &double.api("GET", &block(&format!("/volumes/{volume_id}")), None),
+        200,
+    );
+    assert_eq!(volume["status"], "available");
+    assert_eq!(volume["references"], json!([]));
+
+    expect(
+        &double.api("DELETE", &block(&format!("/volumes/{volume_id}")), None),
+        204,
+    );
+    let deleting = double.api("GET", &block(&format!("/volumes/{volume_id}")), None);
+    assert_eq!(expect(&deleting, 200)["status"], "deleting");
+    wait_for("the volume to be gone", WAIT, || {
+        (double
+            .api("GET", &block(&format!("/volumes/{volume_id}")), None)
+            .status
+            == 404)
+            .then_some(())
+    });
+}
+
+#[test]
+fn servers_list_by_all_tags_with_a_total() {
+    let double = start();
+    create_server(&double, "a", &["plex-burst", "run-1"]);
+    create_server(&double, "b", &["plex-burst", "run-2"]);
+    create_server(&double, "c", &["run-1"]);
+    let reply = double.api("GET", &instance("/servers?tags=plex-burst,run-1"), None);
+    let names: Vec<Value> = expect(&reply, 200)["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].clone())
+        .collect();
+    assert_eq!(names, vec![json!("a")]);
+    assert_eq!(reply.header("X-Total-Count"), Some("1"));
+    let reply = double.api(
+        "GET",
+        &instance("/servers?tags=run-1&per_page=1&page=2"),
+        None,
+    );
+    assert_eq!(expect(&reply, 200)["servers"][0]["name"], "c");
+    assert_eq!(reply.header("X-Total-Count"), Some("2"));
+    let volumes = expect(&double.api("GET", &block("/volumes?tags=run-2"), None), 200);
+    assert_eq!(volumes["total_count"], 1);
+}
+
+#[test]
+fn a_project_past_its_server_quota_gets_403() {
+    let double = ScwDouble::start(ScwOptions {
+        quota_servers: Some(1),
+        ..ScwOptions::default()
+    });
+    create_server(&double, "one", &[]);
+    let body = server_body(&double, "two", &[]);
+    let refused = expect(&double.api("POST", &instance("/servers"), Some(&body)), 403);
+    assert_eq!(refused["type"], "quotas_exceeded");
+    assert_eq!(refused["details"][0]["quota"], 1);
+    assert_eq!(refused["details"][0]["current"], 1);
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Quotas exceeded")
+    );
+}
+
+#[test]
+fn block_volumes_past_the_size_quota_get_403() {
+    let double = ScwDouble::start(ScwOptions {
+        quota_volumes_gb: Some(30),
+        ..ScwOptions::default()
+    });
+    create_server(&double, "one", &[]);
+    let body = server_body(&double, "two", &[]);
+    let refused = expect(&double.api("POST", &instance("/servers"), Some(&body)), 403);
+    assert_eq!(refused["type"], "quotas_exceeded");
+    assert_eq!(refused["details"][0]["quota"], 30);
+    assert_eq!(refused["details"][0]["current"], 20);
+}
+
+#[test]
+fn injected_failures_answer_then_stop() {
+    let double = start();
+    double.fail("POST", &instance("/servers"), 503, 2);
+    double.fail("*", "/block/", 429, 1);
+    let body = server_body(&double, "flaky", &[]);
+    for _ in 0..2 {
+        let reply = double.api("POST", &instance("/servers"), Some(&body));
+        assert!(expect(&reply, 503)["message"].is_string());
+    }
+    expect(&double.api("POST", &instance("/servers"), Some(&body)), 201);
+    let limited = double.api("GET", &block("/volumes"), None);
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.header("Retry-After"), Some("1"));
+    expect(&double.api("GET", &block("/volumes"), None), 200);
+
+    let calls = double.calls();
+    let statuses: Vec<(u64, bool)> = calls
+        .iter()
+        .filter(|c| c["method"] == "POST")
+        .map(|c| {
+            (
+                c["status"].as_u64().unwrap(),
+                c["injected"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(statuses, vec![(503, true), (503, true), (201, false)]);
+    assert_eq!(calls.last().unwrap()["key"], "admin");
+    assert_eq!(
+        calls.iter().find(|c| c["method"] == "POST").unwrap()["body"]["name"],
+        "flaky"
+    );
+}
+
+#[test]
+fn snapshots_and_images_become_available_and_boot_servers() {
+    let double = start();
+    let created = create_server(&double, "builder", &[]);
+    let volume_id = created["volumes"]["0"]["id"].clone();
+    let snapshot = expect(
+        &double.api(
+            "POST",
+            &block("/snapshots"),
+            Some(&json!({"volume_id": volume_id, "name": "base",
+            "project_id": double.project_id(), "tags": ["plex-burst"]})),
+        ),
+        200,
+    );
+    assert_eq!(snapshot["status"], "creating");
+    assert_eq!(snapshot["size"], 20 * GB);
+    let snapshot_id = snapshot["id"].as_str().unwrap().to_string();
+    let image_body = json!({"name": "plex-burst-base", "root_volume": snapshot_id, "arch": "x86_64",
+                            "project": double.project_id(), "tags": ["plex-burst"], "public": false});
+    expect(
+        &double.api("POST", &instance("/images"), Some(&image_body)),
+        400,
+    );
+    wait_for("the snapshot", WAIT, || {
+        let s = expect(
+            &double.api("GET", &block(&format!("/snapshots/{snapshot_id}")), None),
+            200,
+        );
+        (s["status"] == "available").then_some(())
+    });
+    let listed = expect(
+        &double.api("GET", &block("/snapshots?tags=plex-burst"), None),
+        200,
+    );
+    assert_eq!(listed["total_count"], 1);
+
+    let image = expect(
+        &double.api("POST", &instance("/images"), Some(&image_body)),
+        201,
+    )["image"]
+        .clone();
+    assert_eq!(image["state"], "creating");
+    let image_id = image["id"].as_str().unwrap().to_string();
+    wait_for("the image", WAIT, || {
+        let i = expect(
+            &double.api("GET", &instance(&format!("/images/{image_id}")), None),
+            200,
+        );
+        (i["image"]["state"] == "available").then_some(())
+    });
+    let found = expect(
+        &double.api(
+            "GET",
+            &instance("/images?name=plex-burst-base&tags=plex-burst"),
+            None,
+        ),
+        200,
+    );
+    assert_eq!(found["images"].as_array().map(Vec::len), Some(1));
+
+    let mut body = server_body(&double, "from-image", &[]);
+    body["image"] = json!(image_id);
+    let booted = expect(&double.api("POST", &instance("/servers"), Some(&body)), 201);
+    let root = booted["server"]["volumes"]["0"]["id"].as_str().unwrap();
+    let volume = expect(
+        &double.api("GET", &block(&format!("/volumes/{root}")), None),
+        200,
+    );
+    assert_eq!(volume["parent_snapshot_id"], json!(snapshot_id));
+
+    let in_use = expect(
+        &double.api("DELETE", &block(&format!("/snapshots/{snapshot_id}")), None),
+        412,
+    );
+    assert_eq!(in_use["type"], "precondition_failed");
+    expect(
+        &double.api("DELETE", &instance(&format!("/images/{image_id}")), None),
+        204,
+    );
+    expect(
+        &double.api("DELETE", &block(&format!("/snapshots/{snapshot_id}")), None),
+        204,
+    );
+}
+
+#[test]
+fn marketplace_images_are_per_zone_and_products_have_prices() {
+    let double = start();
+    let paris = debian(&double, "fr-par-1");
+    let amsterdam = debian(&double, "nl-ams-1");
+    assert_ne!(paris, amsterdam);
+    let all = expect(
+        &double.api(
+            "GET",
+            "/marketplace/v2/local-images?image_label=debian_bookworm&zone=fr-par-1",
+            None,
+        ),
+        200,
+    );
+    let image = &all["local_images"][0];
+    assert_eq!(image["type"], "instance_sbs");
+    assert!(
+        image["compatible_commercial_types"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("POP2-HC-16C-32G"))
+    );
+
+    // Images are zonal.
+    let mut body = server_body(&double, "wrong-zone", &[]);
+    body["image"] = json!(amsterdam);
+    let missing = expect(&double.api("POST", &instance("/servers"), Some(&body)), 404);
+    assert_eq!(missing["resource"], "instance_image");
+
+    let products = expect(
+        &double.api("GET", &instance("/products/servers"), None),
+        200,
+    );
+    assert_eq!(
+        products["servers"]["POP2-HC-16C-32G"]["hourly_price"],
+        0.4256
+    );
+    assert_eq!(products["servers"]["POP2-HC-8C-16G"]["ncpus"], 8);
+    assert_eq!(
+        products["servers"]["POP2-HC-32C-64G"]["hourly_price"],
+        0.8512
+    );
+    assert_eq!(products["servers"]["GP1-S"]["hourly_price"], 0.2042);
+    assert!(
+        products["servers"]["DEV1-S"]["volumes_constraint"]["max_size"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+}
+
+#[test]
+fn iam_keys_authenticate_within_their_scope_until_deleted() {
+    let double = start();
+    let project = double.project_id().to_string();
+    let (access, secret) = make_key(
+        &double,
+        &[
+            "InstancesFullAccess",
+            "BlockStorageFullAccess",
+            "ObjectStorageObjectsWrite",
+        ],
+        Some(&[&project]),
+        Duration::from_secs(3600),
+    );
+    assert!(access.starts_with("SCW") && access.len() == 20, "{access}");
+
+    let body = server_body(&double, "by-key", &[]);
+    expect(
+        &double.api_as(&secret, "POST", &instance("/servers"), Some(&body)),
+        201,
+    );
+    expect(
+        &double.api_as(&secret, "GET", &block("/volumes"), None),
+        200,
+    );
+    let mut elsewhere = body.clone();
+    elsewhere["project"] = json!(plex_burst_tests::scwdouble::ids::uuid_v4());
+    expect(
+        &double.api_as(&secret, "POST", &instance("/servers"), Some(&elsewhere)),
+        403,
+    );
+    let iam = expect(
+        &double.api_as(&secret, "GET", "/iam/v1alpha1/api-keys", None),
+        403,
+    );
+    assert_eq!(iam["type"], "permissions_denied");
+
+    // The secret shows only at creation.
+    let listed = double.api("GET", "/iam/v1alpha1/api-keys", None);
+    assert!(!listed.body.contains(&secret), "{}", listed.body);
+    assert!(!double.state().to_string().contains(&secret));
+    let shown = expect(
+        &double.api("GET", &format!("/iam/v1alpha1/api-keys/{access}"), None),
+        200,
+    );
+    assert!(shown.get("secret_key").is_none(), "{shown}");
+    assert!(
+        !double
+            .calls()
+            .iter()
+            .any(|c| c.to_string().contains(&secret))
+    );
+    assert!(double.calls().iter().any(|c| c["key"] == json!(access)));
+
+    expect(
+        &double.api("DELETE", &format!("/iam/v1alpha1/api-keys/{access}"), None),
+        204,
+    );
+    let denied = expect(
+        &double.api_as(&secret, "GET", &instance("/servers"), None),
+        401,
+    );
+    assert_eq!(denied["type"], "denied_authentication");
+
+    // An IAMManager key can manage IAM.
+    let (_, manager) = make_key(&double, &["IAMManager"], None, Duration::from_secs(3600));
+    expect(
+        &double.api_as(&manager, "GET", "/iam/v1alpha1/applications", None),
+        200,
+    );
+    expect(
+        &double.api_as(&manager, "GET", &instance("/servers"), None),
+        403,
+    );
+}
+
+#[test]
+fn expired_keys_fail_and_past_expiries_are_refused() {
+    let double = start();
+    let project = double.project_id().to_string();
+    let (_, secret) = make_key(
+        &double,
+        &["InstancesFullAccess"],
+        Some(&[&project]),
+        Duration::from_secs(2),
+    );
+    expect(
+        &double.api_as(&secret, "GET", &instance("/servers"), None),
+        200,
+    );
+    std::thread::sleep(Duration::from_millis(2100));
+    let expired = expect(
+        &double.api_as(&secret, "GET", &instance("/servers"), None),
+        401,
+    );
+    assert_eq!(expired["reason"], "expired");
+
+    let app = &double.state()["applications"][0]["id"];
+    let past = json!({"application_id": app, "expires_at": "2020-01-01T00:00:00Z"});
+    let refused = expect(
+        &double.api("POST", "/iam/v1alpha1/api-keys", Some(&past)),
+        400,
+    );
+    assert_eq!(refused["details"][0]["argument_name"], "expires_at");
+}
+
+#[test]
+fn the_metadata_service_serves_conf_and_guards_user_data() {
+    let double = ScwDouble::start(ScwOptions {
+        metadata: true,
+        ..ScwOptions::default()
+    });
+    let metadata = double.metadata_url().unwrap().to_string();
+    let created = create_server(&double, "guest", &["plex-burst"]);
+    let id = created["id"].as_str().unwrap().to_string();
+    expect(
+        &set_user_data(&double, &id, "cloud-init", "#cloud-config\nruncmd: []\n"),
+        204,
+    );
+    expect(&action(&double, &id, "poweron"), 202);
+    wait_state(&double, &id, "running");
+
+    let conf = expect(
+        &http("GET", &format!("{metadata}/conf?format=json"), &[], None).unwrap(),
+        200,
+    );
+    assert_eq!(conf["id"], json!(id));
+    assert_eq!(conf["commercial_type"], "POP2-HC-16C-32G");
+    assert_eq!(conf["tags"], json!(["plex-burst"]));
+    assert_eq!(conf["location"]["zone_id"], ZONE);
+    assert!(conf["volumes"]["0"]["id"].is_string());
+
+    let unprivileged = http(
+        "GET",
+        &format!("{metadata}/user_data/cloud-init"),
+        &[],
+        None,
+    )
+    .unwrap();
+    assert_eq!(unprivileged.status, 403, "{}", unprivileged.body);
+
+    let (keys, port) = http_privileged(
+        "GET",
+        &format!("{metadata}/user_data?format=json"),
+        &[],
+        None,
+    )
+    .unwrap();
+    assert!(port < 1024);
+    assert_eq!(expect(&keys, 200), json!({"user_data": ["cloud-init"]}));
+    let (text, _) = http_privileged(
+        "GET",
+        &format!("{metadata}/user_data/cloud-init"),
+        &[],
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        (text.status, text.body.as_str()),
+        (200, "#cloud-config\nruncmd: []\n")
+    );
+    let (deleted, _) = http_privileged(
+        "DELETE",
+        &format!("{metadata}/user_data/cloud-init"),
+        &[],
+        None,
+    )
+    .unwrap();
+    assert_eq!(deleted.status, 204);
+    let (missing, _) = http_privileged(
+        "GET",
+        &format!("{metadata}/user_data/cloud-init"),
+        &[],
+        None,
+    )
+    .unwrap();
+    assert_eq!(missing.status, 404);
+    let api_keys = expect(
+        &double.api("GET", &instance(&format!("/servers/{id}/user_data")), None),
+        200,
+    );
+    assert_eq!(api_keys, json!({"user_data": []}));
+
+    let booted = http(
+        "PATCH",
+        &format!("{metadata}/state"),
+        &[("Content-Type", "application/json")],
+        Some(br#"{"state_detail":"booted"}"#),
+    )
+    .unwrap();
+    assert_eq!(booted.status, 204, "{}", booted.body);
+    assert_eq!(server(&double, &id)["state_detail"], "booted");
+
+    let calls = double.calls();
+    let metadata_calls: Vec<&Value> = calls
+        .iter()
+        .filter(|c| c["service"] == "metadata")
+        .collect();
+    assert!(
+        metadata_calls
+            .iter()
+            .any(|c| c["status"] == 403 && c["source_port"].as_u64().unwrap() >= 1024)
+    );
+    assert!(metadata_calls.iter().any(|c| c["status"] == 204
+        && c["method"] == "DELETE"
+        && c["source_port"].as_u64().unwrap() < 1024));
+
+    // Binding picks another server.
+    let other = create_server(&double, "other", &[]);
+    double.bind_metadata(other["id"].as_str().unwrap());
+    let conf = expect(
+        &http("GET", &format!("{metadata}/conf?format=json"), &[], None).unwrap(),
+        200,
+    );
+    assert_eq!(conf["id"], other["id"]);
+}
+
+#[test]
+fn the_poweron_command_runs_with_the_servers_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().display().to_string();
+    let double = ScwDouble::start(ScwOptions {
+        on_poweron: Some(format!(
+            "env | grep '^SCW_DOUBLE_' | sort > {out}/$SCW_DOUBLE_SERVER_ID.env.tmp && \
+             cp \"$SCW_DOUBLE_USER_DATA\" {out}/$SCW_DOUBLE_SERVER_ID.user-data && \
+             mv {out}/$SCW_DOUBLE_SERVER_ID.env.tmp {out}/$SCW_DOUBLE_SERVER_ID.env"
+        )),
+        ..ScwOptions::default()
+    });
+    let created = create_server(&double, "guest", &[]);
+    let id = created["id"].as_str().unwrap().to_string();
+    expect(
+        &set_user_data(
+            &double,
+            &id,
+            "cloud-init",
+            "#cloud-config\nhostname: guest\n",
+        ),
+        204,
+    );
+    expect(&action(&double, &id, "poweron"), 202);
+    let env = wait_for("the poweron command", WAIT, || {
+        std::fs::read_to_string(dir.path().join(format!("{id}.env"))).ok()
+    });
+    assert!(
+        env.contains(&format!("SCW_DOUBLE_SERVER_ID={id}\n")),
+        "{env}"
+    );
+    assert!(env.contains(&format!("SCW_DOUBLE_ZONE={ZONE}\n")), "{env}");
+    assert!(
+        env.contains(&format!("SCW_DOUBLE_API_URL={}\n", double.api_url())),
+        "{env}"
+    );
+    assert!(env.contains("SCW_DOUBLE_USER_DATA="), "{env}");
+    assert!(
+        !env.contains(double.secret_key()),
+        "the admin key leaked to the guest: {env}"
+    );
+    let user_data = std::fs::read_to_string(dir.path().join(format!("{id}.user-data"))).unwrap();
+    assert_eq!(user_data, "#cloud-config\nhostname: guest\n");
+}
+
+#[test]
+fn a_guest_halt_leaves_the_server_running_until_the_api_stops_it() {
+    let double = start();
+    let running = running_server(&double, "halting");
+    let id = running["id"].as_str().unwrap();
+    double.guest_halt(id);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(server(&double, id)["state"], "running");
+    assert_eq!(double.state()["servers"][0]["guest_halted"], true);
+    expect(&action(&double, id, "poweroff"), 202);
+    wait_state(&double, id, "stopped");
+    assert_eq!(double.state()["servers"][0]["guest_halted"], false);
+}
