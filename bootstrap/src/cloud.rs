@@ -96,7 +96,8 @@ async fn delete_volumes(client: &Client, zone: &Zone, server: &Server) -> Result
     Ok(())
 }
 
-/// Deletes a block volume once nothing uses it; a missing one is fine.
+/// Deletes a block volume once nothing uses it, and waits until it is
+/// gone; a missing one is fine.
 pub async fn delete_volume(client: &Client, zone: &Zone, id: &str) -> Result<()> {
     match client.get_volume(zone, id).await? {
         None => return Ok(()),
@@ -111,5 +112,10 @@ pub async fn delete_volume(client: &Client, zone: &Zone, id: &str) -> Result<()>
     client
         .delete_volume(zone, id)
         .await
-        .with_context(|| format!("cannot delete volume {id}"))
+        .with_context(|| format!("cannot delete volume {id}"))?;
+    // Billed until it is gone: a caller told "deleted" can rely on it.
+    client
+        .wait_volume_gone(zone, id, STATE_TIMEOUT, poll())
+        .await
+        .with_context(|| format!("volume {id} is not going away"))
 }

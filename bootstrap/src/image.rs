@@ -342,12 +342,18 @@ async fn bake(
             .get_bytes(log_key)
             .await
             .map(|b| String::from_utf8_lossy(&b).into_owned());
-        let tail = log
-            .as_deref()
-            .map(|l| tail(l, 30))
-            .unwrap_or_else(|e| format!("(no log: {e})"));
+        // The log goes to stderr, above the one-line error.
+        match log {
+            Ok(log) => {
+                eprintln!("the builder's provision log (last lines):");
+                for line in tail(&log, 30).lines() {
+                    eprintln!("  | {line}");
+                }
+            }
+            Err(e) => eprintln!("the builder left no provision log: {e}"),
+        }
         bail!(
-            "provisioning failed at step {:?}: {}\n--- provision log (last lines) ---\n{tail}",
+            "provisioning failed at step {:?}: {}",
             report.step,
             report.message
         );

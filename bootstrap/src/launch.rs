@@ -56,7 +56,7 @@ pub async fn launch(cfg: &BootstrapConfig, opts: &LaunchOptions) -> Result<()> {
     let client = cloud::client(cfg)?;
     let bucket = cloud::bucket(cfg);
 
-    clean_interrupted_launches(cfg, &client, &bucket).await?;
+    clean_interrupted_launches(cfg, &client, &bucket, opts.dry_run).await?;
     let plan = check(cfg, &client, &bucket, opts).await?;
     print_plan(cfg, &plan);
     if opts.dry_run {
@@ -395,14 +395,22 @@ async fn abandon(
 }
 
 /// Launches that stopped half way (state `creating`) are cleaned up before
-/// a new one starts.
+/// a new one starts (a dry run only says so).
 async fn clean_interrupted_launches(
     cfg: &BootstrapConfig,
     client: &Client,
     bucket: &Bucket,
+    dry_run: bool,
 ) -> Result<()> {
     for mut record in runs::all(cfg, bucket).await? {
         if record.state != LaunchState::Creating {
+            continue;
+        }
+        if dry_run {
+            println!(
+                "launch of run {} was interrupted at {}: a launch deletes what it created",
+                record.run_id, record.launched_at
+            );
             continue;
         }
         println!(

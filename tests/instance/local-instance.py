@@ -19,7 +19,8 @@ folder), then does what the baked image would do:
 
 Environment: SCW_DOUBLE_SERVER_ID, SCW_DOUBLE_USER_DATA, SCW_DOUBLE_API_URL
 (from the double); PB_INSTANCE_ROOT (where instances live), PB_RUNNER (the
-runner binary); PB_BUILD_FAIL=<step> makes the provisioning fail there.
+runner binary). A file PB_INSTANCE_ROOT/fail-build holding a step name
+makes the provisioning fail at that step.
 """
 
 import hashlib
@@ -73,7 +74,8 @@ def guest_halt(server_id):
 
 def build(server_id, root, build_env):
     env = env_file(build_env)
-    fail = os.environ.get("PB_BUILD_FAIL", "")
+    fail_file = os.path.join(os.environ["PB_INSTANCE_ROOT"], "fail-build")
+    fail = open(fail_file).read().strip() if os.path.exists(fail_file) else ""
     log = []
     step = "start"
     ok, message = True, "image baked"

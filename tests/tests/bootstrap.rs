@@ -1,0 +1,1036 @@
+//! `bootstrap` end to end, the binary as a user runs it, against real parts
+//! and strict doubles: a real S3 server on loopback (the bucket and the
+//! media bucket), the Scaleway double (API + metadata service), the home
+//! Plex (the PMS double on a fixture library, stopped and started by
+//! `tests/instance/home-plex.sh`), the plex.tv double, and a stand-in for
+//! the instance (`tests/instance/local-instance.py`, run by the double at
+//! poweron) that applies the user data like cloud-init and starts the real
+//! runner, which mounts the media with rclone, supervises the Plex double,
+//! uploads its result and terminates its own server through the API.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use plex_burst_tests::bins::workspace_bin;
+use plex_burst_tests::fixture::{
+    LibraryKind, LibrarySpec, LocationSpec, Spec, write_app_support, write_media_tree,
+};
+use plex_burst_tests::plexdouble::harness::{PlexTvDouble, free_port, get, wait_for};
+use plex_burst_tests::s3server::{S3Server, rclone_path};
+use plex_burst_tests::scwdouble::harness::{ScwDouble, ScwOptions};
+use rusqlite::{Connection, params};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+
+const BUCKET: &str = "plex-burst";
+const MEDIA: &str = "media";
+const ACCOUNT_TOKEN: &str = "account-token-for-bootstrap-tests-0123";
+const PLEX_VERSION: &str = "1.41.3.9314-a0bfb8370";
+
+fn library(name: &str, kind: LibraryKind, items: u32, sonic: f64) -> LibrarySpec {
+    LibrarySpec {
+        name: name.into(),
+        kind,
+        locations: vec![LocationSpec {
+            path: name.into(),
+            items,
+        }],
+        deleted: 0,
+        sonic_fraction: sonic,
+    }
+}
+
+fn spec() -> Spec {
+    Spec {
+        seed: 11,
+        media_root: "/data/media".into(),
+        libraries: vec![
+            library("Music", LibraryKind::Music, 300, 0.3),
+            library("Movies", LibraryKind::Movie, 20, 0.0),
+        ],
+    }
+}
+
+/// A per-run key as Scaleway would mint it (`SCW` + 17 characters): the
+/// double hands it out, the S3 server accepts it, as on Scaleway where an
+/// API key is also an Object Storage key. Made at run time: no key-shaped
+/// literal lives in the repository.
+fn run_key() -> (String, String) {
+    let n: u64 = rand::random();
+    let access = format!("SCW{:017}", n % 100_000_000_000_000_000);
+    let secret = format!("{:08x}-1111-4111-8111-{:012x}", n as u32, n >> 16);
+    (access, secret)
+}
+
+struct World {
+    dir: TempDir,
+    s3: S3Server,
+    scw: ScwDouble,
+    plextv: PlexTvDouble,
+    app_support: PathBuf,
+    home_ctl: PathBuf,
+    home_addr: String,
+    run_key: (String, String),
+}
+
+struct WorldOptions {
+    quota_volumes_gb: Option<u64>,
+    root_volume_gb: u64,
+}
+
+impl Default for WorldOptions {
+    fn default() -> Self {
+        WorldOptions {
+            quota_volumes_gb: None,
+            root_volume_gb: 20,
+        }
+    }
+}
+
+impl World {
+    fn new(opts: WorldOptions) -> World {
+        let yaml = Command::new("python3")
+            .args(["-c", "import yaml"])
+            .status()
+            .unwrap();
+        assert!(
+            yaml.success(),
+            "python3 with PyYAML is needed by the instance stand-in: run the tests through ./scripts/test"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let run_key = run_key();
+        let s3 = S3Server::start_with(&["--auth-key", &format!("{},{}", run_key.0, run_key.1)]);
+        s3.create_bucket(BUCKET);
+        s3.create_bucket(MEDIA);
+        write_media_tree(&s3.data_dir().join(MEDIA), &spec()).unwrap();
+
+        let app = write_app_support(&dir.path().join("home"), &spec()).unwrap();
+        let home_ctl = dir.path().join("home-ctl");
+        std::fs::create_dir_all(&home_ctl).unwrap();
+        let home_addr = format!("127.0.0.1:{}", free_port());
+        std::fs::write(
+            home_ctl.join("env"),
+            format!(
+                "BIN='{}'\nAPP='{}'\nADDR='{home_addr}'\n",
+                workspace_bin("plex-double").display(),
+                app.dir.display()
+            ),
+        )
+        .unwrap();
+
+        let instances = dir.path().join("instances");
+        std::fs::create_dir_all(&instances).unwrap();
+        let hook = format!(
+            "PB_INSTANCE_ROOT='{}' PB_RUNNER='{}' PLEX_BURST_RCLONE='{}' PLEX_DOUBLE_SONIC_RATE=5000 python3 '{}'",
+            instances.display(),
+            workspace_bin("runner").display(),
+            rclone_path().display(),
+            repo().join("tests/instance/local-instance.py").display()
+        );
+        let scw = ScwDouble::start(ScwOptions {
+            transition_delay: Duration::from_millis(100),
+            quota_volumes_gb: opts.quota_volumes_gb,
+            on_poweron: Some(hook),
+            metadata: true,
+            api_key_pool: vec![run_key.clone()],
+            ..ScwOptions::default()
+        });
+        let plextv = PlexTvDouble::start(ACCOUNT_TOKEN, &[]);
+        let world = World {
+            dir,
+            s3,
+            scw,
+            plextv,
+            app_support: app.dir,
+            home_ctl,
+            home_addr,
+            run_key,
+        };
+        world.write_config(opts.root_volume_gb);
+        world.home_plex("start");
+        wait_for("the home Plex", Duration::from_secs(30), || {
+            get(&format!("http://{}/identity", world.home_addr), &[])
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+        world
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("bootstrap.toml")
+    }
+
+    fn mount_point(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    fn write_config(&self, root_volume_gb: u64) {
+        let home_plex = repo().join("tests/instance/home-plex.sh");
+        let toml = format!(
+            r#"[scaleway]
+organization_id = "{org}"
+project_id = "{project}"
+zone = "fr-par-1"
+commercial_type = "DEV1-S"
+root_volume_gb = {root_volume_gb}
+api_url = "{api}"
+metadata_url = "{metadata}"
+secret_key_env = "TEST_SCW_SECRET"
+plex_token_env = "TEST_PLEX_TOKEN"
+
+[s3]
+endpoint = "{endpoint}"
+region = "us-east-1"
+bucket = "{BUCKET}"
+path_style = true
+access_key_env = "TEST_S3_KEY"
+secret_key_env = "TEST_S3_SECRET"
+
+[image]
+runner_binary = "{runner}"
+build_timeout = "60s"
+
+[home]
+layout = "custom"
+app_support_dir = "{app}"
+control = "command"
+stop_command = ["{home_plex}", "stop", "{ctl}"]
+start_command = ["{home_plex}", "start", "{ctl}"]
+url = "http://{addr}"
+keep_backups = 2
+plex_timeout = "30s"
+
+[run]
+mode = "delta"
+
+[run.media]
+remote = "{MEDIA}"
+mount_point = "{mount}"
+profile = "small"
+probe_timeout = "3s"
+health_interval = "2s"
+
+[run.plex]
+runtime = "double"
+double_binary = "{double}"
+port = {port}
+plextv_url = "{plextv}"
+claim = true
+
+[[run.path_mapping]]
+from = "/data/media"
+to = "{mount}"
+
+[run.deadlines]
+run = "2h"
+plex_ready = "60s"
+poll_interval = "1s"
+idle_checks = 2
+stall_interval = "10s"
+stall_checks = 3
+"#,
+            org = self.scw.organization_id(),
+            project = self.scw.project_id(),
+            api = self.scw.api_url(),
+            metadata = self.scw.metadata_url().unwrap(),
+            endpoint = self.s3.endpoint(),
+            runner = workspace_bin("runner").display(),
+            app = self.app_support.display(),
+            home_plex = home_plex.display(),
+            ctl = self.home_ctl.display(),
+            addr = self.home_addr,
+            mount = self.mount_point().display(),
+            double = workspace_bin("plex-double").display(),
+            port = free_port(),
+            plextv = self.plextv.url(""),
+        );
+        std::fs::write(self.config_path(), toml).unwrap();
+    }
+
+    fn home_plex(&self, action: &str) {
+        let status = Command::new(repo().join("tests/instance/home-plex.sh"))
+            .args([action, &self.home_ctl.display().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "home Plex {action}");
+    }
+
+    /// Runs `bootstrap ARGS` as a user would, with the secrets in its
+    /// environment.
+    fn bootstrap(&self, args: &[&str]) -> Output {
+        let conn = self.s3.connection();
+        Command::new(workspace_bin("bootstrap"))
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .env("TEST_SCW_SECRET", self.scw.secret_key())
+            .env("TEST_S3_KEY", &conn.access_key)
+            .env("TEST_S3_SECRET", conn.secret_key.expose())
+            .env("TEST_PLEX_TOKEN", ACCOUNT_TOKEN)
+            .env("PLEX_BURST_POLL_MS", "200")
+            .output()
+            .unwrap()
+    }
+
+    /// `bootstrap ARGS`, which must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.bootstrap(args);
+        assert!(
+            out.status.success(),
+            "bootstrap {args:?} failed:\n{}\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr),
+            self.instance_logs()
+        );
+        text(&out.stdout)
+    }
+
+    /// `bootstrap ARGS`, which must fail; its one-line error.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.bootstrap(args);
+        assert!(
+            !out.status.success(),
+            "bootstrap {args:?} should fail:\n{}",
+            text(&out.stdout)
+        );
+        let err = text(&out.stderr);
+        let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(error_lines.len(), 1, "one error line expected:\n{err}");
+        err
+    }
+
+    fn object(&self, key: &str) -> PathBuf {
+        self.s3.data_dir().join(BUCKET).join(key)
+    }
+
+    fn json(&self, key: &str) -> Value {
+        serde_json::from_slice(&std::fs::read(self.object(key)).unwrap()).unwrap()
+    }
+
+    fn home_db(&self) -> PathBuf {
+        self.app_support
+            .join("Plug-in Support/Databases/com.plexapp.plugins.library.db")
+    }
+
+    /// The runner logs of every instance the double booted.
+    fn instance_logs(&self) -> String {
+        let mut out = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.dir.path().join("instances")) {
+            for entry in entries.flatten() {
+                if let Ok(log) = std::fs::read_to_string(entry.path().join("runner.log")) {
+                    out.push_str(&format!("--- {}\n{log}\n", entry.path().display()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The API calls the double saw (metadata calls excluded), as
+    /// "METHOD path".
+    fn api_calls(&self) -> Vec<String> {
+        self.scw
+            .calls()
+            .iter()
+            .filter(|c| c["service"] != "metadata")
+            .map(|c| {
+                format!(
+                    "{} {}",
+                    c["method"].as_str().unwrap_or(""),
+                    c["path"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    }
+
+    fn state(&self) -> Value {
+        self.scw.state()
+    }
+
+    /// Every secret of the world: none may reach a record, a status or a log.
+    fn secrets(&self) -> Vec<String> {
+        vec![
+            self.scw.secret_key().to_owned(),
+            self.run_key.1.clone(),
+            ACCOUNT_TOKEN.to_owned(),
+            self.s3.connection().secret_key.expose().to_owned(),
+        ]
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("tests/instance/home-plex.sh"))
+            .args(["stop", &self.home_ctl.display().to_string()])
+            .status();
+        // A runner still going (a failed test) would keep the mount busy.
+        let _ = Command::new("pkill")
+            .args([
+                "-f",
+                &self.dir.path().join("instances").display().to_string(),
+            ])
+            .status();
+        let _ = Command::new("fusermount3")
+            .args(["-uz", &self.mount_point().display().to_string()])
+            .status();
+    }
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn position(calls: &[String], what: &str) -> usize {
+    calls
+        .iter()
+        .position(|c| c.starts_with(what) || c.contains(what))
+        .unwrap_or_else(|| panic!("no call {what:?} in {calls:#?}"))
+}
+
+fn count(calls: &[String], what: &str) -> usize {
+    calls.iter().filter(|c| c.contains(what)).count()
+}
+
+fn sha256(path: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// sha256 of every file of a folder, by name.
+fn digests(dir: &Path) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                sha256(&e.path()),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_run_goes_from_the_home_snapshot_to_an_install_that_keeps_the_watch_state() {
+    let w = World::new(WorldOptions::default());
+
+    // The reference: a consistent copy of the running home Plex's DB.
+    let out = w.ok(&["snapshot"]);
+    assert!(out.contains("reference uploaded"), "{out}");
+    let manifest = w.json("reference/plex-db.manifest.json");
+    assert_eq!(manifest["plex_version"], PLEX_VERSION);
+    let snapshot_time: i64 = manifest["source"]["snapshot_time"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        manifest["source"]["library_roots"]
+            .as_str()
+            .unwrap()
+            .contains("/data/media/Music")
+    );
+    assert_eq!(manifest["stats"]["sonic"]["tracks"], 300);
+
+    // A dry run plans and prices, and creates nothing.
+    let out = w.ok(&["launch", "--dry-run"]);
+    assert!(out.contains("estimate   about"), "{out}");
+    assert!(out.contains("210 tracks left"), "{out}");
+    assert!(out.contains("dry run: nothing created"), "{out}");
+    assert_eq!(count(&w.api_calls(), "POST"), 0, "{:#?}", w.api_calls());
+
+    // The launch bakes the image first (the instance stand-in provisions
+    // the builder), then starts the run.
+    let out = w.ok(&["launch"]);
+    let run_id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("run ").filter(|r| !r.contains(' ')))
+        .unwrap_or_else(|| panic!("no run id in {out}"))
+        .to_owned();
+    let calls = w.api_calls();
+    let builder = position(&calls, "POST /instance/v1/zones/fr-par-1/servers");
+    assert!(position(&calls, "/snapshots") > builder);
+    assert!(position(&calls, "POST /instance/v1/zones/fr-par-1/images") > builder);
+    let key = position(&calls, "POST /iam/v1alpha1/api-keys");
+    let run_server = builder
+        + 1
+        + calls[builder + 1..]
+            .iter()
+            .position(|c| c == "POST /instance/v1/zones/fr-par-1/servers")
+            .expect("the run's server is created");
+    assert!(
+        key < run_server,
+        "the key exists before the server: {calls:#?}"
+    );
+    let state = w.state();
+    let server = state["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| *t == format!("plex-burst-run={run_id}"))
+        })
+        .cloned();
+    let launch = w.json(&format!("runs/{run_id}/launch.json"));
+    assert_eq!(launch["state"], "launched");
+    assert_eq!(launch["snapshot_time"], snapshot_time);
+    assert_eq!(launch["api_key"], w.run_key.0.as_str());
+    // User data before poweron (a running server would not read it).
+    if let Some(server) = &server {
+        assert_eq!(
+            server["user_data"]["cloud-init"]["set_before_first_poweron"], true,
+            "{server}"
+        );
+    }
+    let poweron = calls.iter().rposition(|c| c.ends_with("/action")).unwrap();
+    let user_data = calls
+        .iter()
+        .rposition(|c| c.contains("/user_data/cloud-init"))
+        .unwrap();
+    assert!(user_data < poweron, "{calls:#?}");
+
+    // While the run works, the household keeps watching at home.
+    let watched = watch_at_home(&w.home_db(), snapshot_time);
+
+    // The runner finishes, uploads, and terminates its own server.
+    wait_for("the run's DONE", Duration::from_secs(240), || {
+        w.object(&format!("runs/{run_id}/DONE"))
+            .exists()
+            .then_some(())
+    });
+    wait_for(
+        "the run's server to be gone",
+        Duration::from_secs(60),
+        || {
+            let state = w.state();
+            (!state["servers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["name"] == format!("plex-burst-{run_id}")))
+            .then_some(())
+        },
+    );
+    let terminate = w
+        .scw
+        .calls()
+        .into_iter()
+        .find(|c| {
+            c["path"].as_str().unwrap_or("").ends_with("/action")
+                && c["body"]["action"] == "terminate"
+        })
+        .expect("the runner terminated its server");
+    assert_eq!(terminate["principal"], w.run_key.0.as_str(), "{terminate}");
+    // The user data (it holds the run's secrets) was deleted once read.
+    assert!(
+        w.scw.calls().iter().any(|c| c["service"] == "metadata"
+            && c["method"] == "DELETE"
+            && c["path"] == "/user_data/cloud-init"),
+        "{:#?}",
+        w.scw.calls()
+    );
+
+    // Status: done; the root volume outlived the server and is flagged.
+    let out = w.ok(&["status", &run_id]);
+    assert!(out.contains("state      done"), "{out}");
+    assert!(out.contains("outlived the server"), "{out}");
+    let list = w.ok(&["status"]);
+    assert!(list.contains(&run_id) && list.contains("done"), "{list}");
+
+    // Fetch installs the result, keeping what home watched meanwhile.
+    let out = w.ok(&["fetch", &run_id]);
+    assert!(out.contains("installed"), "{out}");
+    let conn = Connection::open(w.home_db()).unwrap();
+    let count_now: i64 = conn
+        .query_row(
+            "SELECT view_count FROM metadata_item_settings WHERE guid = ?1 AND account_id = 1",
+            [&watched.0],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(count_now, watched.1, "the view made at home survived");
+    let analysed: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND extra_data LIKE '%musicAnalysisVersion%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(analysed, 300, "the cloud's Sonic work is home");
+    let paths: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM media_parts WHERE file NOT LIKE '/data/media/%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(paths, 0, "cloud paths were mapped back to home paths");
+    drop(conn);
+    // Home Plex answers on the new DB.
+    assert_eq!(
+        get(&format!("http://{}/identity", w.home_addr), &[])
+            .unwrap()
+            .status,
+        200
+    );
+
+    // Nothing of the run stays billed, and its key is gone.
+    let state = w.state();
+    assert_eq!(state["volumes"].as_array().unwrap().len(), 0, "{state}");
+    assert!(
+        state["api_keys"].as_array().unwrap().is_empty(),
+        "{}",
+        state["api_keys"]
+    );
+    assert_eq!(
+        w.json(&format!("runs/{run_id}/launch.json"))["state"],
+        "fetched"
+    );
+    let out = w.ok(&["sweep"]);
+    assert!(out.contains("nothing left behind"), "{out}");
+
+    // No secret in the records, the status or the runner's log.
+    let files = [
+        w.object(&format!("runs/{run_id}/launch.json")),
+        w.object(&format!("runs/{run_id}/status.json")),
+    ];
+    let mut seen: Vec<String> = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .collect();
+    seen.push(w.instance_logs());
+    for secret in w.secrets() {
+        for s in &seen {
+            assert!(!s.contains(&secret), "a secret leaked");
+        }
+    }
+}
+
+/// Watch state made at home after the snapshot: a film watched again.
+/// Returns its guid and the view count home now has.
+fn watch_at_home(db: &Path, snapshot_time: i64) -> (String, i64) {
+    let conn = Connection::open(db).unwrap();
+    let (id, guid, count): (i64, String, i64) = conn
+        .query_row(
+            "SELECT s.id, s.guid, s.view_count FROM metadata_item_settings s
+             JOIN metadata_items m ON m.guid = s.guid AND m.metadata_type = 1
+             WHERE s.account_id = 1 ORDER BY s.id LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("the fixture has watch state for films");
+    conn.execute(
+        "UPDATE metadata_item_settings SET view_count = view_count + 3, last_viewed_at = ?1, updated_at = ?1 WHERE id = ?2",
+        params![snapshot_time + 5, id],
+    )
+    .unwrap();
+    (guid, count + 3)
+}
+
+#[test]
+fn a_failed_image_build_shows_the_log_and_deletes_the_builder_then_a_good_one_is_reused() {
+    let w = World::new(WorldOptions::default());
+    std::fs::write(w.dir.path().join("instances/fail-build"), "plex").unwrap();
+    let err = w.fails(&["image", "build", "--plex-version", PLEX_VERSION]);
+    assert!(
+        err.contains("provisioning failed at step \"plex\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("simulated failure in step plex"),
+        "the log tail is shown: {err}"
+    );
+    assert!(err.contains("the builder was deleted"), "{err}");
+    let state = w.state();
+    assert!(state["servers"].as_array().unwrap().is_empty(), "{state}");
+    assert!(state["volumes"].as_array().unwrap().is_empty(), "{state}");
+
+    std::fs::remove_file(w.dir.path().join("instances/fail-build")).unwrap();
+    let out = w.ok(&["image", "build", "--plex-version", PLEX_VERSION]);
+    assert!(out.contains("available after"), "{out}");
+    let state = w.state();
+    let images = state["images"].as_array().unwrap();
+    let ours: Vec<&Value> = images
+        .iter()
+        .filter(|i| {
+            i["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == "plex-burst"))
+        })
+        .collect();
+    assert_eq!(ours.len(), 1, "{images:#?}");
+    assert!(
+        ours[0]["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| *t == format!("plex={PLEX_VERSION}"))
+    );
+    assert!(
+        state["servers"].as_array().unwrap().is_empty(),
+        "builder deleted"
+    );
+    assert!(
+        state["volumes"].as_array().unwrap().is_empty(),
+        "builder volume deleted"
+    );
+
+    let servers_before = count(&w.api_calls(), "POST /instance/v1/zones/fr-par-1/servers");
+    let out = w.ok(&["image", "build", "--plex-version", PLEX_VERSION]);
+    assert!(out.contains("reused"), "{out}");
+    assert_eq!(
+        count(&w.api_calls(), "POST /instance/v1/zones/fr-par-1/servers"),
+        servers_before,
+        "no second builder"
+    );
+}
+
+#[test]
+fn launch_refuses_what_would_waste_money_before_creating_anything() {
+    let w = World::new(WorldOptions::default());
+
+    // No reference yet.
+    let err = w.fails(&["launch"]);
+    assert!(err.contains("run `bootstrap snapshot` first"), "{err}");
+
+    // Wrong credentials: the API's own answer, in one line.
+    let conn = w.s3.connection();
+    let out = Command::new(workspace_bin("bootstrap"))
+        .args(["--config", &w.config_path().display().to_string(), "launch"])
+        .env("TEST_SCW_SECRET", "00000000-0000-4000-8000-000000000000")
+        .env("TEST_S3_KEY", &conn.access_key)
+        .env("TEST_S3_SECRET", conn.secret_key.expose())
+        .env("TEST_PLEX_TOKEN", ACCOUNT_TOKEN)
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("the Scaleway credentials do not work"),
+        "{err}"
+    );
+    assert!(err.contains("401"), "{err}");
+    assert!(
+        !err.contains("00000000-0000-4000-8000-000000000000"),
+        "the key is not echoed"
+    );
+
+    // A type the zone does not offer.
+    w.ok(&["snapshot"]);
+    let text_cfg = std::fs::read_to_string(w.config_path()).unwrap();
+    std::fs::write(
+        w.config_path(),
+        text_cfg.replace("\"DEV1-S\"", "\"POP9-HUGE\""),
+    )
+    .unwrap();
+    let err = w.fails(&["launch"]);
+    assert!(
+        err.contains("\"POP9-HUGE\" is not offered in fr-par-1"),
+        "{err}"
+    );
+    std::fs::write(w.config_path(), &text_cfg).unwrap();
+
+    // An empty media bucket.
+    let media = w.s3.data_dir().join(MEDIA);
+    let moved = w.dir.path().join("media-away");
+    std::fs::rename(&media, &moved).unwrap();
+    std::fs::create_dir(&media).unwrap();
+    let err = w.fails(&["launch"]);
+    assert!(err.contains("run.media.remote"), "{err}");
+    std::fs::remove_dir(&media).unwrap();
+    std::fs::rename(&moved, &media).unwrap();
+
+    // A broken bootstrap.toml: one line naming the key.
+    std::fs::write(
+        w.config_path(),
+        text_cfg.replace("keep_backups", "keep_backup"),
+    )
+    .unwrap();
+    let err = w.fails(&["launch"]);
+    assert!(err.contains("home.keep_backup"), "{err}");
+
+    let posts: Vec<String> = w
+        .api_calls()
+        .into_iter()
+        .filter(|c| !c.starts_with("GET"))
+        .collect();
+    assert!(posts.is_empty(), "nothing was created: {posts:#?}");
+}
+
+#[test]
+fn a_launch_refused_by_the_quota_or_cut_short_leaves_nothing_behind() {
+    // The builder's 20 GB fit the quota; the run's 40 GB root does not.
+    let w = World::new(WorldOptions {
+        quota_volumes_gb: Some(30),
+        root_volume_gb: 40,
+    });
+    w.ok(&["snapshot"]);
+    let err = w.fails(&["launch"]);
+    assert!(err.contains("quotas_exceeded"), "{err}");
+    assert!(err.contains("everything it created was deleted"), "{err}");
+    let state = w.state();
+    assert!(state["servers"].as_array().unwrap().is_empty(), "{state}");
+    assert!(state["volumes"].as_array().unwrap().is_empty(), "{state}");
+    assert!(
+        state["api_keys"].as_array().unwrap().is_empty(),
+        "the run key is deleted"
+    );
+    let records: Vec<PathBuf> = std::fs::read_dir(w.object("runs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("launch.json"))
+        .collect();
+    assert_eq!(records.len(), 1);
+    let record: Value = serde_json::from_slice(&std::fs::read(&records[0]).unwrap()).unwrap();
+    assert_eq!(record["state"], "abandoned");
+
+    // A launch killed half way (its record says `creating`, its server and
+    // key exist): the next launch deletes them before anything else.
+    let image = w.state()["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| {
+            i["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == "plex-burst"))
+        })
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let run_id = "2026-01-01-0000";
+    let reply = w.scw.api(
+        "POST",
+        "/instance/v1/zones/fr-par-1/servers",
+        Some(&json!({
+            "name": format!("plex-burst-{run_id}"),
+            "commercial_type": "DEV1-S",
+            "image": image,
+            "project": w.scw.project_id(),
+            "tags": ["plex-burst", format!("plex-burst-run={run_id}")],
+            "volumes": {"0": {"size": 20_000_000_000u64, "volume_type": "sbs_volume"}}
+        })),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let server = reply.json()["server"].clone();
+    let record = json!({
+        "run_id": run_id, "state": "creating", "zone": "fr-par-1",
+        "project_id": w.scw.project_id(), "commercial_type": "DEV1-S",
+        "hourly_price": 0.01, "root_volume_gb": 20, "image_id": image,
+        "server_id": server["id"], "root_volume_id": server["volumes"]["0"]["id"],
+        "api_key": null, "launched_at": "2026-01-01T00:00:00Z",
+        "deadline": "2026-01-01T02:00:00Z", "snapshot_time": null,
+        "reference_key": null, "plex_version": PLEX_VERSION, "bootstrap_version": "0"
+    });
+    let path = w.object(&format!("runs/{run_id}/launch.json"));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, record.to_string()).unwrap();
+
+    // A dry run says so and deletes nothing.
+    let out = w.ok(&["launch", "--dry-run"]);
+    assert!(
+        out.contains(&format!("launch of run {run_id} was interrupted")),
+        "{out}"
+    );
+    assert_eq!(w.state()["servers"].as_array().unwrap().len(), 1);
+    // The next launch cleans it, then fails on the quota again, cleanly.
+    let err = w.fails(&["launch"]);
+    assert!(err.contains("quotas_exceeded"), "{err}");
+    let state = w.state();
+    assert!(state["servers"].as_array().unwrap().is_empty(), "{state}");
+    assert!(state["volumes"].as_array().unwrap().is_empty(), "{state}");
+    assert_eq!(
+        w.json(&format!("runs/{run_id}/launch.json"))["state"],
+        "abandoned"
+    );
+}
+
+#[test]
+fn fetch_never_installs_a_quarantined_or_unverified_result() {
+    let w = World::new(WorldOptions::default());
+    let databases = w.app_support.join("Plug-in Support/Databases");
+    w.home_plex("stop");
+    let before = digests(&databases);
+    w.home_plex("start");
+
+    let record = |run_id: &str| {
+        json!({
+            "run_id": run_id, "state": "launched", "zone": "fr-par-1",
+            "project_id": w.scw.project_id(), "commercial_type": "DEV1-S",
+            "hourly_price": 0.01, "root_volume_gb": 20, "image_id": null,
+            "server_id": null, "root_volume_id": null, "api_key": null,
+            "launched_at": "2026-01-01T00:00:00Z", "deadline": "2026-01-01T02:00:00Z",
+            "snapshot_time": 0, "reference_key": null, "plex_version": PLEX_VERSION,
+            "bootstrap_version": "0"
+        })
+        .to_string()
+    };
+    let put = |key: &str, body: &str| {
+        let path = w.object(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, body).unwrap();
+    };
+
+    // Quarantined: refused, with the reason.
+    put("runs/q/launch.json", &record("q"));
+    put("runs/q/QUARANTINED", "{}");
+    put(
+        "runs/q/status.json",
+        &json!({"run_id": "q", "state": "quarantined", "phase": null, "phases_done": [],
+                "started_at": "x", "updated_at": "2026-01-01T01:00:00Z", "runner_version": "0",
+                "last_error": null, "result_key": null,
+                "quarantine": "library Movies lost 15 of 40 items"})
+        .to_string(),
+    );
+    let err = w.fails(&["fetch", "q"]);
+    assert!(
+        err.contains("quarantined (library Movies lost 15 of 40 items)"),
+        "{err}"
+    );
+    assert!(err.contains("never installed"), "{err}");
+
+    // A DONE whose digest is not the manifest's: refused.
+    w.ok(&["snapshot"]);
+    put("runs/d/launch.json", &record("d"));
+    let manifest = w.json("reference/plex-db.manifest.json");
+    put(
+        "runs/d/result/plex-db.manifest.json",
+        &serde_json::to_string(&json!({
+            "format_version": manifest["format_version"],
+            "created_at": manifest["created_at"],
+            "plex_version": PLEX_VERSION,
+            "files": manifest["files"],
+            "archive": manifest["archive"],
+            "stats": {"after": manifest["stats"]}
+        }))
+        .unwrap(),
+    );
+    std::fs::copy(
+        w.object("reference/plex-db.tar.zst"),
+        w.object("runs/d/result/plex-db.tar.zst"),
+    )
+    .unwrap();
+    put(
+        "runs/d/DONE",
+        &json!({"archive_key": "runs/d/result/plex-db.tar.zst",
+                "manifest_key": "runs/d/result/plex-db.manifest.json",
+                "archive_sha256": "0".repeat(64)})
+        .to_string(),
+    );
+    let err = w.fails(&["fetch", "d"]);
+    assert!(err.contains("is not the one DONE records"), "{err}");
+
+    // Archive bytes damaged in S3: the download's digest check refuses.
+    let archive = w.object("runs/d/result/plex-db.tar.zst");
+    let mut bytes = std::fs::read(&archive).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&archive, &bytes).unwrap();
+    put(
+        "runs/d/DONE",
+        &json!({"archive_key": "runs/d/result/plex-db.tar.zst",
+                "manifest_key": "runs/d/result/plex-db.manifest.json",
+                "archive_sha256": manifest["archive"]["sha256"]})
+        .to_string(),
+    );
+    let err = w.fails(&["fetch", "d"]);
+    assert!(err.contains("the home DB was not touched"), "{err}");
+
+    w.home_plex("stop");
+    assert_eq!(digests(&databases), before, "home is byte-identical");
+}
+
+#[test]
+fn sweep_lists_what_is_left_billed_with_its_cost_and_deletes_it_on_yes() {
+    let w = World::new(WorldOptions::default());
+    w.ok(&["image", "build", "--plex-version", PLEX_VERSION]);
+    let image = w.state()["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| {
+            i["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == "plex-burst"))
+        })
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A server tagged by plex-burst that belongs to no run, and a root
+    // volume left detached by a terminate.
+    for name in ["stray", "terminated"] {
+        let reply = w.scw.api(
+            "POST",
+            "/instance/v1/zones/fr-par-1/servers",
+            Some(&json!({
+                "name": name, "commercial_type": "DEV1-S", "image": image,
+                "project": w.scw.project_id(), "tags": ["plex-burst"],
+                "volumes": {"0": {"size": 20_000_000_000u64, "volume_type": "sbs_volume"}}
+            })),
+        );
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        if name == "terminated" {
+            let id = reply.json()["server"]["id"].as_str().unwrap().to_owned();
+            let action = |a: &str| {
+                let r = w.scw.api(
+                    "POST",
+                    &format!("/instance/v1/zones/fr-par-1/servers/{id}/action"),
+                    Some(&json!({"action": a})),
+                );
+                assert_eq!(r.status, 202, "{}", r.body);
+            };
+            action("poweron");
+            wait_for("running", Duration::from_secs(20), || {
+                (w.scw
+                    .api(
+                        "GET",
+                        &format!("/instance/v1/zones/fr-par-1/servers/{id}"),
+                        None,
+                    )
+                    .json()["server"]["state"]
+                    == "running")
+                    .then_some(())
+            });
+            action("terminate");
+        }
+    }
+    wait_for(
+        "the terminated server to go",
+        Duration::from_secs(20),
+        || (w.state()["servers"].as_array().unwrap().len() == 1).then_some(()),
+    );
+
+    let out = w.ok(&["sweep"]);
+    assert!(
+        out.contains("tagged plex-burst but belongs to no run"),
+        "{out}"
+    );
+    assert!(out.contains("detached volume (billed)"), "{out}");
+    assert!(out.contains("EUR"), "{out}");
+    assert!(out.contains("nothing deleted"), "{out}");
+    assert_eq!(w.state()["servers"].as_array().unwrap().len(), 1);
+
+    let out = w.ok(&["sweep", "--yes"]);
+    assert!(out.contains("deleted server"), "{out}");
+    let state = w.state();
+    assert!(state["servers"].as_array().unwrap().is_empty(), "{state}");
+    assert!(state["volumes"].as_array().unwrap().is_empty(), "{state}");
+    let out = w.ok(&["sweep"]);
+    assert!(out.contains("nothing left behind"), "{out}");
+}
