@@ -22,6 +22,7 @@ use crate::cloud;
 use crate::config::BootstrapConfig;
 use crate::home;
 use crate::iam;
+use crate::progress;
 use crate::runs::{self, LaunchRecord, LaunchState, Outcome};
 
 pub struct FetchOptions {
@@ -86,11 +87,12 @@ pub async fn fetch(cfg: &BootstrapConfig, run: Option<&str>, opts: &FetchOptions
         manifest.archive.size as f64 / 1e6,
         incoming.display()
     );
-    runner::transfer::pull(
+    runner::transfer::pull_with_progress(
         &bucket,
         &done.archive_key,
         &incoming,
         Some(manifest.clone()),
+        progress::bytes(manifest.archive.size, "download"),
     )
     .await
     .context("the result could not be downloaded and verified; the home DB was not touched")?;

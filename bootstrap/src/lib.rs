@@ -11,6 +11,7 @@ pub mod home;
 pub mod iam;
 pub mod image;
 pub mod launch;
+pub mod progress;
 pub mod runs;
 pub mod snapshot;
 pub mod status;

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use crate::archive::{self, Expectation, Manifest, PackOptions, UnpackReport};
 use crate::pipe::{PipeWriter, pipe};
-use crate::s3::{Bucket, DownloadReport, UploadReport};
+use crate::s3::{Bucket, Counted, DownloadReport, UploadReport};
 
 /// Chunks queued between the S3 side and the archive side. A download
 /// chunk is a whole range (16 MiB), already bounded by the engine's own
@@ -41,6 +41,17 @@ pub async fn pull(
     dest: &Path,
     manifest: Option<Manifest>,
 ) -> Result<Pulled> {
+    pull_with_progress(bucket, key, dest, manifest, |_| {}).await
+}
+
+/// [`pull`], telling `progress` how many bytes have arrived so far.
+pub async fn pull_with_progress(
+    bucket: &Bucket,
+    key: &str,
+    dest: &Path,
+    manifest: Option<Manifest>,
+    progress: impl FnMut(u64) + Send + 'static,
+) -> Result<Pulled> {
     let (writer, reader) = pipe(PULL_PIPE_CHUNKS);
     let dest_owned = dest.to_path_buf();
     let unpack = tokio::task::spawn_blocking(move || {
@@ -51,7 +62,7 @@ pub async fn pull(
         archive::unpack(reader, &dest_owned, &expect)
     });
 
-    let download = bucket.download(key, writer).await;
+    let download = bucket.download(key, Counted::new(writer, progress)).await;
     let unpacked = unpack.await.context("the extraction thread panicked")?;
     match (download, unpacked) {
         (Ok(download), Ok(unpack)) => {

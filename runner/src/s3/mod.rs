@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use download::DownloadReport;
 pub use error::S3Error;
-pub use sink::{Sink, WriteSink};
+pub use sink::{Counted, Sink, WriteSink};
 pub use upload::{MAX_PARTS, MIN_PART_SIZE, PendingUpload, UploadReport, part_size_for};
 
 use error::{Failure, classify};

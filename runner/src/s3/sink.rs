@@ -53,3 +53,38 @@ impl<W: Write + Send + 'static> Sink for WriteSink<W> {
 
     fn fail(self, _err: &io::Error) {}
 }
+
+/// A sink that reports how many bytes went through it (a progress bar).
+pub struct Counted<S, F> {
+    inner: S,
+    seen: u64,
+    progress: F,
+}
+
+impl<S: Sink, F: FnMut(u64) + Send + 'static> Counted<S, F> {
+    /// `progress` gets the running total after each chunk.
+    pub fn new(inner: S, progress: F) -> Self {
+        Counted {
+            inner,
+            seen: 0,
+            progress,
+        }
+    }
+}
+
+impl<S: Sink, F: FnMut(u64) + Send + 'static> Sink for Counted<S, F> {
+    fn put(&mut self, chunk: Bytes) -> io::Result<()> {
+        self.seen += chunk.len() as u64;
+        self.inner.put(chunk)?;
+        (self.progress)(self.seen);
+        Ok(())
+    }
+
+    fn finish(self) -> io::Result<()> {
+        self.inner.finish()
+    }
+
+    fn fail(self, err: &io::Error) {
+        self.inner.fail(err)
+    }
+}
