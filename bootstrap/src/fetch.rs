@@ -136,10 +136,16 @@ pub async fn fetch(cfg: &BootstrapConfig, run: Option<&str>, opts: &FetchOptions
     };
     println!("{report}");
 
-    clean_cloud(cfg, &client, &bucket, &record, opts.delete_checkpoints).await?;
+    // Installed: a second fetch must not install it again, whatever the
+    // cleanup below does.
     let mut record = record;
     record.state = LaunchState::Fetched;
     record.save(cfg, &bucket).await?;
+    clean_cloud(cfg, &client, &bucket, &record, opts.delete_checkpoints)
+        .await
+        .with_context(|| {
+            format!("run {run_id} is installed, but cleaning the cloud failed: `bootstrap sweep` lists what is left")
+        })?;
     println!("run {run_id} installed; the cloud side is cleaned up");
     Ok(())
 }

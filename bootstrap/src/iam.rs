@@ -31,31 +31,36 @@ pub fn key_run_id(key: &ApiKey) -> Option<&str> {
     key.description.strip_prefix("plex-burst run ")
 }
 
-/// The application runs' keys belong to, made on first use.
+/// The application runs' keys belong to, and its policy, made on first
+/// use (a policy missing from an earlier, interrupted setup is made too).
 async fn application(cfg: &BootstrapConfig, client: &Client) -> Result<String> {
     let org = &cfg.scaleway.organization_id;
-    if let Some(app) = client.find_application(APPLICATION, org).await? {
-        return Ok(app.id);
+    let app = match client.find_application(APPLICATION, org).await? {
+        Some(app) => app,
+        None => client
+            .create_application(
+                APPLICATION,
+                org,
+                "plex-burst: one API key per run, scoped to the runs' project",
+                &[crate::runs::TAG],
+            )
+            .await
+            .context(
+                "cannot create the IAM application for run keys (the API key needs IAMManager)",
+            )?,
+    };
+    if client.find_policy(&app.id).await?.is_none() {
+        client
+            .create_policy(
+                APPLICATION,
+                org,
+                &app.id,
+                &PERMISSION_SETS,
+                &[cfg.scaleway.project_id.as_str()],
+            )
+            .await
+            .context("cannot create the IAM policy for run keys")?;
     }
-    let app = client
-        .create_application(
-            APPLICATION,
-            org,
-            "plex-burst: one API key per run, scoped to the runs' project",
-            &[crate::runs::TAG],
-        )
-        .await
-        .context("cannot create the IAM application for run keys (the API key needs IAMManager)")?;
-    client
-        .create_policy(
-            APPLICATION,
-            org,
-            &app.id,
-            &PERMISSION_SETS,
-            &[cfg.scaleway.project_id.as_str()],
-        )
-        .await
-        .context("cannot create the IAM policy for run keys")?;
     Ok(app.id)
 }
 
@@ -67,18 +72,6 @@ pub async fn create_run_key(
     expires: SystemTime,
 ) -> Result<ApiKey> {
     let app = application(cfg, client).await?;
-    if client.find_policy(&app).await?.is_none() {
-        client
-            .create_policy(
-                APPLICATION,
-                &cfg.scaleway.organization_id,
-                &app,
-                &PERMISSION_SETS,
-                &[cfg.scaleway.project_id.as_str()],
-            )
-            .await
-            .context("cannot create the IAM policy for run keys")?;
-    }
     client
         .create_api_key(
             &app,

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use runner::archive::Manifest;
 use runner::config::Mode;
 use runner::s3::Bucket;
-use runner::scaleway::{Client, CreateServer, RootVolume, ServerAction, VolumeType};
+use runner::scaleway::{Client, CreateServer, RootVolume, ServerAction, ServerState, VolumeType};
 
 use crate::cloud;
 use crate::config::{BootstrapConfig, RunParams, RunSecrets};
@@ -404,6 +404,23 @@ async fn clean_interrupted_launches(
 ) -> Result<()> {
     for mut record in runs::all(cfg, bucket).await? {
         if record.state != LaunchState::Creating {
+            continue;
+        }
+        // Cut short after poweron, before its record said so: the run is
+        // under way and is the runner's now.
+        let server = match &record.server_id {
+            Some(id) => client.get_server(&cfg.scaleway.zone, id).await?,
+            None => None,
+        };
+        if server.is_some_and(|s| s.state != ServerState::Stopped) {
+            println!(
+                "launch of run {} was interrupted after its server started: recorded as launched",
+                record.run_id
+            );
+            if !dry_run {
+                record.state = LaunchState::Launched;
+                record.save(cfg, bucket).await?;
+            }
             continue;
         }
         if dry_run {

@@ -359,6 +359,37 @@ stall_checks = 3
         self.scw.state()
     }
 
+    /// The image bootstrap baked.
+    fn image_id(&self) -> String {
+        let state = self.state();
+        let image = state["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| {
+                i["tags"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t == "plex-burst"))
+            })
+            .unwrap_or_else(|| panic!("no plex-burst image: {state}"));
+        image["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A server created with the admin key, as bootstrap would (stopped).
+    fn create_server(&self, name: &str, tags: &[String]) -> Value {
+        let reply = self.scw.api(
+            "POST",
+            "/instance/v1/zones/fr-par-1/servers",
+            Some(&json!({
+                "name": name, "commercial_type": "DEV1-S", "image": self.image_id(),
+                "project": self.scw.project_id(), "tags": tags,
+                "volumes": {"0": {"size": 20_000_000_000u64, "volume_type": "sbs_volume"}}
+            })),
+        );
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        reply.json()["server"].clone()
+    }
+
     /// Every secret of the world: none may reach a record, a status or a log.
     fn secrets(&self) -> Vec<String> {
         vec![
@@ -386,6 +417,20 @@ impl Drop for World {
             .args(["-uz", &self.mount_point().display().to_string()])
             .status();
     }
+}
+
+/// A `launch.json` as bootstrap writes it, for a run the test made up.
+fn launch_record(run_id: &str, state: &str, server: Option<&Value>, deadline: &str) -> Value {
+    let server = server.cloned().unwrap_or(Value::Null);
+    json!({
+        "run_id": run_id, "state": state, "zone": "fr-par-1",
+        "project_id": "", "commercial_type": "DEV1-S",
+        "hourly_price": 0.0088, "root_volume_gb": 20, "image_id": server["image"]["id"],
+        "server_id": server["id"], "root_volume_id": server["volumes"]["0"]["id"],
+        "api_key": null, "launched_at": "2026-01-01T00:00:00Z",
+        "deadline": deadline, "snapshot_time": 0,
+        "reference_key": null, "plex_version": PLEX_VERSION, "bootstrap_version": "0"
+    })
 }
 
 fn repo() -> PathBuf {
@@ -811,43 +856,12 @@ fn a_launch_refused_by_the_quota_or_cut_short_leaves_nothing_behind() {
 
     // A launch killed half way (its record says `creating`, its server and
     // key exist): the next launch deletes them before anything else.
-    let image = w.state()["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| {
-            i["tags"]
-                .as_array()
-                .is_some_and(|t| t.iter().any(|t| t == "plex-burst"))
-        })
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     let run_id = "2026-01-01-0000";
-    let reply = w.scw.api(
-        "POST",
-        "/instance/v1/zones/fr-par-1/servers",
-        Some(&json!({
-            "name": format!("plex-burst-{run_id}"),
-            "commercial_type": "DEV1-S",
-            "image": image,
-            "project": w.scw.project_id(),
-            "tags": ["plex-burst", format!("plex-burst-run={run_id}")],
-            "volumes": {"0": {"size": 20_000_000_000u64, "volume_type": "sbs_volume"}}
-        })),
+    let server = w.create_server(
+        &format!("plex-burst-{run_id}"),
+        &["plex-burst".into(), format!("plex-burst-run={run_id}")],
     );
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    let server = reply.json()["server"].clone();
-    let record = json!({
-        "run_id": run_id, "state": "creating", "zone": "fr-par-1",
-        "project_id": w.scw.project_id(), "commercial_type": "DEV1-S",
-        "hourly_price": 0.01, "root_volume_gb": 20, "image_id": image,
-        "server_id": server["id"], "root_volume_id": server["volumes"]["0"]["id"],
-        "api_key": null, "launched_at": "2026-01-01T00:00:00Z",
-        "deadline": "2026-01-01T02:00:00Z", "snapshot_time": null,
-        "reference_key": null, "plex_version": PLEX_VERSION, "bootstrap_version": "0"
-    });
+    let record = launch_record(run_id, "creating", Some(&server), "2026-01-01T02:00:00Z");
     w.put(&format!("runs/{run_id}/launch.json"), record.to_string());
 
     // A dry run says so and deletes nothing.
@@ -877,18 +891,8 @@ fn fetch_never_installs_a_quarantined_or_unverified_result() {
     let before = digests(&databases);
     w.home_plex("start");
 
-    let record = |run_id: &str| {
-        json!({
-            "run_id": run_id, "state": "launched", "zone": "fr-par-1",
-            "project_id": w.scw.project_id(), "commercial_type": "DEV1-S",
-            "hourly_price": 0.01, "root_volume_gb": 20, "image_id": null,
-            "server_id": null, "root_volume_id": null, "api_key": null,
-            "launched_at": "2026-01-01T00:00:00Z", "deadline": "2026-01-01T02:00:00Z",
-            "snapshot_time": 0, "reference_key": null, "plex_version": PLEX_VERSION,
-            "bootstrap_version": "0"
-        })
-        .to_string()
-    };
+    let record =
+        |run_id: &str| launch_record(run_id, "launched", None, "2026-01-01T02:00:00Z").to_string();
     let put = |key: &str, body: &str| w.put(key, body);
 
     // Quarantined: refused, with the reason.
@@ -960,34 +964,12 @@ fn fetch_never_installs_a_quarantined_or_unverified_result() {
 fn sweep_lists_what_is_left_billed_with_its_cost_and_deletes_it_on_yes() {
     let w = World::new(WorldOptions::default());
     w.ok(&["image", "build", "--plex-version", PLEX_VERSION]);
-    let image = w.state()["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| {
-            i["tags"]
-                .as_array()
-                .is_some_and(|t| t.iter().any(|t| t == "plex-burst"))
-        })
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     // A server tagged by plex-burst that belongs to no run, and a root
     // volume left detached by a terminate.
     for name in ["stray", "terminated"] {
-        let reply = w.scw.api(
-            "POST",
-            "/instance/v1/zones/fr-par-1/servers",
-            Some(&json!({
-                "name": name, "commercial_type": "DEV1-S", "image": image,
-                "project": w.scw.project_id(), "tags": ["plex-burst"],
-                "volumes": {"0": {"size": 20_000_000_000u64, "volume_type": "sbs_volume"}}
-            })),
-        );
-        assert_eq!(reply.status, 201, "{}", reply.body);
+        let server = w.create_server(name, &["plex-burst".into()]);
         if name == "terminated" {
-            let id = reply.json()["server"]["id"].as_str().unwrap().to_owned();
+            let id = server["id"].as_str().unwrap().to_owned();
             let action = |a: &str| {
                 let r = w.scw.api(
                     "POST",
@@ -1034,4 +1016,37 @@ fn sweep_lists_what_is_left_billed_with_its_cost_and_deletes_it_on_yes() {
     assert!(state["volumes"].as_array().unwrap().is_empty(), "{state}");
     let out = w.ok(&["sweep"]);
     assert!(out.contains("nothing left behind"), "{out}");
+}
+
+#[test]
+fn a_snapshot_with_plex_stopped_restarts_it_and_a_run_past_its_deadline_is_flagged() {
+    let w = World::new(WorldOptions::default());
+    let out = w.ok(&["snapshot", "--stop-plex"]);
+    assert!(out.contains("reference uploaded"), "{out}");
+    let plex_log = std::fs::read_to_string(w.home_ctl.join("plex.log")).unwrap_or_default();
+    assert!(
+        get(&format!("http://{}/identity", w.home_addr), &[]).is_ok_and(|r| r.status == 200),
+        "the home Plex runs again after the copy: {plex_log}"
+    );
+    let manifest = w.json("reference/plex-db.manifest.json");
+    assert_eq!(manifest["plex_version"], PLEX_VERSION);
+
+    // A run whose deadline passed while its server is still up.
+    w.ok(&["image", "build", "--plex-version", PLEX_VERSION]);
+    let run_id = "2026-01-02-0300";
+    let server = w.create_server(
+        &format!("plex-burst-{run_id}"),
+        &["plex-burst".into(), format!("plex-burst-run={run_id}")],
+    );
+    w.put(
+        &format!("runs/{run_id}/launch.json"),
+        launch_record(run_id, "launched", Some(&server), "2026-01-02T05:00:00Z").to_string(),
+    );
+    let list = w.ok(&["status"]);
+    assert!(list.contains(run_id) && list.contains("(!)"), "{list}");
+    let out = w.ok(&["status", run_id]);
+    assert!(out.contains("PAST DEADLINE"), "{out}");
+    assert!(out.contains("cost       EUR"), "{out}");
+    let out = w.ok(&["sweep"]);
+    assert!(out.contains("run past its deadline"), "{out}");
 }

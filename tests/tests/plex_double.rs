@@ -1057,8 +1057,11 @@ fn sonic_runs_at_the_configured_rate_with_plex_pass_only() {
         },
     );
     assert_eq!(scanners.len(), 1, "one scanner process");
-    let comm = std::fs::read_to_string(format!("/proc/{}/comm", scanners[0])).unwrap();
-    assert_eq!(comm.trim(), "Plex Media Scan");
+    // The scanner names itself just after it starts.
+    wait_for("the scanner's process name", WAIT, || {
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", scanners[0])).ok()?;
+        (comm.trim() == "Plex Media Scan").then_some(())
+    });
     let mid = wait_for("Sonic progress in the DB", WAIT, || {
         let n = count(&pms, analysed);
         (n > start).then_some(n)

@@ -126,7 +126,7 @@ async fn serve(args: ApiArgs) -> Result<()> {
         metadata_url: metadata_url.clone(),
         work_dir,
     }));
-    for pair in &args.api_key_pool {
+    for pair in args.api_key_pool.iter().filter(|p| !p.is_empty()) {
         // Checked here, not by clap, whose errors would print the value.
         let Some((access, secret)) = pair.split_once(':') else {
             anyhow::bail!("--api-key-pool: an entry is not ACCESS:SECRET");
