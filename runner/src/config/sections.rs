@@ -9,8 +9,9 @@ use std::time::Duration;
 use super::credentials::CredentialSource;
 use super::types::{
     AbsPath, BaseUrl, BucketName, DockerImage, KeyPrefix, Language, LibraryTitle, ObjectKey,
-    PlexIdentifier, PlexVersion, Region, Zone,
+    PlexIdentifier, PlexVersion, Region,
 };
+use crate::scaleway::Zone;
 use crate::secret::Secret;
 
 /// How to reach an S3 service, credentials resolved.

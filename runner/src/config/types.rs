@@ -224,26 +224,6 @@ impl DockerImage {
 }
 
 string_newtype!(
-    /// A Scaleway availability zone, `fr-par-1`.
-    Zone,
-    |v| {
-        let parts: Vec<&str> = v.split('-').collect();
-        let ok = parts.len() == 3
-            && parts[0].len() == 2
-            && parts[1].len() == 3
-            && parts[..2].iter().all(|p| p.bytes().all(|b| b.is_ascii_lowercase()))
-            && !parts[2].is_empty()
-            && parts[2].len() <= 2
-            && parts[2].bytes().all(|b| b.is_ascii_digit());
-        if ok {
-            Ok(v)
-        } else {
-            Err(format!("{v:?} is not a Scaleway zone (e.g. \"fr-par-1\")"))
-        }
-    }
-);
-
-string_newtype!(
     /// An `http(s)://host[:port]` base URL: no credentials, query or
     /// fragment; stored without a trailing slash.
     BaseUrl,
@@ -474,10 +454,6 @@ mod tests {
 
     #[test]
     fn zones_urls_languages() {
-        assert!(Zone::try_from("fr-par-1").is_ok());
-        for bad in ["fr-par", "par1", "FR-PAR-1", "fr-par-x"] {
-            assert!(Zone::try_from(bad).is_err(), "{bad}");
-        }
         assert_eq!(
             &*BaseUrl::try_from("http://127.0.0.1:9000/").unwrap(),
             "http://127.0.0.1:9000"

@@ -717,7 +717,8 @@ fn termination(raw: RawTermination, env: &dyn Fn(&str) -> Option<String>) -> Res
         }
         RawProvider::Scaleway => {
             let zone = match &raw.zone {
-                Some(z) => parse("termination.zone", z)?,
+                // One zone type: the Scaleway client's.
+                Some(z) => z.parse().map_err(|e| invalid("termination.zone", e))?,
                 None => return Err(missing("termination.zone")),
             };
             let keys = [SecretKeys {

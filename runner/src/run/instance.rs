@@ -46,10 +46,7 @@ pub async fn terminate(cfg: &RunConfig) -> Result<()> {
         .conf()
         .await
         .context("cannot ask the metadata service which server this is")?;
-    let zone: Zone = match me.instance_zone() {
-        Ok(zone) => zone,
-        Err(_) => scw.zone.to_string().parse()?,
-    };
+    let zone: Zone = me.instance_zone().unwrap_or_else(|_| scw.zone.clone());
     tracing::info!(server = %me.id, %zone, "terminating this instance");
     Client::new(scw.api_url.as_ref(), scw.secret_key.clone())?
         .server_action(&zone, &me.id, ServerAction::Terminate)
