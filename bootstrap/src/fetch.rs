@@ -81,6 +81,8 @@ pub async fn fetch(cfg: &BootstrapConfig, run: Option<&str>, opts: &FetchOptions
         .context("the Databases folder has no parent")?
         .join(INCOMING);
     remove_stale(&incoming)?;
+    let plex = home::plex_of(&cfg.home, &layout);
+    check_versions(&plex, manifest.plex_version.as_deref())?;
 
     println!(
         "downloading run {run_id}'s result ({:.1} MB) into {}",
@@ -112,7 +114,6 @@ pub async fn fetch(cfg: &BootstrapConfig, run: Option<&str>, opts: &FetchOptions
         // A native install's own SQLite checks the FTS tables too.
         plex_sqlite: Some(PathBuf::from(PLEX_SQLITE)).filter(|p| p.exists()),
     };
-    let plex = home::plex_of(&cfg.home, &layout);
     if opts.dry_run {
         let preview = tokio::task::spawn_blocking({
             let plan = plan.clone();
@@ -148,6 +149,40 @@ pub async fn fetch(cfg: &BootstrapConfig, run: Option<&str>, opts: &FetchOptions
         })?;
     println!("run {run_id} installed; the cloud side is cleaned up");
     Ok(())
+}
+
+/// Plex migrates its DB forward only (lessons.md 24): a result made by a
+/// newer Plex than home's would not open at home.
+fn check_versions(plex: &home::HomePlex, result: Option<&str>) -> Result<()> {
+    let Some(result) = result else {
+        return Ok(());
+    };
+    let home = match plex.version() {
+        Ok(v) => v,
+        Err(e) => {
+            println!(
+                "the home Plex does not answer ({e}): its version is checked after the install starts it"
+            );
+            return Ok(());
+        }
+    };
+    if version_numbers(result) > version_numbers(&home) {
+        bail!(
+            "the result was made by Plex {result} but home runs {home}: a DB migrated past what home can open is never installed (upgrade the home Plex first)"
+        );
+    }
+    Ok(())
+}
+
+/// `1.41.3.9314-a0bfb8370` → `[1, 41, 3, 9314]`, for ordering.
+fn version_numbers(version: &str) -> Vec<u64> {
+    version
+        .split('-')
+        .next()
+        .unwrap_or("")
+        .split('.')
+        .map(|n| n.parse().unwrap_or(0))
+        .collect()
 }
 
 /// The most recent launched run not yet fetched.
@@ -277,5 +312,17 @@ fn remove_stale(path: &Path) -> Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_numbers;
+
+    #[test]
+    fn versions_order_by_their_numbers_not_their_text() {
+        assert!(version_numbers("1.41.10.1-abc") > version_numbers("1.41.9.9999-def"));
+        assert!(version_numbers("1.41.3.9314-a0bfb8370") == version_numbers("1.41.3.9314-ffff"));
+        assert!(version_numbers("1.40.0.1-a") < version_numbers("1.41.0.0-a"));
     }
 }

@@ -956,6 +956,23 @@ fn fetch_never_installs_a_quarantined_or_unverified_result() {
     let err = w.fails(&["fetch", "d"]);
     assert!(err.contains("the home DB was not touched"), "{err}");
 
+    // A result made by a newer Plex than home's: refused before download.
+    let newer = serde_json::to_string(&json!({
+        "format_version": manifest["format_version"],
+        "created_at": manifest["created_at"],
+        "plex_version": "1.42.0.1-abcdef0",
+        "files": manifest["files"],
+        "archive": manifest["archive"],
+        "stats": {"after": manifest["stats"]}
+    }))
+    .unwrap();
+    put("runs/d/result/plex-db.manifest.json", &newer);
+    let err = w.fails(&["fetch", "d"]);
+    assert!(
+        err.contains("made by Plex 1.42.0.1-abcdef0 but home runs 1.41.3.9314-a0bfb8370"),
+        "{err}"
+    );
+
     w.home_plex("stop");
     assert_eq!(digests(&databases), before, "home is byte-identical");
 }
