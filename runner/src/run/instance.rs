@@ -2,7 +2,9 @@
 //! start the user data, which holds the run's secrets, is deleted from the
 //! metadata service (cloud-init has written its files; nothing else on the
 //! instance should read them again). At the end the instance terminates
-//! itself through the API: a guest shutdown would leave it billed.
+//! itself through the API (a guest shutdown would leave it billed), and so
+//! it does after a failure once the run's deadline has passed (restarts
+//! could only fail again), unless `keep_on_failure`.
 
 use anyhow::{Context, Result};
 
@@ -52,4 +54,23 @@ pub async fn terminate(cfg: &RunConfig) -> Result<()> {
         .server_action(&zone, &me.id, ServerAction::Terminate)
         .await
         .with_context(|| format!("cannot terminate this instance ({})", me.id))
+}
+
+/// Terminates this instance after a final failure, unless the run keeps it
+/// for inspection (`keep_on_failure`). Never fails: the failure being
+/// reported is the run's.
+pub async fn terminate_after_failure(cfg: &RunConfig) {
+    match scaleway(cfg) {
+        Some(scw) if scw.keep_on_failure => {
+            tracing::warn!("the run failed; the instance is kept for inspection (keep_on_failure)")
+        }
+        Some(_) => {
+            if let Err(e) = terminate(cfg).await {
+                tracing::error!(
+                    "the run failed and the instance could not terminate itself: {e:#}"
+                );
+            }
+        }
+        None => {}
+    }
 }

@@ -201,6 +201,11 @@ pub async fn execute(cfg: RunConfig) -> Result<Report> {
     // Whatever happened, Plex and the mount stop before the runner exits
     // (a restart resumes from the checkpoint).
     ctx.close_session(false).await;
+    if outcome.is_err() && Instant::now() >= deadline {
+        // Past the deadline every restart would fail at once: the run is
+        // over, and so is the instance (unless kept for inspection).
+        instance::terminate_after_failure(&ctx.cfg).await;
+    }
     outcome?;
 
     let report = Report::from_checkpoint(&ctx, &ckpt);
