@@ -78,6 +78,10 @@ struct World {
 struct WorldOptions {
     quota_volumes_gb: Option<u64>,
     root_volume_gb: u64,
+    /// `[run.deadlines] run`.
+    run_deadline: &'static str,
+    /// Faults of the Plex double on the instance (`PLEX_DOUBLE_FAULT`).
+    plex_fault: &'static str,
 }
 
 impl Default for WorldOptions {
@@ -85,6 +89,8 @@ impl Default for WorldOptions {
         WorldOptions {
             quota_volumes_gb: None,
             root_volume_gb: 20,
+            run_deadline: "2h",
+            plex_fault: "",
         }
     }
 }
@@ -123,10 +129,11 @@ impl World {
         let instances = dir.path().join("instances");
         std::fs::create_dir_all(&instances).unwrap();
         let hook = format!(
-            "PB_INSTANCE_ROOT='{}' PB_RUNNER='{}' PLEX_BURST_RCLONE='{}' PLEX_DOUBLE_SONIC_RATE=5000 python3 '{}'",
+            "PB_INSTANCE_ROOT='{}' PB_RUNNER='{}' PLEX_BURST_RCLONE='{}' PLEX_DOUBLE_SONIC_RATE=5000 PLEX_DOUBLE_FAULT='{}' python3 '{}'",
             instances.display(),
             workspace_bin("runner").display(),
             rclone_path().display(),
+            opts.plex_fault,
             repo().join("tests/instance/local-instance.py").display()
         );
         let scw = ScwDouble::start(ScwOptions {
@@ -148,7 +155,7 @@ impl World {
             home_addr,
             run_key,
         };
-        world.write_config(opts.root_volume_gb);
+        world.write_config(&opts);
         world.home_plex("start");
         wait_for("the home Plex", Duration::from_secs(30), || {
             get(&format!("http://{}/identity", world.home_addr), &[])
@@ -166,7 +173,7 @@ impl World {
         self.dir.path().join("mnt")
     }
 
-    fn write_config(&self, root_volume_gb: u64) {
+    fn write_config(&self, opts: &WorldOptions) {
         let home_plex = repo().join("tests/instance/home-plex.sh");
         let toml = format!(
             r#"[scaleway]
@@ -224,8 +231,8 @@ from = "/data/media"
 to = "{mount}"
 
 [run.deadlines]
-run = "2h"
-plex_ready = "60s"
+run = "{run_deadline}"
+plex_ready = "20s"
 poll_interval = "1s"
 idle_checks = 2
 stall_interval = "10s"
@@ -245,6 +252,8 @@ stall_checks = 3
             double = workspace_bin("plex-double").display(),
             port = free_port(),
             plextv = self.plextv.url(""),
+            root_volume_gb = opts.root_volume_gb,
+            run_deadline = opts.run_deadline,
         );
         std::fs::write(self.config_path(), toml).unwrap();
     }
@@ -833,6 +842,7 @@ fn a_launch_refused_by_the_quota_or_cut_short_leaves_nothing_behind() {
     let w = World::new(WorldOptions {
         quota_volumes_gb: Some(30),
         root_volume_gb: 40,
+        ..WorldOptions::default()
     });
     w.ok(&["snapshot"]);
     let err = w.fails(&["launch"]);
@@ -1066,4 +1076,46 @@ fn a_snapshot_with_plex_stopped_restarts_it_and_a_run_past_its_deadline_is_flagg
     assert!(out.contains("cost       EUR"), "{out}");
     let out = w.ok(&["sweep"]);
     assert!(out.contains("run past its deadline"), "{out}");
+}
+
+#[test]
+fn a_run_failing_past_its_deadline_terminates_its_server_and_is_never_installed() {
+    // Plex's scan never settles; the run's deadline passes during it.
+    let w = World::new(WorldOptions {
+        run_deadline: "25s",
+        plex_fault: "stuck-activity",
+        ..WorldOptions::default()
+    });
+    w.ok(&["snapshot"]);
+    let out = w.ok(&["launch"]);
+    let run_id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("run ").filter(|r| !r.contains(' ')))
+        .unwrap()
+        .to_owned();
+    wait_for("the run to fail", Duration::from_secs(120), || {
+        let status = w.object(&format!("runs/{run_id}/status.json"));
+        let status: Value = serde_json::from_slice(&std::fs::read(status).ok()?).ok()?;
+        (status["state"] == "failed").then_some(())
+    });
+    wait_for(
+        "the server to be terminated",
+        Duration::from_secs(60),
+        || {
+            w.state()["servers"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+                .then_some(())
+        },
+    );
+    let out = w.ok(&["status", &run_id]);
+    assert!(out.contains("state      failed"), "{out}");
+    assert!(out.contains("deadline"), "the last error says why: {out}");
+    assert!(out.contains("server     gone"), "{out}");
+    let err = w.fails(&["fetch", &run_id]);
+    assert!(
+        err.contains(&format!("run {run_id} failed in phase scan")),
+        "{err}"
+    );
 }
