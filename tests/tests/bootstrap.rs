@@ -129,11 +129,14 @@ impl World {
         let instances = dir.path().join("instances");
         std::fs::create_dir_all(&instances).unwrap();
         let hook = format!(
-            "PB_INSTANCE_ROOT='{}' PB_RUNNER='{}' PLEX_BURST_RCLONE='{}' PLEX_DOUBLE_SONIC_RATE=5000 PLEX_DOUBLE_FAULT='{}' python3 '{}'",
+            "PB_INSTANCE_ROOT='{}' PB_RUNNER='{}' PLEX_BURST_RCLONE='{}' PLEX_DOUBLE_SONIC_RATE=5000 {} python3 '{}'",
             instances.display(),
             workspace_bin("runner").display(),
             rclone_path().display(),
-            opts.plex_fault,
+            match opts.plex_fault {
+                "" => String::new(),
+                fault => format!("PLEX_DOUBLE_FAULT='{fault}'"),
+            },
             repo().join("tests/instance/local-instance.py").display()
         );
         let scw = ScwDouble::start(ScwOptions {
@@ -345,6 +348,29 @@ stall_checks = 3
             }
         }
         out
+    }
+
+    /// Waits until the run leaves `marker` (DONE, QUARANTINED) in S3; a
+    /// failed run or a timeout panics with the instance's runner log.
+    fn wait_run_end(&self, run_id: &str, marker: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            if self.object(&format!("runs/{run_id}/{marker}")).exists() {
+                return;
+            }
+            let status = std::fs::read(self.object(&format!("runs/{run_id}/status.json")))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+            let failed = status.as_ref().is_some_and(|s| s["state"] == "failed");
+            if failed || std::time::Instant::now() > deadline {
+                panic!(
+                    "run {run_id} ended without {marker}; status: {}\n{}",
+                    status.unwrap_or_default(),
+                    self.instance_logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// The API calls the double saw (metadata calls excluded), as
@@ -572,11 +598,7 @@ fn a_run_goes_from_the_home_snapshot_to_an_install_that_keeps_the_watch_state() 
     let watched = watch_at_home(&w.home_db(), snapshot_time);
 
     // The runner finishes, uploads, and terminates its own server.
-    wait_for("the run's DONE", Duration::from_secs(240), || {
-        w.object(&format!("runs/{run_id}/DONE"))
-            .exists()
-            .then_some(())
-    });
+    w.wait_run_end(&run_id, "DONE");
     wait_for(
         "the run's server to be gone",
         Duration::from_secs(60),
