@@ -101,7 +101,7 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_templates_render_to_yaml_cloud_init_accepts() {
+    fn the_run_template_fills_its_blocks() {
         let run = render(
             RUN_TEMPLATE,
             &values(&[

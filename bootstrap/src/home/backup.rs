@@ -186,7 +186,12 @@ pub fn list_backups(databases_dir: &Path) -> Result<Vec<PathBuf>, BackupError> {
 /// `<parent>/<name>.plex-burst-backup-20261123T210512Z`, with `-N` added
 /// if that exists.
 fn fresh_name(databases_dir: &Path) -> Result<PathBuf, BackupError> {
-    let (parent, name) = split(databases_dir)?;
+    stamped_sibling(databases_dir, BACKUP_MARK)
+}
+
+/// `<parent>/<name><mark><UTC stamp>`, with `-N` added if that exists.
+pub(crate) fn stamped_sibling(dir: &Path, mark: &str) -> Result<PathBuf, BackupError> {
+    let (parent, name) = split(dir)?;
     let stamp = utc_stamp();
     for n in 0u32.. {
         let suffix = if n == 0 {
@@ -194,12 +199,12 @@ fn fresh_name(databases_dir: &Path) -> Result<PathBuf, BackupError> {
         } else {
             format!("-{n}")
         };
-        let candidate = parent.join(format!("{name}{BACKUP_MARK}{stamp}{suffix}"));
+        let candidate = parent.join(format!("{name}{mark}{stamp}{suffix}"));
         if !candidate.exists() {
             return Ok(candidate);
         }
     }
-    unreachable!("u32 ran out of backup names")
+    unreachable!("u32 ran out of names")
 }
 
 /// `20261123T210512Z`: RFC 3339 without the separators a name does not want.

@@ -9,7 +9,7 @@ use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
 
 use super::LIBRARY_DB;
-use super::backup::{BackupError, own, split, utc_stamp};
+use super::backup::{BackupError, own, split};
 
 /// Exchanges the two folders in one step (`renameat2(RENAME_EXCHANGE)`):
 /// at no moment is there no `Databases` folder. A filesystem without the
@@ -88,20 +88,7 @@ pub fn put_back(
 }
 
 fn aside_name(dir: &Path, why: &str) -> Result<PathBuf, BackupError> {
-    let (parent, name) = split(dir)?;
-    let stamp = utc_stamp();
-    for n in 0u32.. {
-        let suffix = if n == 0 {
-            String::new()
-        } else {
-            format!("-{n}")
-        };
-        let candidate = parent.join(format!("{name}.plex-burst-{why}-{stamp}{suffix}"));
-        if !candidate.exists() {
-            return Ok(candidate);
-        }
-    }
-    unreachable!("u32 ran out of names")
+    super::backup::stamped_sibling(dir, &format!(".plex-burst-{why}-"))
 }
 
 fn rename(from: &Path, to: &Path) -> Result<(), BackupError> {
