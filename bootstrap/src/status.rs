@@ -25,6 +25,8 @@ pub struct RunView {
     pub server: Option<Server>,
     /// The root volume, when it outlived the server (billed).
     pub leftover_volume: Option<String>,
+    /// The last lines of the runner's log, once the run shipped its logs.
+    pub log_tail: Vec<String>,
 }
 
 impl RunView {
@@ -45,12 +47,21 @@ impl RunView {
             (None, Some(v)) => client.get_volume(zone, v).await?.map(|v| v.id),
             _ => None,
         };
+        let log_tail = bucket
+            .get_tail(
+                &cfg.run_key(&record.run_id, "logs/runner.log"),
+                LOG_TAIL_BYTES,
+            )
+            .await?
+            .map(|bytes| last_lines(&String::from_utf8_lossy(&bytes), LOG_TAIL_LINES))
+            .unwrap_or_default();
         Ok(RunView {
             record,
             status,
             outcome,
             server,
             leftover_volume,
+            log_tail,
         })
     }
 
@@ -194,8 +205,24 @@ impl RunView {
         for flag in self.flags() {
             out.push(format!("(!)        {flag}"));
         }
+        if !self.log_tail.is_empty() {
+            out.push("log        (the end of the runner's log, shipped when the run ended)".into());
+            out.extend(self.log_tail.iter().map(|l| format!("  | {l}")));
+        }
         out.join("\n")
     }
+}
+
+/// How much of the shipped runner log `status` reads, and shows.
+const LOG_TAIL_BYTES: u64 = 8 * 1024;
+const LOG_TAIL_LINES: usize = 8;
+
+fn last_lines(text: &str, n: usize) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
 }
 
 fn join<T: std::fmt::Display>(items: &[T]) -> String {

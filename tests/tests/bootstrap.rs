@@ -373,6 +373,25 @@ stall_checks = 3
         }
     }
 
+    /// `(name under logs/, text)` of every log the run shipped.
+    fn shipped_logs(&self, run_id: &str) -> Vec<(String, String)> {
+        let root = self.object(&format!("runs/{run_id}/logs"));
+        let mut found = Vec::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if let Ok(text) = std::fs::read_to_string(&path) {
+                    let name = path.strip_prefix(&root).unwrap().display().to_string();
+                    found.push((name, text));
+                }
+            }
+        }
+        found
+    }
+
     /// The API calls the double saw (metadata calls excluded), as
     /// "METHOD path".
     fn api_calls(&self) -> Vec<String> {
@@ -631,10 +650,21 @@ fn a_run_goes_from_the_home_snapshot_to_an_install_that_keeps_the_watch_state() 
         w.scw.calls()
     );
 
-    // Status: done; the root volume outlived the server and is flagged.
+    // Status: done; the root volume outlived the server and is flagged;
+    // the end of the runner's shipped log is shown.
     let out = w.ok(&["status", &run_id]);
     assert!(out.contains("state      done"), "{out}");
     assert!(out.contains("outlived the server"), "{out}");
+    assert!(out.contains("  | ") && out.contains("phase done"), "{out}");
+    // The run shipped its logs: the runner's, rclone's, Plex's.
+    let logs = w.shipped_logs(&run_id);
+    for name in ["runner.log", "rclone.log", "plex/Plex Media Server.log"] {
+        assert!(
+            logs.iter().any(|(n, _)| n == name),
+            "{name} not shipped: {:?}",
+            logs.iter().map(|l| &l.0).collect::<Vec<_>>()
+        );
+    }
     let list = w.ok(&["status"]);
     assert!(list.contains(&run_id) && list.contains("done"), "{list}");
 
@@ -700,6 +730,7 @@ fn a_run_goes_from_the_home_snapshot_to_an_install_that_keeps_the_watch_state() 
         .map(|f| std::fs::read_to_string(f).unwrap())
         .collect();
     seen.push(w.instance_logs());
+    seen.extend(w.shipped_logs(&run_id).into_iter().map(|(_, text)| text));
     for secret in w.secrets() {
         for s in &seen {
             assert!(!s.contains(&secret), "a secret leaked");
@@ -1140,4 +1171,12 @@ fn a_run_failing_past_its_deadline_terminates_its_server_and_is_never_installed(
         err.contains(&format!("run {run_id} failed in phase scan")),
         "{err}"
     );
+    // The failed run shipped its logs too, the failure in them.
+    let logs = w.shipped_logs(&run_id);
+    let runner_log = &logs
+        .iter()
+        .find(|(n, _)| n == "runner.log")
+        .expect("runner.log shipped")
+        .1;
+    assert!(runner_log.contains("deadline"), "{runner_log}");
 }

@@ -7,6 +7,7 @@ mod analysis;
 pub mod checkpoint;
 mod guard;
 mod instance;
+mod logs;
 pub mod phase;
 mod phases;
 pub mod report;
@@ -141,6 +142,10 @@ pub async fn execute(cfg: RunConfig) -> Result<Report> {
     let paths = WorkPaths::new(&cfg);
     std::fs::create_dir_all(cfg.work_dir())
         .with_context(|| format!("cannot create the work folder {}", cfg.work_dir().display()))?;
+    let runner_log = paths.logs.join("runner.log");
+    if let Err(e) = crate::logging::also_to_file(&runner_log) {
+        tracing::warn!("cannot log to {}: {e}", runner_log.display());
+    }
     let bucket = Bucket::new(&cfg.s3_connection(), cfg.s3_bucket(), Default::default());
     let run_id = cfg.run_id().to_string();
     let mut ctx = RunContext {
@@ -201,12 +206,15 @@ pub async fn execute(cfg: RunConfig) -> Result<Report> {
     // Whatever happened, Plex and the mount stop before the runner exits
     // (a restart resumes from the checkpoint).
     ctx.close_session(false).await;
-    if outcome.is_err() && Instant::now() >= deadline {
-        // Past the deadline every restart would fail at once: the run is
-        // over, and so is the instance (unless kept for inspection).
-        instance::terminate_after_failure(&ctx.cfg).await;
+    if let Err(e) = outcome {
+        logs::ship(&ctx).await;
+        if Instant::now() >= deadline {
+            // Past the deadline every restart would fail at once: the run
+            // is over, and so is the instance (unless kept for inspection).
+            instance::terminate_after_failure(&ctx.cfg).await;
+        }
+        return Err(e);
     }
-    outcome?;
 
     let report = Report::from_checkpoint(&ctx, &ckpt);
     ctx.update_status(|s| s.succeed(&ckpt, report.result_key.clone()))
@@ -216,6 +224,7 @@ pub async fn execute(cfg: RunConfig) -> Result<Report> {
     } else {
         "STATUS=done"
     });
+    logs::ship(&ctx).await;
     // Billing stops here. A failure to terminate fails the run: systemd
     // restarts it, every phase is done, and it tries again.
     instance::terminate(&ctx.cfg).await?;

@@ -232,6 +232,35 @@ impl Bucket {
         .await
     }
 
+    /// The last `bytes` bytes of `key` (all of it when shorter), or `None`
+    /// if there is no such object: the end of a log. The range is explicit
+    /// (not a suffix range, which some S3 servers refuse past the size).
+    pub async fn get_tail(&self, key: &str, bytes: u64) -> Result<Option<Bytes>, S3Error> {
+        let Some(info) = self.head(key).await? else {
+            return Ok(None);
+        };
+        if info.size <= bytes {
+            return self.get_bytes(key).await.map(Some);
+        }
+        let range = format!("bytes={}-{}", info.size - bytes, info.size - 1);
+        self.run(key, "GET", || async {
+            let out = self
+                .client
+                .get_object()
+                .bucket(&self.name)
+                .key(key)
+                .range(&range)
+                .send()
+                .await
+                .map_err(|e| classify(e, &self.name, key))?;
+            let body = out.body.collect().await.map_err(|e| {
+                Failure::Transient(format!("body read failed: {}", error::causes(&e)))
+            })?;
+            Ok(Some(body.into_bytes()))
+        })
+        .await
+    }
+
     /// Writes a small object in one PUT, with Content-MD5 so the server
     /// refuses damaged bytes.
     pub async fn put_bytes(

@@ -1,0 +1,183 @@
+//! The run's logs go to `runs/<run-id>/logs/` when the run ends, on success
+//! and on failure (lessons.md 26): the runner's own log (`runner.log`),
+//! the unit's journal under systemd (`journal.txt`: restarts, kills),
+//! rclone's log and Plex's console (the work folder's `logs/`), and Plex's
+//! own logs (`plex/`). Every secret the run knows is masked before a byte
+//! leaves the instance. Shipping never fails the run: a log that cannot be
+//! read or sent is reported, and the next file goes.
+
+use std::path::{Path, PathBuf};
+
+use super::RunContext;
+use crate::config::Termination;
+use crate::plex::preferences::Preferences;
+
+/// Of a longer file only the end ships: the last hours are what explain a
+/// failure, and an upload must stay small.
+const MAX_BYTES: usize = 32 << 20;
+/// What replaces a secret.
+const MASK: &str = "********";
+
+/// Uploads the logs; returns the keys written.
+pub async fn ship(ctx: &RunContext) -> Vec<String> {
+    let secrets = secrets(ctx);
+    let mut shipped = Vec::new();
+    for (name, text) in collect(ctx) {
+        let key = ctx.run_key(&format!("logs/{name}"));
+        let text = mask(&text, &secrets);
+        match ctx
+            .bucket
+            .put_bytes(&key, text.into_bytes().into(), "text/plain")
+            .await
+        {
+            Ok(()) => shipped.push(key),
+            Err(e) => tracing::warn!("cannot ship the log {name}: {e}"),
+        }
+    }
+    tracing::info!(
+        logs = shipped.len(),
+        "logs shipped to the run's logs/ prefix"
+    );
+    shipped
+}
+
+/// `(name under logs/, content)` of every log the run has.
+fn collect(ctx: &RunContext) -> Vec<(String, String)> {
+    let mut logs = Vec::new();
+    for path in files(&ctx.paths.logs) {
+        push(&mut logs, file_name(&path), &path);
+    }
+    for path in files(&ctx.paths.app_support.join("Logs")) {
+        if path.extension().is_some_and(|e| e == "log") {
+            push(&mut logs, format!("plex/{}", file_name(&path)), &path);
+        }
+    }
+    if let Some(journal) = journal() {
+        logs.push(("journal.txt".into(), journal));
+    }
+    logs
+}
+
+fn push(logs: &mut Vec<(String, String)>, name: String, path: &Path) {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let start = bytes.len().saturating_sub(MAX_BYTES);
+            logs.push((name, String::from_utf8_lossy(&bytes[start..]).into_owned()));
+        }
+        Err(e) => tracing::warn!("cannot read the log {}: {e}", path.display()),
+    }
+}
+
+/// The regular files of `dir`, sorted (none when it does not exist).
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The unit's journal, all boots, when systemd runs the runner.
+fn journal() -> Option<String> {
+    std::env::var_os("INVOCATION_ID")?;
+    let out = std::process::Command::new("journalctl")
+        .args([
+            "--unit",
+            "plex-burst-runner.service",
+            "--output",
+            "short-iso-precise",
+            "--no-pager",
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let start = text.len().saturating_sub(MAX_BYTES);
+    // Cut at a character boundary.
+    let start = (start..=text.len()).find(|i| text.is_char_boundary(*i))?;
+    Some(text[start..].to_owned())
+}
+
+/// Every secret value of the run: credentials of the config, and the token
+/// Plex got when it was claimed.
+fn secrets(ctx: &RunContext) -> Vec<String> {
+    let cfg = &ctx.cfg;
+    let mut secrets = vec![
+        cfg.s3().connection.access_key.expose().to_owned(),
+        cfg.s3().connection.secret_key.expose().to_owned(),
+        cfg.media().connection.access_key.expose().to_owned(),
+        cfg.media().connection.secret_key.expose().to_owned(),
+    ];
+    if let Some(claim) = &cfg.plex().claim {
+        secrets.push(claim.account_token.expose().to_owned());
+    }
+    if let Termination::Scaleway(scw) = cfg.termination() {
+        secrets.push(scw.secret_key.expose().to_owned());
+    }
+    if let Ok(Some(prefs)) = Preferences::read(&ctx.paths.app_support)
+        && let Some(token) = prefs.online_token()
+    {
+        secrets.push(token.expose().to_owned());
+    }
+    // Too short to be a secret, and masking it would mangle the text.
+    secrets.retain(|s| s.len() >= 8);
+    secrets
+}
+
+/// `text` with every secret and every `X-Plex-Token` value masked.
+fn mask(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_owned();
+    for secret in secrets {
+        out = out.replace(secret.as_str(), MASK);
+    }
+    mask_token_params(&out)
+}
+
+/// Plex puts tokens in URLs (`?X-Plex-Token=...`): whatever their value.
+fn mask_token_params(text: &str) -> String {
+    const PARAM: &str = "X-Plex-Token=";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(PARAM) {
+        let value_start = at + PARAM.len();
+        out.push_str(&rest[..value_start]);
+        let value_len = rest[value_start..]
+            .find(|c: char| c == '&' || c == '"' || c == '\'' || c.is_whitespace())
+            .unwrap_or(rest.len() - value_start);
+        if value_len > 0 {
+            out.push_str(MASK);
+        }
+        rest = &rest[value_start + value_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_and_token_parameters_are_masked() {
+        let text =
+            "GET /library?X-Plex-Token=abcdef123&x=1 key=supersecretvalue\nX-Plex-Token=tail";
+        let out = mask(text, &["supersecretvalue".into()]);
+        assert_eq!(
+            out,
+            "GET /library?X-Plex-Token=********&x=1 key=********\nX-Plex-Token=********"
+        );
+        assert_eq!(
+            mask_token_params("X-Plex-Token= next"),
+            "X-Plex-Token= next"
+        );
+    }
+}
