@@ -276,9 +276,12 @@ fn apply(
         .map(|c| quote_ident(c))
         .collect::<Vec<_>>()
         .join(", ");
+    // `+account_id`: without statistics SQLite picks the account index (one
+    // account holds nearly every row: a scan per lookup, minutes at the
+    // user's size); the guid index finds the one or two rows at once.
     let mut find = conn
         .prepare(&format!(
-            "SELECT id, {target_latest}, {watch_list} FROM {SETTINGS} WHERE guid IS ?1 AND account_id IS ?2"
+            "SELECT id, {target_latest}, {watch_list} FROM {SETTINGS} WHERE guid IS ?1 AND +account_id IS ?2"
         ))
         .map_err(sqlite)?;
     let assignments = watch
@@ -347,9 +350,10 @@ fn apply(
     drop(find);
 
     let views = &home.views;
+    // The guid index, as above (not the account's or the timestamp's).
     let mut present = conn
         .prepare(&format!(
-            "SELECT 1 FROM {VIEWS} WHERE guid IS ?1 AND account_id IS ?2 AND viewed_at IS ?3 LIMIT 1"
+            "SELECT 1 FROM {VIEWS} WHERE guid IS ?1 AND +account_id IS ?2 AND +viewed_at IS ?3 LIMIT 1"
         ))
         .map_err(sqlite)?;
     let insert_view = insert_sql(VIEWS, &views.columns);
