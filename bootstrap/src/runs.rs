@@ -123,7 +123,11 @@ pub async fn all(cfg: &BootstrapConfig, bucket: &Bucket) -> Result<Vec<LaunchRec
         if run_id.contains('/') {
             continue;
         }
-        runs.push(LaunchRecord::load(cfg, bucket, &run_id).await?);
+        // One damaged record must not hide the others (and their costs).
+        match LaunchRecord::load(cfg, bucket, &run_id).await {
+            Ok(record) => runs.push(record),
+            Err(e) => eprintln!("warning: run {run_id} is skipped: {e:#}"),
+        }
     }
     runs.sort_by(|a, b| a.launched_at.cmp(&b.launched_at));
     Ok(runs)

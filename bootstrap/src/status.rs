@@ -47,12 +47,15 @@ impl RunView {
             (None, Some(v)) => client.get_volume(zone, v).await?.map(|v| v.id),
             _ => None,
         };
+        // The log is a bonus: a status without it is still a status.
         let log_tail = bucket
             .get_tail(
                 &cfg.run_key(&record.run_id, "logs/runner.log"),
                 LOG_TAIL_BYTES,
             )
-            .await?
+            .await
+            .ok()
+            .flatten()
             .map(|bytes| last_lines(&String::from_utf8_lossy(&bytes), LOG_TAIL_LINES))
             .unwrap_or_default();
         Ok(RunView {

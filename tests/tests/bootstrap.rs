@@ -1122,7 +1122,16 @@ fn a_snapshot_with_plex_stopped_restarts_it_and_a_run_past_its_deadline_is_flagg
         &format!("runs/{run_id}/launch.json"),
         launch_record(run_id, "launched", Some(&server), "2026-01-02T05:00:00Z").to_string(),
     );
-    let list = w.ok(&["status"]);
+    // A damaged record elsewhere does not hide this run.
+    w.put("runs/damaged/launch.json", "{ not json");
+    let out = w.bootstrap(&["status"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("run damaged is skipped"),
+        "{}",
+        text(&out.stderr)
+    );
+    let list = text(&out.stdout);
     assert!(list.contains(run_id) && list.contains("(!)"), "{list}");
     let out = w.ok(&["status", run_id]);
     assert!(out.contains("PAST DEADLINE"), "{out}");
