@@ -14,6 +14,15 @@ report() { # ok|failed message
     printf '{"ok":%s,"step":"%s","message":"%s","recipe":"%s"}\n' \
         "$([ "$1" = ok ] && echo true || echo false)" "$STEP" \
         "$(printf %s "$2" | tr -d '"\\' | tr '\n' ' ')" "$RECIPE" >/run/plex-burst-report.json
+    if [ "$1" != ok ]; then
+        # What bootstrap shows of a failure: cloud-init's view and the boot.
+        echo "== cloud-init status"
+        cloud-init status --long
+        echo "== /var/log/cloud-init-output.log (end)"
+        tail -n 60 /var/log/cloud-init-output.log
+        echo "== journal of this boot (end)"
+        journalctl -b --no-pager -n 150
+    fi
     # The log first: bootstrap reads the report, then shows the log on failure.
     curl -fsS --retry 5 -X PUT --upload-file "$LOG" "$LOG_URL" || true
     curl -fsS --retry 5 -X PUT -H 'Content-Type: application/json' \
@@ -80,7 +89,7 @@ step units
 mkdir -p /etc/plex-burst
 chmod 0700 /etc/plex-burst
 systemctl daemon-reload
-systemctl enable plex-burst-runner.service
+systemctl enable plex-burst-runner.service plex-burst-deadman.service
 
 step clean
 # An image must not carry this machine's identity or its cloud-init state:

@@ -17,6 +17,7 @@ pub fn check(cfg: &BootstrapConfig) -> Result<()> {
         api_url: cfg.scaleway.api_url.clone(),
         metadata_url: cfg.scaleway.metadata_url.clone(),
         keep_on_failure: cfg.scaleway.keep_on_failure,
+        dead_man_grace: cfg.scaleway.dead_man_grace,
     };
     println!("bootstrap.toml is valid.");
     println!(

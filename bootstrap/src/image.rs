@@ -26,6 +26,7 @@ use crate::userdata;
 
 const PROVISION_SH: &str = include_str!("../../image/provision.sh");
 const RUNNER_UNIT: &str = include_str!("../../image/systemd/plex-burst-runner.service");
+const DEADMAN_UNIT: &str = include_str!("../../image/systemd/plex-burst-deadman.service");
 /// Where build artifacts (the runner binary, reports, logs) go in the bucket.
 const IMAGES_PREFIX: &str = "images/";
 /// The builder's root volume: the OS, rclone, Plex's image.
@@ -41,6 +42,8 @@ pub struct Recipe {
     /// Plex double when the run uses it.
     artifacts: Vec<Artifact>,
     rclone_url: String,
+    /// The zip's sha256, when configured (provision.sh checks it).
+    rclone_sha256: Option<String>,
 }
 
 /// How the image gets Plex.
@@ -104,10 +107,13 @@ impl Recipe {
                 "run.plex.runtime = \"native\": the image recipe installs Plex from its docker image; use \"docker\""
             ),
         };
-        let rclone_url = format!(
-            "https://downloads.rclone.org/v{v}/rclone-v{v}-linux-amd64.zip",
-            v = cfg.image.rclone_version
-        );
+        let rclone_url = cfg.image.rclone_url.clone().unwrap_or_else(|| {
+            format!(
+                "https://downloads.rclone.org/v{v}/rclone-v{v}-linux-amd64.zip",
+                v = cfg.image.rclone_version
+            )
+        });
+        let rclone_sha256 = cfg.image.rclone_sha256.clone();
         let plex_part = match &plex {
             PlexInstall::Docker { image } => format!("docker {image}"),
             PlexInstall::Double => format!("double {plex_version}"),
@@ -117,8 +123,10 @@ impl Recipe {
             userdata::BUILD_TEMPLATE,
             PROVISION_SH,
             RUNNER_UNIT,
+            DEADMAN_UNIT,
             &cfg.image.base_image,
             &rclone_url,
+            rclone_sha256.as_deref().unwrap_or(""),
             &plex_part,
         ];
         for part in fixed
@@ -134,6 +142,7 @@ impl Recipe {
             plex,
             artifacts,
             rclone_url,
+            rclone_sha256,
         })
     }
 
@@ -345,8 +354,10 @@ async fn bake(
         // The log goes to stderr, above the one-line error.
         match log {
             Ok(log) => {
+                // Long enough for the failed step's output and the
+                // guest's cloud-init status and journal after it.
                 eprintln!("the builder's provision log (last lines):");
-                for line in tail(&log, 30).lines() {
+                for line in tail(&log, 250).lines() {
                     eprintln!("  | {line}");
                 }
             }
@@ -459,6 +470,9 @@ async fn user_data(
     );
     env.insert("LOG_URL".into(), bucket.presign_put(log_key, valid).await?);
     env.insert("RCLONE_URL".into(), recipe.rclone_url.clone());
+    if let Some(sha256) = &recipe.rclone_sha256 {
+        env.insert("RCLONE_SHA256".into(), sha256.clone());
+    }
     match &recipe.plex {
         PlexInstall::Docker { image } => {
             env.insert("PLEX_RUNTIME".into(), "docker".into());
@@ -478,6 +492,7 @@ async fn user_data(
         ("build_env", build_env),
         ("provision_sh", PROVISION_SH.to_owned()),
         ("runner_unit", RUNNER_UNIT.to_owned()),
+        ("deadman_unit", DEADMAN_UNIT.to_owned()),
     ]
     .into_iter()
     .collect();
@@ -528,4 +543,76 @@ fn file_sha256(path: &Path) -> std::io::Result<String> {
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../bootstrap.example.toml");
+
+    /// The example, with a runner binary that exists and `image` lines added.
+    fn config(runner: &Path, image_lines: &str) -> BootstrapConfig {
+        let text = EXAMPLE.replace(
+            "[image]\n",
+            &format!(
+                "[image]\nrunner_binary = \"{}\"\n{image_lines}",
+                runner.display()
+            ),
+        );
+        BootstrapConfig::parse(&text, &|_| Some("secret-value".into())).unwrap()
+    }
+
+    #[test]
+    fn rclone_url_and_sha256_override_the_download_and_change_the_recipe() {
+        let dir = tempfile::tempdir().unwrap();
+        let runner = dir.path().join("runner");
+        std::fs::write(&runner, b"runner").unwrap();
+
+        let default = Recipe::new(&config(&runner, ""), "1.41.3.9314-a0bfb8370").unwrap();
+        assert_eq!(
+            default.rclone_url,
+            "https://downloads.rclone.org/v1.68.2/rclone-v1.68.2-linux-amd64.zip"
+        );
+        assert_eq!(default.rclone_sha256, None);
+
+        let url = "http://127.0.0.1:9000/rclone-v1.68.2-linux-amd64.zip";
+        let local = Recipe::new(
+            &config(&runner, &format!("rclone_url = \"{url}\"\n")),
+            "1.41.3.9314-a0bfb8370",
+        )
+        .unwrap();
+        assert_eq!(local.rclone_url, url);
+        assert_ne!(local.hash, default.hash);
+
+        let digest = "a".repeat(64);
+        let checked = Recipe::new(
+            &config(
+                &runner,
+                &format!("rclone_url = \"{url}\"\nrclone_sha256 = \"{digest}\"\n"),
+            ),
+            "1.41.3.9314-a0bfb8370",
+        )
+        .unwrap();
+        assert_eq!(checked.rclone_sha256.as_deref(), Some(digest.as_str()));
+        assert_ne!(checked.hash, local.hash);
+    }
+
+    #[test]
+    fn the_build_template_writes_both_units() {
+        let values: BTreeMap<&str, String> = [
+            ("recipe", "r".to_owned()),
+            ("build_env", "RCLONE_URL='u'".to_owned()),
+            ("provision_sh", PROVISION_SH.to_owned()),
+            ("runner_unit", RUNNER_UNIT.to_owned()),
+            ("deadman_unit", DEADMAN_UNIT.to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        let out = userdata::render(userdata::BUILD_TEMPLATE, &values).unwrap();
+        assert!(out.contains("path: /etc/systemd/system/plex-burst-runner.service"));
+        assert!(out.contains("path: /etc/systemd/system/plex-burst-deadman.service"));
+        assert!(out.contains("      ExecStart=/usr/local/bin/runner dead-man --config"));
+        assert!(PROVISION_SH.contains("plex-burst-deadman.service"));
+    }
 }

@@ -23,9 +23,15 @@ use crate::image::{self, Recipe};
 use crate::runs::{self, LaunchRecord, LaunchState, TAG, run_tag};
 use crate::userdata;
 
-/// The per-run key outlives the run's deadline by this much: the upload
-/// budget is inside the deadline, this covers a late terminate.
+/// The per-run key outlives the run's deadline and the dead-man's grace by
+/// this much: the upload budget is inside the deadline, this covers a late
+/// terminate (the dead-man's, last of all, needs the key).
 const KEY_MARGIN: Duration = Duration::from_secs(6 * 3600);
+
+/// How long the per-run key outlives the run's deadline.
+fn key_margin(cfg: &BootstrapConfig) -> Duration {
+    cfg.scaleway.dead_man_grace + KEY_MARGIN
+}
 
 pub struct LaunchOptions {
     pub dry_run: bool,
@@ -104,7 +110,7 @@ pub async fn launch(cfg: &BootstrapConfig, opts: &LaunchOptions) -> Result<()> {
         &bucket,
         &plan,
         &mut record,
-        deadline + KEY_MARGIN,
+        deadline + key_margin(cfg),
     )
     .await
     {
@@ -286,9 +292,10 @@ fn print_plan(cfg: &BootstrapConfig, plan: &Plan) {
         ),
     }
     println!(
-        "  deadline   {} (per-run key expires {} later)",
+        "  deadline   {} (the dead-man ends the instance {} later; per-run key expires {} later)",
         humantime::format_duration(cfg.run_settings().run_deadline()),
-        humantime::format_duration(KEY_MARGIN)
+        humantime::format_duration(cfg.scaleway.dead_man_grace),
+        humantime::format_duration(key_margin(cfg))
     );
     println!("  estimate   {}", plan.estimate);
 }
@@ -318,6 +325,7 @@ async fn create(
         api_url: cfg.scaleway.api_url.clone(),
         metadata_url: cfg.scaleway.metadata_url.clone(),
         keep_on_failure: cfg.scaleway.keep_on_failure,
+        dead_man_grace: cfg.scaleway.dead_man_grace,
     };
     let run_toml = cfg.render_run_toml(&params).map_err(anyhow::Error::msg)?;
     let secrets = RunSecrets {

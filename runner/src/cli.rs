@@ -19,6 +19,12 @@ pub enum Command {
         #[arg(long, short, default_value = "/etc/plex-burst/run.toml")]
         config: PathBuf,
     },
+    /// Watchdog (its own unit): end the instance at the run's deadline plus
+    /// [termination] dead_man_grace, whatever the runner is doing.
+    DeadMan {
+        #[arg(long, short, default_value = "/etc/plex-burst/run.toml")]
+        config: PathBuf,
+    },
     /// Validate a run.toml and print the effective configuration, secrets masked.
     CheckConfig { file: PathBuf },
     /// Inspect or fix a Plex library database file.

@@ -14,10 +14,16 @@ use tracing_subscriber::prelude::*;
 /// The run's log file, once [`also_to_file`] opened it.
 static FILE: Mutex<Option<File>> = Mutex::new(None);
 
-/// Installs the global subscriber. `RUST_LOG` overrides the default level.
-/// The AWS SDK's own logs stay at `warn`: at debug they would print request
-/// headers, credentials included.
+/// Installs the global subscriber, as the runner.
 pub fn init() {
+    init_as("plex-burst-runner");
+}
+
+/// Installs the global subscriber; `identifier` tags journal lines (the
+/// dead-man's are not the runner's). `RUST_LOG` overrides the default
+/// level. The AWS SDK's own logs stay at `warn`: at debug they would print
+/// request headers, credentials included.
+pub fn init_as(identifier: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("info,aws_smithy_runtime=warn,aws_sdk_s3=warn,aws_config=warn,hyper=warn")
     });
@@ -30,7 +36,7 @@ pub fn init() {
         && let Ok(journald) = tracing_journald::layer()
     {
         registry
-            .with(journald.with_syslog_identifier("plex-burst-runner".into()))
+            .with(journald.with_syslog_identifier(identifier.into()))
             .init();
         return;
     }

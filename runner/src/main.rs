@@ -15,7 +15,11 @@ use runner::{plexdb, transfer};
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
-    runner::logging::init();
+    // The dead-man's journal lines must not pass for the runner's.
+    runner::logging::init_as(match cli.command {
+        Command::DeadMan { .. } => "plex-burst-deadman",
+        _ => "plex-burst-runner",
+    });
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -43,6 +47,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
     let done = |r: Result<()>| r.map(|()| ExitCode::SUCCESS);
     match command {
         Command::Run { config } => run(&config),
+        Command::DeadMan { config } => done(dead_man(&config)),
         Command::CheckConfig { file } => done(check_config(&file)),
         Command::Db { command } => done(db(command)),
         Command::Archive { command } => done(archive(command)),
@@ -69,6 +74,13 @@ fn run(config: &Path) -> Result<ExitCode> {
         Some(_) => ExitCode::from(EXIT_QUARANTINED),
         None => ExitCode::SUCCESS,
     })
+}
+
+/// Fails only on a bad config: everything after is logged and retried.
+fn dead_man(config: &Path) -> Result<()> {
+    let cfg = RunConfig::load(config)?;
+    runtime()?.block_on(runner::run::deadman::watch(&cfg));
+    Ok(())
 }
 
 fn check_config(file: &Path) -> Result<()> {

@@ -68,3 +68,49 @@ pb_setup() {
     pb_apt
     pb_tools
 }
+
+# The VM test's tools (scripts/vm-e2e): root, debootstrap, QEMU, dnsmasq,
+# debugfs (e2fsprogs), apt-ftparchive (apt-utils), strip (binutils).
+pb_vm_setup() {
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "the VM test needs root (a network namespace and a tap device)" >&2
+        exit 1
+    fi
+    local missing=()
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+    command -v dnsmasq >/dev/null || missing+=(dnsmasq-base)
+    command -v debugfs >/dev/null || missing+=(e2fsprogs)
+    command -v apt-ftparchive >/dev/null || missing+=(apt-utils)
+    command -v strip >/dev/null || missing+=(binutils)
+    command -v ip >/dev/null || missing+=(iproute2)
+    if [ ${#missing[@]} -gt 0 ]; then
+        pb_log "installing Debian packages: ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+# Prints the QEMU accelerator to use: kvm when /dev/kvm boots the base
+# image's kernel to its first message of init (nested virtualisation may
+# hang or abort instead), else tcg. Says why on stderr.
+pb_vm_accel() {
+    local base=$1 out
+    if [ ! -w /dev/kvm ]; then
+        pb_log "no usable /dev/kvm: software emulation (TCG)"
+        echo tcg
+        return
+    fi
+    # Without a root filesystem the kernel panics at once, and panic=-1
+    # with -no-reboot ends QEMU: a working KVM does this in seconds.
+    out=$(timeout 30 qemu-system-x86_64 -accel kvm -cpu host -m 256 -display none \
+        -serial stdio -monitor none -no-reboot \
+        -kernel "$base/vmlinuz" -append "console=ttyS0 panic=-1" 2>&1 || true)
+    if grep -q "Unable to mount root fs\|Kernel panic" <<<"$out"; then
+        pb_log "KVM boots a kernel here: using it"
+        echo kvm
+    else
+        pb_log "KVM did not boot a kernel within 30 s (nested virtualisation): software emulation (TCG)"
+        echo tcg
+    fi
+}

@@ -7,3 +7,10 @@ pub mod http;
 pub mod plexdouble;
 pub mod s3server;
 pub mod scwdouble;
+
+/// The address the test servers listen on: loopback, unless
+/// `PB_TEST_LISTEN_HOST` names another (the VM test's servers must be
+/// reachable from the guest, on the gateway of its network namespace).
+pub fn listen_host() -> String {
+    std::env::var("PB_TEST_LISTEN_HOST").unwrap_or_else(|_| "127.0.0.1".into())
+}

@@ -161,6 +161,6 @@ pub fn rclone_path() -> PathBuf {
 }
 
 fn free_port() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let listener = TcpListener::bind((crate::listen_host().as_str(), 0)).expect("bind a free port");
     listener.local_addr().expect("read the bound port")
 }

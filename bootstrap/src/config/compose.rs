@@ -48,6 +48,7 @@ pub struct RunParams {
     pub api_url: String,
     pub metadata_url: Option<String>,
     pub keep_on_failure: bool,
+    pub dead_man_grace: std::time::Duration,
 }
 
 impl RunParams {
@@ -64,6 +65,7 @@ impl RunParams {
             api_url: scaleway.api_url.clone(),
             metadata_url: scaleway.metadata_url.clone(),
             keep_on_failure: scaleway.keep_on_failure,
+            dead_man_grace: scaleway.dead_man_grace,
         }
     }
 }
@@ -130,7 +132,8 @@ fn find_credential(table: &toml::Table, at: &str) -> Result<(), String> {
 }
 
 /// The run's `run.toml`. `keep_s3_credentials`: keep `[s3]`'s own
-/// credential keys (bootstrap's view); the instance's copy has none.
+/// credential keys and home paths (bootstrap's view); the instance's copy
+/// has neither.
 pub(super) fn compose(
     s3: &toml::Table,
     run: &toml::Table,
@@ -161,6 +164,11 @@ pub(super) fn compose(
     {
         plex.entry("version")
             .or_insert_with(|| params.plex_version.clone().into());
+        // The image installs the Plex double beside the runner, where the
+        // runner looks by default: home's path means nothing there.
+        if !keep_s3_credentials {
+            plex.remove("double_binary");
+        }
     }
 
     let mut termination = toml::Table::new();
@@ -171,6 +179,12 @@ pub(super) fn compose(
         termination.insert("metadata_url".into(), url.clone().into());
     }
     termination.insert("keep_on_failure".into(), params.keep_on_failure.into());
+    termination.insert(
+        "dead_man_grace".into(),
+        humantime::format_duration(params.dead_man_grace)
+            .to_string()
+            .into(),
+    );
     doc.insert("termination".into(), termination.into());
 
     format!(

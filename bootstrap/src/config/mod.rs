@@ -18,6 +18,8 @@ pub use compose::{PROBE_PLEX_VERSION, RUN_CONFIG_PATH, RUN_SECRETS_PATH, RunPara
 
 /// Where a run's instance keeps its work (the image's `StateDirectory`).
 pub const INSTANCE_WORK_DIR: &str = "/var/lib/plex-burst";
+/// `[scaleway] dead_man_grace` when not set.
+const DEFAULT_DEAD_MAN_GRACE: Duration = Duration::from_secs(3600);
 
 /// `bootstrap.toml` is wrong: one line naming the file and the key.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,8 @@ pub struct ScalewaySettings {
     pub commercial_type: String,
     pub root_volume_gb: u64,
     pub keep_on_failure: bool,
+    /// The run's dead-man ends its instance this long after the deadline.
+    pub dead_man_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +63,10 @@ pub struct ImageSettings {
     /// Marketplace label of the base OS.
     pub base_image: String,
     pub rclone_version: String,
+    /// A zip laid out like rclone's releases; overrides `rclone_version`'s.
+    pub rclone_url: Option<String>,
+    /// The zip's sha256 (lowercase hex), checked by the builder.
+    pub rclone_sha256: Option<String>,
     /// The runner binary baked into the image.
     pub runner_binary: PathBuf,
     pub builder_commercial_type: String,
@@ -247,6 +255,8 @@ fn scaleway_settings(
         commercial_type: raw.commercial_type.clone(),
         root_volume_gb,
         keep_on_failure: raw.keep_on_failure,
+        // Checked by the runner's schema, as the instance will.
+        dead_man_grace: raw.dead_man_grace.unwrap_or(DEFAULT_DEAD_MAN_GRACE),
     })
 }
 
@@ -272,6 +282,16 @@ fn image_settings(
         }
         None => beside_this_binary("runner"),
     };
+    let rclone_url = raw
+        .rclone_url
+        .as_deref()
+        .map(|u| download_url("image.rclone_url", u))
+        .transpose()?;
+    let rclone_sha256 = raw
+        .rclone_sha256
+        .as_deref()
+        .map(|h| sha256_hex("image.rclone_sha256", h))
+        .transpose()?;
     let build_timeout = raw.build_timeout.unwrap_or(Duration::from_secs(45 * 60));
     if build_timeout < Duration::from_secs(1) {
         return Err("image.build_timeout: must be at least 1s".into());
@@ -279,6 +299,8 @@ fn image_settings(
     Ok(ImageSettings {
         base_image: raw.base_image.clone().unwrap_or("debian_bookworm".into()),
         rclone_version,
+        rclone_url,
+        rclone_sha256,
         runner_binary,
         builder_commercial_type: raw
             .builder_commercial_type
@@ -421,6 +443,30 @@ fn url_value(key: &str, value: Option<&str>, default: &str) -> Result<String, St
     }
 }
 
+/// A URL the builder downloads: http(s), kept as written. It lands in
+/// build.env inside single quotes, so it may not hold one.
+fn download_url(key: &str, value: &str) -> Result<String, String> {
+    match url::Url::parse(value) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        _ => return Err(format!("{key}: {value:?} is not an http(s) URL")),
+    }
+    if value.contains(['\'', '\n']) {
+        return Err(format!(
+            "{key}: {value:?} holds a quote or a line break (percent-encode it)"
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// A sha256 digest: 64 hex digits, lowercased.
+fn sha256_hex(key: &str, value: &str) -> Result<String, String> {
+    if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(value.to_ascii_lowercase())
+    } else {
+        Err(format!("{key}: {value:?} is not a sha256 (64 hex digits)"))
+    }
+}
+
 fn is_uuid(v: &str) -> bool {
     let groups: Vec<&str> = v.split('-').collect();
     groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
@@ -456,6 +502,9 @@ fn rename_keys(err: ConfigError) -> String {
     let key = |k: &str| {
         if k.starts_with("s3.") || k == "s3" {
             k.to_owned()
+        } else if k == "termination.dead_man_grace" {
+            // The one [termination] value the user sets, in [scaleway].
+            "scaleway.dead_man_grace".to_owned()
         } else {
             format!("run.{k}")
         }

@@ -30,6 +30,8 @@ pub struct RawScaleway {
     pub metadata_url: Option<String>,
     #[serde(default)]
     pub keep_on_failure: bool,
+    #[serde(default, with = "humantime_serde")]
+    pub dead_man_grace: Option<std::time::Duration>,
     #[serde(default)]
     pub secret_key: Option<String>,
     #[serde(default)]
@@ -47,6 +49,10 @@ pub struct RawImage {
     pub base_image: Option<String>,
     #[serde(default)]
     pub rclone_version: Option<String>,
+    #[serde(default)]
+    pub rclone_url: Option<String>,
+    #[serde(default)]
+    pub rclone_sha256: Option<String>,
     #[serde(default)]
     pub runner_binary: Option<String>,
     #[serde(default)]

@@ -28,6 +28,23 @@ fn params(cfg: &BootstrapConfig) -> RunParams {
         api_url: cfg.scaleway.api_url.clone(),
         metadata_url: None,
         keep_on_failure: false,
+        dead_man_grace: cfg.scaleway.dead_man_grace,
+    }
+}
+
+/// The runner's view of the run.toml `cfg` renders.
+fn rendered(cfg: &BootstrapConfig) -> RunConfig {
+    let text = cfg.render_run_toml(&params(cfg)).unwrap();
+    RunConfig::from_toml_str(&text, &|var| {
+        compose::run_secret_var(var).then(|| "x".to_owned())
+    })
+    .unwrap()
+}
+
+fn dead_man_grace(run: &RunConfig) -> Duration {
+    match run.termination() {
+        runner::config::Termination::Scaleway(s) => s.dead_man_grace,
+        runner::config::Termination::None => panic!("a run always terminates through Scaleway"),
     }
 }
 
@@ -139,4 +156,84 @@ fn a_command_control_needs_both_commands() {
     );
     let err = parse(&text).unwrap_err();
     assert!(err.starts_with("home.start_command"), "{err}");
+}
+
+#[test]
+fn the_dead_man_grace_reaches_the_runs_termination() {
+    let cfg = parse(EXAMPLE).unwrap();
+    assert_eq!(cfg.scaleway.dead_man_grace, Duration::from_secs(3600));
+    assert_eq!(dead_man_grace(&rendered(&cfg)), Duration::from_secs(3600));
+
+    let text = EXAMPLE.replace("# dead_man_grace = \"1h\"", "dead_man_grace = \"90m\"");
+    let cfg = parse(&text).unwrap();
+    assert_eq!(cfg.scaleway.dead_man_grace, Duration::from_secs(90 * 60));
+    let run_toml = cfg.render_run_toml(&params(&cfg)).unwrap();
+    assert!(
+        run_toml.contains("dead_man_grace = \"1h 30m\""),
+        "{run_toml}"
+    );
+    assert_eq!(
+        dead_man_grace(&rendered(&cfg)),
+        Duration::from_secs(90 * 60)
+    );
+
+    // Checked by the runner's schema, named where the user wrote it.
+    for bad in ["0s", "31days"] {
+        let text = EXAMPLE.replace(
+            "# dead_man_grace = \"1h\"",
+            &format!("dead_man_grace = \"{bad}\""),
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(err.starts_with("scaleway.dead_man_grace: "), "{bad}: {err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+    let text = EXAMPLE.replace("# dead_man_grace = \"1h\"", "dead_man_grace = \"soon\"");
+    let err = parse(&text).unwrap_err();
+    assert!(err.starts_with("scaleway.dead_man_grace"), "{err}");
+}
+
+#[test]
+fn rclone_url_and_sha256_are_optional_and_checked() {
+    let cfg = parse(EXAMPLE).unwrap();
+    assert_eq!(cfg.image.rclone_url, None);
+    assert_eq!(cfg.image.rclone_sha256, None);
+
+    let digest = "AB".repeat(32);
+    let text = EXAMPLE
+        .replace(
+            "# rclone_url = \"https://mirror.example.net/rclone-v1.68.2-linux-amd64.zip\"",
+            "rclone_url = \"http://127.0.0.1:9000/artifacts/rclone-v1.68.2-linux-amd64.zip\"",
+        )
+        .replace(
+            &format!("# rclone_sha256 = \"{}\"", "0".repeat(64)),
+            &format!("rclone_sha256 = \"{digest}\""),
+        );
+    let cfg = parse(&text).unwrap();
+    assert_eq!(
+        cfg.image.rclone_url.as_deref(),
+        Some("http://127.0.0.1:9000/artifacts/rclone-v1.68.2-linux-amd64.zip")
+    );
+    assert_eq!(
+        cfg.image.rclone_sha256.as_deref(),
+        Some("ab".repeat(32).as_str())
+    );
+
+    for (line, key) in [
+        (
+            "rclone_url = \"ftp://mirror/rclone.zip\"",
+            "image.rclone_url",
+        ),
+        ("rclone_url = \"rclone.zip\"", "image.rclone_url"),
+        ("rclone_url = \"https://m/it's.zip\"", "image.rclone_url"),
+        ("rclone_sha256 = \"abc\"", "image.rclone_sha256"),
+        (
+            &format!("rclone_sha256 = \"{}\"", "g".repeat(64)),
+            "image.rclone_sha256",
+        ),
+    ] {
+        let text = EXAMPLE.replace("[image]\n", &format!("[image]\n{line}\n"));
+        let err = parse(&text).unwrap_err();
+        assert!(err.starts_with(key), "{line}: {err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
 }

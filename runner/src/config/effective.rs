@@ -215,6 +215,7 @@ fn termination(t: &Termination) -> RawTermination {
         Termination::None => RawTermination {
             provider: RawProvider::None,
             keep_on_failure: None,
+            dead_man_grace: None,
             zone: None,
             api_url: None,
             metadata_url: None,
@@ -227,6 +228,7 @@ fn termination(t: &Termination) -> RawTermination {
             RawTermination {
                 provider: RawProvider::Scaleway,
                 keep_on_failure: Some(s.keep_on_failure),
+                dead_man_grace: Some(s.dead_man_grace),
                 zone: Some(s.zone.to_string()),
                 api_url: Some(s.api_url.to_string()),
                 metadata_url: Some(s.metadata_url.to_string()),

@@ -217,6 +217,8 @@ pub struct RawGuard {
 pub struct RawTermination {
     pub provider: RawProvider,
     pub keep_on_failure: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    pub dead_man_grace: Option<Duration>,
     pub zone: Option<String>,
     pub api_url: Option<String>,
     pub metadata_url: Option<String>,

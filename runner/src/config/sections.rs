@@ -340,6 +340,9 @@ pub enum Termination {
 pub struct ScalewayTermination {
     /// Leave the instance up after a failure, for inspection (still billed).
     pub keep_on_failure: bool,
+    /// The dead-man ends the instance this long after the run's deadline,
+    /// whatever the runner is doing (`keep_on_failure` included).
+    pub dead_man_grace: Duration,
     pub zone: Zone,
     pub api_url: BaseUrl,
     pub metadata_url: BaseUrl,

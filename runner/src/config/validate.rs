@@ -29,6 +29,7 @@ pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_MAX_LOST_ITEMS: u64 = 10;
 pub const DEFAULT_MAX_LOST_FRACTION: f64 = 0.05;
+pub const DEFAULT_DEAD_MAN_GRACE: Duration = Duration::from_secs(3600);
 const NATIVE_APP_SUPPORT: &str =
     "/var/lib/plexmediaserver/Library/Application Support/Plex Media Server";
 const APP_SUPPORT_UNDER_CONFIG: &str = "Library/Application Support/Plex Media Server";
@@ -700,6 +701,7 @@ fn termination(raw: RawTermination, env: &dyn Fn(&str) -> Option<String>) -> Res
         RawProvider::None => {
             let scaleway_only = [
                 ("keep_on_failure", raw.keep_on_failure.is_some()),
+                ("dead_man_grace", raw.dead_man_grace.is_some()),
                 ("zone", raw.zone.is_some()),
                 ("api_url", raw.api_url.is_some()),
                 ("metadata_url", raw.metadata_url.is_some()),
@@ -733,8 +735,11 @@ fn termination(raw: RawTermination, env: &dyn Fn(&str) -> Option<String>) -> Res
                 .into_iter()
                 .next()
                 .ok_or_else(|| missing("termination.secret_key"))?;
+            let dead_man_grace = raw.dead_man_grace.unwrap_or(DEFAULT_DEAD_MAN_GRACE);
+            check_duration("termination.dead_man_grace", dead_man_grace, MAX_RUN)?;
             Ok(Termination::Scaleway(ScalewayTermination {
                 keep_on_failure: raw.keep_on_failure.unwrap_or(false),
+                dead_man_grace,
                 zone,
                 api_url: parse(
                     "termination.api_url",
@@ -750,5 +755,56 @@ fn termination(raw: RawTermination, env: &dyn Fn(&str) -> Option<String>) -> Res
                 source,
             }))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ConfigError, RunConfig};
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../run.example.toml");
+
+    fn load(text: &str) -> std::result::Result<RunConfig, ConfigError> {
+        RunConfig::from_toml_str(text, &|_| Some("secret-value".into()))
+    }
+
+    fn grace(cfg: &RunConfig) -> Duration {
+        match cfg.termination() {
+            Termination::Scaleway(s) => s.dead_man_grace,
+            Termination::None => panic!("provider none"),
+        }
+    }
+
+    #[test]
+    fn dead_man_grace_defaults_to_an_hour_and_is_checked() {
+        let cfg = load(EXAMPLE).unwrap();
+        assert_eq!(grace(&cfg), DEFAULT_DEAD_MAN_GRACE);
+        assert!(cfg.effective_toml().contains("dead_man_grace = \"1h\""));
+
+        let without = EXAMPLE.replace("dead_man_grace = \"1h\"\n", "");
+        assert_eq!(grace(&load(&without).unwrap()), DEFAULT_DEAD_MAN_GRACE);
+        let set = EXAMPLE.replace("dead_man_grace = \"1h\"", "dead_man_grace = \"90m\"");
+        assert_eq!(grace(&load(&set).unwrap()), 90 * MINUTE);
+
+        let zero = EXAMPLE.replace("dead_man_grace = \"1h\"", "dead_man_grace = \"0s\"");
+        let err = load(&zero).unwrap_err().to_string();
+        assert!(
+            err.contains("termination.dead_man_grace") && err.contains("at least 1s"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dead_man_grace_is_only_for_scaleway() {
+        let text = format!(
+            "{}[termination]\nprovider = \"none\"\ndead_man_grace = \"1h\"\n",
+            &EXAMPLE[..EXAMPLE.find("[termination]").unwrap()]
+        );
+        let err = load(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("termination.dead_man_grace") && err.contains("only used with"),
+            "{err}"
+        );
     }
 }

@@ -4,13 +4,15 @@
 //! rclone's log and Plex's console (the work folder's `logs/`), and Plex's
 //! own logs (`plex/`). Every secret the run knows is masked before a byte
 //! leaves the instance. Shipping never fails the run: a log that cannot be
-//! read or sent is reported, and the next file goes.
+//! read or sent is reported, and the next file goes. The dead-man ships the
+//! same set, plus its own log (`deadman.txt`).
 
 use std::path::{Path, PathBuf};
 
-use super::RunContext;
-use crate::config::Termination;
+use super::{RunContext, WorkPaths};
+use crate::config::{RunConfig, Termination};
 use crate::plex::preferences::Preferences;
+use crate::s3::Bucket;
 
 /// Of a longer file only the end ships: the last hours are what explain a
 /// failure, and an upload must stay small.
@@ -18,14 +20,35 @@ const MAX_BYTES: usize = 32 << 20;
 /// What replaces a secret.
 const MASK: &str = "********";
 
-/// Uploads the logs; returns the keys written.
+/// What shipping needs, without a whole [`RunContext`]: the dead-man ships
+/// the same logs from its own process.
+pub struct Sources<'a> {
+    pub cfg: &'a RunConfig,
+    pub bucket: &'a Bucket,
+    pub paths: &'a WorkPaths,
+    /// More files, as `(name under logs/, path)`.
+    pub extra: Vec<(String, PathBuf)>,
+}
+
+/// Uploads the run's logs; returns the keys written.
 pub async fn ship(ctx: &RunContext) -> Vec<String> {
-    let secrets = secrets(ctx);
+    ship_from(&Sources {
+        cfg: &ctx.cfg,
+        bucket: &ctx.bucket,
+        paths: &ctx.paths,
+        extra: Vec::new(),
+    })
+    .await
+}
+
+/// Uploads the logs `src` names; returns the keys written.
+pub async fn ship_from(src: &Sources<'_>) -> Vec<String> {
+    let secrets = secrets(src.cfg, src.paths);
     let mut shipped = Vec::new();
-    for (name, text) in collect(ctx) {
-        let key = ctx.run_key(&format!("logs/{name}"));
+    for (name, text) in collect(src) {
+        let key = src.cfg.run_key(&format!("logs/{name}"));
         let text = mask(&text, &secrets);
-        match ctx
+        match src
             .bucket
             .put_bytes(&key, text.into_bytes().into(), "text/plain")
             .await
@@ -42,18 +65,21 @@ pub async fn ship(ctx: &RunContext) -> Vec<String> {
 }
 
 /// `(name under logs/, content)` of every log the run has.
-fn collect(ctx: &RunContext) -> Vec<(String, String)> {
+fn collect(src: &Sources<'_>) -> Vec<(String, String)> {
     let mut logs = Vec::new();
-    for path in files(&ctx.paths.logs) {
+    for path in files(&src.paths.logs) {
         push(&mut logs, file_name(&path), &path);
     }
-    for path in files(&ctx.paths.app_support.join("Logs")) {
+    for path in files(&src.paths.app_support.join("Logs")) {
         if path.extension().is_some_and(|e| e == "log") {
             push(&mut logs, format!("plex/{}", file_name(&path)), &path);
         }
     }
     if let Some(journal) = journal() {
         logs.push(("journal.txt".into(), journal));
+    }
+    for (name, path) in &src.extra {
+        push(&mut logs, name.clone(), path);
     }
     logs
 }
@@ -87,7 +113,8 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// The unit's journal, all boots, when systemd runs the runner.
+/// The runner unit's journal, all boots, when systemd runs us (the runner,
+/// or the dead-man shipping in its place).
 fn journal() -> Option<String> {
     std::env::var_os("INVOCATION_ID")?;
     let out = std::process::Command::new("journalctl")
@@ -109,8 +136,7 @@ fn journal() -> Option<String> {
 
 /// Every secret value of the run: credentials of the config, and the token
 /// Plex got when it was claimed.
-fn secrets(ctx: &RunContext) -> Vec<String> {
-    let cfg = &ctx.cfg;
+fn secrets(cfg: &RunConfig, paths: &WorkPaths) -> Vec<String> {
     let mut secrets = vec![
         cfg.s3().connection.access_key.expose().to_owned(),
         cfg.s3().connection.secret_key.expose().to_owned(),
@@ -123,7 +149,7 @@ fn secrets(ctx: &RunContext) -> Vec<String> {
     if let Termination::Scaleway(scw) = cfg.termination() {
         secrets.push(scw.secret_key.expose().to_owned());
     }
-    if let Ok(Some(prefs)) = Preferences::read(&ctx.paths.app_support)
+    if let Ok(Some(prefs)) = Preferences::read(&paths.app_support)
         && let Some(token) = prefs.online_token()
     {
         secrets.push(token.expose().to_owned());

@@ -5,6 +5,7 @@
 
 mod analysis;
 pub mod checkpoint;
+pub mod deadman;
 mod guard;
 mod instance;
 mod logs;

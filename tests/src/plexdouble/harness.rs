@@ -187,7 +187,7 @@ impl PlexTvDouble {
     /// Starts `plex-double plextv --account-token TOKEN` with `args` added
     /// and waits until it answers.
     pub fn start(account_token: &str, args: &[&str]) -> PlexTvDouble {
-        let addr = format!("127.0.0.1:{}", free_port());
+        let addr = format!("{}:{}", crate::listen_host(), free_port());
         let mut all = vec![
             "plextv".to_string(),
             "--listen".into(),

@@ -24,6 +24,9 @@ pub struct ScwOptions {
     pub on_poweron: Option<String>,
     /// Whether to start the metadata service too.
     pub metadata: bool,
+    /// Where it listens (default: a free port of `listen_host()`); the VM
+    /// test gives Scaleway's own, 169.254.42.42:80.
+    pub metadata_listen: Option<String>,
     /// More command-line arguments.
     pub args: Vec<String>,
     /// `(access key, secret key)` pairs handed out, in order, by
@@ -39,6 +42,7 @@ impl Default for ScwOptions {
             quota_volumes_gb: None,
             on_poweron: None,
             metadata: false,
+            metadata_listen: None,
             args: Vec::new(),
             api_key_pool: Vec::new(),
         }
@@ -59,8 +63,13 @@ impl ScwDouble {
     /// Starts `scw-double api` with a fresh admin key, organization and
     /// project, and waits until it answers.
     pub fn start(opts: ScwOptions) -> ScwDouble {
-        let api = format!("127.0.0.1:{}", free_port());
-        let metadata = opts.metadata.then(|| format!("127.0.0.1:{}", free_port()));
+        let host = crate::listen_host();
+        let api = format!("{host}:{}", free_port());
+        let metadata = opts.metadata.then(|| {
+            opts.metadata_listen
+                .clone()
+                .unwrap_or_else(|| format!("{host}:{}", free_port()))
+        });
         let (secret_key, organization_id, project_id) = (uuid_v4(), uuid_v4(), uuid_v4());
         let mut args = vec![
             "api".to_string(),

@@ -5,6 +5,8 @@
 //! A server's timer carries its generation so a later action wins.
 
 use std::process::Stdio;
+
+use nix::sys::signal::Signal;
 use std::time::SystemTime;
 
 use super::ids::uuid_v4;
@@ -78,17 +80,24 @@ pub fn poweroff(double: &Shared, zone: &'static str, id: String, generation: u64
         server.public_ip = None;
         server.guest_halted = false;
         server.modified = SystemTime::now();
+        stop_guest(&mut world, &id);
     });
 }
 
+/// A reboot stops the guest and boots it again.
 pub fn reboot(double: &Shared, zone: &'static str, id: String, generation: u64) {
     later(double, move |double| {
-        let mut world = double.world();
-        if let Some(server) = current(&mut world, zone, &id, generation) {
+        {
+            let mut world = double.world();
+            let Some(server) = current(&mut world, zone, &id, generation) else {
+                return;
+            };
             server.state_detail = "booting kernel".into();
             server.guest_halted = false;
             server.modified = SystemTime::now();
+            stop_guest(&mut world, &id);
         }
+        run_hook(double, zone, &id);
     });
 }
 
@@ -111,6 +120,7 @@ pub fn remove_server(world: &mut World, zone: &str, id: &str) -> Option<Server> 
         .iter()
         .position(|s| s.zone == zone && s.id == id)?;
     let server = world.servers.remove(index);
+    stop_guest(world, id);
     if server.root.volume_type == "sbs_volume"
         && let Some(volume) = world.volume_mut(&server.root.id)
     {
@@ -165,7 +175,16 @@ pub fn snapshot_gone(double: &Shared, id: String) {
     });
 }
 
-/// Starts `--on-poweron` for a server now running, its output on the
+/// The hypervisor stops a server's guest: SIGTERM to the process group of
+/// its `--on-poweron` command (a guest that already ended is no error).
+fn stop_guest(world: &mut World, id: &str) {
+    if let Some(group) = world.guests.remove(id) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(group), Signal::SIGTERM);
+    }
+}
+
+/// Starts `--on-poweron` for a server now running, in a process group of
+/// its own (what a poweroff, reboot or terminate stops), its output on the
 /// double's stderr; a failure to start is reported there, not fatal.
 fn run_hook(double: &Shared, zone: &str, id: &str) {
     let Some(command) = &double.config.on_poweron else {
@@ -210,6 +229,7 @@ fn run_hook(double: &Shared, zone: &str, id: &str) {
         .stdin(Stdio::null())
         .stdout(std::io::stderr())
         .stderr(std::io::stderr())
+        .process_group(0)
         .kill_on_drop(false);
     if let Some(url) = &double.config.metadata_url {
         child.env("SCW_DOUBLE_METADATA_URL", url);
@@ -217,8 +237,18 @@ fn run_hook(double: &Shared, zone: &str, id: &str) {
     match child.spawn() {
         // Reaped in the background; nobody waits for the guest.
         Ok(mut child) => {
+            let Some(pid) = child.id().map(|p| p as i32) else {
+                return;
+            };
+            double.world().guests.insert(id.to_string(), pid);
+            let (double, id) = (double.clone(), id.to_string());
             tokio::spawn(async move {
                 let _ = child.wait().await;
+                // Forgotten once ended, unless a newer boot took its place.
+                let mut world = double.world();
+                if world.guests.get(&id) == Some(&pid) {
+                    world.guests.remove(&id);
+                }
             });
         }
         Err(error) => eprintln!("scw-double: cannot start the --on-poweron command: {error}"),

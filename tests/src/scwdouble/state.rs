@@ -227,6 +227,8 @@ pub struct World {
     pub last_powered_on: Option<String>,
     /// Keys `POST /api-keys` hands out before generating any.
     pub key_pool: std::collections::VecDeque<(String, String)>,
+    /// Server id → process group of its running `--on-poweron` guest.
+    pub guests: std::collections::HashMap<String, i32>,
 }
 
 impl World {

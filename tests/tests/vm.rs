@@ -1,0 +1,662 @@
+//! The image really boots: `bootstrap` bakes the base image (a stand-in of
+//! Scaleway's Debian bookworm) with the real builder user data and
+//! `image/provision.sh`, then launches runs whose user data it renders, each
+//! booted in QEMU as Scaleway boots it (tests/vm/hypervisor.py, run by the
+//! Scaleway double at poweron). In the guest, cloud-init reads the Scaleway
+//! datasource from the metadata double at 169.254.42.42, systemd starts the
+//! runner, which mounts the media with rclone, supervises the Plex double,
+//! uploads its result and terminates its own server through the API.
+//!
+//! Needs root, QEMU and the network namespace `scripts/vm-e2e` makes (it
+//! runs this test inside it): see that script. Timings are printed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use plex_burst_tests::bins::workspace_bin;
+use plex_burst_tests::fixture::{
+    LibraryKind, LibrarySpec, LocationSpec, Spec, write_app_support, write_media_tree,
+};
+use plex_burst_tests::plexdouble::harness::{PlexTvDouble, free_port, get, wait_for};
+use plex_burst_tests::s3server::S3Server;
+use plex_burst_tests::scwdouble::harness::{ScwDouble, ScwOptions};
+use serde_json::Value;
+use tempfile::TempDir;
+
+const BUCKET: &str = "plex-burst";
+const MEDIA: &str = "media";
+const ACCOUNT_TOKEN: &str = "account-token-for-the-vm-test-0123";
+const TRACKS: u64 = 300;
+/// Tracks the Plex double analyses per second in the guest: slow enough
+/// that the hard reset lands in the Sonic phase.
+const SONIC_RATE: &str = "4";
+/// The guest's side of the test network (tests/vm/net.sh).
+const GATEWAY: &str = "10.77.0.1";
+
+fn env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run this test through ./scripts/vm-e2e"))
+}
+
+fn spec() -> Spec {
+    let library = |name: &str, kind, items, sonic_fraction| LibrarySpec {
+        name: name.into(),
+        kind,
+        locations: vec![LocationSpec {
+            path: name.into(),
+            items,
+        }],
+        deleted: 0,
+        sonic_fraction,
+    };
+    Spec {
+        seed: 23,
+        media_root: "/data/media".into(),
+        libraries: vec![
+            library("Music", LibraryKind::Music, TRACKS as u32, 0.3),
+            library("Movies", LibraryKind::Movie, 12, 0.0),
+        ],
+    }
+}
+
+/// A per-run key as Scaleway mints it (`SCW` + 17 characters), made at run
+/// time: no key-shaped literal lives in the repository.
+fn run_key() -> (String, String) {
+    let n: u64 = rand::random();
+    let access = format!("SCW{:017}", n % 100_000_000_000_000_000);
+    let secret = format!("{:08x}-2222-4222-8222-{:012x}", n as u32, n >> 16);
+    (access, secret)
+}
+
+struct World {
+    dir: TempDir,
+    s3: S3Server,
+    scw: ScwDouble,
+    _plextv: PlexTvDouble,
+    plextv_url: String,
+    app_support: PathBuf,
+    home_ctl: PathBuf,
+    home_addr: String,
+    disks: PathBuf,
+    inject: PathBuf,
+    keys: Vec<(String, String)>,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        // One key per launch: the double hands them out, S3 accepts them.
+        let keys: Vec<_> = (0..3).map(|_| run_key()).collect();
+        let auth: Vec<String> = keys
+            .iter()
+            .flat_map(|(a, s)| ["--auth-key".to_string(), format!("{a},{s}")])
+            .collect();
+        let auth: Vec<&str> = auth.iter().map(String::as_str).collect();
+        let s3 = S3Server::start_with(&auth);
+        s3.create_bucket(BUCKET);
+        s3.create_bucket(MEDIA);
+        write_media_tree(&s3.data_dir().join(MEDIA), &spec()).unwrap();
+
+        let app = write_app_support(&dir.path().join("home"), &spec()).unwrap();
+        let home_ctl = dir.path().join("home-ctl");
+        std::fs::create_dir_all(&home_ctl).unwrap();
+        let home_addr = format!("127.0.0.1:{}", free_port());
+        std::fs::write(
+            home_ctl.join("env"),
+            format!(
+                "BIN='{}'\nAPP='{}'\nADDR='{home_addr}'\n",
+                workspace_bin("plex-double").display(),
+                app.dir.display()
+            ),
+        )
+        .unwrap();
+
+        let disks = dir.path().join("disks");
+        let inject = dir.path().join("inject");
+        std::fs::create_dir_all(&disks).unwrap();
+        write_tree(
+            &inject,
+            "etc/systemd/system/plex-burst-runner.service.d/plex-double.conf",
+            &format!(
+                "# The VM test's setting of the Plex double (not in the image).\n\
+                 [Service]\nEnvironment=PLEX_DOUBLE_SONIC_RATE={SONIC_RATE}\n"
+            ),
+        );
+        let hook = format!(
+            "PB_VM_DISKS='{}' PB_VM_INJECT='{}' exec python3 '{}'",
+            disks.display(),
+            inject.display(),
+            repo().join("tests/vm/hypervisor.py").display()
+        );
+        let scw = ScwDouble::start(ScwOptions {
+            transition_delay: Duration::from_millis(500),
+            on_poweron: Some(hook),
+            metadata: true,
+            metadata_listen: Some("169.254.42.42:80".into()),
+            api_key_pool: keys.clone(),
+            ..ScwOptions::default()
+        });
+        let plextv = PlexTvDouble::start(ACCOUNT_TOKEN, &[]);
+        let plextv_url = plextv.url("");
+        let world = World {
+            dir,
+            s3,
+            scw,
+            _plextv: plextv,
+            plextv_url,
+            app_support: app.dir,
+            home_ctl,
+            home_addr,
+            disks,
+            inject,
+            keys,
+        };
+        world.write_config("1h");
+        world.home_plex("start");
+        wait_for("the home Plex", Duration::from_secs(30), || {
+            get(&format!("http://{}/identity", world.home_addr), &[])
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+        world
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("bootstrap.toml")
+    }
+
+    /// bootstrap.toml; `run_deadline` is `[run.deadlines] run`.
+    fn write_config(&self, run_deadline: &str) {
+        let home_plex = repo().join("tests/instance/home-plex.sh");
+        let www = PathBuf::from(env("PB_VM_WWW"));
+        let rclone_zip = std::fs::read_to_string(www.join("artifacts/rclone.zip.sha256")).unwrap();
+        let toml = format!(
+            r#"[scaleway]
+organization_id = "{org}"
+project_id = "{project}"
+zone = "fr-par-1"
+commercial_type = "DEV1-S"
+root_volume_gb = 20
+api_url = "{api}"
+secret_key_env = "TEST_SCW_SECRET"
+plex_token_env = "TEST_PLEX_TOKEN"
+dead_man_grace = "20s"
+
+[s3]
+endpoint = "{endpoint}"
+region = "us-east-1"
+bucket = "{BUCKET}"
+path_style = true
+access_key_env = "TEST_S3_KEY"
+secret_key_env = "TEST_S3_SECRET"
+
+[image]
+runner_binary = "{runner}"
+rclone_url = "http://{GATEWAY}/artifacts/rclone.zip"
+rclone_sha256 = "{rclone_sha256}"
+build_timeout = "30m"
+
+[home]
+layout = "custom"
+app_support_dir = "{app}"
+control = "command"
+stop_command = ["{home_plex}", "stop", "{ctl}"]
+start_command = ["{home_plex}", "start", "{ctl}"]
+url = "http://{addr}"
+keep_backups = 2
+plex_timeout = "30s"
+
+[run]
+mode = "delta"
+
+[run.media]
+remote = "{MEDIA}"
+mount_point = "/mnt/media"
+profile = "small"
+probe_timeout = "20s"
+health_interval = "30s"
+
+[run.plex]
+runtime = "double"
+double_binary = "{double}"
+plextv_url = "{plextv}"
+claim = true
+
+[[run.path_mapping]]
+from = "/data/media"
+to = "/mnt/media"
+
+[run.deadlines]
+run = "{run_deadline}"
+plex_ready = "3m"
+poll_interval = "2s"
+idle_checks = 2
+stall_interval = "30s"
+stall_checks = 6
+snapshot_interval = "20s"
+"#,
+            org = self.scw.organization_id(),
+            project = self.scw.project_id(),
+            api = self.scw.api_url(),
+            endpoint = self.s3.endpoint(),
+            runner = self.stripped("runner").display(),
+            rclone_sha256 = rclone_zip.trim(),
+            app = self.app_support.display(),
+            home_plex = home_plex.display(),
+            ctl = self.home_ctl.display(),
+            addr = self.home_addr,
+            double = self.stripped("plex-double").display(),
+            plextv = self.plextv_url,
+        );
+        std::fs::write(self.config_path(), toml).unwrap();
+    }
+
+    /// A workspace binary without its debug sections: what an image
+    /// carries (a tenth of the size: faster to bake and to boot).
+    fn stripped(&self, name: &str) -> PathBuf {
+        let path = self.dir.path().join("bin").join(name);
+        if !path.exists() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let status = Command::new("strip")
+                .arg("--strip-debug")
+                .arg("-o")
+                .arg(&path)
+                .arg(workspace_bin(name))
+                .status()
+                .unwrap();
+            assert!(status.success(), "strip {name}");
+        }
+        path
+    }
+
+    fn home_plex(&self, action: &str) {
+        let status = Command::new(repo().join("tests/instance/home-plex.sh"))
+            .args([action, &self.home_ctl.display().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "home Plex {action}");
+    }
+
+    fn bootstrap(&self, args: &[&str]) -> Output {
+        let conn = self.s3.connection();
+        Command::new(workspace_bin("bootstrap"))
+            .arg("--config")
+            .arg(self.config_path())
+            .args(args)
+            .env("TEST_SCW_SECRET", self.scw.secret_key())
+            .env("TEST_S3_KEY", &conn.access_key)
+            .env("TEST_S3_SECRET", conn.secret_key.expose())
+            .env("TEST_PLEX_TOKEN", ACCOUNT_TOKEN)
+            .env("PLEX_BURST_POLL_MS", "500")
+            .output()
+            .unwrap()
+    }
+
+    /// `bootstrap ARGS`, which must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.bootstrap(args);
+        assert!(
+            out.status.success(),
+            "bootstrap {args:?} failed:\n{}\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr),
+            self.consoles()
+        );
+        text(&out.stdout)
+    }
+
+    /// Launches a run; its id.
+    fn launch(&self) -> String {
+        let out = self.ok(&["launch"]);
+        out.lines()
+            .find_map(|l| l.strip_prefix("run ").filter(|r| !r.contains(' ')))
+            .unwrap_or_else(|| panic!("no run id in {out}"))
+            .to_owned()
+    }
+
+    fn object(&self, key: &str) -> PathBuf {
+        self.s3.data_dir().join(BUCKET).join(key)
+    }
+
+    fn json(&self, key: &str) -> Option<Value> {
+        let bytes = std::fs::read(self.object(key)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn status(&self, run_id: &str) -> Value {
+        self.json(&format!("runs/{run_id}/status.json"))
+            .unwrap_or_default()
+    }
+
+    /// The end of every guest's serial console: what a failure shows.
+    fn consoles(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(&self.disks)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let console = entry.path().join("console.log");
+            if let Ok(text) = std::fs::read_to_string(&console) {
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+                out.push_str(&format!("--- {}\n{tail}\n", console.display()));
+            }
+        }
+        out
+    }
+
+    /// Waits until `done` says the run is where the test wants it; a
+    /// failed run or the timeout panics with its status and the consoles.
+    fn wait_run(&self, run_id: &str, what: &str, timeout: Duration, done: impl Fn(&Value) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status(run_id);
+            if done(&status) {
+                return;
+            }
+            if status["state"] == "failed" || Instant::now() > deadline {
+                panic!(
+                    "run {run_id}: no {what}; status: {status}\n{}",
+                    self.consoles()
+                );
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// The run's server, while it exists.
+    fn server(&self, run_id: &str) -> Option<Value> {
+        let name = format!("plex-burst-{run_id}");
+        self.scw.state()["servers"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == name.as_str())
+            .cloned()
+    }
+
+    fn wait_server_gone(&self, run_id: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.server(run_id).is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "the server of {run_id} is still there\n{}",
+                self.consoles()
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+
+    /// The terminate call of a server, if any: `(key used, seq)`.
+    fn terminate_call(&self, server_id: &str) -> Option<Value> {
+        self.scw.calls().into_iter().find(|c| {
+            c["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with(&format!("/servers/{server_id}/action")))
+                && c["body"]["action"] == "terminate"
+        })
+    }
+
+    /// `(name under logs/, text)` of every log the run shipped.
+    fn shipped_logs(&self, run_id: &str) -> Vec<(String, String)> {
+        let root = self.object(&format!("runs/{run_id}/logs"));
+        let mut found = Vec::new();
+        let mut dirs = vec![root.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if let Ok(text) = std::fs::read_to_string(&path) {
+                    let name = path.strip_prefix(&root).unwrap().display().to_string();
+                    found.push((name, text));
+                }
+            }
+        }
+        found
+    }
+
+    fn assert_no_secret(&self, run_id: &str) {
+        let mut secrets = vec![
+            self.scw.secret_key().to_owned(),
+            ACCOUNT_TOKEN.to_owned(),
+            self.s3.connection().secret_key.expose().to_owned(),
+        ];
+        secrets.extend(self.keys.iter().map(|k| k.1.clone()));
+        let mut seen = self.shipped_logs(run_id);
+        for file in ["status.json", "launch.json"] {
+            let path = self.object(&format!("runs/{run_id}/{file}"));
+            seen.push((file.into(), std::fs::read_to_string(path).unwrap()));
+        }
+        for (name, text) in &seen {
+            for secret in &secrets {
+                assert!(
+                    !text.contains(secret.as_str()),
+                    "a secret leaked into {name}"
+                );
+            }
+        }
+    }
+
+    /// The Sonic counts of a finished run's manifest: `(before, after)`
+    /// analysed tracks, and the after stats.
+    fn result_stats(&self, run_id: &str) -> Value {
+        let done = self.json(&format!("runs/{run_id}/DONE")).expect("DONE");
+        let manifest = self
+            .json(done["manifest_key"].as_str().unwrap())
+            .expect("the result's manifest");
+        manifest["stats"].clone()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("tests/instance/home-plex.sh"))
+            .args(["stop", &self.home_ctl.display().to_string()])
+            .status();
+        // A VM still up (a failed test) goes with its hypervisor.
+        let _ = Command::new("pkill")
+            .args(["-f", &self.disks.display().to_string()])
+            .status();
+    }
+}
+
+fn write_tree(root: &Path, path: &str, content: &str) {
+    let path = root.join(path);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, content).unwrap();
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn minutes(d: Duration) -> String {
+    format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
+}
+
+fn timing(what: &str, d: Duration) {
+    eprintln!("vm-e2e timing: {what:<28} {}", minutes(d));
+}
+
+fn analysed(stats: &Value) -> u64 {
+    stats["sonic"]["analysed"].as_u64().unwrap_or_default()
+}
+
+#[test]
+#[ignore = "boots QEMU guests in the network namespace of ./scripts/vm-e2e, which runs it (./scripts/test runs that script)"]
+fn the_baked_image_boots_runs_survives_a_hard_reset_and_is_ended_by_its_dead_man() {
+    let w = World::new();
+    w.ok(&["snapshot"]);
+
+    // The bake: the base image boots as a builder with the real user data.
+    let started = Instant::now();
+    w.ok(&["image", "build"]);
+    timing("bake (boot + provision)", started.elapsed());
+
+    // 1. A run, uninterrupted.
+    let started = Instant::now();
+    let run_a = w.launch();
+    let server_a = w.server(&run_a).expect("the run's server")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    w.wait_run(&run_a, "runner start", Duration::from_secs(600), |s| {
+        s["state"].is_string()
+    });
+    timing("boot to runner start", started.elapsed());
+    w.wait_run(&run_a, "DONE", Duration::from_secs(1200), |_| {
+        w.object(&format!("runs/{run_a}/DONE")).exists()
+    });
+    w.wait_server_gone(&run_a, Duration::from_secs(120));
+    timing("run (launch to terminated)", started.elapsed());
+
+    let terminate = w
+        .terminate_call(&server_a)
+        .expect("the runner terminated its server");
+    assert!(
+        w.keys.iter().any(|k| terminate["key"] == k.0.as_str()),
+        "terminated with the run's own key: {terminate}"
+    );
+    eprintln!(
+        "vm-e2e saw: terminate of {server_a} with the run's key (call {})",
+        terminate["seq"]
+    );
+    // cloud-init read the user data from a privileged port, then the
+    // runner deleted it.
+    let metadata: Vec<Value> = w
+        .scw
+        .calls()
+        .into_iter()
+        .filter(|c| c["service"] == "metadata" && c["server_id"] == server_a.as_str())
+        .collect();
+    let read = metadata
+        .iter()
+        .position(|c| {
+            c["method"] == "GET" && c["path"] == "/user_data/cloud-init" && c["status"] == 200
+        })
+        .unwrap_or_else(|| panic!("cloud-init never read its user data: {metadata:#?}"));
+    assert!(metadata[read]["source_port"].as_u64().unwrap() < 1024);
+    let deleted = metadata
+        .iter()
+        .position(|c| c["method"] == "DELETE" && c["path"] == "/user_data/cloud-init")
+        .unwrap_or_else(|| panic!("the user data was never deleted: {metadata:#?}"));
+    assert!(read < deleted, "{metadata:#?}");
+    eprintln!(
+        "vm-e2e saw: user data read from source port {}, deleted afterwards",
+        metadata[read]["source_port"]
+    );
+
+    let stats_a = w.result_stats(&run_a);
+    assert_eq!(analysed(&stats_a["before"]), 90, "{stats_a}");
+    assert_eq!(analysed(&stats_a["after"]), TRACKS, "{stats_a}");
+    let logs = w.shipped_logs(&run_a);
+    let names: Vec<&str> = logs.iter().map(|l| l.0.as_str()).collect();
+    for name in [
+        "runner.log",
+        "journal.txt",
+        "rclone.log",
+        "plex/Plex Media Server.log",
+    ] {
+        assert!(names.contains(&name), "{name} not shipped: {names:?}");
+    }
+    let journal = &logs.iter().find(|l| l.0 == "journal.txt").unwrap().1;
+    assert!(journal.contains("plex-burst-runner"), "{journal}");
+    eprintln!("vm-e2e saw: shipped logs {names:?}");
+    w.assert_no_secret(&run_a);
+    // Fetch checks DONE, the manifest and every digest, and installs.
+    let out = w.ok(&["fetch", &run_a]);
+    assert!(out.contains("installed"), "{out}");
+
+    // 2. A hard reset during Sonic: the same disk boots again and the
+    // runner resumes from its checkpoint.
+    let run_b = w.launch();
+    let server_b = w.server(&run_b).unwrap()["id"].as_str().unwrap().to_owned();
+    w.wait_run(&run_b, "Sonic progress", Duration::from_secs(1200), |s| {
+        s["phase"] == "sonic" && s["sonic"]["analysed"].as_u64().unwrap_or(0) > 100
+    });
+    let at = w.status(&run_b)["sonic"]["analysed"].clone();
+    let folder = w.disks.join(&server_b);
+    std::fs::write(folder.join("reset"), "").unwrap();
+    let pid = std::fs::read_to_string(folder.join("qemu.pid")).unwrap();
+    let killed = Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    eprintln!("vm-e2e saw: hard reset of {server_b} at {at} tracks analysed");
+    let started = Instant::now();
+    w.wait_run(
+        &run_b,
+        "DONE after the reset",
+        Duration::from_secs(1200),
+        |_| w.object(&format!("runs/{run_b}/DONE")).exists(),
+    );
+    timing("reset to DONE", started.elapsed());
+    w.wait_server_gone(&run_b, Duration::from_secs(120));
+    let console = std::fs::read_to_string(folder.join("console.log")).unwrap();
+    assert_eq!(console.matches("===== hypervisor: boot").count(), 2);
+    let stats_b = w.result_stats(&run_b);
+    assert_eq!(
+        stats_b["after"], stats_a["after"],
+        "the same result as without the reset"
+    );
+    w.assert_no_secret(&run_b);
+
+    // 3. The dead-man: the runner frozen (SIGSTOP) as soon as Plex runs;
+    // at the run's deadline plus its grace the dead-man ships the logs and
+    // terminates the instance.
+    w.write_config("4m");
+    write_tree(
+        &w.inject,
+        "etc/systemd/system/pb-test-freeze.service",
+        "# The VM test freezes the runner once Plex runs (not in the image).\n\
+         [Unit]\nAfter=plex-burst-runner.service\n[Service]\nType=simple\n\
+         ExecStart=/bin/sh -c 'until pgrep -f \"plex-double server\"; do sleep 2; done; \
+         systemctl kill --kill-who=main --signal=SIGSTOP plex-burst-runner.service'\n",
+    );
+    let wants = w.inject.join("etc/systemd/system/multi-user.target.wants");
+    std::fs::create_dir_all(&wants).unwrap();
+    std::os::unix::fs::symlink(
+        "/etc/systemd/system/pb-test-freeze.service",
+        wants.join("pb-test-freeze.service"),
+    )
+    .unwrap();
+    let run_c = w.launch();
+    let server_c = w.server(&run_c).unwrap()["id"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    w.wait_server_gone(&run_c, Duration::from_secs(900));
+    timing("dead-man run to terminated", started.elapsed());
+    let terminate = w
+        .terminate_call(&server_c)
+        .expect("the dead-man terminated the server");
+    assert!(w.keys.iter().any(|k| terminate["key"] == k.0.as_str()));
+    assert!(!w.object(&format!("runs/{run_c}/DONE")).exists());
+    let status = w.status(&run_c);
+    assert_eq!(status["state"], "failed", "{status}");
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("dead-man"),
+        "{status}"
+    );
+    let logs = w.shipped_logs(&run_c);
+    let names: Vec<&str> = logs.iter().map(|l| l.0.as_str()).collect();
+    for name in ["runner.log", "journal.txt", "deadman.txt"] {
+        assert!(names.contains(&name), "{name} not shipped: {names:?}");
+    }
+    eprintln!(
+        "vm-e2e saw: dead-man status {}, shipped {names:?}",
+        status["last_error"]
+    );
+    w.assert_no_secret(&run_c);
+}
