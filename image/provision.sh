@@ -19,9 +19,9 @@ report() { # ok|failed message
         echo "== cloud-init status"
         cloud-init status --long
         echo "== /var/log/cloud-init-output.log (end)"
-        tail -n 60 /var/log/cloud-init-output.log
+        tail -n 40 /var/log/cloud-init-output.log
         echo "== journal of this boot (end)"
-        journalctl -b --no-pager -n 150
+        journalctl -b --no-pager -n 100
     fi
     # The log first: bootstrap reads the report, then shows the log on failure.
     curl -fsS --retry 5 -X PUT --upload-file "$LOG" "$LOG_URL" || true
@@ -102,4 +102,7 @@ cloud-init clean --logs --machine-id 2>/dev/null || {
 }
 
 step done
+# Everything on disk before bootstrap hears of it: it powers the builder
+# off and snapshots the volume right after the report.
+sync
 report ok "image baked"

@@ -1,6 +1,7 @@
 //! Test harnesses, doubles and fixture generators for plex-burst.
 
 pub mod bins;
+pub mod bootstrap_world;
 pub mod faultproxy;
 pub mod fixture;
 pub mod http;

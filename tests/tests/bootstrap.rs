@@ -13,8 +13,11 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use plex_burst_tests::bins::workspace_bin;
+use plex_burst_tests::bootstrap_world::{
+    HomePlex, bootstrap_command, ok_stdout, repo, run_key, shipped_logs, text,
+};
 use plex_burst_tests::fixture::{
-    LibraryKind, LibrarySpec, LocationSpec, Spec, write_app_support, write_media_tree,
+    LibraryKind, LibrarySpec, Spec, write_app_support, write_media_tree,
 };
 use plex_burst_tests::plexdouble::harness::{PlexTvDouble, free_port, get, wait_for};
 use plex_burst_tests::s3server::{S3Server, rclone_path};
@@ -29,39 +32,15 @@ const MEDIA: &str = "media";
 const ACCOUNT_TOKEN: &str = "account-token-for-bootstrap-tests-0123";
 const PLEX_VERSION: &str = "1.41.3.9314-a0bfb8370";
 
-fn library(name: &str, kind: LibraryKind, items: u32, sonic: f64) -> LibrarySpec {
-    LibrarySpec {
-        name: name.into(),
-        kind,
-        locations: vec![LocationSpec {
-            path: name.into(),
-            items,
-        }],
-        deleted: 0,
-        sonic_fraction: sonic,
-    }
-}
-
 fn spec() -> Spec {
     Spec {
         seed: 11,
         media_root: "/data/media".into(),
         libraries: vec![
-            library("Music", LibraryKind::Music, 300, 0.3),
-            library("Movies", LibraryKind::Movie, 20, 0.0),
+            LibrarySpec::single("Music", LibraryKind::Music, 300, 0.3),
+            LibrarySpec::single("Movies", LibraryKind::Movie, 20, 0.0),
         ],
     }
-}
-
-/// A per-run key as Scaleway would mint it (`SCW` + 17 characters): the
-/// double hands it out, the S3 server accepts it, as on Scaleway where an
-/// API key is also an Object Storage key. Made at run time: no key-shaped
-/// literal lives in the repository.
-fn run_key() -> (String, String) {
-    let n: u64 = rand::random();
-    let access = format!("SCW{:017}", n % 100_000_000_000_000_000);
-    let secret = format!("{:08x}-1111-4111-8111-{:012x}", n as u32, n >> 16);
-    (access, secret)
 }
 
 struct World {
@@ -70,8 +49,7 @@ struct World {
     scw: ScwDouble,
     plextv: PlexTvDouble,
     app_support: PathBuf,
-    home_ctl: PathBuf,
-    home_addr: String,
+    home: HomePlex,
     run_key: (String, String),
 }
 
@@ -113,18 +91,7 @@ impl World {
         write_media_tree(&s3.data_dir().join(MEDIA), &spec()).unwrap();
 
         let app = write_app_support(&dir.path().join("home"), &spec()).unwrap();
-        let home_ctl = dir.path().join("home-ctl");
-        std::fs::create_dir_all(&home_ctl).unwrap();
-        let home_addr = format!("127.0.0.1:{}", free_port());
-        std::fs::write(
-            home_ctl.join("env"),
-            format!(
-                "BIN='{}'\nAPP='{}'\nADDR='{home_addr}'\n",
-                workspace_bin("plex-double").display(),
-                app.dir.display()
-            ),
-        )
-        .unwrap();
+        let home = HomePlex::new(dir.path().join("home-ctl"), &app.dir);
 
         let instances = dir.path().join("instances");
         std::fs::create_dir_all(&instances).unwrap();
@@ -154,17 +121,11 @@ impl World {
             scw,
             plextv,
             app_support: app.dir,
-            home_ctl,
-            home_addr,
+            home,
             run_key,
         };
         world.write_config(&opts);
-        world.home_plex("start");
-        wait_for("the home Plex", Duration::from_secs(30), || {
-            get(&format!("http://{}/identity", world.home_addr), &[])
-                .ok()
-                .filter(|r| r.status == 200)
-        });
+        world.home.start();
         world
     }
 
@@ -177,7 +138,6 @@ impl World {
     }
 
     fn write_config(&self, opts: &WorldOptions) {
-        let home_plex = repo().join("tests/instance/home-plex.sh");
         let toml = format!(
             r#"[scaleway]
 organization_id = "{org}"
@@ -248,9 +208,9 @@ stall_checks = 3
             endpoint = self.s3.endpoint(),
             runner = workspace_bin("runner").display(),
             app = self.app_support.display(),
-            home_plex = home_plex.display(),
-            ctl = self.home_ctl.display(),
-            addr = self.home_addr,
+            home_plex = HomePlex::script().display(),
+            ctl = self.home.ctl.display(),
+            addr = self.home.addr,
             mount = self.mount_point().display(),
             double = workspace_bin("plex-double").display(),
             port = free_port(),
@@ -261,26 +221,11 @@ stall_checks = 3
         std::fs::write(self.config_path(), toml).unwrap();
     }
 
-    fn home_plex(&self, action: &str) {
-        let status = Command::new(repo().join("tests/instance/home-plex.sh"))
-            .args([action, &self.home_ctl.display().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "home Plex {action}");
-    }
-
     /// Runs `bootstrap ARGS` as a user would, with the secrets in its
     /// environment.
     fn bootstrap(&self, args: &[&str]) -> Output {
-        let conn = self.s3.connection();
-        Command::new(workspace_bin("bootstrap"))
-            .arg("--config")
-            .arg(self.config_path())
+        bootstrap_command(&self.config_path(), &self.scw, &self.s3, ACCOUNT_TOKEN)
             .args(args)
-            .env("TEST_SCW_SECRET", self.scw.secret_key())
-            .env("TEST_S3_KEY", &conn.access_key)
-            .env("TEST_S3_SECRET", conn.secret_key.expose())
-            .env("TEST_PLEX_TOKEN", ACCOUNT_TOKEN)
             .env("PLEX_BURST_POLL_MS", "200")
             .output()
             .unwrap()
@@ -288,15 +233,7 @@ stall_checks = 3
 
     /// `bootstrap ARGS`, which must succeed; its stdout.
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.bootstrap(args);
-        assert!(
-            out.status.success(),
-            "bootstrap {args:?} failed:\n{}\n{}\n{}",
-            text(&out.stdout),
-            text(&out.stderr),
-            self.instance_logs()
-        );
-        text(&out.stdout)
+        ok_stdout(&self.bootstrap(args), args, || self.instance_logs())
     }
 
     /// `bootstrap ARGS`, which must fail; its one-line error.
@@ -375,21 +312,7 @@ stall_checks = 3
 
     /// `(name under logs/, text)` of every log the run shipped.
     fn shipped_logs(&self, run_id: &str) -> Vec<(String, String)> {
-        let root = self.object(&format!("runs/{run_id}/logs"));
-        let mut found = Vec::new();
-        let mut dirs = vec![root.clone()];
-        while let Some(dir) = dirs.pop() {
-            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else if let Ok(text) = std::fs::read_to_string(&path) {
-                    let name = path.strip_prefix(&root).unwrap().display().to_string();
-                    found.push((name, text));
-                }
-            }
-        }
-        found
+        shipped_logs(&self.s3.data_dir().join(BUCKET), run_id)
     }
 
     /// The API calls the double saw (metadata calls excluded), as
@@ -457,9 +380,7 @@ stall_checks = 3
 
 impl Drop for World {
     fn drop(&mut self) {
-        let _ = Command::new(repo().join("tests/instance/home-plex.sh"))
-            .args(["stop", &self.home_ctl.display().to_string()])
-            .status();
+        self.home.stop_quietly();
         // A runner still going (a failed test) would keep the mount busy.
         let _ = Command::new("pkill")
             .args([
@@ -485,17 +406,6 @@ fn launch_record(run_id: &str, state: &str, server: Option<&Value>, deadline: &s
         "deadline": deadline, "snapshot_time": 0,
         "reference_key": null, "plex_version": PLEX_VERSION, "bootstrap_version": "0"
     })
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn position(calls: &[String], what: &str) -> usize {
@@ -699,7 +609,7 @@ fn a_run_goes_from_the_home_snapshot_to_an_install_that_keeps_the_watch_state() 
     drop(conn);
     // Home Plex answers on the new DB.
     assert_eq!(
-        get(&format!("http://{}/identity", w.home_addr), &[])
+        get(&format!("http://{}/identity", w.home.addr), &[])
             .unwrap()
             .status,
         200
@@ -826,13 +736,9 @@ fn launch_refuses_what_would_waste_money_before_creating_anything() {
     assert!(err.contains("run `bootstrap snapshot` first"), "{err}");
 
     // Wrong credentials: the API's own answer, in one line.
-    let conn = w.s3.connection();
-    let out = Command::new(workspace_bin("bootstrap"))
-        .args(["--config", &w.config_path().display().to_string(), "launch"])
+    let out = bootstrap_command(&w.config_path(), &w.scw, &w.s3, ACCOUNT_TOKEN)
+        .arg("launch")
         .env("TEST_SCW_SECRET", "00000000-0000-4000-8000-000000000000")
-        .env("TEST_S3_KEY", &conn.access_key)
-        .env("TEST_S3_SECRET", conn.secret_key.expose())
-        .env("TEST_PLEX_TOKEN", ACCOUNT_TOKEN)
         .output()
         .unwrap();
     let err = text(&out.stderr);
@@ -950,9 +856,9 @@ fn a_launch_refused_by_the_quota_or_cut_short_leaves_nothing_behind() {
 fn fetch_never_installs_a_quarantined_or_unverified_result() {
     let w = World::new(WorldOptions::default());
     let databases = w.app_support.join("Plug-in Support/Databases");
-    w.home_plex("stop");
+    w.home.control("stop");
     let before = digests(&databases);
-    w.home_plex("start");
+    w.home.control("start");
 
     let record =
         |run_id: &str| launch_record(run_id, "launched", None, "2026-01-01T02:00:00Z").to_string();
@@ -1036,7 +942,7 @@ fn fetch_never_installs_a_quarantined_or_unverified_result() {
         "{err}"
     );
 
-    w.home_plex("stop");
+    w.home.control("stop");
     assert_eq!(digests(&databases), before, "home is byte-identical");
 }
 
@@ -1103,9 +1009,9 @@ fn a_snapshot_with_plex_stopped_restarts_it_and_a_run_past_its_deadline_is_flagg
     let w = World::new(WorldOptions::default());
     let out = w.ok(&["snapshot", "--stop-plex"]);
     assert!(out.contains("reference uploaded"), "{out}");
-    let plex_log = std::fs::read_to_string(w.home_ctl.join("plex.log")).unwrap_or_default();
+    let plex_log = std::fs::read_to_string(w.home.ctl.join("plex.log")).unwrap_or_default();
     assert!(
-        get(&format!("http://{}/identity", w.home_addr), &[]).is_ok_and(|r| r.status == 200),
+        get(&format!("http://{}/identity", w.home.addr), &[]).is_ok_and(|r| r.status == 200),
         "the home Plex runs again after the copy: {plex_log}"
     );
     let manifest = w.json("reference/plex-db.manifest.json");

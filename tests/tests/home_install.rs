@@ -17,7 +17,7 @@ use bootstrap::home::{
     digest_of, install, plan_install,
 };
 use plex_burst_tests::bins::workspace_bin;
-use plex_burst_tests::fixture::{LibraryKind, LibrarySpec, LocationSpec, Spec, write_app_support};
+use plex_burst_tests::fixture::{LibraryKind, LibrarySpec, Spec, write_app_support};
 use plex_burst_tests::plexdouble::harness::{free_port, get};
 use runner::plexdb::watchstate;
 use runner::plexdb::{PathMapping, Stats, remap, stats};
@@ -31,14 +31,8 @@ const CLOUD_NEW: [&str; 2] = ["plex://movie/cloud-new-1", "plex://movie/cloud-ne
 
 fn library(name: &str, kind: LibraryKind, items: u32) -> LibrarySpec {
     LibrarySpec {
-        name: name.into(),
-        kind,
-        locations: vec![LocationSpec {
-            path: name.into(),
-            items,
-        }],
         deleted: 1,
-        sonic_fraction: 0.0,
+        ..LibrarySpec::single(name, kind, items, 0.0)
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use plex_burst_tests::fixture::{
-    LibraryKind, LibrarySpec, LocationSpec, Spec, write_app_support, write_media_tree,
+    LibraryKind, LibrarySpec, Spec, write_app_support, write_media_tree,
 };
 use plex_burst_tests::plexdouble::harness::{
     PlexDouble, PlexTvDouble, Reply, free_port, get, request, scanner_processes, wait_for,
@@ -35,30 +35,16 @@ struct World {
     token: String,
 }
 
-fn library(name: &str, kind: LibraryKind, items: u32) -> LibrarySpec {
-    LibrarySpec {
-        name: name.into(),
-        kind,
-        locations: vec![LocationSpec {
-            path: name.into(),
-            items,
-        }],
-        deleted: 0,
-        sonic_fraction: 0.0,
-    }
-}
-
 fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let media = dir.path().join("media");
     let mut libraries = vec![
-        library("Movies", LibraryKind::Movie, 12),
-        library("TV Shows", LibraryKind::Show, 10),
-        library("Music", LibraryKind::Music, 20),
-        library("Photos", LibraryKind::Photo, 10),
+        LibrarySpec::single("Movies", LibraryKind::Movie, 12, 0.0),
+        LibrarySpec::single("TV Shows", LibraryKind::Show, 10, 0.0),
+        LibrarySpec::single("Music", LibraryKind::Music, 20, 0.25),
+        LibrarySpec::single("Photos", LibraryKind::Photo, 10, 0.0),
     ];
     libraries[0].deleted = 2;
-    libraries[2].sonic_fraction = 0.25;
     let spec = Spec {
         seed: 11,
         media_root: media.display().to_string(),

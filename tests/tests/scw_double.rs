@@ -892,6 +892,59 @@ fn the_metadata_service_serves_conf_and_guards_user_data() {
     assert_eq!(conf["id"], other["id"]);
 }
 
+/// Like a hypervisor, the double stops a server's guest (the poweron
+/// command's process group) on poweroff, reboot (then boots it again) and
+/// terminate.
+#[test]
+fn poweroff_reboot_and_terminate_stop_the_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().display().to_string();
+    // Each boot appends to `boots`; `sleep` stands for the running guest.
+    let double = ScwDouble::start(ScwOptions {
+        on_poweron: Some(format!(
+            "echo $$ >> {out}/$SCW_DOUBLE_SERVER_ID.boots; exec sleep 300"
+        )),
+        ..ScwOptions::default()
+    });
+    let boots = |id: &str| -> Vec<i32> {
+        std::fs::read_to_string(dir.path().join(format!("{id}.boots")))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect()
+    };
+    let alive = |pid: i32| {
+        std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+    };
+    let id = create_server(&double, "guest", &[])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    expect(&action(&double, &id, "poweron"), 202);
+    let first = wait_for("the first boot", WAIT, || boots(&id).first().copied());
+    assert!(alive(first));
+    expect(&action(&double, &id, "reboot"), 202);
+    let second = wait_for("the second boot", WAIT, || boots(&id).get(1).copied());
+    wait_for("the first guest to stop", WAIT, || {
+        (!alive(first)).then_some(())
+    });
+    assert!(alive(second));
+    expect(&action(&double, &id, "poweroff"), 202);
+    wait_state(&double, &id, "stopped");
+    wait_for("the guest to stop", WAIT, || (!alive(second)).then_some(()));
+
+    expect(&action(&double, &id, "poweron"), 202);
+    let third = wait_for("the third boot", WAIT, || boots(&id).get(2).copied());
+    expect(&action(&double, &id, "terminate"), 202);
+    wait_for("the terminated guest to stop", WAIT, || {
+        (!alive(third)).then_some(())
+    });
+}
+
 #[test]
 fn the_poweron_command_runs_with_the_servers_environment() {
     let dir = tempfile::tempdir().unwrap();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use plex_burst_tests::bins::workspace_bin;
 use plex_burst_tests::faultproxy::{Fault, FaultProxy, Plan, When};
 use plex_burst_tests::fixture::{
-    LibraryKind, LibrarySpec, LocationSpec, Spec, write_app_support, write_media_tree,
+    LibraryKind, LibrarySpec, Spec, write_app_support, write_media_tree,
 };
 use plex_burst_tests::s3server::{S3Server, rclone_path};
 use rusqlite::Connection;
@@ -30,19 +30,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn library(name: &str, kind: LibraryKind, items: u32, sonic: f64) -> LibrarySpec {
-    LibrarySpec {
-        name: name.into(),
-        kind,
-        locations: vec![LocationSpec {
-            path: name.into(),
-            items,
-        }],
-        deleted: 0,
-        sonic_fraction: sonic,
-    }
-}
-
 /// A library like the user's, scaled down: music (20% Sonic-analysed),
 /// movies, shows and photos.
 fn spec(tracks: u32) -> Spec {
@@ -50,10 +37,10 @@ fn spec(tracks: u32) -> Spec {
         seed: 7,
         media_root: "/data/media".into(),
         libraries: vec![
-            library("Music", LibraryKind::Music, tracks, 0.2),
-            library("Movies", LibraryKind::Movie, 40, 0.0),
-            library("TV Shows", LibraryKind::Show, 60, 0.0),
-            library("Photos", LibraryKind::Photo, 80, 0.0),
+            LibrarySpec::single("Music", LibraryKind::Music, tracks, 0.2),
+            LibrarySpec::single("Movies", LibraryKind::Movie, 40, 0.0),
+            LibrarySpec::single("TV Shows", LibraryKind::Show, 60, 0.0),
+            LibrarySpec::single("Photos", LibraryKind::Photo, 80, 0.0),
         ],
     }
 }

@@ -15,10 +15,13 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use plex_burst_tests::bins::workspace_bin;
-use plex_burst_tests::fixture::{
-    LibraryKind, LibrarySpec, LocationSpec, Spec, write_app_support, write_media_tree,
+use plex_burst_tests::bootstrap_world::{
+    HomePlex, bootstrap_command, ok_stdout, repo, run_key, shipped_logs, text,
 };
-use plex_burst_tests::plexdouble::harness::{PlexTvDouble, free_port, get, wait_for};
+use plex_burst_tests::fixture::{
+    LibraryKind, LibrarySpec, Spec, write_app_support, write_media_tree,
+};
+use plex_burst_tests::plexdouble::harness::PlexTvDouble;
 use plex_burst_tests::s3server::S3Server;
 use plex_burst_tests::scwdouble::harness::{ScwDouble, ScwOptions};
 use serde_json::Value;
@@ -40,33 +43,14 @@ fn env(name: &str) -> String {
 }
 
 fn spec() -> Spec {
-    let library = |name: &str, kind, items, sonic_fraction| LibrarySpec {
-        name: name.into(),
-        kind,
-        locations: vec![LocationSpec {
-            path: name.into(),
-            items,
-        }],
-        deleted: 0,
-        sonic_fraction,
-    };
     Spec {
         seed: 23,
         media_root: "/data/media".into(),
         libraries: vec![
-            library("Music", LibraryKind::Music, TRACKS as u32, 0.3),
-            library("Movies", LibraryKind::Movie, 12, 0.0),
+            LibrarySpec::single("Music", LibraryKind::Music, TRACKS as u32, 0.3),
+            LibrarySpec::single("Movies", LibraryKind::Movie, 12, 0.0),
         ],
     }
-}
-
-/// A per-run key as Scaleway mints it (`SCW` + 17 characters), made at run
-/// time: no key-shaped literal lives in the repository.
-fn run_key() -> (String, String) {
-    let n: u64 = rand::random();
-    let access = format!("SCW{:017}", n % 100_000_000_000_000_000);
-    let secret = format!("{:08x}-2222-4222-8222-{:012x}", n as u32, n >> 16);
-    (access, secret)
 }
 
 struct World {
@@ -76,8 +60,7 @@ struct World {
     _plextv: PlexTvDouble,
     plextv_url: String,
     app_support: PathBuf,
-    home_ctl: PathBuf,
-    home_addr: String,
+    home: HomePlex,
     disks: PathBuf,
     inject: PathBuf,
     keys: Vec<(String, String)>,
@@ -99,18 +82,7 @@ impl World {
         write_media_tree(&s3.data_dir().join(MEDIA), &spec()).unwrap();
 
         let app = write_app_support(&dir.path().join("home"), &spec()).unwrap();
-        let home_ctl = dir.path().join("home-ctl");
-        std::fs::create_dir_all(&home_ctl).unwrap();
-        let home_addr = format!("127.0.0.1:{}", free_port());
-        std::fs::write(
-            home_ctl.join("env"),
-            format!(
-                "BIN='{}'\nAPP='{}'\nADDR='{home_addr}'\n",
-                workspace_bin("plex-double").display(),
-                app.dir.display()
-            ),
-        )
-        .unwrap();
+        let home = HomePlex::new(dir.path().join("home-ctl"), &app.dir);
 
         let disks = dir.path().join("disks");
         let inject = dir.path().join("inject");
@@ -146,19 +118,13 @@ impl World {
             _plextv: plextv,
             plextv_url,
             app_support: app.dir,
-            home_ctl,
-            home_addr,
+            home,
             disks,
             inject,
             keys,
         };
-        world.write_config("1h");
-        world.home_plex("start");
-        wait_for("the home Plex", Duration::from_secs(30), || {
-            get(&format!("http://{}/identity", world.home_addr), &[])
-                .ok()
-                .filter(|r| r.status == 200)
-        });
+        world.write_config("1h", &world.rclone_sha256());
+        world.home.start();
         world
     }
 
@@ -166,11 +132,15 @@ impl World {
         self.dir.path().join("bootstrap.toml")
     }
 
-    /// bootstrap.toml; `run_deadline` is `[run.deadlines] run`.
-    fn write_config(&self, run_deadline: &str) {
-        let home_plex = repo().join("tests/instance/home-plex.sh");
+    /// The sha256 of the rclone zip the guest's mirror serves.
+    fn rclone_sha256(&self) -> String {
         let www = PathBuf::from(env("PB_VM_WWW"));
-        let rclone_zip = std::fs::read_to_string(www.join("artifacts/rclone.zip.sha256")).unwrap();
+        let sha = std::fs::read_to_string(www.join("artifacts/rclone.zip.sha256")).unwrap();
+        sha.trim().to_owned()
+    }
+
+    /// bootstrap.toml; `run_deadline` is `[run.deadlines] run`.
+    fn write_config(&self, run_deadline: &str, rclone_sha256: &str) {
         let toml = format!(
             r#"[scaleway]
 organization_id = "{org}"
@@ -241,11 +211,10 @@ snapshot_interval = "20s"
             api = self.scw.api_url(),
             endpoint = self.s3.endpoint(),
             runner = self.stripped("runner").display(),
-            rclone_sha256 = rclone_zip.trim(),
             app = self.app_support.display(),
-            home_plex = home_plex.display(),
-            ctl = self.home_ctl.display(),
-            addr = self.home_addr,
+            home_plex = HomePlex::script().display(),
+            ctl = self.home.ctl.display(),
+            addr = self.home.addr,
             double = self.stripped("plex-double").display(),
             plextv = self.plextv_url,
         );
@@ -270,24 +239,9 @@ snapshot_interval = "20s"
         path
     }
 
-    fn home_plex(&self, action: &str) {
-        let status = Command::new(repo().join("tests/instance/home-plex.sh"))
-            .args([action, &self.home_ctl.display().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "home Plex {action}");
-    }
-
     fn bootstrap(&self, args: &[&str]) -> Output {
-        let conn = self.s3.connection();
-        Command::new(workspace_bin("bootstrap"))
-            .arg("--config")
-            .arg(self.config_path())
+        bootstrap_command(&self.config_path(), &self.scw, &self.s3, ACCOUNT_TOKEN)
             .args(args)
-            .env("TEST_SCW_SECRET", self.scw.secret_key())
-            .env("TEST_S3_KEY", &conn.access_key)
-            .env("TEST_S3_SECRET", conn.secret_key.expose())
-            .env("TEST_PLEX_TOKEN", ACCOUNT_TOKEN)
             .env("PLEX_BURST_POLL_MS", "500")
             .output()
             .unwrap()
@@ -295,15 +249,7 @@ snapshot_interval = "20s"
 
     /// `bootstrap ARGS`, which must succeed; its stdout.
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.bootstrap(args);
-        assert!(
-            out.status.success(),
-            "bootstrap {args:?} failed:\n{}\n{}\n{}",
-            text(&out.stdout),
-            text(&out.stderr),
-            self.consoles()
-        );
-        text(&out.stdout)
+        ok_stdout(&self.bootstrap(args), args, || self.consoles())
     }
 
     /// Launches a run; its id.
@@ -400,21 +346,7 @@ snapshot_interval = "20s"
 
     /// `(name under logs/, text)` of every log the run shipped.
     fn shipped_logs(&self, run_id: &str) -> Vec<(String, String)> {
-        let root = self.object(&format!("runs/{run_id}/logs"));
-        let mut found = Vec::new();
-        let mut dirs = vec![root.clone()];
-        while let Some(dir) = dirs.pop() {
-            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else if let Ok(text) = std::fs::read_to_string(&path) {
-                    let name = path.strip_prefix(&root).unwrap().display().to_string();
-                    found.push((name, text));
-                }
-            }
-        }
-        found
+        shipped_logs(&self.s3.data_dir().join(BUCKET), run_id)
     }
 
     fn assert_no_secret(&self, run_id: &str) {
@@ -452,9 +384,7 @@ snapshot_interval = "20s"
 
 impl Drop for World {
     fn drop(&mut self) {
-        let _ = Command::new(repo().join("tests/instance/home-plex.sh"))
-            .args(["stop", &self.home_ctl.display().to_string()])
-            .status();
+        self.home.stop_quietly();
         // A VM still up (a failed test) goes with its hypervisor.
         let _ = Command::new("pkill")
             .args(["-f", &self.disks.display().to_string()])
@@ -466,17 +396,6 @@ fn write_tree(root: &Path, path: &str, content: &str) {
     let path = root.join(path);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, content).unwrap();
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn minutes(d: Duration) -> String {
@@ -496,6 +415,27 @@ fn analysed(stats: &Value) -> u64 {
 fn the_baked_image_boots_runs_survives_a_hard_reset_and_is_ended_by_its_dead_man() {
     let w = World::new();
     w.ok(&["snapshot"]);
+
+    // A bake that fails in the guest says why, with the guest's cloud-init
+    // status and journal, and leaves no builder behind.
+    w.write_config("1h", &"0".repeat(64));
+    let out = w.bootstrap(&["image", "build"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("provisioning failed at step \"rclone\""),
+        "{err}"
+    );
+    for part in [
+        "== cloud-init status",
+        "== journal of this boot",
+        "sha256sum",
+    ] {
+        assert!(err.contains(part), "{part} not shown:\n{err}");
+    }
+    assert_eq!(w.scw.state()["servers"], serde_json::json!([]));
+    eprintln!("vm-e2e saw: a failed bake shows the guest's log, cloud-init status and journal");
+    w.write_config("1h", &w.rclone_sha256());
 
     // The bake: the base image boots as a builder with the real user data.
     let started = Instant::now();
@@ -604,6 +544,17 @@ fn the_baked_image_boots_runs_survives_a_hard_reset_and_is_ended_by_its_dead_man
     w.wait_server_gone(&run_b, Duration::from_secs(120));
     let console = std::fs::read_to_string(folder.join("console.log")).unwrap();
     assert_eq!(console.matches("===== hypervisor: boot").count(), 2);
+    let logs = w.shipped_logs(&run_b);
+    let runner_log = &logs.iter().find(|l| l.0 == "runner.log").unwrap().1;
+    let resumed = runner_log
+        .lines()
+        .find(|l| l.contains("resuming from the checkpoint"))
+        .unwrap_or_else(|| panic!("no resume in the runner's log:\n{runner_log}"));
+    assert!(resumed.contains("sonic"), "{resumed}");
+    // (A hard reset can leave a run of NUL bytes where the log's last
+    // unflushed block was: the line starts after them.)
+    let resumed = resumed.trim_start_matches(|c: char| c == '\0' || c.is_whitespace());
+    eprintln!("vm-e2e saw: {resumed}");
     let stats_b = w.result_stats(&run_b);
     assert_eq!(
         stats_b["after"], stats_a["after"],
@@ -614,13 +565,13 @@ fn the_baked_image_boots_runs_survives_a_hard_reset_and_is_ended_by_its_dead_man
     // 3. The dead-man: the runner frozen (SIGSTOP) as soon as Plex runs;
     // at the run's deadline plus its grace the dead-man ships the logs and
     // terminates the instance.
-    w.write_config("4m");
+    w.write_config("4m", &w.rclone_sha256());
     write_tree(
         &w.inject,
         "etc/systemd/system/pb-test-freeze.service",
         "# The VM test freezes the runner once Plex runs (not in the image).\n\
          [Unit]\nAfter=plex-burst-runner.service\n[Service]\nType=simple\n\
-         ExecStart=/bin/sh -c 'until pgrep -f \"plex-double server\"; do sleep 2; done; \
+         ExecStart=/bin/sh -c 'until pgrep -x plex-double; do sleep 2; done; \
          systemctl kill --kill-who=main --signal=SIGSTOP plex-burst-runner.service'\n",
     );
     let wants = w.inject.join("etc/systemd/system/multi-user.target.wants");

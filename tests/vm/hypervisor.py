@@ -39,7 +39,7 @@ import urllib.request
 
 ENV = os.environ
 # How long a guest may take to shut down after the power button.
-POWERDOWN_GRACE = 90
+POWERDOWN_GRACE = 30
 
 
 def api(path, method="GET"):
@@ -145,7 +145,9 @@ def qemu(server, disk, console, monitor, tap):
         "-netdev", f"tap,id=net0,ifname={tap},script=no,downscript=no",
         "-device", f"virtio-net-pci,netdev=net0,mac={mac}",
         "-smbios", f"type=1,manufacturer=Scaleway,product={server['commercial_type']},serial={server['id']}",
-        "-serial", f"file:{console}",
+        # Appended: the console keeps every boot, after the boot's header.
+        "-chardev", f"file,id=console,path={console},append=on",
+        "-serial", "chardev:console",
         "-display", "none",
         "-monitor", f"unix:{monitor},server=on,wait=off",
         "-no-reboot",
