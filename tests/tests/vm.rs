@@ -521,7 +521,7 @@ fn the_baked_image_boots_runs_survives_a_hard_reset_and_is_ended_by_its_dead_man
     let run_b = w.launch();
     let server_b = w.server(&run_b).unwrap()["id"].as_str().unwrap().to_owned();
     w.wait_run(&run_b, "Sonic progress", Duration::from_secs(1200), |s| {
-        s["phase"] == "sonic" && s["sonic"]["analysed"].as_u64().unwrap_or(0) > 100
+        s["phase"] == "sonic" && s["sonic"]["analysed"].as_u64().unwrap_or(0) >= 200
     });
     let at = w.status(&run_b)["sonic"]["analysed"].clone();
     let folder = w.disks.join(&server_b);
