@@ -593,6 +593,18 @@ fn the_baked_image_boots_runs_survives_a_hard_reset_and_is_ended_by_its_dead_man
     assert!(!w.object(&format!("runs/{run_c}/DONE")).exists());
     let status = w.status(&run_c);
     assert_eq!(status["state"], "failed", "{status}");
+    // Frozen, the runner got no further than the phase it froze in.
+    assert!(
+        !status["phases_done"]
+            .as_array()
+            .is_some_and(|done| done.iter().any(|p| p == "sonic")),
+        "{status}"
+    );
+    // Not before its time: first start + run (4m) + grace (20 s).
+    assert!(
+        started.elapsed() >= Duration::from_secs(260),
+        "the dead-man acted early"
+    );
     assert!(
         status["last_error"]
             .as_str()
