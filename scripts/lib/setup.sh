@@ -92,8 +92,8 @@ pb_vm_setup() {
 }
 
 # Prints the QEMU accelerator to use: kvm when /dev/kvm boots the base
-# image's kernel to its first message of init (nested virtualisation may
-# hang or abort instead), else tcg. Says why on stderr.
+# image's kernel (nested virtualisation may hang or abort instead), else
+# tcg. Says which and why on stderr.
 pb_vm_accel() {
     local base=$1 out
     if [ ! -w /dev/kvm ]; then

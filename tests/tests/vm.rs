@@ -334,7 +334,7 @@ snapshot_interval = "20s"
         }
     }
 
-    /// The terminate call of a server, if any: `(key used, seq)`.
+    /// The API call that terminated a server, if any (its `key`, `seq`).
     fn terminate_call(&self, server_id: &str) -> Option<Value> {
         self.scw.calls().into_iter().find(|c| {
             c["path"]
@@ -371,8 +371,8 @@ snapshot_interval = "20s"
         }
     }
 
-    /// The Sonic counts of a finished run's manifest: `(before, after)`
-    /// analysed tracks, and the after stats.
+    /// The `stats` of a finished run's result manifest: `before`, `after`
+    /// (per library and type, Sonic progress), `sonic`.
     fn result_stats(&self, run_id: &str) -> Value {
         let done = self.json(&format!("runs/{run_id}/DONE")).expect("DONE");
         let manifest = self

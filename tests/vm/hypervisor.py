@@ -29,7 +29,6 @@ the test kills QEMU and the same disk boots again.
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -71,7 +70,8 @@ def inject(disk, tree):
     """Writes the files under `tree` into the ext4 filesystem `disk`."""
     commands = []
     for folder, subfolders, files in os.walk(tree):
-        inside = "/" + os.path.relpath(folder, tree).lstrip(".")
+        relative = os.path.relpath(folder, tree)
+        inside = "/" if relative == "." else "/" + relative
         for name in subfolders:
             commands.append(f'mkdir "{os.path.join(inside, name)}"')
         for name in files:

@@ -5,9 +5,9 @@
 //! A server's timer carries its generation so a later action wins.
 
 use std::process::Stdio;
+use std::time::SystemTime;
 
 use nix::sys::signal::Signal;
-use std::time::SystemTime;
 
 use super::ids::uuid_v4;
 use super::state::{
