@@ -215,21 +215,7 @@ impl Bucket {
 
     /// The whole content of a small object, in one request per attempt.
     pub async fn get_bytes(&self, key: &str) -> Result<Bytes, S3Error> {
-        self.run(key, "GET", || async {
-            let out = self
-                .client
-                .get_object()
-                .bucket(&self.name)
-                .key(key)
-                .send()
-                .await;
-            let out = out.map_err(|e| classify(e, &self.name, key))?;
-            let body = out.body.collect().await.map_err(|e| {
-                Failure::Transient(format!("body read failed: {}", error::causes(&e)))
-            })?;
-            Ok(body.into_bytes())
-        })
-        .await
+        self.get_range(key, None).await
     }
 
     /// The last `bytes` bytes of `key` (all of it when shorter), or `None`
@@ -239,24 +225,27 @@ impl Bucket {
         let Some(info) = self.head(key).await? else {
             return Ok(None);
         };
-        if info.size <= bytes {
-            return self.get_bytes(key).await.map(Some);
-        }
-        let range = format!("bytes={}-{}", info.size - bytes, info.size - 1);
+        let range =
+            (info.size > bytes).then(|| format!("bytes={}-{}", info.size - bytes, info.size - 1));
+        self.get_range(key, range.as_deref()).await.map(Some)
+    }
+
+    /// One GET of `key`, of `range` if given, read whole, per attempt.
+    async fn get_range(&self, key: &str, range: Option<&str>) -> Result<Bytes, S3Error> {
         self.run(key, "GET", || async {
             let out = self
                 .client
                 .get_object()
                 .bucket(&self.name)
                 .key(key)
-                .range(&range)
+                .set_range(range.map(str::to_owned))
                 .send()
                 .await
                 .map_err(|e| classify(e, &self.name, key))?;
             let body = out.body.collect().await.map_err(|e| {
                 Failure::Transient(format!("body read failed: {}", error::causes(&e)))
             })?;
-            Ok(Some(body.into_bytes()))
+            Ok(body.into_bytes())
         })
         .await
     }
