@@ -249,7 +249,7 @@ snapshot_interval = "20s"
 
     /// `bootstrap ARGS`, which must succeed; its stdout.
     fn ok(&self, args: &[&str]) -> String {
-        ok_stdout(&self.bootstrap(args), args, || self.consoles())
+        ok_stdout(&self.bootstrap(args), args, || self.what_happened())
     }
 
     /// Launches a run; its id.
@@ -275,20 +275,43 @@ snapshot_interval = "20s"
             .unwrap_or_default()
     }
 
-    /// The end of every guest's serial console: what a failure shows.
-    fn consoles(&self) -> String {
-        let mut out = String::new();
-        for entry in std::fs::read_dir(&self.disks)
+    /// What a failure shows, the most telling first: what the hypervisor
+    /// said, the last calls to the Scaleway double (API and metadata), the
+    /// end of every guest's serial console (the most recently written first,
+    /// longest) and of the test network's DHCP log.
+    fn what_happened(&self) -> String {
+        let mut out = String::from("--- the hypervisor (the Scaleway double's stderr)\n");
+        out.push_str(&tail(&self.scw.stderr(), 30));
+        out.push_str("--- the last calls to the Scaleway double\n");
+        let calls = self.scw.calls();
+        for c in &calls[calls.len().saturating_sub(30)..] {
+            let server = c["server_id"].as_str().unwrap_or_default();
+            out.push_str(&format!(
+                "{} {} {} {} -> {} {server}\n",
+                c["seq"], c["service"], c["method"], c["path"], c["status"]
+            ));
+        }
+        let mut consoles: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&self.disks)
             .into_iter()
             .flatten()
             .flatten()
-        {
-            let console = entry.path().join("console.log");
-            if let Ok(text) = std::fs::read_to_string(&console) {
-                let lines: Vec<&str> = text.lines().collect();
-                let tail = lines[lines.len().saturating_sub(60)..].join("\n");
-                out.push_str(&format!("--- {}\n{tail}\n", console.display()));
-            }
+            .map(|entry| entry.path().join("console.log"))
+            .filter_map(|console| Some((console.metadata().ok()?.modified().ok()?, console)))
+            .collect();
+        consoles.sort_by_key(|c| std::cmp::Reverse(c.0));
+        for (i, (_, console)) in consoles.iter().enumerate() {
+            let text = std::fs::read_to_string(console).unwrap_or_default();
+            let lines = if i == 0 { 80 } else { 20 };
+            out.push_str(&format!(
+                "--- {}\n{}",
+                console.display(),
+                tail(&text, lines)
+            ));
+        }
+        if let Some(net) = std::env::var_os("PB_VM_NET") {
+            let log = Path::new(&net).join("dnsmasq.log");
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            out.push_str(&format!("--- {}\n{}", log.display(), tail(&text, 15)));
         }
         out
     }
@@ -305,7 +328,7 @@ snapshot_interval = "20s"
             if status["state"] == "failed" || Instant::now() > deadline {
                 panic!(
                     "run {run_id}: no {what}; status: {status}\n{}",
-                    self.consoles()
+                    self.what_happened()
                 );
             }
             std::thread::sleep(Duration::from_secs(1));
@@ -328,7 +351,7 @@ snapshot_interval = "20s"
             assert!(
                 Instant::now() < deadline,
                 "the server of {run_id} is still there\n{}",
-                self.consoles()
+                self.what_happened()
             );
             std::thread::sleep(Duration::from_secs(1));
         }
@@ -389,6 +412,15 @@ impl Drop for World {
         let _ = Command::new("pkill")
             .args(["-f", &self.disks.display().to_string()])
             .status();
+        if std::thread::panicking() {
+            // The disks, consoles and S3 objects are what explains a
+            // failure: kept, and said where.
+            let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
+            eprintln!(
+                "vm-e2e: the failed test's disks and consoles are kept in {}",
+                kept.display()
+            );
+        }
     }
 }
 
@@ -396,6 +428,15 @@ fn write_tree(root: &Path, path: &str, content: &str) {
     let path = root.join(path);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, content).unwrap();
+}
+
+/// The last `lines` lines of `text`, each ending with a newline.
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..]
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 fn minutes(d: Duration) -> String {
