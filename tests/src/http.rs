@@ -61,7 +61,7 @@ pub fn http_privileged(
     let start = rand::random_range(600..1000u16);
     let mut last = None;
     for port in (start..1024).chain(512..start) {
-        match connect_from(addr, port) {
+        match connect_from(addr, SocketAddr::from((Ipv4Addr::LOCALHOST, port))) {
             Ok(stream) => return Ok((exchange(stream, method, addr, path, headers, body)?, port)),
             Err(e)
                 if matches!(
@@ -77,15 +77,29 @@ pub fn http_privileged(
     Err(last.unwrap_or_else(|| std::io::Error::other("no privileged port free")))
 }
 
-/// A connection from 127.0.0.1:`port` (std cannot bind before connecting;
-/// tokio's socket can).
-fn connect_from(addr: SocketAddr, port: u16) -> std::io::Result<TcpStream> {
+/// Like `http`, from the loopback address `source` (127.0.0.0/8): another
+/// guest, to a service that tells its callers by address.
+pub fn http_from(
+    source: Ipv4Addr,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> std::io::Result<Reply> {
+    let (addr, path) = split_url(url)?;
+    let stream = connect_from(addr, SocketAddr::from((source, 0)))?;
+    exchange(stream, method, addr, path, headers, body)
+}
+
+/// A connection from `source` (std cannot bind before connecting; tokio's
+/// socket can).
+fn connect_from(addr: SocketAddr, source: SocketAddr) -> std::io::Result<TcpStream> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let stream = runtime.block_on(async {
         let socket = tokio::net::TcpSocket::new_v4()?;
-        socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+        socket.bind(source)?;
         let stream = tokio::time::timeout(Duration::from_secs(5), socket.connect(addr)).await??;
         stream.into_std()
     })?;

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use plex_burst_tests::scwdouble::harness::{
-    Reply, ScwDouble, ScwOptions, http, http_privileged, wait_for,
+    Reply, ScwDouble, ScwOptions, http, http_from, http_privileged, wait_for,
 };
 use serde_json::{Value, json};
 
@@ -890,6 +890,51 @@ fn the_metadata_service_serves_conf_and_guards_user_data() {
         200,
     );
     assert_eq!(conf["id"], other["id"]);
+}
+
+/// Once guests have addresses of their own, each caller is answered for
+/// its own server only, as on Scaleway: a guest lingering after its server
+/// is gone, or a caller with no server, learns nothing.
+#[test]
+fn the_metadata_service_tells_guests_by_their_address() {
+    let double = ScwDouble::start(ScwOptions {
+        metadata: true,
+        ..ScwOptions::default()
+    });
+    let metadata = double.metadata_url().unwrap().to_string();
+    let url = format!("{metadata}/conf?format=json");
+    let first = create_server(&double, "first", &[]);
+    let second = create_server(&double, "second", &[]);
+    let (first, second) = (
+        first["id"].as_str().unwrap(),
+        second["id"].as_str().unwrap(),
+    );
+    double.bind_metadata_address(first, "127.0.0.2");
+    double.bind_metadata_address(second, "127.0.0.3");
+    let from = |source: [u8; 4]| http_from(source.into(), "GET", &url, &[], None).unwrap();
+    assert_eq!(expect(&from([127, 0, 0, 2]), 200)["id"], first);
+    assert_eq!(expect(&from([127, 0, 0, 3]), 200)["id"], second);
+    let stranger = expect(&from([127, 0, 0, 1]), 404);
+    assert_eq!(stranger["message"], "no server has the address 127.0.0.1");
+    // Powered on last, the second server is still no answer to a stranger.
+    expect(&action(&double, second, "poweron"), 202);
+    wait_state(&double, second, "running");
+    expect(&from([127, 0, 0, 1]), 404);
+
+    expect(
+        &double.api("DELETE", &instance(&format!("/servers/{first}")), None),
+        204,
+    );
+    let gone = expect(&from([127, 0, 0, 2]), 404);
+    assert_eq!(gone["resource_id"], first, "{gone}");
+    let calls = double.calls();
+    let last = calls.last().unwrap();
+    assert_eq!(last["source_address"], "127.0.0.2");
+    assert_eq!(last["server_id"], first);
+
+    let bad = json!({ "server_id": second, "address": "10.77.0" });
+    let refused = double.api("POST", "/__double/metadata/bind", Some(&bad));
+    assert_eq!(refused.status, 400, "{}", refused.body);
 }
 
 /// Like a hypervisor, the double stops a server's guest (the poweron

@@ -15,8 +15,15 @@ copy of its image: the marketplace image is the base image
 (PB_VM_BASE/disk.raw); an image made from a snapshot (`bootstrap image
 build`) is the disk of the snapshot's volume, the builder's.
 
+Each server's guest has an address of its own for the server's life: a
+file in dnsmasq's --dhcp-hostsdir (PB_VM_NET/hosts) leases it to the
+guest's MAC, and the metadata double is told it, so that it answers that
+address, and only it, for the server, as Scaleway's metadata service
+does. A guest still shutting down after its server is gone gets nothing.
+
 Environment: SCW_DOUBLE_SERVER_ID, SCW_DOUBLE_API_URL (from the double);
-PB_VM_BASE (disk.raw, vmlinuz, initrd.img), PB_VM_DISKS, PB_VM_ACCEL (kvm
+PB_VM_BASE (disk.raw, vmlinuz, initrd.img), PB_VM_DISKS, PB_VM_NET (the
+test network's state: hosts/), PB_VM_ACCEL (kvm
 or tcg), PB_VM_BRIDGE, PB_VM_MEMORY_MB; PB_VM_INJECT, optional: a folder
 whose tree is written into a run's new disk before its first boot (the
 test's settings of the Plex double and its faults: the image has none).
@@ -27,6 +34,7 @@ console of every boot) and, when the test asks for a hard reset, `reset`:
 the test kills QEMU and the same disk boots again.
 """
 
+import fcntl
 import json
 import os
 import signal
@@ -41,9 +49,13 @@ ENV = os.environ
 POWERDOWN_GRACE = 30
 
 
-def api(path, method="GET"):
+def api(path, method="GET", body=None):
+    data = json.dumps(body).encode() if body is not None else b"" if method == "POST" else None
     request = urllib.request.Request(
-        ENV["SCW_DOUBLE_API_URL"] + path, data=b"" if method == "POST" else None, method=method
+        ENV["SCW_DOUBLE_API_URL"] + path,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"} if body is not None else {},
     )
     with urllib.request.urlopen(request, timeout=30) as answer:
         body = answer.read()
@@ -128,11 +140,41 @@ def plug(server_id):
     return tap
 
 
+def mac_of(server_id):
+    """The guest's MAC, the same at each boot of the server."""
+    return "52:54:00:" + ":".join(server_id[i : i + 2] for i in (0, 2, 4))
+
+
+def address(server_id):
+    """The guest's address (10.77.0.100 and up), fixed for the server's life:
+    leased by dnsmasq to its MAC, and answered by the metadata double as
+    this server only."""
+    hosts = os.path.join(ENV["PB_VM_NET"], "hosts")
+    # Guests boot concurrently: one allocation at a time.
+    with open(os.path.join(hosts, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        taken = {}
+        for name in os.listdir(hosts):
+            if not name.startswith("."):
+                with open(os.path.join(hosts, name)) as f:
+                    taken[name] = f.read().strip().split(",")[1]
+        ip = taken.get(server_id)
+        if ip is None:
+            used = set(taken.values())
+            ip = next(a for a in (f"10.77.0.{n}" for n in range(100, 255)) if a not in used)
+            # dnsmasq skips dot-files, and reads the file once it is renamed.
+            temporary = os.path.join(hosts, f".{server_id}")
+            with open(temporary, "w") as f:
+                f.write(f"{mac_of(server_id)},{ip}\n")
+            os.rename(temporary, os.path.join(hosts, server_id))
+    api("/__double/metadata/bind", "POST", {"server_id": server_id, "address": ip})
+    return ip
+
+
 def qemu(server, disk, console, monitor, tap):
     base = ENV["PB_VM_BASE"]
     accel = ENV.get("PB_VM_ACCEL", "tcg")
-    # A stable MAC per server: dnsmasq leases it the same address each boot.
-    mac = "52:54:00:" + ":".join(server["id"][i : i + 2] for i in (0, 2, 4))
+    mac = mac_of(server["id"])
     return [
         "qemu-system-x86_64",
         *(["-accel", "kvm", "-cpu", "host"] if accel == "kvm" else ["-accel", "tcg,thread=multi", "-cpu", "max"]),
@@ -191,6 +233,7 @@ def main():
     folder = os.path.join(ENV["PB_VM_DISKS"], server_id)
     os.makedirs(folder, exist_ok=True)
     disk = root_disk(server)
+    log(f"{server_id} has the address {address(server_id)}")
     tap = plug(server_id)
     try:
         boot(server, disk, folder, tap)

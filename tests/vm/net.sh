@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The VM test's network: a namespace of its own with a bridge for the
 # guests (tests/vm/hypervisor.py plugs a tap device per guest into it, as
-# each Scaleway server has its own NIC), dnsmasq for their DHCP leases, 169.254.42.42 (Scaleway's metadata
-# address) on the gateway for the metadata double, and the guest's Debian
+# each Scaleway server has its own NIC), dnsmasq for their DHCP leases
+# (static: the hypervisor gives each server's MAC its address in
+# STATE_DIR/hosts; an unknown guest gets none), 169.254.42.42 (Scaleway's
+# metadata address) on the gateway for the metadata double, and the guest's Debian
 # mirror (the base image's mirror/ and the test's artifacts) over HTTP.
 # Everything the test starts afterwards runs inside the namespace, so the
 # guest's traffic never leaves it, and a tap (unlike QEMU's user
@@ -31,6 +33,8 @@ up)
     ns=$2 www=$3 state=$4
     mkdir -p "$state"
     down "$ns" "$state"
+    rm -rf "$state/hosts" "$state/leases"
+    mkdir "$state/hosts"
     ip netns add "$ns"
     ip -n "$ns" link set lo up
     ip -n "$ns" link add $BRIDGE type bridge
@@ -40,7 +44,7 @@ up)
     # No DNS (port 0): the guest reaches everything by address.
     ip netns exec "$ns" dnsmasq --conf-file=/dev/null --port=0 \
         --interface=$BRIDGE --bind-interfaces --except-interface=lo \
-        --dhcp-range=10.77.0.10,10.77.0.99,255.255.255.0,12h \
+        --dhcp-range=10.77.0.0,static,255.255.255.0,12h --dhcp-hostsdir="$state/hosts" \
         --dhcp-option=option:router,$GATEWAY \
         --dhcp-leasefile="$state/leases" --pid-file="$state/dnsmasq.pid" \
         --log-dhcp --log-facility="$state/dnsmasq.log"

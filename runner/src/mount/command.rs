@@ -57,9 +57,11 @@ impl RcloneInvocation {
 
     /// The command, ready to spawn. Inherited `RCLONE_*` variables are
     /// removed: the flags here, and only they, decide how rclone runs.
+    /// So is systemd's `NOTIFY_SOCKET`: rclone would report its mount ready
+    /// to the runner's unit, which only listens to the runner.
     pub(crate) fn to_command(&self) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.program);
-        cmd.args(&self.args);
+        cmd.args(&self.args).env_remove("NOTIFY_SOCKET");
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("RCLONE_") {
                 cmd.env_remove(key);
@@ -251,6 +253,13 @@ mod tests {
             inv.env_names()
                 .contains(&"RCLONE_CONFIG_PLEXBURST_SECRET_ACCESS_KEY")
         );
+        let removed: Vec<_> = cmd
+            .as_std()
+            .get_envs()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.to_owned())
+            .collect();
+        assert!(removed.iter().any(|k| k == "NOTIFY_SOCKET"), "{removed:?}");
     }
 
     #[test]

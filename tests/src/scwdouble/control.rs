@@ -2,6 +2,7 @@
 //! fault injection, a guest powering itself off, the metadata binding and
 //! a dump of the whole state without secrets.
 
+use std::net::IpAddr;
 use std::time::SystemTime;
 
 use axum::Router;
@@ -69,17 +70,33 @@ async fn guest_halt(State(double): State<Shared>, Path(id): Path<String>) -> Api
 }
 
 /// `{"server_id": ID}` binds the metadata service to a server; `null`
-/// goes back to the last powered on.
+/// goes back to the last powered on. With `"address": IP`, the server is
+/// the one that calls from that address (the guest's), and from then on
+/// only callers with an address bound get answers; `null` unbinds it.
 async fn bind(State(double): State<Shared>, bytes: Bytes) -> ApiResult {
-    let body = Body::parse(&bytes, &["server_id"])?;
+    let body = Body::parse(&bytes, &["server_id", "address"])?;
     let id = body.opt_str("server_id")?;
+    let address = match body.opt_str("address")? {
+        Some(a) => Some(a.parse::<IpAddr>().map_err(|_| {
+            ScwError::invalid_request(format!("address: {a:?} is not an IP address"))
+        })?),
+        None => None,
+    };
     let mut world = double.world();
     if let Some(id) = &id
         && !world.servers.iter().any(|s| &s.id == id)
     {
         return Err(ScwError::not_found("instance_server", id));
     }
-    world.metadata_bound = id;
+    match (address, id) {
+        (Some(address), Some(id)) => {
+            world.metadata_addresses.insert(address, id);
+        }
+        (Some(address), None) => {
+            world.metadata_addresses.remove(&address);
+        }
+        (None, id) => world.metadata_bound = id,
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -154,7 +171,8 @@ async fn state(State(double): State<Shared>) -> ApiResult {
             "policies": policies,
             "api_keys": keys,
             "faults": world.faults,
-            "metadata_server_id": world.metadata_server_id(),
+            "metadata_server_id": world.default_metadata_server_id(),
+            "metadata_addresses": world.metadata_addresses,
         }),
     ))
 }

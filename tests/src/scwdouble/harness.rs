@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::ids::uuid_v4;
 use crate::bins::workspace_bin;
-pub use crate::http::{Reply, http, http_privileged};
+pub use crate::http::{Reply, http, http_from, http_privileged};
 pub use crate::plexdouble::harness::{free_port, wait_for};
 
 /// How to start the double.
@@ -236,6 +236,14 @@ impl ScwDouble {
     /// The metadata service answers for this server from now on.
     pub fn bind_metadata(&self, server_id: &str) {
         let body = json!({ "server_id": server_id });
+        let reply = self.api("POST", "/__double/metadata/bind", Some(&body));
+        assert_eq!(reply.status, 204, "{}", reply.body);
+    }
+
+    /// The metadata service answers calls from `address` for this server,
+    /// and from now on no caller without an address bound.
+    pub fn bind_metadata_address(&self, server_id: &str, address: &str) {
+        let body = json!({ "server_id": server_id, "address": address });
         let reply = self.api("POST", "/__double/metadata/bind", Some(&body));
         assert_eq!(reply.status, 204, "{}", reply.body);
     }

@@ -1,7 +1,10 @@
 //! The instance metadata service (what a guest reaches at
-//! 169.254.42.42): `/conf`, user data and the boot check-in, for the bound
-//! server (`POST /__double/metadata/bind`, else the last powered on). As
-//! on Scaleway, user data is served only to a TCP source port below 1024,
+//! 169.254.42.42): `/conf`, user data and the boot check-in, for the
+//! caller's server: the one bound to its source address when guests have
+//! addresses of their own (`POST /__double/metadata/bind` with `address`,
+//! as the VM test's hypervisor does; then no other caller is answered, as
+//! on Scaleway), else the bound server, else the last powered on. As on
+//! Scaleway, user data is served only to a TCP source port below 1024,
 //! i.e. to root. Calls go to the same log, marked `metadata`.
 
 use std::net::SocketAddr;
@@ -9,7 +12,7 @@ use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
+use axum::extract::{ConnectInfo, Extension, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -42,16 +45,28 @@ pub fn router(double: Shared) -> Router {
         .with_state(double)
 }
 
+/// Who calls: its address and the server the service answers it for
+/// (resolved once per call, recorded with it).
+#[derive(Clone)]
+struct Caller {
+    peer: SocketAddr,
+    server: Option<String>,
+}
+
 async fn record(
     State(double): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let method = request.method().to_string();
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or_default().to_string();
-    let server = double.world().metadata_server_id();
+    let server = double.world().metadata_server_id(peer.ip());
+    request.extensions_mut().insert(Caller {
+        peer,
+        server: server.clone(),
+    });
     let response = next.run(request).await;
     let mut world = double.world();
     let seq = world.calls.len() + 1;
@@ -62,6 +77,7 @@ async fn record(
         "path": path,
         "query": query,
         "status": response.status().as_u16(),
+        "source_address": peer.ip().to_string(),
         "source_port": peer.port(),
         "server_id": server,
         "at": rfc3339(SystemTime::now()),
@@ -69,14 +85,15 @@ async fn record(
     response
 }
 
-/// The bound server, or 404 when none is.
-fn bound(world: &mut World) -> Result<&mut Server, ScwError> {
-    let id = world.metadata_server_id().ok_or_else(|| {
-        ScwError::other(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no server is bound to the metadata service",
-        )
+/// The caller's server, or 404 when it has none (or it is gone).
+fn bound<'w>(world: &'w mut World, caller: &Caller) -> Result<&'w mut Server, ScwError> {
+    let id = caller.server.clone().ok_or_else(|| {
+        let why = if world.metadata_addresses.is_empty() {
+            "no server is bound to the metadata service".to_string()
+        } else {
+            format!("no server has the address {}", caller.peer.ip())
+        };
+        ScwError::other(StatusCode::NOT_FOUND, "not_found", why)
     })?;
     world
         .servers
@@ -103,10 +120,14 @@ fn privileged(peer: SocketAddr) -> Result<(), ScwError> {
 
 /// JSON with `format=json`, else the `KEY=value` lines the real service
 /// answers by default.
-async fn conf(State(double): State<Shared>, RawQuery(raw): RawQuery) -> ApiResult {
+async fn conf(
+    State(double): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> ApiResult {
     let params = Params::parse(raw.as_deref());
     let mut world = double.world();
-    let conf = bound(&mut world)?.conf_json(&double.config.organization_id);
+    let conf = bound(&mut world, &caller)?.conf_json(&double.config.organization_id);
     if params.get("format") == Some("json") {
         return Ok(reply(StatusCode::OK, conf));
     }
@@ -139,13 +160,17 @@ async fn conf(State(double): State<Shared>, RawQuery(raw): RawQuery) -> ApiResul
 
 async fn user_data_keys(
     State(double): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
 ) -> ApiResult {
-    privileged(peer)?;
+    privileged(caller.peer)?;
     let params = Params::parse(raw.as_deref());
     let mut world = double.world();
-    let keys: Vec<String> = bound(&mut world)?.user_data.keys().cloned().collect();
+    let keys: Vec<String> = bound(&mut world, &caller)?
+        .user_data
+        .keys()
+        .cloned()
+        .collect();
     if params.get("format") == Some("json") {
         Ok(reply(StatusCode::OK, json!({ "user_data": keys })))
     } else {
@@ -159,12 +184,12 @@ async fn user_data_keys(
 
 async fn user_data(
     State(double): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> ApiResult {
-    privileged(peer)?;
+    privileged(caller.peer)?;
     let mut world = double.world();
-    let server = bound(&mut world)?;
+    let server = bound(&mut world, &caller)?;
     let data = server
         .user_data
         .get(&key)
@@ -175,12 +200,12 @@ async fn user_data(
 /// Gone for the API too: it is the same server's user data.
 async fn delete_user_data(
     State(double): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> ApiResult {
-    privileged(peer)?;
+    privileged(caller.peer)?;
     let mut world = double.world();
-    bound(&mut world)?
+    bound(&mut world, &caller)?
         .user_data
         .remove(&key)
         .ok_or_else(|| ScwError::not_found("instance_user_data", &key))?;
@@ -189,19 +214,19 @@ async fn delete_user_data(
 
 async fn put_user_data(
     State(double): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
     headers: HeaderMap,
     bytes: Bytes,
 ) -> ApiResult {
-    privileged(peer)?;
+    privileged(caller.peer)?;
     if !is_text_plain(&headers) {
         return Err(ScwError::invalid_request(
             "user data must be sent with Content-Type: text/plain",
         ));
     }
     let mut world = double.world();
-    let server = bound(&mut world)?;
+    let server = bound(&mut world, &caller)?;
     let entry = UserData {
         text: bytes.to_vec(),
         set_at: SystemTime::now(),
@@ -213,11 +238,15 @@ async fn put_user_data(
 }
 
 /// The guest's boot check-in: becomes the server's `state_detail`.
-async fn state(State(double): State<Shared>, bytes: Bytes) -> ApiResult {
+async fn state(
+    State(double): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    bytes: Bytes,
+) -> ApiResult {
     let body = Body::parse(&bytes, &["state_detail"])?;
     let detail = body.str("state_detail")?;
     let mut world = double.world();
-    let server = bound(&mut world)?;
+    let server = bound(&mut world, &caller)?;
     server.state_detail = detail.clone();
     server.state_reports.push(detail);
     server.modified = SystemTime::now();

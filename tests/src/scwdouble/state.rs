@@ -3,6 +3,7 @@
 //! handler awaits while holding it.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -225,6 +226,10 @@ pub struct World {
     pub faults: Vec<FaultRule>,
     pub metadata_bound: Option<String>,
     pub last_powered_on: Option<String>,
+    /// Guest address → server, once guests have addresses of their own (the
+    /// VM test): the metadata service then knows each caller by its source
+    /// address, as Scaleway's does, and answers no other.
+    pub metadata_addresses: std::collections::HashMap<IpAddr, String>,
     /// Keys `POST /api-keys` hands out before generating any.
     pub key_pool: std::collections::VecDeque<(String, String)>,
     /// Server id → process group of its running `--on-poweron` guest.
@@ -289,7 +294,17 @@ impl World {
 
     /// The server the metadata service answers for: the bound one, else
     /// the last powered on.
-    pub fn metadata_server_id(&self) -> Option<String> {
+    /// The server the metadata service answers `caller` for: by address
+    /// when guests have theirs, else the bound server, else the last
+    /// powered on.
+    pub fn metadata_server_id(&self, caller: IpAddr) -> Option<String> {
+        if !self.metadata_addresses.is_empty() {
+            return self.metadata_addresses.get(&caller).cloned();
+        }
+        self.default_metadata_server_id()
+    }
+
+    pub fn default_metadata_server_id(&self) -> Option<String> {
         self.metadata_bound
             .clone()
             .or_else(|| self.last_powered_on.clone())
