@@ -88,7 +88,8 @@ fn push(logs: &mut Vec<(String, String)>, name: String, path: &Path) {
     match std::fs::read(path) {
         Ok(bytes) => {
             let start = bytes.len().saturating_sub(MAX_BYTES);
-            logs.push((name, String::from_utf8_lossy(&bytes[start..]).into_owned()));
+            let text = String::from_utf8_lossy(&bytes[start..]);
+            logs.push((name, mark_lost_bytes(&text)));
         }
         Err(e) => tracing::warn!("cannot read the log {}: {e}", path.display()),
     }
@@ -159,6 +160,26 @@ fn secrets(cfg: &RunConfig, paths: &WorkPaths) -> Vec<String> {
     secrets
 }
 
+/// A hard reset can leave a log's last unwritten block as a run of NUL
+/// bytes (the file grew; its data never reached the disk): said in words.
+fn mark_lost_bytes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('\0') {
+        out.push_str(&rest[..at]);
+        let run = rest[at..].find(|c| c != '\0').unwrap_or(rest.len() - at);
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "[plex-burst: {run} bytes of this log were lost here: the instance stopped before they reached the disk]\n"
+        ));
+        rest = &rest[at + run..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// `text` with every secret and every `X-Plex-Token` value masked.
 fn mask(text: &str, secrets: &[String]) -> String {
     let mut out = text.to_owned();
@@ -191,6 +212,19 @@ fn mask_token_params(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_lost_in_a_crash_are_said_in_words() {
+        let text = "line one\nhalf a li\0\0\0\0INFO resuming\n\0\0";
+        assert_eq!(
+            mark_lost_bytes(text),
+            "line one\nhalf a li\n\
+             [plex-burst: 4 bytes of this log were lost here: the instance stopped before they reached the disk]\n\
+             INFO resuming\n\
+             [plex-burst: 2 bytes of this log were lost here: the instance stopped before they reached the disk]\n"
+        );
+        assert_eq!(mark_lost_bytes("clean\n"), "clean\n");
+    }
 
     #[test]
     fn secrets_and_token_parameters_are_masked() {
