@@ -197,11 +197,22 @@ def qemu(server, disk, console, monitor, tap):
 
 
 def powerdown(monitor):
-    """The ACPI power button, through QEMU's monitor."""
+    """The ACPI power button, through QEMU's monitor. The monitor drops a
+    command whose connection closes before it has answered: wait for its
+    greeting's prompt, then for the prompt after the command."""
     try:
         with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(10)
             sock.connect(monitor)
-            sock.sendall(b"system_powerdown\n")
+            seen = b""
+            for prompts, command in ((1, b"system_powerdown\n"), (2, None)):
+                while seen.count(b"(qemu) ") < prompts:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        raise OSError("the monitor closed the connection")
+                    seen += chunk
+                if command:
+                    sock.sendall(command)
     except OSError as e:
         log(f"cannot press the power button: {e}")
 
