@@ -23,13 +23,14 @@ does. A guest still shutting down after its server is gone gets nothing.
 
 Environment: SCW_DOUBLE_SERVER_ID, SCW_DOUBLE_API_URL (from the double);
 PB_VM_BASE (disk.raw, vmlinuz, initrd.img), PB_VM_DISKS, PB_VM_NET (the
-test network's state: hosts/), PB_VM_ACCEL (kvm
-or tcg), PB_VM_BRIDGE, PB_VM_MEMORY_MB; PB_VM_INJECT, optional: a folder
+test network's state: hosts/), PB_VM_ACCEL (kvm or tcg), PB_VM_BRIDGE,
+PB_VM_MEMORY_MB; PB_VM_INJECT, optional: a folder
 whose tree is written into a run's new disk before its first boot (the
 test's settings of the Plex double and its faults: the image has none).
 
 Per server, PB_VM_DISKS/<server id>/ holds qemu.pid, monitor.sock (QEMU's
-monitor: a poweroff presses the ACPI power button), console.log (the serial
+monitor: a stop presses the ACPI power button; the guest shuts down, else
+loses the plug after POWERDOWN_GRACE), console.log (the serial
 console of every boot) and, when the test asks for a hard reset, `reset`:
 the test kills QEMU and the same disk boots again.
 """
