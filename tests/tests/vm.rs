@@ -95,6 +95,13 @@ impl World {
                  [Service]\nEnvironment=PLEX_DOUBLE_SONIC_RATE={SONIC_RATE}\n"
             ),
         );
+        // A failure shows the guest's console: the journal goes there too.
+        write_tree(
+            &inject,
+            "etc/systemd/journald.conf.d/pb-test-console.conf",
+            "# The VM test's console shows the journal (not in the image).\n\
+             [Journal]\nForwardToConsole=yes\nTTYPath=/dev/ttyS0\nMaxLevelConsole=info\n",
+        );
         let hook = format!(
             "PB_VM_DISKS='{}' PB_VM_INJECT='{}' exec python3 '{}'",
             disks.display(),
