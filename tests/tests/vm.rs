@@ -420,8 +420,8 @@ impl Drop for World {
             .args(["-f", &self.disks.display().to_string()])
             .status();
         if std::thread::panicking() {
-            // The disks, consoles and S3 objects are what explains a
-            // failure: kept, and said where.
+            // The disks and consoles explain a failure: kept, and said
+            // where.
             let kept = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()).keep();
             eprintln!(
                 "vm-e2e: the failed test's disks and consoles are kept in {}",
