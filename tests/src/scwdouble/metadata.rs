@@ -86,7 +86,7 @@ async fn record(
 }
 
 /// The caller's server, or 404 when it has none (or it is gone).
-fn bound<'w>(world: &'w mut World, caller: &Caller) -> Result<&'w mut Server, ScwError> {
+fn server_of<'w>(world: &'w mut World, caller: &Caller) -> Result<&'w mut Server, ScwError> {
     let id = caller.server.clone().ok_or_else(|| {
         let why = if world.metadata_addresses.is_empty() {
             "no server is bound to the metadata service".to_string()
@@ -127,7 +127,7 @@ async fn conf(
 ) -> ApiResult {
     let params = Params::parse(raw.as_deref());
     let mut world = double.world();
-    let conf = bound(&mut world, &caller)?.conf_json(&double.config.organization_id);
+    let conf = server_of(&mut world, &caller)?.conf_json(&double.config.organization_id);
     if params.get("format") == Some("json") {
         return Ok(reply(StatusCode::OK, conf));
     }
@@ -166,7 +166,7 @@ async fn user_data_keys(
     privileged(caller.peer)?;
     let params = Params::parse(raw.as_deref());
     let mut world = double.world();
-    let keys: Vec<String> = bound(&mut world, &caller)?
+    let keys: Vec<String> = server_of(&mut world, &caller)?
         .user_data
         .keys()
         .cloned()
@@ -189,7 +189,7 @@ async fn user_data(
 ) -> ApiResult {
     privileged(caller.peer)?;
     let mut world = double.world();
-    let server = bound(&mut world, &caller)?;
+    let server = server_of(&mut world, &caller)?;
     let data = server
         .user_data
         .get(&key)
@@ -205,7 +205,7 @@ async fn delete_user_data(
 ) -> ApiResult {
     privileged(caller.peer)?;
     let mut world = double.world();
-    bound(&mut world, &caller)?
+    server_of(&mut world, &caller)?
         .user_data
         .remove(&key)
         .ok_or_else(|| ScwError::not_found("instance_user_data", &key))?;
@@ -226,7 +226,7 @@ async fn put_user_data(
         ));
     }
     let mut world = double.world();
-    let server = bound(&mut world, &caller)?;
+    let server = server_of(&mut world, &caller)?;
     let entry = UserData {
         text: bytes.to_vec(),
         set_at: SystemTime::now(),
@@ -246,7 +246,7 @@ async fn state(
     let body = Body::parse(&bytes, &["state_detail"])?;
     let detail = body.str("state_detail")?;
     let mut world = double.world();
-    let server = bound(&mut world, &caller)?;
+    let server = server_of(&mut world, &caller)?;
     server.state_detail = detail.clone();
     server.state_reports.push(detail);
     server.modified = SystemTime::now();
