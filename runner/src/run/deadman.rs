@@ -223,6 +223,17 @@ pub fn ended_status(existing: Option<Status>, run_id: &str) -> Status {
     status
 }
 
+/// Whether `status` is the dead-man's verdict (the run ended by it). It
+/// stands: a frozen runner woken by the shutdown's SIGTERM must not write
+/// its own last words over it.
+pub fn is_verdict(status: &Status) -> bool {
+    status.state == RunState::Failed
+        && status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with(ENDED_BY_DEAD_MAN))
+}
+
 /// Terminates this instance, every [`RETRY`] until the API accepts, then
 /// again every [`RECHECK`] while we are still up. Never returns.
 async fn terminate(cfg: &RunConfig) {
@@ -333,6 +344,22 @@ mod tests {
             "r1",
         );
         assert_eq!(again.last_error, Some(error));
+    }
+
+    #[test]
+    fn only_the_dead_mans_own_ending_is_its_verdict() {
+        assert!(is_verdict(&ended_status(None, "r1")));
+        let mut failed = Status::new("r1");
+        failed.fail(&anyhow::anyhow!(
+            "the run's deadline (4m) passed during phase scan"
+        ));
+        assert!(!is_verdict(&failed));
+        assert!(is_verdict(&ended_status(Some(failed), "r1")));
+        assert!(!is_verdict(&Status::new("r1")));
+        // A finished run whose instance outlived it stays finished.
+        let mut done = Status::new("r1");
+        done.state = RunState::Succeeded;
+        assert!(!is_verdict(&ended_status(Some(done), "r1")));
     }
 
     #[test]

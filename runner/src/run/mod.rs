@@ -290,12 +290,31 @@ async fn run_phases(
 /// logged, never fatal (the phase that needs S3 will fail on its own).
 async fn publish_status(ctx: &RunContext, status: &Status) {
     let key = ctx.run_key("status.json");
+    // Past the run's deadline the dead-man may have ended the run (a frozen
+    // runner wakes to the shutdown's SIGTERM): its verdict stands.
+    if Instant::now() >= ctx.deadline && ended_by_dead_man(ctx, &key).await {
+        tracing::warn!(
+            "the dead-man has ended this run: status.json keeps its verdict, not this update"
+        );
+        return;
+    }
     if let Err(e) = ctx
         .bucket
         .put_bytes(&key, status.to_json().into(), "application/json")
         .await
     {
         tracing::warn!("cannot update s3://{}/{key}: {e}", ctx.bucket.name());
+    }
+}
+
+/// Whether the run's status.json holds the dead-man's verdict (unreadable:
+/// no, the update goes).
+async fn ended_by_dead_man(ctx: &RunContext, key: &str) -> bool {
+    match ctx.bucket.get_bytes(key).await {
+        Ok(bytes) => {
+            serde_json::from_slice::<Status>(&bytes).is_ok_and(|s| deadman::is_verdict(&s))
+        }
+        Err(_) => false,
     }
 }
 
