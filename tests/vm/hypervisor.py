@@ -51,12 +51,14 @@ POWERDOWN_GRACE = 30
 
 
 def api(path, method="GET", body=None):
-    data = json.dumps(body).encode() if body is not None else b"" if method == "POST" else None
+    """A call to the double; `body` goes as JSON (a POST without one is empty)."""
+    data, headers = None, {}
+    if body is not None:
+        data, headers = json.dumps(body).encode(), {"Content-Type": "application/json"}
+    elif method == "POST":
+        data = b""
     request = urllib.request.Request(
-        ENV["SCW_DOUBLE_API_URL"] + path,
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/json"} if body is not None else {},
+        ENV["SCW_DOUBLE_API_URL"] + path, data=data, method=method, headers=headers
     )
     with urllib.request.urlopen(request, timeout=30) as answer:
         body = answer.read()

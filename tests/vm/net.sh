@@ -4,8 +4,8 @@
 # each Scaleway server has its own NIC), dnsmasq for their DHCP leases
 # (static: the hypervisor gives each server's MAC its address in
 # STATE_DIR/hosts; an unknown guest gets none), 169.254.42.42 (Scaleway's
-# metadata address) on the gateway for the metadata double, and the guest's Debian
-# mirror (the base image's mirror/ and the test's artifacts) over HTTP.
+# metadata address) on the gateway for the metadata double, and the guest's
+# Debian mirror (the base image's mirror/ and the test's artifacts) over HTTP.
 # Everything the test starts afterwards runs inside the namespace, so the
 # guest's traffic never leaves it, and a tap (unlike QEMU's user
 # networking) keeps the guest's source ports: the metadata double checks
