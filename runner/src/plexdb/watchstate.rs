@@ -5,20 +5,39 @@
 //! replaces the home DB, what home recorded after `since` is copied into it:
 //! `metadata_item_settings` (keyed by `guid` + `account_id`), the history in
 //! `metadata_item_views`, and the `accounts` / `devices` rows they name.
-//! None of these tables has an `_icu` trigger (plex.md), so stock SQLite
-//! writes them; a trigger that needed Plex's modules would fail the write and
-//! roll the whole merge back.
 //!
 //! Precedence, per (`guid`, `account_id`): a home row counts only if one of
-//! its timestamps is after `since`; it then replaces the target's watch
-//! columns unless the target's row is newer still (latest timestamp wins,
-//! home wins ties). Home rows not touched since the snapshot never overwrite
+//! its times (`updated_at`, `last_viewed_at`, `last_rated_at`,
+//! `last_skipped_at`) is after `since`; it then replaces the target's watch
+//! columns unless the target's row is newer still (latest time wins, home
+//! wins ties). Home rows not touched since the snapshot never overwrite
 //! anything. Deletions at home are not carried over. Merging twice changes
 //! nothing the second time.
+//!
+//! `changed_at` is not a time. Measured on real DBs (1.19 to 1.43): it is
+//! one change counter per database, shared by every table that has a
+//! `changed_at` (or `content_changed_at`, `resources_changed_at`) column:
+//! no two rows of one DB share a value, rows written later carry higher
+//! ones (same order as `updated_at`), and it runs from about 100 to 8,864
+//! on most servers but near 7.6e18 or 8.5e18 on others (1.40.3 jumped from
+//! 5,203 to 7.6e18 between two rows). No table or preference stores the
+//! current value (only a `SyncedNeedsChangedAtUpdate` flag), so Plex must
+//! take it from the maximum in use; we are fairly but not fully sure of
+//! that. So it never decides precedence, home's values are never copied,
+//! and every row the merge writes gets the next value above the target's
+//! maximum, so that Plex sees it changed.
+//!
+//! The target is a file downloaded from the cloud: untrusted. It is opened
+//! with `trusted_schema` off and SQLite's defensive mode, and a merge is
+//! refused if a table it writes carries a trigger (real Plex DBs have
+//! triggers only on `metadata_items` and `tags`): a write then fires
+//! nothing but the insert or update itself.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
+use std::time::UNIX_EPOCH;
 
+use rusqlite::config::DbConfig;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 use serde::{Deserialize, Serialize};
@@ -27,9 +46,13 @@ use super::{PlexDbError, ensure_plex_library, open_for_write, open_plex_read_onl
 
 const SETTINGS: &str = "metadata_item_settings";
 const VIEWS: &str = "metadata_item_views";
+/// The tables a merge writes.
+const WRITTEN: [&str; 4] = [SETTINGS, VIEWS, "accounts", "devices"];
+/// The target's change counter column (see the module comment).
+const COUNTER: &str = "changed_at";
 
 /// The columns a settings update copies (those present in both DBs).
-const WATCH_COLUMNS: [&str; 10] = [
+const WATCH_COLUMNS: [&str; 9] = [
     "rating",
     "view_offset",
     "view_count",
@@ -37,15 +60,13 @@ const WATCH_COLUMNS: [&str; 10] = [
     "updated_at",
     "skip_count",
     "last_skipped_at",
-    "changed_at",
     "extra_data",
     "last_rated_at",
 ];
 
-/// A settings row's "last touched": the latest of these.
-const STAMP_COLUMNS: [&str; 5] = [
+/// A settings row's "last touched": the latest of these times.
+const TIME_COLUMNS: [&str; 4] = [
     "updated_at",
-    "changed_at",
     "last_viewed_at",
     "last_rated_at",
     "last_skipped_at",
@@ -93,6 +114,7 @@ pub fn merge(home: &Path, into: &Path, since: i64) -> Result<WatchStateReport, P
     refuse_same_file(home, into)?;
     let source = read_home(home, into, since)?;
     let mut conn = open_for_write(into)?;
+    harden(&conn, into)?;
     ensure_plex_library(&conn, into)?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -113,7 +135,7 @@ pub fn merge(home: &Path, into: &Path, since: i64) -> Result<WatchStateReport, P
 pub fn preview(home: &Path, into: &Path, since: i64) -> Result<WatchStateReport, PlexDbError> {
     refuse_same_file(home, into)?;
     let source = read_home(home, into, since)?;
-    let conn = open_plex_read_only(into)?;
+    let conn = open_read(into)?;
     apply(&source, &conn, into, since, false)
 }
 
@@ -123,21 +145,124 @@ fn refuse_same_file(home: &Path, into: &Path) -> Result<(), PlexDbError> {
         _ => false,
     };
     if same {
-        return Err(PlexDbError::Io {
-            path: into.to_path_buf(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "cannot merge a database's watch state into itself",
-            ),
-        });
+        return Err(invalid(
+            into,
+            std::io::ErrorKind::InvalidInput,
+            "cannot merge a database's watch state into itself".into(),
+        ));
     }
     Ok(())
 }
 
-/// Rows of one table, with the column names they follow.
+/// A Plex DB opened read-only, with [`harden`]'s settings.
+fn open_read(path: &Path) -> Result<Connection, PlexDbError> {
+    let conn = open_plex_read_only(path)?;
+    harden(&conn, path)?;
+    Ok(conn)
+}
+
+/// Functions named in the schema (views, defaults, indexes) may only be
+/// innocuous ones, and the schema and shadow tables cannot be written.
+fn harden(conn: &Connection, path: &Path) -> Result<(), PlexDbError> {
+    let sqlite = |e| PlexDbError::sqlite(path, e);
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
+        .map_err(sqlite)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)
+        .map_err(sqlite)?;
+    conn.execute_batch("PRAGMA trusted_schema = OFF")
+        .map_err(sqlite)
+}
+
+/// Refuses a target whose written tables carry a trigger or are views:
+/// Plex makes neither, and either would run SQL of the file's choosing.
+fn refuse_foreign_schema(conn: &Connection, path: &Path) -> Result<(), PlexDbError> {
+    let found: Option<(String, String, String)> = conn
+        .query_row(
+            "SELECT type, name, tbl_name FROM sqlite_schema
+             WHERE type IN ('trigger', 'view') AND lower(tbl_name) IN (?1, ?2, ?3, ?4)
+             ORDER BY type, name LIMIT 1",
+            WRITTEN,
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()
+        .map_err(|e| PlexDbError::sqlite(path, e))?;
+    let Some((kind, name, table)) = found else {
+        return Ok(());
+    };
+    let what = if kind == "view" {
+        format!("{table} is a view, not a table")
+    } else {
+        format!("trigger {name:?} on table {table}")
+    };
+    Err(invalid(
+        path,
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "watch-state merge refused: {what}; Plex makes none, so this file is not as Plex wrote it"
+        ),
+    ))
+}
+
+/// The target's change counter: the next value above every one in use.
+struct Counter {
+    last: i64,
+}
+
+impl Counter {
+    /// The maximum over every `changed_at` / `*_changed_at` column of the
+    /// ordinary tables (virtual ones may need modules we lack).
+    fn of(conn: &Connection, path: &Path) -> Result<Counter, PlexDbError> {
+        let sqlite = |e| PlexDbError::sqlite(path, e);
+        let tables: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_schema WHERE type = 'table'
+                 AND sql NOT LIKE 'CREATE VIRTUAL TABLE%' ORDER BY name",
+            )
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(sqlite)?;
+        let mut last = 0;
+        for table in tables {
+            for column in columns(conn, path, &table)? {
+                if column != COUNTER && !column.ends_with("_changed_at") {
+                    continue;
+                }
+                let max: Option<i64> = conn
+                    .query_row(
+                        &format!(
+                            "SELECT max({c}) FROM {t} WHERE typeof({c}) = 'integer'",
+                            c = quote_ident(&column),
+                            t = quote_ident(&table)
+                        ),
+                        [],
+                        |r| r.get(0),
+                    )
+                    .map_err(sqlite)?;
+                last = last.max(max.unwrap_or(0));
+            }
+        }
+        Ok(Counter { last })
+    }
+
+    fn next(&mut self, path: &Path) -> Result<Value, PlexDbError> {
+        self.last = self.last.checked_add(1).ok_or_else(|| {
+            invalid(
+                path,
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "watch-state merge refused: the change counter ({COUNTER}) is at its maximum"
+                ),
+            )
+        })?;
+        Ok(Value::Integer(self.last))
+    }
+}
+
+/// Rows of one table, with the column names they follow and each row's
+/// latest time (`stamps[i]` for `rows[i]`).
 struct Rows {
     columns: Vec<String>,
     rows: Vec<Vec<Value>>,
+    stamps: Vec<i64>,
 }
 
 impl Rows {
@@ -157,7 +282,7 @@ type RowsById = BTreeMap<i64, (Vec<String>, Vec<Value>)>;
 
 /// What home recorded after `since`, with the rows it may need to copy.
 struct HomeState {
-    /// One row per (guid, account_id), the latest, with its stamp last.
+    /// One row per (guid, account_id), the latest.
     settings: Rows,
     views: Rows,
     accounts: RowsById,
@@ -165,61 +290,43 @@ struct HomeState {
 }
 
 fn read_home(home: &Path, into: &Path, since: i64) -> Result<HomeState, PlexDbError> {
-    let target = open_plex_read_only(into)?;
-    let conn = open_plex_read_only(home)?;
+    let target = open_read(into)?;
+    let conn = open_read(home)?;
     let sqlite = |e| PlexDbError::sqlite(home, e);
     // One read transaction: every row comes from the same state.
     conn.execute_batch("BEGIN").map_err(sqlite)?;
 
-    let latest = latest_sql(&columns(&conn, home, SETTINGS)?);
-    let settings_columns = shared_columns(&conn, home, &target, into, SETTINGS)?;
+    let mut settings_columns = shared_columns(&conn, home, &target, into, SETTINGS)?;
+    // The counter is the target's own: never copied (see the module comment).
+    settings_columns.retain(|c| c != COUNTER);
     for key in ["guid", "account_id"] {
         if !settings_columns.iter().any(|c| c == key) {
             return Err(missing_column(home, SETTINGS, key));
         }
     }
-    let mut settings = select(
+    let times = present(&TIME_COLUMNS, &settings_columns);
+    let settings = latest_per_key(select_since(
         &conn,
         home,
-        &settings_columns,
-        &format!("{latest} AS plexburst_latest"),
         SETTINGS,
-        &format!("{latest} > ?1 ORDER BY id"),
+        &settings_columns,
+        &times,
         since,
-    )?;
-    // Keep the latest row per key, so duplicates at home cannot make a
-    // preview and a merge disagree.
-    let mut by_key: HashMap<(String, String), usize> = HashMap::new();
-    let mut kept: Vec<Vec<Value>> = Vec::new();
-    for row in std::mem::take(&mut settings.rows) {
-        let key = (
-            key_text(&settings.get(&row, "guid")),
-            key_text(&settings.get(&row, "account_id")),
-        );
-        match by_key.get(&key) {
-            Some(&i) if stamp(&kept[i]) > stamp(&row) => {}
-            Some(&i) => kept[i] = row,
-            None => {
-                by_key.insert(key, kept.len());
-                kept.push(row);
-            }
-        }
-    }
-    settings.rows = kept;
+    )?);
 
-    let views_columns = shared_columns(&conn, home, &target, into, VIEWS)?;
+    let mut views_columns = shared_columns(&conn, home, &target, into, VIEWS)?;
+    views_columns.retain(|c| c != COUNTER);
     for key in ["guid", "account_id", "viewed_at"] {
         if !views_columns.iter().any(|c| c == key) {
             return Err(missing_column(home, VIEWS, key));
         }
     }
-    let views = select(
+    let views = select_since(
         &conn,
         home,
-        &views_columns,
-        "NULL",
         VIEWS,
-        "viewed_at > ?1 ORDER BY id",
+        &views_columns,
+        &["viewed_at".into()],
         since,
     )?;
 
@@ -246,6 +353,34 @@ fn read_home(home: &Path, into: &Path, since: i64) -> Result<HomeState, PlexDbEr
     })
 }
 
+/// Keeps the latest row per (guid, account_id), so that duplicates at home
+/// cannot make a preview and a merge disagree.
+fn latest_per_key(mut settings: Rows) -> Rows {
+    let mut by_key: HashMap<(String, String), usize> = HashMap::new();
+    let (mut rows, mut stamps) = (Vec::new(), Vec::new());
+    let taken = std::mem::take(&mut settings.rows);
+    for (row, stamp) in taken.into_iter().zip(std::mem::take(&mut settings.stamps)) {
+        let key = (
+            key_text(&settings.get(&row, "guid")),
+            key_text(&settings.get(&row, "account_id")),
+        );
+        match by_key.get(&key) {
+            Some(&i) if stamps[i] > stamp => {}
+            Some(&i) => (rows[i], stamps[i]) = (row, stamp),
+            None => {
+                by_key.insert(key, rows.len());
+                rows.push(row);
+                stamps.push(stamp);
+            }
+        }
+    }
+    Rows {
+        rows,
+        stamps,
+        ..settings
+    }
+}
+
 /// Applies (or, with `write` false, only counts) `home` onto `conn`.
 fn apply(
     home: &HomeState,
@@ -254,77 +389,84 @@ fn apply(
     since: i64,
     write: bool,
 ) -> Result<WatchStateReport, PlexDbError> {
+    refuse_foreign_schema(conn, into)?;
     let sqlite = |e| PlexDbError::sqlite(into, e);
     let mut report = WatchStateReport {
         dry_run: !write,
         since,
         ..WatchStateReport::default()
     };
+    let mut counter = Counter::of(conn, into)?;
     let mut sections = SectionsByGuid::default();
     let mut guids_missing: HashSet<String> = HashSet::new();
     let mut accounts_used: HashSet<i64> = HashSet::new();
     let mut devices_used: HashSet<i64> = HashSet::new();
 
     let settings = &home.settings;
-    let target_latest = latest_sql(&columns(conn, into, SETTINGS)?);
-    let watch: Vec<&str> = WATCH_COLUMNS
-        .into_iter()
-        .filter(|c| settings.index(c).is_some())
-        .collect();
-    let watch_list = watch
-        .iter()
-        .map(|c| quote_ident(c))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let watch = present(&WATCH_COLUMNS, &settings.columns);
+    let times = present(&TIME_COLUMNS, &settings.columns);
     // `+account_id`: without statistics SQLite picks the account index (one
     // account holds nearly every row: a scan per lookup, minutes at the
     // user's size); the guid index finds the one or two rows at once.
     let mut find = conn
         .prepare(&format!(
-            "SELECT id, {target_latest}, {watch_list} FROM {SETTINGS} WHERE guid IS ?1 AND +account_id IS ?2"
+            "SELECT {} FROM {SETTINGS} WHERE guid IS ?1 AND +account_id IS ?2",
+            column_list(&[vec!["id".to_string()], watch.clone(), times.clone()].concat()),
         ))
         .map_err(sqlite)?;
-    let assignments = watch
+    let (insert_settings, counted) = insert_with_counter(conn, into, SETTINGS, &settings.columns)?;
+    let mut assigned = watch.clone();
+    if counted {
+        assigned.push(COUNTER.into());
+    }
+    let assignments = assigned
         .iter()
         .enumerate()
         .map(|(i, c)| format!("{} = ?{}", quote_ident(c), i + 2))
         .collect::<Vec<_>>()
         .join(", ");
     let update_sql = format!("UPDATE {SETTINGS} SET {assignments} WHERE id = ?1");
-    let insert_settings = insert_sql(SETTINGS, &settings.columns);
-    for row in &settings.rows {
+    for (row, &stamp) in settings.rows.iter().zip(&settings.stamps) {
         let (guid, account) = (settings.get(row, "guid"), settings.get(row, "account_id"));
         let home_values: Vec<Value> = watch.iter().map(|c| settings.get(row, c)).collect();
-        let found: Vec<(i64, i64, Vec<Value>)> = find
+        let found: Vec<(i64, Vec<Value>, Vec<Value>)> = find
             .query_map(params![guid, account], |r| {
-                let values = (0..watch.len())
-                    .map(|i| r.get::<_, Value>(i + 2))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0), values))
+                let value = |i| r.get::<_, Value>(i);
+                Ok((
+                    r.get(0)?,
+                    (1..=watch.len()).map(value).collect::<Result<_, _>>()?,
+                    (1 + watch.len()..1 + watch.len() + times.len())
+                        .map(value)
+                        .collect::<Result<_, _>>()?,
+                ))
             })
             .map_err(sqlite)?
             .collect::<Result<_, _>>()
             .map_err(sqlite)?;
-        let newest_target = found.iter().map(|(_, latest, _)| *latest).max();
+        let mut newest_target = None;
+        for (_, _, stamps) in &found {
+            newest_target = newest_target.max(Some(latest(stamps, &times, into, SETTINGS)?));
+        }
         match newest_target {
             None => {
                 if write {
-                    conn.execute(
-                        &insert_settings,
-                        params_from_iter(row[..settings.columns.len()].iter()),
-                    )
-                    .map_err(sqlite)?;
+                    let mut values = row[..settings.columns.len()].to_vec();
+                    if counted {
+                        values.push(counter.next(into)?);
+                    }
+                    conn.execute(&insert_settings, params_from_iter(values))
+                        .map_err(sqlite)?;
                 }
                 report.settings_inserted += 1;
             }
-            Some(latest) if latest > stamp(row) => {
+            Some(latest) if latest > Some(stamp) => {
                 report.settings_kept_newer += 1;
                 continue;
             }
             Some(_) => {
                 let stale: Vec<i64> = found
                     .iter()
-                    .filter(|(_, _, values)| *values != home_values)
+                    .filter(|(_, values, _)| *values != home_values)
                     .map(|(id, _, _)| *id)
                     .collect();
                 if stale.is_empty() {
@@ -333,8 +475,11 @@ fn apply(
                 }
                 if write {
                     for id in stale {
-                        let values =
-                            std::iter::once(Value::Integer(id)).chain(home_values.iter().cloned());
+                        let mut values = vec![Value::Integer(id)];
+                        values.extend(home_values.iter().cloned());
+                        if counted {
+                            values.push(counter.next(into)?);
+                        }
                         conn.execute(&update_sql, params_from_iter(values))
                             .map_err(sqlite)?;
                     }
@@ -351,12 +496,12 @@ fn apply(
 
     let views = &home.views;
     // The guid index, as above (not the account's or the timestamp's).
-    let mut present = conn
+    let mut present_view = conn
         .prepare(&format!(
             "SELECT 1 FROM {VIEWS} WHERE guid IS ?1 AND +account_id IS ?2 AND +viewed_at IS ?3 LIMIT 1"
         ))
         .map_err(sqlite)?;
-    let insert_view = insert_sql(VIEWS, &views.columns);
+    let (insert_view, views_counted) = insert_with_counter(conn, into, VIEWS, &views.columns)?;
     let section_index = views.index("library_section_id");
     let mut inserted: HashSet<(String, String, String)> = HashSet::new();
     for row in &views.rows {
@@ -367,7 +512,7 @@ fn apply(
         );
         let key = (key_text(&guid), key_text(&account), key_text(&viewed_at));
         let exists = inserted.contains(&key)
-            || present
+            || present_view
                 .exists(params![guid, account, viewed_at])
                 .map_err(sqlite)?;
         if exists {
@@ -383,7 +528,10 @@ fn apply(
             if let (Some(i), Some(Some(id))) = (section_index, section) {
                 values[i] = Value::Integer(id);
             }
-            conn.execute(&insert_view, params_from_iter(values.iter()))
+            if views_counted {
+                values.push(counter.next(into)?);
+            }
+            conn.execute(&insert_view, params_from_iter(values))
                 .map_err(sqlite)?;
         }
         inserted.insert(key);
@@ -391,7 +539,7 @@ fn apply(
         accounts_used.extend(as_i64(&account));
         devices_used.extend(as_i64(&views.get(row, "device_id")));
     }
-    drop(present);
+    drop(present_view);
 
     report.accounts_added = copy_missing(
         conn,
@@ -405,6 +553,92 @@ fn apply(
         copy_missing(conn, into, "devices", &home.devices, &devices_used, write)?;
     report.guids_not_found = guids_missing.len() as u64;
     Ok(report)
+}
+
+/// The INSERT for `copied` columns of `table`, with the target's counter column
+/// last when the table has one (true then).
+fn insert_with_counter(
+    conn: &Connection,
+    into: &Path,
+    table: &str,
+    copied: &[String],
+) -> Result<(String, bool), PlexDbError> {
+    let counted = columns(conn, into, table)?.iter().any(|c| c == COUNTER);
+    let mut all = copied.to_vec();
+    if counted {
+        all.push(COUNTER.into());
+    }
+    Ok((insert_sql(table, &all), counted))
+}
+
+/// The names of `wanted` that `have` holds, in `wanted`'s order.
+fn present(wanted: &[&str], have: &[String]) -> Vec<String> {
+    wanted
+        .iter()
+        .filter(|w| have.iter().any(|h| h == *w))
+        .map(|w| w.to_string())
+        .collect()
+}
+
+/// Unix seconds from a stored time: integer seconds (Plex 1.20 on) or the
+/// text date-time of older versions (`2020-08-15 09:37:21`, UTC, maybe with
+/// a fraction, `T` or `Z`). NULL is no time.
+///
+/// Anything else refuses the merge rather than skipping the row: a time we
+/// cannot read may be after the snapshot, and guessing either way can drop
+/// or overwrite what home watched. Every real DB seen (1.19 to 1.43)
+/// parses, so this blocks no real user.
+fn seconds(
+    value: &Value,
+    path: &Path,
+    table: &str,
+    column: &str,
+) -> Result<Option<i64>, PlexDbError> {
+    let parsed = match value {
+        Value::Null => return Ok(None),
+        Value::Integer(i) => Some(*i),
+        Value::Real(f) if f.is_finite() => Some(*f as i64),
+        Value::Text(t) => t.trim().parse().ok().or_else(|| text_seconds(t.trim())),
+        _ => None,
+    };
+    parsed.map(Some).ok_or_else(|| {
+        let shown: String = match value {
+            Value::Text(t) => format!("{:?}", t.chars().take(40).collect::<String>()),
+            Value::Blob(_) => "a blob".into(),
+            other => format!("{other:?}"),
+        };
+        invalid(
+            path,
+            std::io::ErrorKind::InvalidData,
+            format!("watch-state merge refused: {table}.{column} holds {shown}, neither Unix seconds nor a date-time"),
+        )
+    })
+}
+
+fn text_seconds(text: &str) -> Option<i64> {
+    let time = humantime::parse_rfc3339_weak(text).ok()?;
+    i64::try_from(time.duration_since(UNIX_EPOCH).ok()?.as_secs()).ok()
+}
+
+/// The latest of a row's `values` of time `columns`; `None` if all NULL.
+fn latest(
+    values: &[Value],
+    columns: &[String],
+    path: &Path,
+    table: &str,
+) -> Result<Option<i64>, PlexDbError> {
+    let mut latest = None;
+    for (value, column) in values.iter().zip(columns) {
+        latest = latest.max(seconds(value, path, table, column)?);
+    }
+    Ok(latest)
+}
+
+fn invalid(path: &Path, kind: std::io::ErrorKind, message: String) -> PlexDbError {
+    PlexDbError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(kind, message),
+    }
 }
 
 /// `metadata_items.library_section_id` by guid in the target, cached.
@@ -516,25 +750,35 @@ fn rows_by_id(
     Ok(found)
 }
 
-/// `SELECT <columns>, <extra> FROM table WHERE <filter>` with `?1` = since.
-fn select(
+/// The rows of `table` (its `columns`, then its `times`) with a time after
+/// `since`, in id order.
+fn select_since(
     conn: &Connection,
     path: &Path,
-    columns: &[String],
-    extra: &str,
     table: &str,
-    filter: &str,
+    columns: &[String],
+    times: &[String],
     since: i64,
 ) -> Result<Rows, PlexDbError> {
     let sqlite = |e| PlexDbError::sqlite(path, e);
+    // SQLite orders every text after every number, so text date-times pass
+    // this coarse filter too; the exact test is done below, parsed.
+    let filter = match times {
+        [] => "0".to_string(),
+        _ => times
+            .iter()
+            .map(|t| format!("{} > ?1", quote_ident(t)))
+            .collect::<Vec<_>>()
+            .join(" OR "),
+    };
     let sql = format!(
-        "SELECT {}, {extra} FROM {} WHERE {filter}",
-        column_list(columns),
+        "SELECT {} FROM {} WHERE {filter} ORDER BY id",
+        column_list(&[columns, times].concat()),
         quote_ident(table)
     );
     let mut stmt = conn.prepare(&sql).map_err(sqlite)?;
-    let width = columns.len() + 1;
-    let rows = stmt
+    let width = columns.len() + times.len();
+    let all = stmt
         .query_map([since], |r| {
             (0..width)
                 .map(|i| r.get::<_, Value>(i))
@@ -543,30 +787,20 @@ fn select(
         .map_err(sqlite)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(sqlite)?;
+    let (mut rows, mut stamps) = (Vec::new(), Vec::new());
+    for row in all {
+        if let Some(stamp) = latest(&row[columns.len()..], times, path, table)?
+            && stamp > since
+        {
+            rows.push(row);
+            stamps.push(stamp);
+        }
+    }
     Ok(Rows {
         columns: columns.to_vec(),
         rows,
+        stamps,
     })
-}
-
-/// The latest-timestamp value carried last in a settings row.
-fn stamp(row: &[Value]) -> i64 {
-    row.last().and_then(as_i64).unwrap_or(0)
-}
-
-/// SQL for a row's latest stamp among the [`STAMP_COLUMNS`] it has.
-fn latest_sql(columns: &[String]) -> String {
-    let parts: Vec<String> = STAMP_COLUMNS
-        .iter()
-        .filter(|c| columns.iter().any(|have| have == *c))
-        .map(|c| format!("coalesce({}, 0)", quote_ident(c)))
-        .collect();
-    match parts.len() {
-        0 => "0".into(),
-        // SQLite's max() with one argument is the aggregate.
-        1 => parts[0].clone(),
-        _ => format!("max({})", parts.join(", ")),
-    }
 }
 
 fn columns(conn: &Connection, path: &Path, table: &str) -> Result<Vec<String>, PlexDbError> {
@@ -702,13 +936,25 @@ mod tests {
         conn
     }
 
+    /// A settings row; `changed_at` is the DB's next counter value, as Plex
+    /// keeps it (a counter, not a time).
     fn setting(conn: &Connection, account: i64, guid: &str, count: i64, at: i64) {
         conn.execute(
             "INSERT INTO metadata_item_settings(account_id, guid, view_count, view_offset, last_viewed_at,
-                created_at, updated_at, changed_at) VALUES (?1, ?2, ?3, 0, ?4, ?4, ?4, 0)",
+                created_at, updated_at, changed_at) VALUES (?1, ?2, ?3, 0, ?4, ?4, ?4,
+                (SELECT coalesce(max(changed_at), 100) + 1 FROM metadata_item_settings))",
             params![account, guid, count, at],
         )
         .unwrap();
+    }
+
+    fn changed_at(conn: &Connection, guid: &str) -> i64 {
+        conn.query_row(
+            "SELECT changed_at FROM metadata_item_settings WHERE guid = ?1",
+            [guid],
+            |r| r.get(0),
+        )
+        .unwrap()
     }
 
     fn view(conn: &Connection, account: i64, guid: &str, at: i64, section: i64, device: i64) {
@@ -905,16 +1151,196 @@ mod tests {
         setting(&h, 1, "plex://episode/c", 4, SINCE + 5);
         view(&h, 1, "plex://episode/c", SINCE + 5, 2, 1);
         drop(h);
-        // A trigger that fails the second table's insert.
+        // An index that fails the second table's insert (one view per account).
         let t = Connection::open(&into).unwrap();
-        t.execute_batch(
-            "CREATE TRIGGER boom BEFORE INSERT ON metadata_item_views BEGIN SELECT RAISE(ABORT, 'boom'); END;",
-        )
-        .unwrap();
+        t.execute_batch("CREATE UNIQUE INDEX boom ON metadata_item_views(account_id);")
+            .unwrap();
         drop(t);
         let before = std::fs::read(&into).unwrap();
         let error = merge(&home, &into, SINCE).unwrap_err();
-        assert!(error.to_string().contains("boom"), "{error}");
+        assert!(error.to_string().contains("UNIQUE"), "{error}");
+        assert_eq!(std::fs::read(&into).unwrap(), before);
+    }
+
+    #[test]
+    fn a_trigger_on_a_written_table_refuses_the_merge() {
+        for table in [SETTINGS, VIEWS, "accounts", "devices"] {
+            let (_dir, home, into) = pair();
+            let h = Connection::open(&home).unwrap();
+            setting(&h, 1, "plex://episode/c", 4, SINCE + 5);
+            drop(h);
+            let t = Connection::open(&into).unwrap();
+            t.execute_batch(&format!(
+                "CREATE TRIGGER sneaky AFTER UPDATE ON {table} BEGIN SELECT 1; END;"
+            ))
+            .unwrap();
+            drop(t);
+            let before = std::fs::read(&into).unwrap();
+            for error in [
+                preview(&home, &into, SINCE).unwrap_err(),
+                merge(&home, &into, SINCE).unwrap_err(),
+            ] {
+                let text = error.to_string();
+                assert!(
+                    text.contains(&format!("refused: trigger \"sneaky\" on table {table}")),
+                    "{text}"
+                );
+                assert_eq!(text.lines().count(), 1, "{text}");
+            }
+            assert_eq!(std::fs::read(&into).unwrap(), before, "{table}");
+        }
+    }
+
+    #[test]
+    fn connections_are_hardened() {
+        let (_dir, _, into) = pair();
+        let conn = open_read(&into).unwrap();
+        assert!(conn.db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE).unwrap());
+        assert!(
+            !conn
+                .db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA)
+                .unwrap()
+        );
+        let trusted: i64 = conn
+            .query_row("PRAGMA trusted_schema", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(trusted, 0);
+    }
+
+    #[test]
+    fn a_huge_home_counter_never_beats_a_newer_target_row() {
+        let (_dir, home, into) = pair();
+        // Home: watched after the snapshot, with a counter near 7.6e18.
+        let h = Connection::open(&home).unwrap();
+        h.execute(
+            "UPDATE metadata_item_settings SET view_count = 5, updated_at = ?1,
+                changed_at = 7596562620373592267 WHERE guid = 'plex://movie/a'",
+            [SINCE + 10],
+        )
+        .unwrap();
+        drop(h);
+        // Target: watched later still, with a small counter.
+        let t = Connection::open(&into).unwrap();
+        t.execute(
+            "UPDATE metadata_item_settings SET view_count = 6, updated_at = ?1, changed_at = 150
+             WHERE guid = 'plex://movie/a'",
+            [SINCE + 20],
+        )
+        .unwrap();
+        drop(t);
+        let report = merge(&home, &into, SINCE).unwrap();
+        assert_eq!(report.settings_kept_newer, 1, "{report:?}");
+        assert_eq!(report.changes(), 0, "{report:?}");
+        let t = Connection::open(&into).unwrap();
+        assert_eq!(view_count(&t, 1, "plex://movie/a"), [6]);
+        assert_eq!(changed_at(&t, "plex://movie/a"), 150);
+    }
+
+    #[test]
+    fn a_home_row_newer_only_by_its_counter_is_not_merged() {
+        let (_dir, home, into) = pair();
+        let h = Connection::open(&home).unwrap();
+        h.execute(
+            "UPDATE metadata_item_settings SET view_count = 9, view_offset = 1234,
+                changed_at = 7596562620373592267 WHERE guid = 'plex://movie/b'",
+            [],
+        )
+        .unwrap();
+        drop(h);
+        let before = std::fs::read(&into).unwrap();
+        let report = merge(&home, &into, SINCE).unwrap();
+        assert_eq!(report.changes(), 0, "{report:?}");
+        assert_eq!(report.settings_unchanged + report.settings_kept_newer, 0);
+        assert_eq!(std::fs::read(&into).unwrap(), before);
+    }
+
+    #[test]
+    fn written_rows_get_the_targets_next_counter_values() {
+        let (_dir, home, into) = pair();
+        let h = Connection::open(&home).unwrap();
+        h.execute(
+            "UPDATE metadata_item_settings SET view_count = 2, updated_at = ?1,
+                changed_at = 7596562620373592267 WHERE guid = 'plex://movie/a'",
+            [SINCE + 10],
+        )
+        .unwrap();
+        setting(&h, 1, "plex://episode/c", 1, SINCE + 20);
+        drop(h);
+        // The counter is shared by the DB's tables: an item holds the maximum.
+        let t = Connection::open(&into).unwrap();
+        t.execute_batch(
+            "UPDATE metadata_items SET changed_at = 500 WHERE id = 3;
+             UPDATE metadata_items SET resources_changed_at = 499 WHERE id = 2;",
+        )
+        .unwrap();
+        drop(t);
+        merge(&home, &into, SINCE).unwrap();
+        let t = Connection::open(&into).unwrap();
+        assert_eq!(changed_at(&t, "plex://movie/a"), 501);
+        assert_eq!(changed_at(&t, "plex://episode/c"), 502);
+        assert_eq!(changed_at(&t, "plex://movie/b"), 102, "untouched row kept");
+    }
+
+    #[test]
+    fn text_date_times_are_parsed_as_utc() {
+        let p = Path::new("x.db");
+        let at = |v: &str| seconds(&Value::Text(v.into()), p, SETTINGS, "updated_at").unwrap();
+        assert_eq!(at("2020-08-15 09:37:21"), Some(1_597_484_241));
+        assert_eq!(at("2020-08-15T09:37:21Z"), Some(1_597_484_241));
+        assert_eq!(at("2020-08-15 09:37:21.875"), Some(1_597_484_241));
+        assert_eq!(at("1597484241"), Some(1_597_484_241));
+        assert_eq!(
+            seconds(&Value::Null, p, SETTINGS, "updated_at").unwrap(),
+            None
+        );
+        for bad in ["15/08/2020", "2020-13-01 00:00:00", "yesterday", ""] {
+            let error = seconds(&Value::Text(bad.into()), p, SETTINGS, "updated_at").unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains(&format!("metadata_item_settings.updated_at holds {bad:?}")),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn text_times_at_home_are_compared_with_since() {
+        let (_dir, home, into) = pair();
+        let h = Connection::open(&home).unwrap();
+        // SINCE is 2027-01-15 08:00:00 UTC.
+        h.execute_batch(
+            "UPDATE metadata_item_settings SET view_count = 4, updated_at = '2027-01-15 08:00:01'
+               WHERE guid = 'plex://movie/a';
+             UPDATE metadata_item_settings SET view_count = 8, updated_at = '2027-01-15 07:59:59.900'
+               WHERE guid = 'plex://movie/b';",
+        )
+        .unwrap();
+        drop(h);
+        let report = merge(&home, &into, SINCE).unwrap();
+        assert_eq!(report.settings_updated, 1, "{report:?}");
+        let t = Connection::open(&into).unwrap();
+        assert_eq!(view_count(&t, 1, "plex://movie/a"), [4]);
+        assert_eq!(view_count(&t, 1, "plex://movie/b"), [1]);
+    }
+
+    #[test]
+    fn an_unreadable_time_refuses_the_merge() {
+        let (_dir, home, into) = pair();
+        let h = Connection::open(&home).unwrap();
+        h.execute(
+            "UPDATE metadata_item_settings SET view_count = 4, last_viewed_at = 'last tuesday'
+             WHERE guid = 'plex://movie/a'",
+            [],
+        )
+        .unwrap();
+        drop(h);
+        let before = std::fs::read(&into).unwrap();
+        let error = merge(&home, &into, SINCE).unwrap_err().to_string();
+        assert!(
+            error.contains("refused: metadata_item_settings.last_viewed_at holds \"last tuesday\""),
+            "{error}"
+        );
         assert_eq!(std::fs::read(&into).unwrap(), before);
     }
 
