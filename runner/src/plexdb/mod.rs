@@ -2,12 +2,14 @@
 //! database file (`com.plexapp.plugins.library.db`).
 //!
 //! A real Plex DB declares virtual tables whose modules stock SQLite lacks
-//! (FTS4 with the `collating` tokenizer, `spellfix1`), and triggers that
-//! write to them. Every function here works with the bundled stock SQLite
-//! anyway: it never instantiates those tables and never writes a table that
-//! has such a trigger.
+//! (FTS4 with the `collating` tokenizer, `spellfix1`), triggers that write
+//! to them, and an index under a collation of Plex's own ([`collation`]).
+//! Every function here works with the bundled stock SQLite anyway: every
+//! connection it opens has Plex's collations, and it never instantiates
+//! those virtual tables nor writes a table that has such a trigger.
 
 pub mod anchors;
+pub mod collation;
 pub mod coverage;
 pub mod integrity;
 mod paths;
@@ -192,6 +194,7 @@ fn open_at(path: &Path, target: &Path, mode: OpenFlags) -> Result<Connection, Pl
         Connection::open_with_flags(target, flags).map_err(|e| PlexDbError::sqlite(path, e))?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|e| PlexDbError::sqlite(path, e))?;
+    collation::register(&conn).map_err(|e| PlexDbError::sqlite(path, e))?;
     // Opening is lazy: read the header now so that garbage fails here.
     conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
         .map_err(|e| PlexDbError::sqlite(path, e))?;

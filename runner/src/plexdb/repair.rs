@@ -8,7 +8,9 @@
 //! table is copied by rowid ranges; a range that cannot be read is split in
 //! two until the damaged rows are isolated, so one bad page costs the rows
 //! on it and not the rest of the table (where `.dump` stops at the first
-//! error). Indexes are rebuilt from the copied rows. Virtual tables,
+//! error). Indexes are rebuilt from the copied rows, those under Plex's
+//! collations with the same collations, and the planner's statistics
+//! (`sqlite_stat1`) are carried over. Virtual tables,
 //! triggers and views are carried over as schema rows, verbatim, because
 //! stock SQLite cannot instantiate Plex's modules.
 
@@ -19,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::integrity::{self, IntegrityReport};
 use super::{
-    PlexDbError, backup_path, first_line, is_closed_wal_db, open_read_only, quote_ident, sync_dir,
+    PlexDbError, backup_path, collation, first_line, is_closed_wal_db, open_read_only, quote_ident,
+    sync_dir,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +163,8 @@ fn salvage(
     let out =
         Connection::open_with_flags(fresh, flags).map_err(|e| PlexDbError::sqlite(fresh, e))?;
     let out_err = |e| PlexDbError::sqlite(fresh, e);
+    // The collated indexes are rebuilt under the collations Plex uses.
+    collation::register(&out).map_err(out_err)?;
     if let Ok(size) = page_size {
         out.execute_batch(&format!("PRAGMA page_size = {size}"))
             .map_err(out_err)?;
@@ -208,6 +213,7 @@ fn salvage(
         out.execute_batch(&row.sql)
             .map_err(|e| failed(format!("cannot rebuild index {:?}: {e}", row.name)))?;
     }
+    copy_statistics(&out, &schema);
     // Verbatim schema rows for what stock SQLite cannot create itself.
     out.execute_batch("PRAGMA writable_schema = ON")
         .map_err(out_err)?;
@@ -236,6 +242,26 @@ fn salvage(
     out.close()
         .map_err(|(_, e)| PlexDbError::sqlite(fresh, e))?;
     Ok(tables)
+}
+
+/// Carries the planner's statistics over (Plex's queries were planned
+/// with them; without them SQLite may pick other indexes). The table is
+/// created from the damaged DB's own statement (`ANALYZE` would also add a
+/// `sqlite_stat4` Plex's DBs lack); unreadable statistics are only a
+/// warning.
+fn copy_statistics(out: &Connection, schema: &[SchemaRow]) {
+    let Some(stat1) = schema.iter().find(|r| r.name == "sqlite_stat1") else {
+        return;
+    };
+    let copied = out.execute_batch(&format!(
+        "PRAGMA writable_schema = ON; {}; PRAGMA writable_schema = OFF;
+         INSERT INTO main.sqlite_stat1(tbl, idx, stat) SELECT tbl, idx, stat FROM damaged.sqlite_stat1;",
+        stat1.sql
+    ));
+    if let Err(e) = copied {
+        let _ = out.execute_batch("PRAGMA writable_schema = OFF");
+        tracing::warn!(error = %e, "sqlite_stat1 not carried over: SQLite plans without Plex's statistics until the next ANALYZE");
+    }
 }
 
 fn read_schema(source: &Connection) -> rusqlite::Result<Vec<SchemaRow>> {
