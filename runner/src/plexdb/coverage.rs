@@ -7,6 +7,11 @@
 //! the first [`STRAY_ROOT_DEPTH`] components of its folder
 //! (`/data/photos2/2019/a.jpg` → `/data/photos2`). Coverage is decided per
 //! file, so a mapping that moves part of a root elsewhere is seen.
+//!
+//! Plex's own files are not library media: outside every location, a file
+//! of an item in no library (theme songs are tracks of the hidden section
+//! -2) or under Plex's data folder (`.../Plex Media Server/Metadata/...`)
+//! is counted apart, never required under the mount.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,6 +29,9 @@ pub struct CoverageReport {
     pub mount_point: String,
     pub locations: Vec<LocationCoverage>,
     pub file_roots: Vec<FileRootCoverage>,
+    /// Live files of Plex's own, left out (see the module's doc).
+    #[serde(default)]
+    pub plex_own_files: u64,
 }
 
 /// One `section_locations` row.
@@ -173,6 +181,7 @@ pub fn report(
         .map_err(sqlite)?;
 
     let mut by_root: BTreeMap<String, FileRootCoverage> = BTreeMap::new();
+    let mut plex_own_files = 0;
     let mut stmt = conn
         .prepare(
             "SELECT mp.file, mi.library_section_id FROM media_parts mp
@@ -187,6 +196,11 @@ pub fn report(
         let location = roots
             .iter()
             .find(|root| strip_prefix(&file, root).is_some());
+        let in_library = section.is_some_and(|id| names.contains_key(&id));
+        if location.is_none() && (!in_library || is_plex_data(&file)) {
+            plex_own_files += 1;
+            continue;
+        }
         let root = match location {
             Some(&"") => "/".to_string(),
             Some(r) => r.to_string(),
@@ -214,7 +228,18 @@ pub fn report(
         mount_point: mount,
         locations,
         file_roots: by_root.into_values().collect(),
+        plex_own_files,
     })
+}
+
+/// True for a path in Plex's data folder: a `Plex Media Server` component
+/// followed by `Metadata` or `Media` (where Plex keeps downloaded theme
+/// songs and its generated files).
+fn is_plex_data(path: &str) -> bool {
+    let components: Vec<&str> = path.split('/').collect();
+    components
+        .windows(2)
+        .any(|w| w[0] == "Plex Media Server" && matches!(w[1], "Metadata" | "Media"))
 }
 
 /// The first [`STRAY_ROOT_DEPTH`] components of the folder holding `file`.
@@ -230,7 +255,21 @@ fn stray_root(file: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::stray_root;
+    use super::{is_plex_data, stray_root};
+
+    #[test]
+    fn plex_data_paths() {
+        assert!(is_plex_data(
+            "/config/Library/Application Support/Plex Media Server/Metadata/TV Shows/a.bundle/Contents/_combined/themes/x"
+        ));
+        assert!(is_plex_data(
+            "/var/lib/plexmediaserver/Library/Application Support/Plex Media Server/Media/localhost/a"
+        ));
+        assert!(!is_plex_data(
+            "/data/Plex Media Server Backups/Metadata/a.mp3"
+        ));
+        assert!(!is_plex_data("/data/music/Metadata/a.mp3"));
+    }
 
     #[test]
     fn stray_roots() {

@@ -1,6 +1,7 @@
 //! What a library DB holds: items per library and per type (every type
-//! present, photos included), deleted and unavailable counts, Sonic
-//! progress. Read-only; a few grouped scans, whatever the number of types.
+//! present, photos included), what lies outside the libraries, deleted and
+//! unavailable counts, Sonic progress. Read-only; a few grouped scans,
+//! whatever the number of types.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,25 +13,34 @@ use super::{PlexDbError, open_plex_read_only};
 /// `metadata_items.metadata_type` of a music track.
 pub const TRACK: i64 = 10;
 
-/// The names Plex gives to `metadata_type` values (plex.md).
-const TYPE_NAMES: [(i64, &str); 13] = [
+/// The names Plex gives to `metadata_type` values: plex.md, and the
+/// search types of python-plexapi (a client tested against real servers),
+/// which name the rest, e.g. 42 for the optimized-versions list that real
+/// DBs hold (its title is "Background Processing List").
+const TYPE_NAMES: [(i64, &str); 19] = [
     (1, "movie"),
     (2, "show"),
     (3, "season"),
     (4, "episode"),
     (5, "trailer"),
+    (6, "comic"),
+    (7, "person"),
     (8, "artist"),
     (9, "album"),
     (TRACK, "track"),
+    (11, "picture"),
     (12, "clip"),
     (13, "photo"),
     (14, "photoalbum"),
     (15, "playlist"),
+    (16, "playlist_folder"),
     (18, "collection"),
+    (42, "optimized_version"),
+    (1001, "user_playlist_item"),
 ];
 
 /// The name of a metadata type; an unknown one is reported by number
-/// (`type_42`) rather than dropped.
+/// (`type_77`) rather than dropped.
 pub fn type_name(metadata_type: i64) -> String {
     TYPE_NAMES
         .iter()
@@ -46,7 +56,12 @@ pub struct Stats {
     /// Every `metadata_items` row by type name, whatever its library
     /// (playlists and collections have none).
     pub totals: BTreeMap<String, ItemCount>,
-    /// Sonic progress over all live tracks.
+    /// The rows of `totals` in no library: Plex's own (theme songs as
+    /// tracks of the hidden section -2, extras, playlists).
+    #[serde(default)]
+    pub outside_libraries: BTreeMap<String, ItemCount>,
+    /// Sonic progress over the live tracks of the libraries (theme songs
+    /// are never analysed, so they do not count).
     pub sonic: SonicProgress,
 }
 
@@ -173,17 +188,18 @@ pub fn collect(db: &Path) -> Result<Stats, PlexDbError> {
             tracks: count,
         };
         let is_live_track = metadata_type == Some(TRACK) && !deleted;
-        if is_live_track {
-            stats.sonic.add(sonic);
-        }
-        if let Some(library) = section
+        match section
             .and_then(|id| by_id.get_mut(&id))
             .map(|i| &mut stats.libraries[*i])
         {
-            add(&mut library.items);
-            if is_live_track {
-                library.sonic.add(sonic);
+            Some(library) => {
+                add(&mut library.items);
+                if is_live_track {
+                    library.sonic.add(sonic);
+                    stats.sonic.add(sonic);
+                }
             }
+            None => add(&mut stats.outside_libraries),
         }
     }
 
