@@ -6,6 +6,7 @@ pub mod faultproxy;
 pub mod fixture;
 pub mod http;
 pub mod plexdouble;
+pub mod real_dbs;
 pub mod s3server;
 pub mod scwdouble;
 
