@@ -6,7 +6,7 @@
 //! Then the cloud is cleaned: server and root volume if left, the run's
 //! API key, and the checkpoints when asked.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -34,8 +34,6 @@ pub struct FetchOptions {
 /// Where a download lands before the swap: beside `Databases`, on the same
 /// filesystem, so the swap is a rename.
 const INCOMING: &str = "Databases.plex-burst-incoming";
-/// Plex's own SQLite build, where a native install puts it.
-const PLEX_SQLITE: &str = "/usr/lib/plexmediaserver/Plex SQLite";
 
 /// The `DONE` marker the runner writes last.
 #[derive(Debug, Deserialize)]
@@ -111,8 +109,8 @@ pub async fn fetch(cfg: &BootstrapConfig, run: Option<&str>, opts: &FetchOptions
         expected,
         keep_backups: cfg.home.keep_backups,
         plex_timeout: cfg.home.plex_timeout,
-        // A native install's own SQLite checks the FTS tables too.
-        plex_sqlite: Some(PathBuf::from(PLEX_SQLITE)).filter(|p| p.exists()),
+        // Plex's own SQLite checks the FTS tables too.
+        plex_sqlite: plex.control.plex_sqlite(),
     };
     if opts.dry_run {
         let preview = tokio::task::spawn_blocking({

@@ -45,8 +45,11 @@ pub enum DbCommand {
     Check {
         db: PathBuf,
         /// Use Plex's own SQLite build instead of the per-table check.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "plex_image")]
         plex_sqlite: Option<PathBuf>,
+        /// Use the `Plex SQLite` inside this Plex image (`docker run`).
+        #[arg(long)]
+        plex_image: Option<String>,
     },
     /// Items per library and per type, deleted/unavailable, Sonic progress.
     Stats { db: PathBuf },

@@ -93,8 +93,15 @@ fn check_config(file: &Path) -> Result<()> {
 /// The DB toolkit's reports are printed as JSON: readable, and scriptable.
 fn db(command: DbCommand) -> Result<()> {
     match command {
-        DbCommand::Check { db, plex_sqlite } => {
-            print_json(&plexdb::integrity::check(&db, plex_sqlite.as_deref())?)
+        DbCommand::Check {
+            db,
+            plex_sqlite,
+            plex_image,
+        } => {
+            let tool = plex_sqlite
+                .map(plexdb::PlexSqlite::Program)
+                .or(plex_image.map(plexdb::PlexSqlite::Image));
+            print_json(&plexdb::integrity::check(&db, tool.as_ref())?)
         }
         DbCommand::Stats { db } => print_json(&plexdb::stats::collect(&db)?),
         DbCommand::Coverage { db, mount, maps } => {

@@ -522,7 +522,7 @@ fn a_db_changed_by_another_writer_during_the_install_is_refused_and_restored() {
     .unwrap();
     std::fs::set_permissions(&rogue, std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut plan = home.plan(Duration::from_secs(20));
-    plan.plex_sqlite = Some(rogue);
+    plan.plex_sqlite = Some(runner::plexdb::PlexSqlite::Program(rogue));
 
     let error = expect_rollback(home.install(&plan), Step::HomeUnchanged);
     let message = error.to_string();

@@ -7,7 +7,9 @@ use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use plex_burst_tests::fixture::{self, LibraryKind, Spec, generate_db, schema_dump_path};
-use runner::plexdb::{self, PathMapping, PlexDbError, coverage, integrity, remap, repair, stats};
+use runner::plexdb::{
+    self, PathMapping, PlexDbError, PlexSqlite, coverage, integrity, remap, repair, stats,
+};
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 
@@ -284,14 +286,14 @@ fn files_that_are_not_plex_dbs_fail_with_their_cause() {
 /// for `Plex SQLite`: the same shell interface.
 #[test]
 fn an_external_sqlite_shell_checks_the_whole_file() {
-    let shell = Path::new("/usr/bin/sqlite3");
+    let shell = PlexSqlite::Program("/usr/bin/sqlite3".into());
     let dir = tempfile::tempdir().unwrap();
     let (db, _, _) = tiny_db(dir.path());
     let hash = sha256(&db);
-    let report = integrity::check(&db, Some(shell)).expect("valid DB passes");
+    let report = integrity::check(&db, Some(&shell)).expect("valid DB passes");
     assert_eq!(
         report.method,
-        integrity::CheckMethod::PlexSqlite(shell.into())
+        integrity::CheckMethod::PlexSqlite("/usr/bin/sqlite3".into())
     );
     assert_eq!(sha256(&db), hash);
 
@@ -301,12 +303,18 @@ fn an_external_sqlite_shell_checks_the_whole_file() {
         (page - 1) * page_size + page_size / 2,
         &vec![0xA5; (page_size / 4) as usize],
     );
-    let error = integrity::check(&db, Some(shell)).expect_err("damage found");
+    let error = integrity::check(&db, Some(&shell)).expect_err("damage found");
     assert!(matches!(error, PlexDbError::Corrupt { .. }), "{error:?}");
 
-    let error =
-        integrity::check(&db, Some(Path::new("/nonexistent/Plex SQLite"))).expect_err("no tool");
+    let missing = PlexSqlite::Program("/nonexistent/Plex SQLite".into());
+    let error = integrity::check(&db, Some(&missing)).expect_err("no tool");
     assert!(matches!(error, PlexDbError::Tool { .. }), "{error:?}");
+    // Where Plex's shell cannot run, the bundled check still judges.
+    let error = integrity::check_best(&db, Some(&missing)).expect_err("damage found");
+    assert!(
+        matches!(&error, PlexDbError::Corrupt { table: Some(t), .. } if t == "media_parts"),
+        "{error:?}"
+    );
 }
 
 // -------------------------------------------------------------------- stats

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use runner::plex::PlexError;
 use runner::plex::api::{Identity, PlexApi};
+use runner::plexdb::PlexSqlite;
 use runner::secret::Secret;
 
 /// How long a stop or start command may run.
@@ -83,6 +84,31 @@ impl PlexControl {
             PlexControl::Docker { container } => argv(&["docker", "start", container]),
             PlexControl::Systemd { unit } => argv(&["systemctl", "start", unit]),
             PlexControl::Command { start, .. } => start.clone(),
+        }
+    }
+
+    /// Plex's own SQLite shell at home: the container's image for a
+    /// Plex in Docker (the container itself may be stopped), else a native
+    /// install's, when there is one.
+    pub fn plex_sqlite(&self) -> Option<PlexSqlite> {
+        match self {
+            PlexControl::Docker { container } => {
+                let out = std::process::Command::new("docker")
+                    .args(["inspect", "--format", "{{.Config.Image}}", container])
+                    .stdin(Stdio::null())
+                    .output();
+                match out {
+                    Ok(out) if out.status.success() => {
+                        let image = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                        (!image.is_empty()).then_some(PlexSqlite::Image(image))
+                    }
+                    _ => {
+                        tracing::warn!(%container, "cannot read the Plex container's image: the integrity check uses the bundled SQLite");
+                        None
+                    }
+                }
+            }
+            _ => PlexSqlite::native(),
         }
     }
 

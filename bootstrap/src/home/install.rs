@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use runner::plexdb::watchstate::{self, WatchStateReport};
-use runner::plexdb::{IntegrityReport, PathMapping, RemapReport, Stats, integrity, remap};
+use runner::plexdb::{
+    IntegrityReport, PathMapping, PlexSqlite, RemapReport, Stats, integrity, remap,
+};
 use serde::Serialize;
 
 use super::backup::{Backup, digest_of};
@@ -46,12 +48,9 @@ pub struct InstallPlan {
     /// Bounds each wait for Plex to stop or to answer.
     pub plex_timeout: Duration,
     /// Plex's own SQLite, for a full integrity check (lessons.md 18), when
-    /// this machine has it (a native install: [`NATIVE_PLEX_SQLITE`]).
-    pub plex_sqlite: Option<PathBuf>,
+    /// home has it (the container's image, or a native install's).
+    pub plex_sqlite: Option<PlexSqlite>,
 }
-
-/// Where a native install keeps `Plex SQLite`.
-pub const NATIVE_PLEX_SQLITE: &str = "/usr/lib/plexmediaserver/Plex SQLite";
 
 impl InstallPlan {
     pub fn new(
@@ -292,7 +291,7 @@ fn work(
 
     let integrity = timer
         .run(Step::IntegrityCheck, || {
-            check_incoming(plan, plan.plex_sqlite.as_deref())
+            check_incoming(plan, plan.plex_sqlite.as_ref())
         })
         .map_err(|e| Failure::new(Step::IntegrityCheck, e))?;
 
@@ -382,9 +381,10 @@ fn remap_incoming(plan: &InstallPlan) -> Result<RemapReport, runner::plexdb::Ple
 /// no virtual tables).
 fn check_incoming(
     plan: &InstallPlan,
-    plex_sqlite: Option<&Path>,
+    plex_sqlite: Option<&PlexSqlite>,
 ) -> Result<IntegrityReport, String> {
-    let report = integrity::check(&plan.incoming_db(), plex_sqlite).map_err(|e| e.to_string())?;
+    let report =
+        integrity::check_best(&plan.incoming_db(), plex_sqlite).map_err(|e| e.to_string())?;
     let blobs = plan.incoming_dir.join(BLOBS_DB);
     if blobs.is_file() {
         let conn = runner::plexdb::open_read_only(&blobs).map_err(|e| e.to_string())?;

@@ -8,8 +8,9 @@
 //! (`fts4_*_segments`, `spellfix_*_vocab`, `locations_node`, ...) are
 //! ordinary tables and get checked too; only the virtual tables themselves
 //! are skipped, as their check would compare index content using modules we
-//! do not have. Given `Plex SQLite` (Plex's build, which has the modules),
-//! its full `PRAGMA integrity_check` is used instead.
+//! do not have. Given `Plex SQLite` (Plex's build, which has the modules,
+//! see [`super::plex_sqlite`]), its full `PRAGMA integrity_check` is used
+//! instead.
 //!
 //! An index under a collation of Plex's own (`index_title_sort_icu`) is
 //! checked with the collations of [`super::collation`]. Where the order
@@ -20,13 +21,13 @@
 //! damaged index is still corrupt, a sound one is never called so.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use rusqlite::Connection;
 use rusqlite::types::Value;
 use serde::{Deserialize, Serialize};
 
+use super::plex_sqlite::PlexSqlite;
 use super::{PlexDbError, collation, first_line, open_plex_read_only, quote_ident};
 
 /// Problems kept per check; the rest are only counted.
@@ -50,7 +51,8 @@ pub struct IntegrityReport {
 #[serde(rename_all = "snake_case")]
 pub enum CheckMethod {
     PerTable,
-    PlexSqlite(PathBuf),
+    /// Plex's own shell, as [`PlexSqlite::describe`] names it.
+    PlexSqlite(String),
 }
 
 /// An index whose rows match its table's, under a collation whose order
@@ -64,17 +66,34 @@ pub struct UnverifiedOrder {
 }
 
 /// Checks `db` without modifying it. Any problem is an error:
-/// [`PlexDbError::Corrupt`] names the table and the first problem.
-pub fn check(db: &Path, plex_sqlite: Option<&Path>) -> Result<IntegrityReport, PlexDbError> {
+/// [`PlexDbError::Corrupt`] names the table and the first problem; a
+/// `plex_sqlite` that cannot run is [`PlexDbError::Tool`].
+pub fn check(db: &Path, plex_sqlite: Option<&PlexSqlite>) -> Result<IntegrityReport, PlexDbError> {
     // Open ourselves first so that a missing, empty, foreign or non-Plex
     // file gives the same error whatever the method.
     let conn = open_plex_read_only(db)?;
     match plex_sqlite {
         Some(tool) => {
             drop(conn);
-            check_with_tool(db, tool)
+            tool.check(db)
         }
         None => check_per_table(&conn, db),
+    }
+}
+
+/// [`check`] with Plex's own shell where it runs, else the per-table check
+/// (which is right too, see the module's doc): a Plex image or install
+/// that fails to start its shell must not fail a sound DB.
+pub fn check_best(
+    db: &Path,
+    plex_sqlite: Option<&PlexSqlite>,
+) -> Result<IntegrityReport, PlexDbError> {
+    match check(db, plex_sqlite) {
+        Err(PlexDbError::Tool { tool, detail, .. }) => {
+            tracing::warn!(tool = %tool.display(), %detail, "Plex SQLite did not run: checking with the bundled SQLite instead");
+            check(db, None)
+        }
+        other => other,
     }
 }
 
@@ -370,65 +389,4 @@ fn entries(conn: &Connection, sql: &str) -> rusqlite::Result<Vec<Entry>> {
     }
     entries.sort_unstable();
     Ok(entries)
-}
-
-/// `Plex SQLite -readonly <db> "PRAGMA integrity_check;"` prints `ok` or
-/// one line per problem.
-fn check_with_tool(db: &Path, tool: &Path) -> Result<IntegrityReport, PlexDbError> {
-    let output = Command::new(tool)
-        .arg("-readonly")
-        .arg(db)
-        .arg("PRAGMA integrity_check;")
-        .output()
-        .map_err(|e| PlexDbError::Tool {
-            tool: tool.into(),
-            path: db.into(),
-            detail: format!("cannot run: {e}"),
-        })?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let lines: Vec<&str> = stdout
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    if output.status.success() && lines == ["ok"] {
-        return Ok(IntegrityReport {
-            method: CheckMethod::PlexSqlite(tool.into()),
-            tables_checked: 0,
-            virtual_tables_skipped: vec![],
-            order_not_verified: vec![],
-        });
-    }
-    let path = db.to_path_buf();
-    if stderr.contains("file is not a database") {
-        return Err(PlexDbError::NotADatabase(path));
-    }
-    if output.status.success() || stderr.contains("malformed") || stderr.contains("corrupt") {
-        let mut all = lines
-            .iter()
-            .map(|l| l.to_string())
-            .chain(stderr.lines().map(first_line).filter(|l| !l.is_empty()));
-        let problem = all
-            .next()
-            .unwrap_or_else(|| "integrity_check printed nothing".into());
-        let more = all.count();
-        return Err(PlexDbError::Corrupt {
-            path,
-            table: None,
-            problem,
-            more,
-        });
-    }
-    let detail = first_line(&stderr);
-    let detail = if detail.is_empty() {
-        format!("exited with {}", output.status)
-    } else {
-        detail
-    };
-    Err(PlexDbError::Tool {
-        tool: tool.into(),
-        path,
-        detail,
-    })
 }

@@ -8,8 +8,8 @@ use super::checkpoint::Checkpoint;
 use super::guard;
 use super::{Phase, RunContext, analysis, scan, sonic};
 use crate::archive::PackOptions;
-use crate::config::Mode;
-use crate::plexdb::{self, stats::Stats};
+use crate::config::{Mode, PlexRuntime};
+use crate::plexdb::{self, PlexSqlite, stats::Stats};
 use crate::transfer;
 
 /// The name of the result archive under `runs/<run-id>/result/`.
@@ -128,9 +128,9 @@ async fn verify(ctx: &RunContext) -> Result<Value> {
     if let Mode::Scratch { .. } = ctx.cfg.mode() {
         return Ok(json!({ "stats_before": Stats::default() }));
     }
-    let plex_sqlite = plex_sqlite();
+    let plex_sqlite = plex_sqlite(ctx);
     tokio::task::spawn_blocking(move || -> Result<Value> {
-        let integrity = plexdb::integrity::check(&db, plex_sqlite.as_deref())
+        let integrity = plexdb::integrity::check_best(&db, plex_sqlite.as_ref())
             .context("the reference DB failed its integrity check")?;
         let stats = plexdb::stats::collect(&db)?;
         Ok(json!({ "integrity": integrity, "stats_before": stats }))
@@ -187,13 +187,13 @@ async fn stop(ctx: &RunContext) -> Result<Value> {
 /// for inspection, never as a result.
 async fn package(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
     let db = ctx.paths.library_db();
-    let plex_sqlite = plex_sqlite();
+    let plex_sqlite = plex_sqlite(ctx);
     let before: Stats = phase_output(ckpt, Phase::Verify, "stats_before")?;
     let limits = ctx.cfg.guard();
     let earlier = ckpt.quarantine();
     tokio::task::spawn_blocking(move || -> Result<Value> {
         plexdb::checkpoint_wal(&db)?;
-        let integrity = plexdb::integrity::check(&db, plex_sqlite.as_deref())
+        let integrity = plexdb::integrity::check_best(&db, plex_sqlite.as_ref())
             .context("the result DB failed its integrity check")?;
         let after = plexdb::stats::collect(&db)?;
         let verdict = guard::compare(&before, &after, &limits);
@@ -267,9 +267,16 @@ fn phase_output<T: serde::de::DeserializeOwned>(
         .with_context(|| format!("the checkpoint's {field} of phase {phase} is unreadable"))
 }
 
-/// The Plex SQLite build, when this instance has one; the per-table check
-/// with the bundled SQLite otherwise. (Plex itself joins the run later.)
-fn plex_sqlite() -> Option<std::path::PathBuf> {
-    let path = std::path::Path::new("/usr/lib/plexmediaserver/Plex SQLite");
-    path.exists().then(|| path.to_path_buf())
+/// Plex's own SQLite: the pinned, pre-pulled image's for the docker
+/// runtime, a native install's; none for the double, whose DBs the
+/// per-table check with the bundled SQLite verifies.
+fn plex_sqlite(ctx: &RunContext) -> Option<PlexSqlite> {
+    let plex = ctx.cfg.plex();
+    match &plex.runtime {
+        PlexRuntime::Docker { image } => {
+            Some(PlexSqlite::Image(format!("{image}:{}", plex.version)))
+        }
+        PlexRuntime::Native => PlexSqlite::native(),
+        PlexRuntime::Double { .. } => None,
+    }
 }
