@@ -48,11 +48,7 @@ impl fmt::Display for InstallReport {
         }
         watch_state(f, &self.watch_state)?;
         remap(f, &self.remap)?;
-        writeln!(
-            f,
-            "integrity: ok ({} tables checked)",
-            self.integrity.tables_checked
-        )?;
+        writeln!(f, "integrity: {}", self.integrity)?;
         writeln!(
             f,
             "Plex {} answers; {} counts match the result's",

@@ -65,6 +65,29 @@ pub struct UnverifiedOrder {
     pub reason: String,
 }
 
+/// `ok (...)`: which checker ran, and what it could not verify.
+impl std::fmt::Display for IntegrityReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.method {
+            CheckMethod::PlexSqlite(tool) => write!(f, "ok (Plex SQLite: {tool})")?,
+            CheckMethod::PerTable => write!(
+                f,
+                "ok ({} tables checked with the bundled SQLite, {} virtual tables left to Plex)",
+                self.tables_checked,
+                self.virtual_tables_skipped.len()
+            )?,
+        }
+        for unverified in &self.order_not_verified {
+            write!(
+                f,
+                "; order of index {} not verified: {}",
+                unverified.index, unverified.reason
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Checks `db` without modifying it. Any problem is an error:
 /// [`PlexDbError::Corrupt`] names the table and the first problem; a
 /// `plex_sqlite` that cannot run is [`PlexDbError::Tool`].

@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::checkpoint::Checkpoint;
 use super::phases::RESULT_ARCHIVE;
 use super::{Phase, RunContext};
+use crate::plexdb::IntegrityReport;
 use crate::plexdb::remap::RemapReport;
 use crate::plexdb::stats::Stats;
 
@@ -26,6 +27,8 @@ pub struct Report {
     pub result_bytes: u64,
     pub result_sha256: String,
     pub remap: Option<RemapReport>,
+    /// The result DB's check, at package.
+    pub integrity: Option<IntegrityReport>,
     pub before: Stats,
     pub after: Stats,
     /// Why the DB was not published as a result, if it was not.
@@ -68,6 +71,7 @@ impl Report {
             result_bytes: u64_of(&upload["archive_bytes"]),
             result_sha256: str_of(&upload["archive_sha256"]),
             remap: serde_json::from_value(remap["remap"].clone()).ok(),
+            integrity: serde_json::from_value(package["integrity"].clone()).ok(),
             before: serde_json::from_value(verify["stats_before"].clone()).unwrap_or_default(),
             after: serde_json::from_value(package["stats_after"].clone()).unwrap_or_default(),
             quarantine: ckpt.quarantine(),
@@ -133,6 +137,9 @@ impl fmt::Display for Report {
             for m in &remap.mappings {
                 writeln!(f, "  remap      {} -> {}: {} rows", m.from, m.to, m.total)?;
             }
+        }
+        if let Some(integrity) = &self.integrity {
+            writeln!(f, "  integrity  {integrity}")?;
         }
         writeln!(f)?;
         writeln!(
