@@ -1,13 +1,14 @@
 //! The fixture generator against real SQLite and a real file system: the DB
-//! must look to stock SQLite like a real Plex DB, match its spec, and match
-//! the media tree written beside it.
+//! must be, in structure, the real Plex DB of its version (compared with
+//! the real DBs in the shared folder), look to stock SQLite like one, match
+//! its spec, and match the media tree written beside it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use plex_burst_tests::fixture::{
-    self, ACCOUNT_IDS, LibraryKind, Spec, TreeFilter, generate_db, schema_dump_path,
+    self, ACCOUNT_IDS, LibraryKind, Spec, TreeFilter, generate_db, generate_db_for, real_db_path,
     write_app_support, write_media_subset, write_media_tree,
 };
 use rusqlite::Connection;
@@ -46,32 +47,233 @@ fn ordinary_tables(conn: &Connection) -> Vec<String> {
     )
 }
 
+// ---------------------------------------------------------------- structure
+
+/// Opens a copy of the real DB of `version` (with its `-wal`): the shared
+/// originals are never opened. Panics, saying what is missing, when the
+/// shared folder is absent: this test never skips.
+fn real_db_copy(version: &str, dir: &Path) -> Connection {
+    let real = real_db_path(version);
+    assert!(
+        real.is_file(),
+        "the real Plex {version} DB is missing: {} (set {} to the shared folder)",
+        real.display(),
+        fixture::SHARED_ENV
+    );
+    let copy = dir.join(format!("real-{version}.db"));
+    for suffix in ["", "-wal"] {
+        let from = PathBuf::from(format!("{}{suffix}", real.display()));
+        if from.exists() {
+            let to = PathBuf::from(format!("{}{suffix}", copy.display()));
+            std::fs::copy(&from, &to).unwrap();
+            let mut permissions = std::fs::metadata(&to).unwrap().permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            permissions.set_readonly(false);
+            std::fs::set_permissions(&to, permissions).unwrap();
+        }
+    }
+    open(&copy)
+}
+
+/// Rows of `sql` as `|`-joined text.
+fn rows(conn: &Connection, sql: &str) -> Vec<String> {
+    let mut statement = conn.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let columns = statement.column_count();
+    let mut rows = statement.query([]).unwrap();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().unwrap() {
+        let cells: Vec<String> = (0..columns)
+            .map(|i| match row.get_ref(i).unwrap() {
+                rusqlite::types::ValueRef::Null => "NULL".to_string(),
+                rusqlite::types::ValueRef::Integer(n) => n.to_string(),
+                rusqlite::types::ValueRef::Real(x) => x.to_string(),
+                rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                rusqlite::types::ValueRef::Blob(b) => format!("blob({})", b.len()),
+            })
+            .collect();
+        out.push(cells.join("|"));
+    }
+    out
+}
+
+/// Every structural fact of a DB, keyed: `sqlite_master` rows (SQL text
+/// included), columns of every table, index columns and properties, and
+/// the header values. Virtual tables whose module stock SQLite lacks are
+/// known by their SQL alone.
+fn structure(conn: &Connection) -> BTreeMap<String, String> {
+    let mut facts = BTreeMap::new();
+    for row in rows(
+        conn,
+        "SELECT type || ' ' || name, tbl_name || ' | ' || coalesce(sql, 'NULL') FROM sqlite_master",
+    ) {
+        let (key, value) = row.split_once('|').unwrap();
+        facts.insert(format!("sqlite_master {key}"), value.to_string());
+    }
+    let readable = "SELECT name FROM sqlite_master WHERE type = 'table'
+         AND (rootpage > 0 OR sql LIKE '%USING fts4(%' AND sql NOT LIKE '%tokenize=%' OR sql LIKE '%USING rtree(%')";
+    for table in strings(conn, readable) {
+        for row in rows(
+            conn,
+            &format!(
+                "SELECT cid, name, type, \"notnull\", dflt_value, pk, hidden FROM pragma_table_xinfo('{table}')"
+            ),
+        ) {
+            let (cid, rest) = row.split_once('|').unwrap();
+            facts.insert(format!("column {table}.{cid:0>3}"), rest.to_string());
+        }
+        for row in rows(
+            conn,
+            &format!("SELECT name, \"unique\", origin, partial FROM pragma_index_list('{table}')"),
+        ) {
+            let (index, rest) = row.split_once('|').unwrap();
+            facts.insert(
+                format!("index_list {table}.{index}"),
+                format!("unique|origin|partial = {rest}"),
+            );
+            for column in rows(
+                conn,
+                &format!(
+                    "SELECT seqno, cid, name, \"desc\", coll, \"key\" FROM pragma_index_xinfo('{index}')"
+                ),
+            ) {
+                let (seqno, rest) = column.split_once('|').unwrap();
+                facts.insert(format!("index_xinfo {index}.{seqno:0>3}"), rest.to_string());
+            }
+        }
+    }
+    for pragma in [
+        "page_size",
+        "journal_mode",
+        "user_version",
+        "application_id",
+        "auto_vacuum",
+        "encoding",
+    ] {
+        let value = rows(conn, &format!("PRAGMA {pragma}")).join(",");
+        facts.insert(format!("pragma {pragma}"), value);
+    }
+    facts
+}
+
+/// The differences between two fact maps, one readable line each.
+fn differences(ours: &BTreeMap<String, String>, real: &BTreeMap<String, String>) -> Vec<String> {
+    let keys: BTreeSet<&String> = ours.keys().chain(real.keys()).collect();
+    keys.into_iter()
+        .filter_map(|key| match (ours.get(key), real.get(key)) {
+            (Some(a), Some(b)) if a == b => None,
+            (Some(a), Some(b)) => Some(format!("{key}:\n    fixture: {a}\n    real:    {b}")),
+            (Some(a), None) => Some(format!("{key}: only in the fixture: {a}")),
+            (None, Some(b)) => Some(format!("{key}: only in the real DB: {b}")),
+            (None, None) => None,
+        })
+        .collect()
+}
+
+/// `sqlite_stat1` as ANALYZE leaves it: the real DB's (table, index) pairs
+/// are there for every table the fixture fills, and every pair the fixture
+/// has names one of its indexes (or none) on a table with rows. Numbers
+/// differ with the data.
+fn stat1_differences(ours: &Connection, real: &Connection) -> Vec<String> {
+    let pairs = |conn: &Connection| -> BTreeSet<(String, String)> {
+        rows(conn, "SELECT tbl, coalesce(idx, '') FROM sqlite_stat1")
+            .into_iter()
+            .map(|r| {
+                let (t, i) = r.split_once('|').unwrap();
+                (t.to_string(), i.to_string())
+            })
+            .collect()
+    };
+    // A table the fixture lacks is reported with the structure.
+    let filled = |table: &str| {
+        ours.query_row(&format!("SELECT count(*) > 0 FROM \"{table}\""), [], |r| {
+            r.get::<_, bool>(0)
+        })
+        .unwrap_or(false)
+    };
+    let (our_pairs, real_pairs) = (pairs(ours), pairs(real));
+    let mut out = Vec::new();
+    if real_pairs.is_empty() || our_pairs.is_empty() {
+        out.push(format!(
+            "sqlite_stat1: fixture {} rows, real {} rows",
+            our_pairs.len(),
+            real_pairs.len()
+        ));
+    }
+    for (table, index) in real_pairs.difference(&our_pairs) {
+        if filled(table) {
+            out.push(format!(
+                "sqlite_stat1 lacks {table}|{index} (the table has rows)"
+            ));
+        }
+    }
+    let indexes: BTreeSet<(String, String)> = rows(
+        ours,
+        "SELECT tbl_name, name FROM sqlite_master WHERE type = 'index'",
+    )
+    .into_iter()
+    .map(|r| {
+        let (t, i) = r.split_once('|').unwrap();
+        (t.to_string(), i.to_string())
+    })
+    .collect();
+    for (table, index) in &our_pairs {
+        let known = index.is_empty() || indexes.contains(&(table.clone(), index.clone()));
+        if !known || !filled(table) {
+            out.push(format!(
+                "sqlite_stat1 has {table}|{index}: no such index or no rows"
+            ));
+        }
+    }
+    for (table, index) in &indexes {
+        if filled(table) && !our_pairs.contains(&(table.clone(), index.clone())) {
+            out.push(format!(
+                "sqlite_stat1 lacks {table}|{index}: ANALYZE incomplete"
+            ));
+        }
+    }
+    let stat4 = count(
+        ours,
+        "SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat4'",
+    );
+    if stat4 > 0 {
+        out.push("sqlite_stat4 present (no real Plex DB has one)".into());
+    }
+    out
+}
+
+fn assert_same_structure_as_real(version: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let real = real_db_copy(version, dir.path());
+    let path = dir.path().join("fixture.db");
+    generate_db_for(&path, &Spec::tiny(), version).expect("tiny fixture generates");
+    let ours = open(&path);
+    let mut found = differences(&structure(&ours), &structure(&real));
+    found.extend(stat1_differences(&ours, &real));
+    assert!(
+        found.is_empty(),
+        "the fixture in the {version} schema differs from the real {version} DB in {} ways:\n{}",
+        found.len(),
+        found.join("\n")
+    );
+}
+
 #[test]
-fn sqlite_master_holds_exactly_the_dumped_schema() {
+fn the_structure_is_that_of_the_real_1_41_db() {
+    // The pinned Plex version (plexdouble::cli::DEFAULT_VERSION) is 1.41.3.
+    assert_same_structure_as_real("1.41.3");
+}
+
+#[test]
+fn the_structure_is_that_of_the_real_1_43_db() {
+    assert_same_structure_as_real("1.43.3");
+}
+
+#[test]
+fn the_default_schema_is_the_newest_real_one_with_plex_s_virtual_tables_and_triggers() {
+    assert_eq!(fixture::DEFAULT_PLEX_VERSION, "1.43.3");
     let dir = tempfile::tempdir().unwrap();
     let (path, _, _) = tiny_db(dir.path());
     let conn = open(&path);
-    let dump = std::fs::read_to_string(schema_dump_path()).expect("schema dump readable");
-    let dump_statements = dump.lines().filter(|l| l.starts_with("CREATE ")).count();
-
-    let rows = strings(
-        &conn,
-        "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND type != 'trigger' AND name NOT LIKE 'sqlite_%'",
-    );
-    assert_eq!(
-        rows.len(),
-        dump_statements,
-        "one sqlite_master row per dumped statement"
-    );
-    for sql in rows {
-        // `.schema` prints a stored `CREATE TABLE "x"` as `CREATE TABLE IF NOT EXISTS "x"`.
-        let printed = match sql.strip_prefix("CREATE TABLE \"") {
-            Some(rest) => format!("CREATE TABLE IF NOT EXISTS \"{rest}"),
-            None => sql.clone(),
-        };
-        assert!(dump.contains(&printed), "not in the dump: {sql}");
-    }
-
     let virtual_tables = strings(
         &conn,
         "SELECT name FROM sqlite_master WHERE type = 'table' AND rootpage = 0 AND sql LIKE 'CREATE VIRTUAL TABLE%' ORDER BY name",
@@ -107,6 +309,18 @@ fn sqlite_master_holds_exactly_the_dumped_schema() {
         .collect();
     expected.sort();
     assert_eq!(triggers, expected);
+    let icu = strings(
+        &conn,
+        "SELECT sql FROM sqlite_master WHERE name = 'index_title_sort_icu'",
+    );
+    assert_eq!(
+        icu,
+        ["CREATE INDEX 'index_title_sort_icu' ON 'metadata_items' ('title_sort' COLLATE icu_root)"]
+    );
+    let error = generate_db_for(&dir.path().join("old.db"), &Spec::tiny(), "1.32.5")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("1.40"), "{error}");
 }
 
 #[test]
@@ -114,6 +328,18 @@ fn per_table_integrity_passes_and_plain_integrity_check_fails_like_a_real_plex_d
     let dir = tempfile::tempdir().unwrap();
     let (path, _, _) = tiny_db(dir.path());
     let conn = open(&path);
+    // Without Plex's collation the collated index cannot be checked, as on
+    // a real DB; with it, it is in order.
+    let error = conn
+        .query_row("PRAGMA integrity_check(\"metadata_items\")", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .map_or_else(|e| e.to_string(), |r| r);
+    assert!(
+        error.contains("no such collation sequence: icu_root"),
+        "{error}"
+    );
+    runner::plexdb::collation::register(&conn).unwrap();
     let tables = ordinary_tables(&conn);
     assert!(tables.len() > 60, "only {} tables", tables.len());
     for table in &tables {
@@ -142,12 +368,12 @@ fn per_table_integrity_passes_and_plain_integrity_check_fails_like_a_real_plex_d
         .query_row("PRAGMA journal_mode", [], |row| row.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
-    // The plain full-text index stock SQLite can read is filled and consistent.
-    conn.execute(
-        "INSERT INTO fts4_metadata_titles(fts4_metadata_titles) VALUES('integrity-check')",
-        [],
-    )
-    .expect("fts4_metadata_titles index matches metadata_items");
+    // Plex searches through the `_icu` tables: the plain full-text index
+    // stock SQLite could read is left empty, as in every real DB.
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM fts4_metadata_titles_segdir"),
+        0
+    );
 }
 
 #[test]
@@ -331,7 +557,7 @@ fn libraries_and_counts_match_the_spec() {
 }
 
 #[test]
-fn sonic_markers_cover_the_requested_fraction_in_both_forms() {
+fn sonic_markers_cover_the_requested_fraction_in_json_as_plex_1_40_writes_it() {
     let dir = tempfile::tempdir().unwrap();
     let (path, spec, summary) = tiny_db(dir.path());
     let conn = open(&path);
@@ -340,9 +566,10 @@ fn sonic_markers_cover_the_requested_fraction_in_both_forms() {
         .iter()
         .find(|l| l.kind == LibraryKind::Music)
         .unwrap();
+    // Library tracks: theme songs (section -2) are never analysed.
     let tracks = count(
         &conn,
-        "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL",
+        "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL AND library_section_id > 0",
     );
     let analysed = count(
         &conn,
@@ -351,19 +578,20 @@ fn sonic_markers_cover_the_requested_fraction_in_both_forms() {
     let expected = (tracks as f64 * music.sonic_fraction).round() as u64;
     assert_eq!(analysed, expected, "{analysed} of {tracks} tracks analysed");
     assert_eq!((summary.tracks, summary.sonic_analysed), (tracks, analysed));
-    let url_encoded = count(
+    // From 1.40 every extra_data is JSON with the URL-encoded form in `url`.
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM metadata_items WHERE NOT json_valid(extra_data) OR json_extract(extra_data, '$.url') IS NULL"
+        ),
+        0
+    );
+    let marked = count(
         &conn,
-        "SELECT count(*) FROM metadata_items WHERE extra_data LIKE 'ms\\%3AmusicAnalysisVersion=1%' ESCAPE '\\'",
+        "SELECT count(*) FROM metadata_items WHERE json_extract(extra_data, '$.\"ms:musicAnalysisVersion\"') = '1'
+           AND json_extract(extra_data, '$.url') LIKE '%ms\\%3AmusicAnalysisVersion=1%' ESCAPE '\\'",
     );
-    let json = count(
-        &conn,
-        "SELECT count(*) FROM metadata_items WHERE json_valid(extra_data) AND extra_data LIKE '%musicAnalysisVersion%'",
-    );
-    assert!(
-        url_encoded > 0 && json > 0,
-        "url-encoded {url_encoded}, json {json}"
-    );
-    assert_eq!(url_encoded + json, analysed);
+    assert_eq!(marked, analysed);
     let loudness_only = count(
         &conn,
         "SELECT count(*) FROM metadata_items WHERE extra_data LIKE '%loudnessAnalysisVersion%' AND extra_data NOT LIKE '%musicAnalysisVersion%'",
@@ -372,6 +600,105 @@ fn sonic_markers_cover_the_requested_fraction_in_both_forms() {
         loudness_only > 0,
         "some unanalysed tracks carry another analysis marker"
     );
+}
+
+#[test]
+fn rows_carry_real_plex_encodings_theme_songs_and_trailers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, spec, summary) = tiny_db(dir.path());
+    let conn = open(&path);
+    // Subtitle URLs are percent-encoded, as Plex 1.32+ writes them.
+    let urls = strings(&conn, "SELECT url FROM media_streams WHERE url IS NOT NULL");
+    assert!(urls.iter().any(|u| u.contains("%20")), "{urls:?}");
+    assert!(urls.iter().all(|u| !u.contains(' ')), "{urls:?}");
+    // Film agents' attributes, JSON with the URL-encoded form in `url`.
+    let rated = strings(
+        &conn,
+        "SELECT extra_data FROM metadata_items WHERE extra_data LIKE '%audienceRatingImage%' LIMIT 1",
+    );
+    assert!(
+        rated[0].starts_with(r#"{"at:audienceRatingImage":""#)
+            && rated[0].contains(r#""url":"at%3AaudienceRatingImage="#),
+        "{rated:?}"
+    );
+    assert!(
+        count(
+            &conn,
+            r#"SELECT count(*) FROM metadata_items WHERE extra_data = '{"url":""}'"#
+        ) > 0
+    );
+
+    // changed_at is one per-DB change counter, not a time.
+    let (low, high) = conn
+        .query_row(
+            "SELECT min(v), max(v) FROM (SELECT changed_at v FROM metadata_items
+             UNION ALL SELECT resources_changed_at FROM metadata_items
+             UNION ALL SELECT changed_at FROM metadata_item_settings)",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+        )
+        .unwrap();
+    assert!(100 < low && high < 100_000, "{low}..{high}");
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(DISTINCT changed_at) FROM metadata_items"
+        ),
+        count(&conn, "SELECT count(*) FROM metadata_items"),
+        "each change gets its own counter value"
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM library_sections s WHERE content_changed_at !=
+               (SELECT max(changed_at) FROM metadata_items m WHERE m.library_section_id = s.id)"
+        ),
+        0
+    );
+
+    // Theme songs: tracks of section -2 with files in Plex's own folder.
+    let themes = strings(
+        &conn,
+        "SELECT p.file FROM metadata_items m JOIN media_items i ON i.metadata_item_id = m.id
+         JOIN media_parts p ON p.media_item_id = i.id
+         WHERE m.library_section_id = -2 AND m.metadata_type = 10",
+    );
+    assert!(!themes.is_empty());
+    assert_eq!(themes.len() as u64, summary.theme_tracks);
+    assert!(
+        themes
+            .iter()
+            .all(|f| f.starts_with(&format!("{}/Metadata/", fixture::PLEX_DATA_DIR))),
+        "{themes:?}"
+    );
+    // Extras: clips in no library whose part has an empty file.
+    let extras = count(
+        &conn,
+        "SELECT count(*) FROM metadata_items m JOIN media_items i ON i.metadata_item_id = m.id
+         JOIN media_parts p ON p.media_item_id = i.id
+         WHERE m.metadata_type = 12 AND m.library_section_id IS NULL AND p.file = ''
+           AND m.extra_data LIKE '%ex:extraType%'",
+    );
+    assert!(extras > 0);
+    assert_eq!(extras, summary.extras);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM metadata_relations r JOIN metadata_items m ON m.id = r.metadata_item_id WHERE m.metadata_type = 1"
+        ),
+        extras
+    );
+    // Neither is library media: the stats leave them out of libraries and Sonic.
+    let stats = runner::plexdb::stats::collect(&path).expect("stats");
+    assert_eq!(stats.outside_libraries["track"].live, summary.theme_tracks);
+    assert_eq!(stats.outside_libraries["clip"].live, extras);
+    assert_eq!(stats.sonic.tracks, summary.tracks);
+    let music: u64 = spec.libraries[0]
+        .locations
+        .iter()
+        .map(|l| u64::from(l.items))
+        .sum();
+    assert_eq!(summary.tracks, music);
 }
 
 #[test]
@@ -479,6 +806,23 @@ fn generation_refuses_to_overwrite_and_leaves_nothing_behind_on_error() {
     assert_eq!(left, ["existing.db"]);
 }
 
+/// A percent-encoded URL path, decoded.
+fn percent_decoded(url: &str) -> String {
+    let bytes = url.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            out.push(u8::from_str_radix(&url[i + 1..i + 3], 16).expect("hex escape"));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).expect("UTF-8 path")
+}
+
 /// Relative paths of all files under `root`.
 fn files_under(root: &Path) -> BTreeSet<String> {
     let mut files = BTreeSet::new();
@@ -570,10 +914,14 @@ fn the_media_tree_holds_exactly_the_live_files_the_db_names_under_the_media_root
         "SELECT file FROM media_parts WHERE deleted_at IS NULL",
     )
     .into_iter()
-    .chain(strings(
-        &conn,
-        "SELECT substr(url, 8) FROM media_streams WHERE url LIKE 'file://%'",
-    ));
+    .chain(
+        strings(
+            &conn,
+            "SELECT substr(url, 8) FROM media_streams WHERE url LIKE 'file://%'",
+        )
+        .into_iter()
+        .map(|url| percent_decoded(&url)),
+    );
     let mut outside = 0;
     for file in live {
         match file.strip_prefix(&prefix) {
@@ -730,7 +1078,7 @@ fn the_app_support_folder_is_shaped_like_plex() {
 }
 
 #[test]
-fn the_cli_prints_the_summary_and_names_a_missing_schema_dump() {
+fn the_cli_prints_the_summary_and_names_a_missing_real_schema_db() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("cli.db");
     let output = Command::new(env!("CARGO_BIN_EXE_plex-fixture"))
@@ -742,6 +1090,8 @@ fn the_cli_prints_the_summary_and_names_a_missing_schema_dump() {
             "9",
             "--media-root",
             "/srv/media",
+            "--schema",
+            "1.41.3",
         ])
         .arg(&out)
         .output()
@@ -753,6 +1103,7 @@ fn the_cli_prints_the_summary_and_names_a_missing_schema_dump() {
     );
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(report["summary"]["libraries"][0]["name"], "Music");
+    assert_eq!(report["schema"], "1.41.3");
     let conn = open(&out);
     let roots = strings(
         &conn,
@@ -769,7 +1120,7 @@ fn the_cli_prints_the_summary_and_names_a_missing_schema_dump() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("nowhere/reference/plex-library-schema.sql"),
+        stderr.contains("nowhere/reference/real-plex-dbs/1.43.3/com.plexapp.plugins.library.db"),
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "one-line error: {stderr}");

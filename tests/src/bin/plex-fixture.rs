@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! plex-fixture db --preset tiny --seed 7 --media-root /data/media OUT.db
+//! plex-fixture db --preset demo --schema 1.41.3 OUT.db
 //! plex-fixture media --preset user --max-files 5000 DIR
 //! plex-fixture app-support --preset demo DIR
 //! ```
@@ -28,6 +29,10 @@ enum Command {
     Db {
         #[command(flatten)]
         spec: SpecArgs,
+        /// The Plex version whose real DB (in the shared folder's
+        /// reference/real-plex-dbs) gives the schema.
+        #[arg(long, default_value = fixture::DEFAULT_PLEX_VERSION)]
+        schema: String,
         out: PathBuf,
     },
     /// Write the media tree matching the DB of the same spec under DIR.
@@ -96,9 +101,9 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     let started = Instant::now();
     let report = match cli.command {
-        Command::Db { spec, out } => {
-            let summary = fixture::generate_db(&out, &spec.resolve()?)?;
-            json!({ "db": out, "summary": summary })
+        Command::Db { spec, schema, out } => {
+            let summary = fixture::generate_db_for(&out, &spec.resolve()?, &schema)?;
+            json!({ "db": out, "schema": schema, "summary": summary })
         }
         Command::Media {
             spec,
