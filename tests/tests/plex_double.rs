@@ -1015,8 +1015,8 @@ fn sonic_runs_at_the_configured_rate_with_plex_pass_only() {
     let world = world();
     let plextv = PlexTvDouble::start(ACCOUNT, &[]);
     let (pms, token) = claimed(&world, &plextv, &["--sonic-rate", "10"]);
-    let live =
-        "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL";
+    // Library tracks: theme songs (section -2) are never analysed.
+    let live = "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL AND library_section_id > 0";
     let analysed = "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL AND extra_data LIKE '%musicAnalysisVersion%'";
     let total = count(&pms, live);
     let start = count(&pms, analysed);
@@ -1068,7 +1068,7 @@ fn sonic_runs_at_the_configured_rate_with_plex_pass_only() {
     });
     let conn = db(&pms);
     let mut statement = conn
-        .prepare("SELECT extra_data FROM metadata_items WHERE metadata_type = 10 AND extra_data LIKE '{%'")
+        .prepare("SELECT extra_data FROM metadata_items WHERE metadata_type = 10 AND library_section_id > 0 AND extra_data LIKE '{%'")
         .unwrap();
     for extra in statement
         .query_map([], |row| row.get::<_, String>(0))

@@ -289,6 +289,12 @@ fn an_external_sqlite_shell_checks_the_whole_file() {
     let shell = PlexSqlite::Program("/usr/bin/sqlite3".into());
     let dir = tempfile::tempdir().unwrap();
     let (db, _, _) = tiny_db(dir.path());
+    // Unlike Plex SQLite, Debian's shell lacks the icu_root collation of the
+    // fixture's (and every real DB's) title_sort index.
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch("DROP INDEX index_title_sort_icu")
+        .unwrap();
     let hash = sha256(&db);
     let report = integrity::check(&db, Some(&shell)).expect("valid DB passes");
     assert_eq!(

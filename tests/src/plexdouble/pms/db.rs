@@ -1,6 +1,6 @@
 //! The library DB as the double uses it: one writer and one reader
 //! connection in WAL mode, each behind a lock held only for short
-//! transactions (never across file I/O).
+//! transactions (never across file I/O), both with Plex's collations.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -55,6 +55,7 @@ pub fn open_writer(path: &Path) -> Result<Connection> {
     // The double plays Plex, so its own connection runs with triggers off;
     // the triggers stay in the DB untouched for whoever opens it next.
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)?;
+    register_collations(&conn)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     anyhow::ensure!(
@@ -69,6 +70,15 @@ pub fn open_writer(path: &Path) -> Result<Connection> {
 fn open_reader(path: &Path) -> Result<Connection> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .with_context(|| format!("cannot open {}", path.display()))?;
+    register_collations(&conn)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     Ok(conn)
+}
+
+/// Plex's own SQLite has the `icu_root` (and, in old DBs, `naturalsort`)
+/// collation of `index_title_sort_icu`: every insert or update of
+/// `metadata_items` must place the row in that index, and a query may
+/// order by it. The double plays Plex, so it registers them as Plex has them.
+fn register_collations(conn: &Connection) -> Result<()> {
+    runner::plexdb::collation::register(conn).context("registering Plex's collations")
 }

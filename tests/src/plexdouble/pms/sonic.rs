@@ -20,6 +20,9 @@ use super::work::Work;
 const STUCK_AFTER: usize = 3;
 const TICK: Duration = Duration::from_millis(100);
 
+/// Live tracks of music libraries: the join leaves out theme songs (tracks
+/// of the hidden section -2, which has no `library_sections` row), which
+/// Plex never analyses.
 const LIVE_TRACKS: &str =
     "FROM metadata_items m JOIN library_sections s ON s.id = m.library_section_id
     WHERE s.section_type = 8 AND m.metadata_type = 10 AND m.deleted_at IS NULL";
