@@ -5,17 +5,13 @@
 //! over the two inputs, never by the merge's own code.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use plex_burst_tests::fixture::SHARED_ENV;
+use plex_burst_tests::real_dbs::{self, DB_NAME};
 use runner::plexdb::watchstate::{self, WatchStateReport};
 use rusqlite::types::Value;
 use rusqlite::{Connection, params};
 
-const DB_NAME: &str = "com.plexapp.plugins.library.db";
-/// Genuinely corrupt (a damaged page): not a merge input.
-const CORRUPT: &str = "1.41.3";
 /// The columns a merge copies from home's settings rows.
 const WATCH: [&str; 9] = [
     "rating",
@@ -33,46 +29,14 @@ const HUGE_COUNTER: i64 = 8_900_000_000_000_000_000;
 
 type Row = BTreeMap<String, Value>;
 
-fn real_dbs_dir() -> PathBuf {
-    let shared = std::env::var_os(SHARED_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let dir = shared.join("reference/real-plex-dbs");
-    assert!(
-        dir.join("1.43.3").join(DB_NAME).is_file() && dir.join("1.19.5").join(DB_NAME).is_file(),
-        "the real Plex DBs are missing: expected {}/<version>/{DB_NAME} (set {SHARED_ENV} to the shared folder)",
-        dir.display()
-    );
-    dir
-}
-
-/// Every real DB's version but the corrupt one.
+/// Every real DB's version but the damaged one.
 fn versions() -> Vec<String> {
-    let mut found: Vec<String> = std::fs::read_dir(real_dbs_dir())
-        .expect("real DB folder readable")
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join(DB_NAME).is_file())
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .filter(|v| v != CORRUPT)
-        .collect();
-    found.sort();
-    assert!(found.len() >= 6, "expected the real DBs, found {found:?}");
-    found
+    real_dbs::sound().into_iter().map(|d| d.version).collect()
 }
 
 /// A writable copy of a real DB, with its `-wal`, as `dir/name/<db>`.
 fn copy(version: &str, dir: &Path, name: &str) -> PathBuf {
-    let from = real_dbs_dir().join(version);
-    let to = dir.join(name);
-    std::fs::create_dir_all(&to).unwrap();
-    for file in [DB_NAME.to_string(), format!("{DB_NAME}-wal")] {
-        if from.join(&file).exists() {
-            std::fs::copy(from.join(&file), to.join(&file)).unwrap();
-            std::fs::set_permissions(to.join(&file), std::fs::Permissions::from_mode(0o644))
-                .unwrap();
-        }
-    }
-    to.join(DB_NAME)
+    real_dbs::version(version).copy_into(&dir.join(name))
 }
 
 /// The rows of a query, each by column name.
