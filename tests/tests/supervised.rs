@@ -13,6 +13,7 @@ use plex_burst_tests::faultproxy::{Fault, FaultProxy, Plan, When};
 use plex_burst_tests::fixture::{
     LibraryKind, LibrarySpec, Spec, write_app_support, write_media_tree,
 };
+use plex_burst_tests::real_dbs::{self, RealDb};
 use plex_burst_tests::s3server::{S3Server, rclone_path};
 use rusqlite::Connection;
 use tempfile::TempDir;
@@ -103,24 +104,71 @@ struct World {
     /// Environment for the runner, inherited by the Plex double.
     env: Vec<(String, String)>,
     media_endpoint: Option<String>,
+    /// Path mappings: a home prefix, and where it lies under the mount.
+    mappings: Vec<(String, String)>,
 }
 
 impl World {
     fn new(run_id: &str, spec: Spec, plex_pass: bool) -> World {
-        let s3 = S3Server::start();
-        s3.create_bucket(BUCKET);
-        s3.create_bucket(MEDIA);
-        let dir = tempfile::tempdir().unwrap();
+        let (s3, dir) = (S3Server::start(), tempfile::tempdir().unwrap());
         let app = write_app_support(&dir.path().join("home"), &spec).unwrap();
         write_media_tree(&s3.data_dir().join(MEDIA), &spec).unwrap();
+        World::with_reference(s3, dir, &app.dir, run_id, plex_pass)
+    }
+
+    /// A world whose reference is a copy of a DB a real Plex wrote, and
+    /// whose media bucket holds a file at each of its live media paths
+    /// (mapped under the mount by their library roots).
+    fn from_real_db(run_id: &str, real: &RealDb) -> World {
+        let (s3, dir) = (S3Server::start(), tempfile::tempdir().unwrap());
+        let app = dir.path().join("home/Plex Media Server");
+        let db = real.copy_into(&app.join("Plug-in Support/Databases"));
+        let conn = Connection::open(&db).unwrap();
+        let roots: Vec<String> = conn
+            .prepare("SELECT DISTINCT root_path FROM section_locations")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let files: Vec<String> = conn
+            .prepare("SELECT file FROM media_parts WHERE deleted_at IS NULL AND file != ''")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        drop(conn);
+        let media = s3.data_dir().join(MEDIA);
+        for file in files {
+            let path = media.join(file.trim_start_matches('/'));
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, format!("ID3 media of the real DB at {file}")).unwrap();
+        }
+        let mut world = World::with_reference(s3, dir, &app, run_id, true);
+        world.mappings = roots.into_iter().map(|r| (r.clone(), r)).collect();
+        world
+    }
+
+    /// The rest of a world around the app-support folder `app` (packed as
+    /// the user's tar.gz reference).
+    fn with_reference(
+        s3: S3Server,
+        dir: TempDir,
+        app: &Path,
+        run_id: &str,
+        plex_pass: bool,
+    ) -> World {
+        s3.create_bucket(BUCKET);
+        s3.create_bucket(MEDIA);
         let tarball = s3.data_dir().join(BUCKET).join(REFERENCE);
         std::fs::create_dir_all(tarball.parent().unwrap()).unwrap();
         let status = Command::new("tar")
             .arg("-C")
-            .arg(app.dir.parent().unwrap())
+            .arg(app.parent().unwrap())
             .arg("-czf")
             .arg(&tarball)
-            .arg("Plex Media Server")
+            .arg(app.file_name().unwrap())
             .status()
             .unwrap();
         assert!(status.success());
@@ -132,6 +180,7 @@ impl World {
             extra: String::new(),
             env: vec![("PLEX_DOUBLE_SONIC_RATE".into(), "5000".into())],
             media_endpoint: None,
+            mappings: vec![("/data/media".into(), String::new())],
         }
     }
 
@@ -209,11 +258,7 @@ plextv_url = "{plextv}"
 claim = true
 account_token_env = "TEST_PLEX_TOKEN"
 
-[[path_mapping]]
-from = "/data/media"
-to = "{mount}"
-
-[deadlines]
+{maps}[deadlines]
 plex_ready = "60s"
 poll_interval = "1s"
 idle_checks = 2
@@ -232,6 +277,14 @@ provider = "none"
             port = free_port(),
             plextv = self.plextv.url,
             extra = self.extra,
+            maps = self
+                .mappings
+                .iter()
+                .map(|(from, under)| format!(
+                    "[[path_mapping]]\nfrom = \"{from}\"\nto = \"{}{under}\"\n\n",
+                    self.mount_point().display()
+                ))
+                .collect::<String>(),
         );
         std::fs::write(&path, toml).unwrap();
         path
@@ -359,9 +412,12 @@ fn count(db: &Path, sql: &str) -> u64 {
     conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as u64
 }
 
-const LIVE_TRACKS: &str =
-    "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL";
-const ANALYSED: &str = "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL AND extra_data LIKE '%musicAnalysisVersion%'";
+/// Live tracks of the libraries (theme songs, tracks of the hidden section
+/// -2, are Plex's own: never scanned as media nor Sonic-analysed).
+const LIVE_TRACKS: &str = "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL
+     AND library_section_id IN (SELECT id FROM library_sections)";
+const ANALYSED: &str = "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL
+     AND library_section_id IN (SELECT id FROM library_sections) AND extra_data LIKE '%musicAnalysisVersion%'";
 
 #[test]
 fn a_delta_run_scans_new_media_and_completes_sonic() {
@@ -736,5 +792,60 @@ fn a_mount_killed_during_a_scan_never_publishes_a_loss() {
             assert!(err.contains("mount"), "the failure does not say why: {err}");
         }
     }
+    w.assert_clean();
+}
+
+/// A delta run whose reference is the user's tar.gz of a DB that a real
+/// Plex 1.41 wrote (a music library): verify, remap, scan and Sonic go
+/// through, the result passes the check and loses nothing.
+#[test]
+fn a_run_from_a_real_plex_db_completes_sonic_and_loses_nothing() {
+    let real = real_dbs::version("1.41.1");
+    let w = World::from_real_db("sup-real", &real);
+    let reference = real.copy_into(&w.dir.path().join("reference-copy"));
+    let items = count(
+        &reference,
+        "SELECT count(*) FROM metadata_items WHERE deleted_at IS NULL",
+    );
+    let tracks = count(&reference, LIVE_TRACKS);
+    assert!(tracks > 0, "the real music library has tracks");
+    assert_eq!(count(&reference, ANALYSED), 0);
+
+    let out = w.run();
+    assert!(out.status.success(), "runner failed:\n{}", text(&out));
+    assert!(w.object("runs/sup-real/DONE").is_file());
+    let verify = w.phase_output("verify");
+    assert_eq!(verify["integrity"]["method"], "per_table", "{verify}");
+    let package = w.phase_output("package");
+    assert_eq!(package["guard"]["passed"], true, "{package}");
+    assert!(
+        package["integrity"]["order_not_verified"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{package}"
+    );
+    let db = w.work_db();
+    runner::plexdb::integrity::check(&db, None).expect("the result passes the check");
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM metadata_items WHERE deleted_at IS NULL"
+        ),
+        items
+    );
+    assert_eq!(count(&db, ANALYSED), tracks, "Sonic is not at 100%");
+    // Every media path now lies under the mount, in the stored form.
+    let mount = w.mount_point().display().to_string();
+    assert_eq!(
+        count(
+            &db,
+            &format!(
+                "SELECT count(*) FROM media_parts WHERE file != '' AND substr(file, 1, {}) != '{mount}/'",
+                mount.len() + 1
+            )
+        ),
+        0
+    );
     w.assert_clean();
 }
