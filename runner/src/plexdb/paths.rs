@@ -1,18 +1,24 @@
 //! Path prefixes by whole leading components, as the DB stores paths.
 //!
-//! Paths are compared as text, byte for byte: Linux paths are case
-//! sensitive, and `_` or `%` are ordinary characters (no `LIKE` anywhere).
-//! `/Media/TV` covers `/Media/TV` and `/Media/TV/x`, never `/Media/TVShows`.
+//! Components are compared byte for byte (Linux paths are case sensitive,
+//! and `_` or `%` are ordinary characters: no `LIKE` anywhere), except that
+//! a stored component also matches when its Unicode NFC form equals the
+//! mapping's: see [`same_component`]. `/Media/TV` covers `/Media/TV` and
+//! `/Media/TV/x`, never `/Media/TVShows`. What follows the matched
+//! components is kept exactly as stored.
+//!
+//! `file://` URLs (`media_streams.url`) are matched on their decoded path
+//! and keep the form they were stored in: see [`UrlForm`].
 
+use std::borrow::Cow;
 use std::str::FromStr;
 
+use icu_normalizer::ComposingNormalizerBorrowed;
 use serde::{Deserialize, Serialize};
 
 use super::PlexDbError;
 
-/// Plex stores an external subtitle as `file://` followed by the raw,
-/// unencoded absolute path (`file:///data/Movies/A B/a.srt`), so that is the
-/// only URL form mapped: a percent-encoded URL is left as it is.
+/// The only URL scheme mapped (lower case, as Plex writes it).
 pub(crate) const FILE_URL_SCHEME: &str = "file://";
 
 /// The home server's path prefix `from` and what it is on the instance.
@@ -95,52 +101,92 @@ pub(crate) fn is_under(path: &str, root: &str) -> bool {
 /// path is mapped at most once (no chaining `A→B` then `B→C`).
 #[derive(Debug, Clone)]
 pub(crate) struct Mapper {
-    /// (index in the caller's list, normalised from, normalised to),
-    /// longest `from` first.
-    rules: Vec<(usize, String, String)>,
+    /// Most components first: of the rules matching a path, the first is
+    /// the longest.
+    rules: Vec<Rule>,
+    /// The form given to the new prefix of a URL that does not show its own.
+    neutral_urls: UrlForm,
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    /// Index in the caller's list.
+    index: usize,
+    /// `from`'s components, in NFC.
+    from: Vec<String>,
+    /// Normalised `to`, as given.
+    to: String,
 }
 
 impl Mapper {
     pub(crate) fn new(mappings: &[PathMapping]) -> Result<Mapper, PlexDbError> {
-        let mut rules = Vec::with_capacity(mappings.len());
-        for (i, m) in mappings.iter().enumerate() {
+        let mut rules: Vec<Rule> = Vec::with_capacity(mappings.len());
+        for (index, m) in mappings.iter().enumerate() {
             let checked = PathMapping::new(&m.from, &m.to)?;
-            let from = normalise(&checked.from).unwrap_or_default();
-            if rules.iter().any(|(_, f, _)| *f == from) {
+            let from = nfc_components(&normalise(&checked.from).unwrap_or_default());
+            if rules.iter().any(|r| r.from == from) {
                 return Err(PlexDbError::BadMapping {
                     from: m.from.clone(),
                     to: m.to.clone(),
                     reason: "the same 'from' appears twice",
                 });
             }
-            rules.push((i, from, normalise(&checked.to).unwrap_or_default()));
+            let to = normalise(&checked.to).unwrap_or_default();
+            rules.push(Rule { index, from, to });
         }
-        rules.sort_by_key(|(_, from, _)| std::cmp::Reverse(from.len()));
-        Ok(Mapper { rules })
+        rules.sort_by_key(|r| std::cmp::Reverse(r.from.len()));
+        Ok(Mapper {
+            rules,
+            neutral_urls: UrlForm::Encoded,
+        })
+    }
+
+    /// The same rules, giving URLs that do not show their form `form`.
+    pub(crate) fn with_neutral_urls(self, form: UrlForm) -> Mapper {
+        Mapper {
+            neutral_urls: form,
+            ..self
+        }
+    }
+
+    /// The rule for absolute `matched`, and what follows its components in
+    /// `stored` (`matched` itself, or the URL path `matched` decodes).
+    fn split<'s>(&self, matched: &str, stored: &'s str) -> Option<(&Rule, &'s str)> {
+        if !matched.starts_with('/') {
+            return None;
+        }
+        let rule = self
+            .rules
+            .iter()
+            .find(|r| starts_with_components(matched, &r.from))?;
+        Some((rule, after_components(stored, rule.from.len())))
     }
 
     /// (index of the mapping used, new path) for an absolute path that a
     /// mapping covers; None for anything else (relative paths included).
     pub(crate) fn map_path(&self, path: &str) -> Option<(usize, String)> {
-        if !path.starts_with('/') {
-            return None;
-        }
-        self.rules.iter().find_map(|(i, from, to)| {
-            let rest = strip_prefix(path, from)?;
-            let mapped = if to.is_empty() && rest.is_empty() {
-                "/".to_string()
-            } else {
-                format!("{to}{rest}")
-            };
-            Some((*i, mapped))
-        })
+        let (rule, rest) = self.split(path, path)?;
+        Some((rule.index, join(&rule.to, rest)))
     }
 
-    /// Same for a `file://` URL (see [`FILE_URL_SCHEME`]).
+    /// Same for a `file://` URL: matched on its decoded path, the new
+    /// prefix written in the URL's form, the rest kept as stored.
     pub(crate) fn map_file_url(&self, url: &str) -> Option<(usize, String)> {
-        let path = url.strip_prefix(FILE_URL_SCHEME)?;
-        self.map_path(path)
-            .map(|(i, p)| (i, format!("{FILE_URL_SCHEME}{p}")))
+        let stored = url.strip_prefix(FILE_URL_SCHEME)?;
+        let form = UrlForm::of(stored).unwrap_or(self.neutral_urls);
+        let decoded = match form {
+            UrlForm::Raw => Cow::Borrowed(stored),
+            UrlForm::Encoded => Cow::Owned(percent_decode(stored)?),
+        };
+        let (rule, rest) = self.split(&decoded, stored)?;
+        let prefix = match form {
+            UrlForm::Raw => Cow::Borrowed(rule.to.as_str()),
+            UrlForm::Encoded => Cow::Owned(percent_encode(&rule.to)),
+        };
+        Some((
+            rule.index,
+            format!("{FILE_URL_SCHEME}{}", join(&prefix, rest)),
+        ))
     }
 
     /// The path after mapping (itself when no mapping applies).
@@ -148,6 +194,165 @@ impl Mapper {
         self.map_path(path)
             .map(|(_, p)| p)
             .unwrap_or_else(|| path.to_string())
+    }
+}
+
+/// How the path of a `file://` URL is written. Recent Plex percent-encodes
+/// it (`file:///data/tvshows/Season%201/x.srt`), old Plex stored the raw
+/// path (`file:///data/tvshows/Season 1/x.srt`).
+///
+/// A stored URL tells its form ([`UrlForm::of`]): it is raw when it holds a
+/// byte no URI path may hold (space, `"`, `#`, `?`, non-ASCII...) or a `%`
+/// not followed by two hex digits; encoded when it holds a `%XX` and
+/// nothing raw. A raw path with a literal `%20` and nothing else telling is
+/// read as encoded (as current Plex would have written it): its remaining
+/// components are kept as stored anyway, so this only matters when a
+/// mapping's `from` itself spells such a component. A URL with neither
+/// (`file:///data/a.srt`) reads the same both ways: its new prefix takes
+/// the form of the DB's other URLs ([`UrlForm::of_db`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UrlForm {
+    Encoded,
+    Raw,
+}
+
+impl UrlForm {
+    /// What the path of a stored URL (after `file://`) shows of its form.
+    pub(crate) fn of(path: &str) -> Option<UrlForm> {
+        let bytes = path.as_bytes();
+        let mut escaped = false;
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' && hex_pair(&bytes[i + 1..]).is_some() {
+                escaped = true;
+                i += 3;
+            } else if is_uri_path_byte(bytes[i]) {
+                i += 1;
+            } else {
+                return Some(UrlForm::Raw);
+            }
+        }
+        escaped.then_some(UrlForm::Encoded)
+    }
+
+    /// The form a DB writes its URLs in, from what its stored ones show:
+    /// encoded when any is (whatever Plex runs on it now encodes), raw when
+    /// only raw ones tell, encoded when none tells (as current Plex writes).
+    pub(crate) fn of_db(shown: impl IntoIterator<Item = Option<UrlForm>>) -> UrlForm {
+        let mut raw = false;
+        for form in shown {
+            match form {
+                Some(UrlForm::Encoded) => return UrlForm::Encoded,
+                Some(UrlForm::Raw) => raw = true,
+                None => {}
+            }
+        }
+        if raw { UrlForm::Raw } else { UrlForm::Encoded }
+    }
+}
+
+/// Bytes RFC 3986 allows unescaped in a path: unreserved, sub-delims,
+/// `:`, `@` and `/`. Anything else can only be in a raw URL.
+fn is_uri_path_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b)
+}
+
+/// Bytes written as they are when encoding a path: RFC 3986's unreserved
+/// and `/`, plus `(`, `)`, `,` and `'`, which real Plex DBs show unescaped
+/// (1.32.5: `Minions%20The%20Rise%20of%20Gru%20(2022)`, `To%20Me,%20the`,
+/// `Queen%20of%20Spain's%20Beard`). The data is silent on the other
+/// sub-delims (`&`, `+`, `;`, `=`, `!`, `$`, `*`), `:` and `@`: they are
+/// escaped, which any decoder reads back the same.
+fn is_kept_unescaped(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~/(),'".contains(&b)
+}
+
+/// The byte a leading `XX` (two hex digits) stands for.
+fn hex_pair(bytes: &[u8]) -> Option<u8> {
+    let digits = std::str::from_utf8(bytes.get(..2)?).ok()?;
+    if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u8::from_str_radix(digits, 16).ok()
+}
+
+/// The path an encoded URL path stands for. None when it does not decode to
+/// UTF-8, or decodes to a `/` inside a component or a NUL (no Linux name
+/// holds either): such a URL is left alone.
+fn percent_decode(path: &str) -> Option<String> {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let b = hex_pair(&bytes[i + 1..])?;
+            if b == b'/' || b == 0 {
+                return None;
+            }
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `path` as an encoded URL path (see [`is_kept_unescaped`]).
+fn percent_encode(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if is_kept_unescaped(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// True when the stored component `stored` names `wanted` (in NFC). NFC and
+/// NFD spellings of one name look the same and come from the same folder
+/// seen through different systems (macOS writes NFD), so a mapping typed in
+/// either form matches both. Two siblings differing only in normalisation
+/// would both match: they cannot be told apart on screen either.
+fn same_component(stored: &str, wanted: &str) -> bool {
+    const NFC: ComposingNormalizerBorrowed<'static> = ComposingNormalizerBorrowed::new_nfc();
+    stored == wanted || (!stored.is_ascii() && NFC.normalize(stored) == wanted)
+}
+
+/// The components of a normalised path, in NFC ("" is the root: none).
+fn nfc_components(normalised: &str) -> Vec<String> {
+    const NFC: ComposingNormalizerBorrowed<'static> = ComposingNormalizerBorrowed::new_nfc();
+    normalised
+        .split('/')
+        .skip(1)
+        .map(|c| NFC.normalize(c).into_owned())
+        .collect()
+}
+
+/// True when absolute `path` starts with all of `from`'s components.
+fn starts_with_components(path: &str, from: &[String]) -> bool {
+    let mut stored = path.split('/').skip(1);
+    from.iter()
+        .all(|wanted| stored.next().is_some_and(|c| same_component(c, wanted)))
+}
+
+/// What follows the first `n` components of absolute `path` ("" or from a
+/// `/` on).
+fn after_components(path: &str, n: usize) -> &str {
+    path.match_indices('/')
+        .nth(n)
+        .map_or("", |(i, _)| &path[i..])
+}
+
+/// `prefix` + `rest`, the root being "/".
+fn join(prefix: &str, rest: &str) -> String {
+    if prefix.is_empty() && rest.is_empty() {
+        "/".into()
+    } else {
+        format!("{prefix}{rest}")
     }
 }
 
@@ -205,6 +410,11 @@ mod tests {
         assert_eq!(m.map_path("/a/b"), Some((0, "/b".into())));
     }
 
+    /// `url` mapped, or None.
+    fn url(m: &Mapper, url: &str) -> Option<String> {
+        m.map_file_url(url).map(|(_, u)| u)
+    }
+
     #[test]
     fn file_urls() {
         let m = mapper(&[("/Media/Movies", "/mnt/m")]);
@@ -212,9 +422,264 @@ mod tests {
             m.map_file_url("file:///Media/Movies/A/a.srt"),
             Some((0, "file:///mnt/m/A/a.srt".into()))
         );
-        assert_eq!(m.map_file_url("file:///Media/MoviesX/a.srt"), None);
-        assert_eq!(m.map_file_url("http://host/Media/Movies/a.srt"), None);
-        assert_eq!(m.map_file_url("/Media/Movies/a.srt"), None);
+        assert_eq!(url(&m, "file:///Media/MoviesX/a.srt"), None);
+        assert_eq!(url(&m, "http://host/Media/Movies/a.srt"), None);
+        assert_eq!(url(&m, "FILE:///Media/Movies/a.srt"), None);
+        assert_eq!(url(&m, "/Media/Movies/a.srt"), None);
+        assert_eq!(url(&m, "file://host/Media/Movies/a.srt"), None);
+    }
+
+    #[test]
+    fn url_forms() {
+        use UrlForm::{Encoded, Raw};
+        // As real Plex 1.32.5 wrote them: space escaped, `(),'` not.
+        assert_eq!(UrlForm::of("/d/A%20(2022),%20Spain's.srt"), Some(Encoded));
+        assert_eq!(UrlForm::of("/d/Season 1/x.srt"), Some(Raw));
+        assert_eq!(UrlForm::of("/d/\u{e9}.srt"), Some(Raw));
+        assert_eq!(UrlForm::of("/d/a#1.srt"), Some(Raw));
+        assert_eq!(UrlForm::of("/d/a?.srt"), Some(Raw));
+        assert_eq!(UrlForm::of("/d/\"q\".srt"), Some(Raw));
+        assert_eq!(UrlForm::of("/d/100%.srt"), Some(Raw));
+        assert_eq!(UrlForm::of("/d/%zz.srt"), Some(Raw));
+        assert_eq!(UrlForm::of("/d/a%2.srt"), Some(Raw));
+        // A raw literal "%20" with nothing else telling reads as encoded.
+        assert_eq!(UrlForm::of("/d/100%20off.srt"), Some(Encoded));
+        assert_eq!(UrlForm::of("/d/a&b+c=d;e@f:g!h$i*j~k.srt"), None);
+        assert_eq!(UrlForm::of("/d/a.srt"), None);
+
+        assert_eq!(UrlForm::of_db([None, Some(Raw), Some(Encoded)]), Encoded);
+        assert_eq!(UrlForm::of_db([None, Some(Raw), None]), Raw);
+        assert_eq!(UrlForm::of_db([None, None]), Encoded);
+        assert_eq!(UrlForm::of_db([]), Encoded);
+    }
+
+    #[test]
+    fn encoded_urls_match_decoded_and_stay_encoded() {
+        let m = mapper(&[("/data/My TV", "/mnt/media with space/tv")]);
+        // Only the prefix is rewritten: the rest keeps Plex's own bytes.
+        assert_eq!(
+            url(&m, "file:///data/My%20TV/Season%201/It's%20(1),%20a.srt"),
+            Some("file:///mnt/media%20with%20space/tv/Season%201/It's%20(1),%20a.srt".into())
+        );
+        assert_eq!(
+            url(&m, "file:///data/My%20tv/a.srt"),
+            None,
+            "case matters in names"
+        );
+        assert_eq!(
+            url(&m, "file:///data/My%2fTV/a.srt"),
+            None,
+            "an escaped '/' is not a separator"
+        );
+        assert_eq!(url(&m, "file:///data/My%20TVShows/a.srt"), None);
+        assert_eq!(url(&m, "file:///data/My%20TV%20Shows/a.srt"), None);
+        // Not UTF-8 once decoded, or a NUL: left alone.
+        assert_eq!(url(&m, "file:///data/My%20TV/%FF.srt"), None);
+        assert_eq!(url(&m, "file:///data/My%20TV/a%00.srt"), None);
+    }
+
+    #[test]
+    fn special_characters_in_from_and_to() {
+        let from = "/data/100% \"q\" #1 & a+b, (x) \u{e9}?";
+        let to = "/mnt/to 100% #\u{fc}'&";
+        let m = mapper(&[(from, to)]);
+        let encoded_from = "/data/100%25%20%22q%22%20%231%20%26%20a%2Bb,%20(x)%20%C3%A9%3F";
+        let encoded_to = "/mnt/to%20100%25%20%23%C3%BC'%26";
+        assert_eq!(percent_encode(from), encoded_from);
+        assert_eq!(percent_decode(encoded_from).as_deref(), Some(from));
+        assert_eq!(
+            url(&m, &format!("file://{encoded_from}/s%20e.srt")),
+            Some(format!("file://{encoded_to}/s%20e.srt"))
+        );
+        assert_eq!(
+            url(&m, &format!("file://{from}/s e.srt")),
+            Some(format!("file://{to}/s e.srt")),
+            "a raw URL stays raw"
+        );
+        assert_eq!(
+            m.map_path(&format!("{from}/s e.mkv")),
+            Some((0, format!("{to}/s e.mkv")))
+        );
+        // Lower-case hex is decoded too; the rest stays as stored.
+        assert_eq!(
+            url(
+                &m,
+                "file:///data/100%25%20%22q%22%20%231%20%26%20a%2bb,%20(x)%20%c3%a9%3f/x"
+            ),
+            Some(format!("file://{encoded_to}/x"))
+        );
+    }
+
+    #[test]
+    fn raw_urls_stay_raw() {
+        let m = mapper(&[("/data/My TV", "/mnt/tv 2")]);
+        assert_eq!(
+            url(&m, "file:///data/My TV/Season 1/a.srt"),
+            Some("file:///mnt/tv 2/Season 1/a.srt".into())
+        );
+        // A raw path with a '%' that cannot be an escape.
+        assert_eq!(
+            url(&m, "file:///data/My TV/100%/a.srt"),
+            Some("file:///mnt/tv 2/100%/a.srt".into())
+        );
+        assert_eq!(
+            url(&m, "file:///data/My%20TV/a b.srt"),
+            None,
+            "raw: %20 is literal"
+        );
+    }
+
+    #[test]
+    fn an_ambiguous_literal_percent_reads_as_encoded() {
+        // "/data/100%20off" could be a raw name: it reads as "100 off".
+        let m = mapper(&[("/data", "/mnt/d x")]);
+        assert_eq!(
+            url(&m, "file:///data/100%20off/a.srt"),
+            Some("file:///mnt/d%20x/100%20off/a.srt".into())
+        );
+        let by_literal = mapper(&[("/data/100%20off", "/x")]);
+        assert_eq!(url(&by_literal, "file:///data/100%20off/a.srt"), None);
+        let by_decoded = mapper(&[("/data/100 off", "/x")]);
+        assert_eq!(
+            url(&by_decoded, "file:///data/100%20off/a.srt"),
+            Some("file:///x/a.srt".into())
+        );
+        // As a path it is what it says.
+        assert_eq!(
+            by_literal.map_path("/data/100%20off/a.mkv"),
+            Some((0, "/x/a.mkv".into()))
+        );
+    }
+
+    #[test]
+    fn urls_without_a_form_take_the_dbs() {
+        let m = mapper(&[("/data", "/mnt/a b")]);
+        assert_eq!(
+            url(&m, "file:///data/a.srt"),
+            Some("file:///mnt/a%20b/a.srt".into())
+        );
+        let m = m.with_neutral_urls(UrlForm::Raw);
+        assert_eq!(
+            url(&m, "file:///data/a.srt"),
+            Some("file:///mnt/a b/a.srt".into())
+        );
+        // A URL showing its form keeps it whatever the DB's.
+        assert_eq!(
+            url(&m, "file:///data/a%20b.srt"),
+            Some("file:///mnt/a%20b/a%20b.srt".into())
+        );
+    }
+
+    #[test]
+    fn nfc_and_nfd_name_the_same_folder() {
+        let (nfc, nfd) = ("Caf\u{e9}", "Cafe\u{301}");
+        for (given, other) in [(nfc, nfd), (nfd, nfc)] {
+            let m = mapper(&[(&format!("/M/{given}"), "/mnt/c")]);
+            for stored in [given, other] {
+                // The rest keeps its stored form.
+                let path = format!("/M/{stored}/{stored}.mkv");
+                assert_eq!(m.map_path(&path), Some((0, format!("/mnt/c/{stored}.mkv"))));
+                let url_path = percent_encode(&path);
+                assert_eq!(
+                    url(&m, &format!("file://{url_path}")),
+                    Some(format!(
+                        "file:///mnt/c/{}",
+                        percent_encode(&format!("{stored}.mkv"))
+                    ))
+                );
+                assert_eq!(
+                    url(&m, &format!("file://{path}")),
+                    Some(format!("file:///mnt/c/{stored}.mkv"))
+                );
+            }
+            assert_eq!(m.map_path(&format!("/M/{other}s/a")), None);
+            assert_eq!(m.map_path("/M/Cafe/a"), None);
+        }
+        // Both forms of one 'from' are one mapping twice.
+        let twice = [
+            PathMapping {
+                from: format!("/M/{nfc}"),
+                to: "/a".into(),
+            },
+            PathMapping {
+                from: format!("/M/{nfd}"),
+                to: "/b".into(),
+            },
+        ];
+        assert!(Mapper::new(&twice).is_err());
+        // The longest wins by components, not bytes (NFD is longer).
+        let m = mapper(&[
+            (&format!("/{nfd}{nfd}{nfd}"), "/short"),
+            (&format!("/{nfc}{nfc}{nfc}/x"), "/long"),
+        ]);
+        assert_eq!(
+            m.map_path(&format!("/{nfc}{nfc}{nfc}/x/y")),
+            Some((1, "/long/y".into()))
+        );
+    }
+
+    #[test]
+    fn siblings_are_never_touched() {
+        let m = mapper(&[("/Media/TV", "/mnt/tv x")]);
+        for url_ in [
+            "file:///Media/TVShows/a.srt",
+            "file:///Media/TV%20Shows/a.srt",
+            "file:///Media/TV Shows/a.srt",
+            "file:///Media/TV%2FShows/a.srt",
+            "file:///Media/T/V/a.srt",
+            "file:///Media/tv/a.srt",
+        ] {
+            assert_eq!(url(&m, url_), None, "{url_}");
+        }
+        assert_eq!(
+            url(&m, "file:///Media/TV"),
+            Some("file:///mnt/tv%20x".into())
+        );
+        assert_eq!(
+            url(&m, "file:///Media/TV/"),
+            Some("file:///mnt/tv%20x/".into())
+        );
+    }
+
+    #[test]
+    fn root_mappings_of_urls() {
+        let m = mapper(&[("/", "/mnt/h d")]);
+        assert_eq!(
+            url(&m, "file:///a%20b/c.srt"),
+            Some("file:///mnt/h%20d/a%20b/c.srt".into())
+        );
+        assert_eq!(
+            url(&m, "file:///a b/c.srt"),
+            Some("file:///mnt/h d/a b/c.srt".into())
+        );
+        let m = mapper(&[("/mnt/h d", "/")]);
+        assert_eq!(
+            url(&m, "file:///mnt/h%20d/a%20b/c.srt"),
+            Some("file:///a%20b/c.srt".into())
+        );
+        assert_eq!(url(&m, "file:///mnt/h%20d"), Some("file:///".into()));
+    }
+
+    #[test]
+    fn a_round_trip_gives_back_the_stored_bytes() {
+        let there = mapper(&[
+            ("/data/My Movies", "/mnt/media with space/m"),
+            ("/data/TV", "/mnt/\u{e9} #%"),
+        ]);
+        let back = mapper(&[
+            ("/mnt/media with space/m", "/data/My Movies"),
+            ("/mnt/\u{e9} #%", "/data/TV"),
+        ]);
+        for stored in [
+            "file:///data/My%20Movies/A%20(2022)/a,%20b's.srt",
+            "file:///data/My Movies/A (2022)/a, b's.srt",
+            "file:///data/TV/Show/S%C3%A9rie%201.srt",
+            "file:///data/TV/Show/S\u{e9}rie 1.srt",
+            "file:///data/TV/Show/plain.srt",
+        ] {
+            let mapped = url(&there, stored).expect(stored);
+            assert_eq!(url(&back, &mapped).as_deref(), Some(stored), "via {mapped}");
+        }
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //!
 //! Rewrites `section_locations.root_path`, `media_parts.file`, absolute
 //! `directories.path` (relative ones follow their location) and
-//! `media_streams.url` when it is a `file://` URL (raw path, see
-//! [`super::paths::FILE_URL_SCHEME`]). The longest matching `from` wins and
-//! each value is mapped at most once. Everything happens in one
-//! transaction, after a consistent backup taken under the same write lock.
+//! `media_streams.url` when it is a `file://` URL: matched on its decoded
+//! path, so a subtitle moves with its media, and written back in the form
+//! it was stored in, percent-encoded or raw (see [`super::paths::UrlForm`];
+//! URLs that show no form follow the DB's others). The longest matching
+//! `from` wins and each value is mapped at most once. Everything happens in
+//! one transaction, after a consistent backup taken under the same write
+//! lock.
 //!
 //! The matching runs in Rust, inside SQLite, as a SQL function: one pass
 //! per table, no `LIKE` (case-insensitive, `_`/`%` wildcards) and no
@@ -19,7 +22,7 @@ use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
-use super::paths::{FILE_URL_SCHEME, Mapper, PathMapping};
+use super::paths::{FILE_URL_SCHEME, Mapper, PathMapping, UrlForm};
 use super::{
     PlexDbError, backup_path, open_for_write, open_plex_read_only, open_read_only, sync_dir,
 };
@@ -73,8 +76,9 @@ impl RemapReport {
 
 /// Counts the rows `apply` would change; writes nothing.
 pub fn dry_run(db: &Path, mappings: &[PathMapping]) -> Result<RemapReport, PlexDbError> {
-    let mapper = Arc::new(Mapper::new(mappings)?);
+    let mapper = Mapper::new(mappings)?;
     let conn = open_plex_read_only(db)?;
+    let mapper = Arc::new(mapper.with_neutral_urls(db_url_form(&conn, db)?));
     register_functions(&conn, &mapper).map_err(|e| PlexDbError::sqlite(db, e))?;
     let mut report = empty_report(mappings, true);
     count_all(&conn, db, &mut report)?;
@@ -88,12 +92,11 @@ pub fn apply(
     mappings: &[PathMapping],
     backup_dir: &Path,
 ) -> Result<RemapReport, PlexDbError> {
-    let mapper = Arc::new(Mapper::new(mappings)?);
+    let mapper = Mapper::new(mappings)?;
     // Check the file is a Plex DB before taking any lock on it.
     drop(open_plex_read_only(db)?);
     let mut conn = open_for_write(db)?;
     let sqlite = |e| PlexDbError::sqlite(db, e);
-    register_functions(&conn, &mapper).map_err(sqlite)?;
     // Rewriting 456k paths touches most of the file index: cache it whole.
     conn.execute_batch("PRAGMA cache_size = -262144")
         .map_err(sqlite)?;
@@ -107,6 +110,9 @@ pub fn apply(
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sqlite)?;
     let backup = backup_into(&open_read_only(db)?, db, backup_dir)?;
+    // Read under the lock too: the count and the update see the same form.
+    let mapper = Arc::new(mapper.with_neutral_urls(db_url_form(&tx, db)?));
+    register_functions(&tx, &mapper).map_err(sqlite)?;
 
     let mut report = empty_report(mappings, false);
     report.backup = Some(backup);
@@ -268,6 +274,23 @@ fn prefilter(column: &str, kind: Kind) -> String {
             FILE_URL_SCHEME.len()
         ),
     }
+}
+
+/// The form the DB's `file://` URLs are written in (see [`UrlForm::of_db`]).
+fn db_url_form(conn: &Connection, db: &Path) -> Result<UrlForm, PlexDbError> {
+    let sqlite = |e| PlexDbError::sqlite(db, e);
+    let sql = format!(
+        "SELECT substr(url, {}) FROM media_streams WHERE typeof(url) = 'text' AND {}",
+        FILE_URL_SCHEME.len() + 1,
+        prefilter("url", Kind::FileUrl)
+    );
+    let mut stmt = conn.prepare(&sql).map_err(sqlite)?;
+    let forms: Vec<Option<UrlForm>> = stmt
+        .query_map([], |r| Ok(UrlForm::of(&r.get::<_, String>(0)?)))
+        .map_err(sqlite)?
+        .collect::<Result<_, _>>()
+        .map_err(sqlite)?;
+    Ok(UrlForm::of_db(forms))
 }
 
 fn target_name(table: &str, column: &str) -> String {
