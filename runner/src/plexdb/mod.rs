@@ -11,6 +11,7 @@
 pub mod anchors;
 pub mod collation;
 pub mod coverage;
+mod file_url;
 pub mod integrity;
 mod paths;
 pub mod plex_sqlite;

@@ -4,7 +4,7 @@
 //! `directories.path` (relative ones follow their location) and
 //! `media_streams.url` when it is a `file://` URL: matched on its decoded
 //! path, so a subtitle moves with its media, and written back in the form
-//! it was stored in, percent-encoded or raw (see [`super::paths::UrlForm`];
+//! it was stored in, percent-encoded or raw (see [`super::file_url::UrlForm`];
 //! URLs that show no form follow the DB's others). The longest matching
 //! `from` wins and each value is mapped at most once. Everything happens in
 //! one transaction, after a consistent backup taken under the same write
@@ -22,7 +22,8 @@ use rusqlite::functions::FunctionFlags;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
-use super::paths::{FILE_URL_SCHEME, Mapper, PathMapping, UrlForm};
+use super::file_url::{FILE_URL_SCHEME, UrlForm};
+use super::paths::{Mapper, PathMapping};
 use super::{
     PlexDbError, backup_path, open_for_write, open_plex_read_only, open_read_only, sync_dir,
 };
