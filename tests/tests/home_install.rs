@@ -131,6 +131,8 @@ impl Home {
         let conn = Connection::open(self.incoming_db()).unwrap();
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)
             .unwrap();
+        // Plex's own SQLite has the collation of the title_sort index.
+        runner::plexdb::collation::register(&conn).unwrap();
         for (i, guid) in CLOUD_NEW.iter().enumerate() {
             conn.execute(
                 "INSERT INTO metadata_items(library_section_id, metadata_type, guid, title, added_at, created_at, updated_at)
