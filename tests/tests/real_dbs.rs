@@ -251,22 +251,33 @@ fn repair_keeps_every_row_index_and_statistic_of_a_sound_db_and_salvages_the_bro
             .unwrap_or_else(|e| panic!("{} after repair: {e}", real.version));
         assert_eq!(schema(&db), schema_before, "{}", real.version);
         assert_eq!(statistics(&db), stats_before, "{}", real.version);
-        // Every row of every ordinary table of the backup is back.
+        // Every row of every ordinary table of the backup is back: as its
+        // B-tree holds them (1.41.3's damaged table holds 7 rows, rowids
+        // out of order, which its stale index counts as 9).
         let backup = plain(&report.backup);
         for table in &report.tables {
             let before: i64 = backup
                 .query_row(
-                    &format!("SELECT count(*) FROM \"{}\"", table.name),
+                    &format!("SELECT count(*) FROM \"{}\" NOT INDEXED", table.name),
                     [],
                     |r| r.get(0),
                 )
-                .unwrap_or(-1);
-            if !real.is_damaged() {
-                assert_eq!(table.rows as i64, before, "{} {}", real.version, table.name);
-            }
+                .unwrap();
+            assert_eq!(table.rows as i64, before, "{} {}", real.version, table.name);
         }
-        if !real.is_damaged() {
-            assert_eq!(report.unreadable_ranges, 0, "{}", real.version);
+        assert_eq!(
+            (report.unreadable_ranges, report.rows_missing),
+            (0, 0),
+            "{}",
+            real.version
+        );
+        if real.is_damaged() {
+            let segdir = report
+                .tables
+                .iter()
+                .find(|t| t.name == "fts4_metadata_titles_icu_segdir")
+                .unwrap();
+            assert_eq!(segdir.rows, 7, "{segdir:?}");
         }
     }
 }

@@ -33,6 +33,9 @@ pub struct RepairReport {
     pub rows_recovered: u64,
     /// Rowid ranges that could not be read, over all tables.
     pub unreadable_ranges: u64,
+    /// Rows counted in the damaged tables beyond those recovered.
+    #[serde(default)]
+    pub rows_missing: u64,
     /// The check the recovered file passed before being swapped in.
     pub integrity: IntegrityReport,
 }
@@ -43,6 +46,9 @@ pub struct TableRecovery {
     pub rows: u64,
     /// Ranges skipped because reading them failed (rows lost).
     pub unreadable_ranges: u64,
+    /// Rows the damaged table counts beyond those recovered (lost).
+    #[serde(default)]
+    pub rows_missing: u64,
 }
 
 /// One `sqlite_schema` row of the damaged DB.
@@ -103,16 +109,22 @@ pub fn recover(db: &Path, backup_dir: &Path) -> Result<RepairReport, PlexDbError
 
     let rows_recovered = tables.iter().map(|t| t.rows).sum();
     let unreadable_ranges = tables.iter().map(|t| t.unreadable_ranges).sum();
-    for t in tables.iter().filter(|t| t.unreadable_ranges > 0) {
-        tracing::warn!(table = %t.name, rows = t.rows, lost_ranges = t.unreadable_ranges, "rows lost in recovery");
+    let rows_missing = tables.iter().map(|t| t.rows_missing).sum();
+    for t in tables
+        .iter()
+        .filter(|t| t.unreadable_ranges > 0 || t.rows_missing > 0)
+    {
+        tracing::warn!(table = %t.name, rows = t.rows, lost_ranges = t.unreadable_ranges,
+            rows_missing = t.rows_missing, "rows lost in recovery");
     }
     tracing::warn!(db = %db.display(), backup = %backup.display(), rows_recovered, unreadable_ranges,
-        "database rebuilt by recovery");
+        rows_missing, "database rebuilt by recovery");
     Ok(RepairReport {
         backup,
         tables,
         rows_recovered,
         unreadable_ranges,
+        rows_missing,
         integrity,
     })
 }
@@ -289,11 +301,66 @@ fn is_virtual(sql: &str) -> bool {
 /// are given up (bounds the splitting on a badly damaged or sparse table).
 const FAILED_READS_PER_TABLE: u32 = 100_000;
 
-/// Copies `damaged.<table>` into `main.<table>`, splitting any rowid range
-/// whose read fails for damage until the damage is isolated. Any other
-/// error (a full disk, a constraint) fails the recovery.
+/// Copies `damaged.<table>` into `main.<table>`: in one pass when every
+/// page reads, else by rowid ranges, splitting any range whose read fails
+/// for damage until the damage is isolated. Any other error (a full disk,
+/// a constraint) fails the recovery.
 fn copy_table(out: &Connection, table: &str, db: &Path) -> Result<TableRecovery, PlexDbError> {
     let quoted = quote_ident(table);
+    let mut report = TableRecovery {
+        name: table.to_string(),
+        rows: 0,
+        unreadable_ranges: 0,
+        rows_missing: 0,
+    };
+    // One pass in B-tree order reads every cell, even those whose rowids
+    // damage left out of order (real 1.41.3: 37..41 then 33..36), which a
+    // range seek would skip without an error. `LIMIT -1` keeps SQLite from
+    // its transfer shortcut, which would copy the damaged indexes as they
+    // are instead of building them from the rows.
+    let whole = out.execute(
+        &format!("INSERT INTO main.{quoted} SELECT * FROM damaged.{quoted} NOT INDEXED LIMIT -1"),
+        [],
+    );
+    match whole {
+        Ok(rows) => {
+            report.rows = rows as u64;
+            return Ok(report);
+        }
+        Err(e) if is_damage(&e) => {}
+        Err(e) => return Err(copy_failed(db, table, &e)),
+    }
+    copy_by_ranges(out, &quoted, db, &mut report)?;
+    // Counting walks the B-tree without reading the rows: what it sees
+    // beyond the rows copied was lost, and is said so.
+    let counted = out.query_row(
+        &format!("SELECT count(*) FROM damaged.{quoted} NOT INDEXED"),
+        [],
+        |r| r.get::<_, i64>(0),
+    );
+    if let Ok(counted) = counted {
+        report.rows_missing = (counted as u64).saturating_sub(report.rows);
+    }
+    Ok(report)
+}
+
+fn copy_failed(db: &Path, table: &str, error: &rusqlite::Error) -> PlexDbError {
+    PlexDbError::RecoveryFailed {
+        path: db.to_path_buf(),
+        detail: format!(
+            "copying table {table:?}: {}",
+            first_line(&error.to_string())
+        ),
+    }
+}
+
+/// The range-splitting copy of [`copy_table`].
+fn copy_by_ranges(
+    out: &Connection,
+    quoted: &str,
+    db: &Path,
+    report: &mut TableRecovery,
+) -> Result<(), PlexDbError> {
     let bounds = out
         .query_row(
             &format!("SELECT min(rowid), max(rowid) FROM damaged.{quoted}"),
@@ -301,13 +368,11 @@ fn copy_table(out: &Connection, table: &str, db: &Path) -> Result<TableRecovery,
             |r| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?)),
         )
         .unwrap_or((Some(i64::MIN), Some(i64::MAX)));
-    let mut report = TableRecovery {
-        name: table.to_string(),
-        rows: 0,
-        unreadable_ranges: 0,
-    };
-    let (Some(low), Some(high)) = bounds else {
-        return Ok(report);
+    let (low, high) = match bounds {
+        (Some(low), Some(high)) if low <= high => (low, high),
+        // Out of order: the bounds cannot be trusted.
+        (Some(_), Some(_)) => (i64::MIN, i64::MAX),
+        _ => return Ok(()),
     };
     let range = format!(
         "INSERT INTO main.{quoted} SELECT * FROM damaged.{quoted} WHERE rowid BETWEEN ?1 AND ?2"
@@ -333,13 +398,7 @@ fn copy_table(out: &Connection, table: &str, db: &Path) -> Result<TableRecovery,
                 continue;
             }
             Err(e) if is_damage(&e) => e,
-            Err(e) => {
-                let detail = format!("copying table {table:?}: {}", first_line(&e.to_string()));
-                return Err(PlexDbError::RecoveryFailed {
-                    path: db.to_path_buf(),
-                    detail,
-                });
-            }
+            Err(e) => return Err(copy_failed(db, &report.name, &e)),
         };
         failures += 1;
         if low < high && failures < FAILED_READS_PER_TABLE {
@@ -348,13 +407,13 @@ fn copy_table(out: &Connection, table: &str, db: &Path) -> Result<TableRecovery,
             pending.push((low, mid));
             continue;
         }
-        tracing::debug!(table, low, high, error = %error, "unreadable rows skipped");
+        tracing::debug!(table = %report.name, low, high, error = %error, "unreadable rows skipped");
         if last_lost.is_none_or(|prev| prev.checked_add(1) != Some(low)) {
             report.unreadable_ranges += 1;
         }
         last_lost = Some(high);
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Errors that mean "these pages cannot be read".
