@@ -334,7 +334,7 @@ fn per_table_integrity_passes_and_plain_integrity_check_fails_like_a_real_plex_d
         .query_row("PRAGMA integrity_check(\"metadata_items\")", [], |r| {
             r.get::<_, String>(0)
         })
-        .map_or_else(|e| e.to_string(), |r| r);
+        .unwrap_or_else(|e| e.to_string());
     assert!(
         error.contains("no such collation sequence: icu_root"),
         "{error}"
