@@ -46,6 +46,11 @@ fn spec(tracks: u32) -> Spec {
     }
 }
 
+/// The stall window, a hang guard: 90 s without progress. The double lists
+/// a 10k-track library over the FUSE mount before its first progress (up
+/// to half a minute on two busy cores), which a 30 s window took for a stall.
+const STALL_CHECKS: u32 = 9;
+
 /// The plex.tv double, its own process.
 struct PlexTv {
     child: Child,
@@ -263,7 +268,7 @@ plex_ready = "60s"
 poll_interval = "1s"
 idle_checks = 2
 stall_interval = "10s"
-stall_checks = 3
+stall_checks = {stall_checks}
 
 {extra}
 [termination]
@@ -277,6 +282,7 @@ provider = "none"
             port = free_port(),
             plextv = self.plextv.url,
             extra = self.extra,
+            stall_checks = STALL_CHECKS,
             maps = self
                 .mappings
                 .iter()
@@ -414,7 +420,8 @@ fn count(db: &Path, sql: &str) -> u64 {
 
 /// Live tracks of the libraries (theme songs, tracks of the hidden section
 /// -2, are Plex's own: never scanned as media nor Sonic-analysed).
-const LIVE_TRACKS: &str = "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL
+const LIVE_TRACKS: &str =
+    "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL
      AND library_section_id IN (SELECT id FROM library_sections)";
 const ANALYSED: &str = "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL
      AND library_section_id IN (SELECT id FROM library_sections) AND extra_data LIKE '%musicAnalysisVersion%'";
