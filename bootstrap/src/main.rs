@@ -25,8 +25,9 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line, causes chained: what failed and why.
-            eprintln!("error: {e:#}");
+            // One line, causes chained: what failed and why, masked (a
+            // cause may quote a presigned URL or an API's reply).
+            eprintln!("{}", runner::mask::text(&format!("error: {e:#}")));
             ExitCode::FAILURE
         }
     }

@@ -70,7 +70,7 @@ impl LaunchRecord {
 
     pub async fn save(&self, cfg: &BootstrapConfig, bucket: &Bucket) -> Result<()> {
         let key = Self::key(cfg, &self.run_id);
-        let body = serde_json::to_vec_pretty(self)?;
+        let body = runner::mask::bytes(&serde_json::to_vec_pretty(self)?);
         bucket
             .put_bytes(&key, body.into(), "application/json")
             .await
@@ -126,7 +126,10 @@ pub async fn all(cfg: &BootstrapConfig, bucket: &Bucket) -> Result<Vec<LaunchRec
         // One damaged record must not hide the others (and their costs).
         match LaunchRecord::load(cfg, bucket, &run_id).await {
             Ok(record) => runs.push(record),
-            Err(e) => eprintln!("warning: run {run_id} is skipped: {e:#}"),
+            Err(e) => eprintln!(
+                "{}",
+                runner::mask::text(&format!("warning: run {run_id} is skipped: {e:#}"))
+            ),
         }
     }
     runs.sort_by(|a, b| a.launched_at.cmp(&b.launched_at));

@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod config;
 pub mod logging;
+pub mod mask;
 pub mod mount;
 pub mod pipe;
 pub mod plex;

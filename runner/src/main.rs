@@ -23,8 +23,9 @@ fn main() -> ExitCode {
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            // One line a user understands: the chain of causes, outermost first.
-            eprintln!("error: {e:#}");
+            // One line a user understands: the chain of causes, outermost
+            // first, masked (a cause may quote a URL or a header).
+            eprintln!("{}", runner::mask::text(&format!("error: {e:#}")));
             ExitCode::FAILURE
         }
     }
@@ -69,7 +70,7 @@ fn run(config: &Path) -> Result<ExitCode> {
     // give them a moment, never the rest of their work.
     rt.shutdown_timeout(std::time::Duration::from_secs(10));
     let report = report?;
-    print!("{report}");
+    print!("{}", runner::mask::text(&report.to_string()));
     Ok(match report.quarantine {
         Some(_) => ExitCode::from(EXIT_QUARANTINED),
         None => ExitCode::SUCCESS,

@@ -1,4 +1,7 @@
 //! A string that must never reach a log, a status file or an archive.
+//! While a `Secret` exists, the process's masker ([`crate::mask`]) masks
+//! its value in every text that leaves: a value cannot be logged by
+//! mistake through `expose()` either.
 
 use std::fmt;
 
@@ -6,14 +9,16 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Holds a credential. `Debug`, `Display` and `Serialize` all print a mask;
 /// the value is only reachable through [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub struct Secret(String);
 
 impl Secret {
-    pub const MASK: &'static str = "********";
+    pub const MASK: &'static str = crate::mask::MASK;
 
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        let value = value.into();
+        crate::mask::hold(&value);
+        Secret(value)
     }
 
     /// The clear value, for the one place that must send it (a signed request).
@@ -23,6 +28,20 @@ impl Secret {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+impl Clone for Secret {
+    fn clone(&self) -> Self {
+        Secret::new(self.0.clone())
+    }
+}
+
+/// The last copy gone, the masker forgets the value: a secret the run let go
+/// of (the plex.tv token after the claim) is not kept in memory by it.
+impl Drop for Secret {
+    fn drop(&mut self) {
+        crate::mask::release(&self.0);
     }
 }
 
@@ -46,7 +65,7 @@ impl Serialize for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
+        String::deserialize(d).map(Secret::new)
     }
 }
 
@@ -64,5 +83,16 @@ mod tests {
                 .contains("SCWSECRETVALUE")
         );
         assert_eq!(s.expose(), "SCWSECRETVALUE");
+    }
+
+    #[test]
+    fn the_masker_masks_a_secret_while_a_copy_exists() {
+        let text = "sent held-secret-0123456";
+        let s = Secret::new("held-secret-0123456");
+        let copy = s.clone();
+        drop(s);
+        assert_eq!(crate::mask::text(text), "sent ********");
+        drop(copy);
+        assert_eq!(crate::mask::text(text), text);
     }
 }

@@ -10,12 +10,16 @@
 //! - the environment (the default): the variable `<name>_env` names, or the
 //!   section's standard variable (`AWS_ACCESS_KEY_ID`, `SCW_SECRET_KEY`...).
 //!
-//! Errors name the key and the source, never a value.
+//! Errors name the key and the source, never a value. A secret shorter than
+//! [`MIN_SECRET_LEN`] is refused: it could only be masked as a whole word
+//! ([`crate::mask`]), and it is weak anyway. Access keys are identifiers
+//! and may be short.
 
 use std::collections::HashMap;
 
 use super::error::{Problem, invalid};
 use super::types::AbsPath;
+use crate::mask::MIN_SECRET_LEN;
 use crate::secret::Secret;
 
 /// One secret of a section, as written.
@@ -82,7 +86,14 @@ pub(super) fn resolve(
         }
         let secrets = keys
             .iter()
-            .map(|k| nonempty(k.inline.unwrap_or_default(), || key(k.name), "is empty"))
+            .map(|k| {
+                nonempty(
+                    k.name,
+                    k.inline.unwrap_or_default(),
+                    || key(k.name),
+                    "is empty",
+                )
+            })
             .collect::<Result<_, _>>()?;
         return Ok((CredentialSource::Inline, secrets));
     }
@@ -105,12 +116,16 @@ pub(super) fn resolve(
                 .map_err(|e| invalid(&file_key, format!("cannot read {path}: {e}")))?;
             let values =
                 parse_env_file(&text).map_err(|e| invalid(&file_key, format!("{path}: {e}")))?;
-            let secrets = vars
+            let secrets = keys
                 .iter()
-                .map(|var| match values.get(var) {
-                    Some(v) => {
-                        nonempty(v, || file_key.clone(), &format!("{var} is empty in {path}"))
-                    }
+                .zip(&vars)
+                .map(|(k, var)| match values.get(var) {
+                    Some(v) => nonempty(
+                        k.name,
+                        v,
+                        || file_key.clone(),
+                        &format!("{var} is empty in {path}"),
+                    ),
                     None => Err(invalid(&file_key, format!("{path} does not set {var}"))),
                 })
                 .collect::<Result<_, _>>()?;
@@ -123,7 +138,7 @@ pub(super) fn resolve(
                 .map(|(k, var)| {
                     let env_key = key(&format!("{}_env", k.name));
                     match env(var) {
-                        Some(v) => nonempty(&v, || env_key.clone(), &format!("environment variable {var} is empty")),
+                        Some(v) => nonempty(k.name, &v, || env_key.clone(), &format!("environment variable {var} is empty")),
                         None => Err(invalid(
                             env_key,
                             format!("environment variable {var} is not set (or give {} or credentials_file)", k.name),
@@ -136,9 +151,22 @@ pub(super) fn resolve(
     }
 }
 
-fn nonempty(value: &str, key: impl Fn() -> String, problem: &str) -> Result<Secret, Problem> {
-    if value.trim().is_empty() {
+fn nonempty(
+    name: &str,
+    value: &str,
+    key: impl Fn() -> String,
+    problem: &str,
+) -> Result<Secret, Problem> {
+    let len = value.trim().chars().count();
+    if len == 0 {
         Err(invalid(key(), problem))
+    } else if len < MIN_SECRET_LEN && name != "access_key" {
+        Err(invalid(
+            key(),
+            format!(
+                "the {name} is {len} characters long: a secret must have at least {MIN_SECRET_LEN} (a shorter one could not be masked in logs)"
+            ),
+        ))
     } else {
         Ok(Secret::new(value))
     }
@@ -194,5 +222,32 @@ mod tests {
         assert_eq!(v["C"], "x=y");
         let err = parse_env_file("A=1\nSECRETVALUE\n").unwrap_err();
         assert_eq!(err, "line 2: expected KEY=VALUE");
+    }
+
+    #[test]
+    fn a_short_secret_is_refused_and_a_short_access_key_is_not() {
+        let keys = |secret| {
+            [
+                SecretKeys {
+                    name: "access_key",
+                    inline: Some("ak"),
+                    env: None,
+                    default_env: "A",
+                },
+                SecretKeys {
+                    name: "secret_key",
+                    inline: Some(secret),
+                    env: None,
+                    default_env: "B",
+                },
+            ]
+        };
+        let err = resolve("s3", &keys("1234567"), None, &|_| None).unwrap_err();
+        let text = format!("{err}");
+        assert!(text.contains("s3.secret_key"), "{text}");
+        assert!(text.contains("at least 8"), "{text}");
+        assert!(!text.contains("1234567"), "{text}");
+        let (_, secrets) = resolve("s3", &keys("12345678"), None, &|_| None).unwrap();
+        assert_eq!(secrets[0].expose(), "ak");
     }
 }

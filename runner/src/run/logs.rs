@@ -2,8 +2,8 @@
 //! and on failure (lessons.md 26): the runner's own log (`runner.log`),
 //! the unit's journal under systemd (`journal.txt`: restarts, kills),
 //! rclone's log and Plex's console (the work folder's `logs/`), and Plex's
-//! own logs (`plex/`). Every secret the run knows is masked before a byte
-//! leaves the instance. Shipping never fails the run: a log that cannot be
+//! own logs (`plex/`). Every secret the run knows, and everything shaped
+//! like one, is masked ([`crate::mask`]) before a byte leaves the instance. Shipping never fails the run: a log that cannot be
 //! read or sent is reported, and the next file goes. The dead-man ships the
 //! same set, plus its own log (`deadman.txt`).
 
@@ -11,14 +11,13 @@ use std::path::{Path, PathBuf};
 
 use super::{RunContext, WorkPaths};
 use crate::config::{RunConfig, Termination};
+use crate::mask;
 use crate::plex::preferences::Preferences;
 use crate::s3::Bucket;
 
 /// Of a longer file only the end ships: the last hours are what explain a
 /// failure, and an upload must stay small.
 const MAX_BYTES: usize = 32 << 20;
-/// What replaces a secret.
-const MASK: &str = "********";
 
 /// What shipping needs, without a whole [`RunContext`]: the dead-man ships
 /// the same logs from its own process.
@@ -43,11 +42,11 @@ pub async fn ship(ctx: &RunContext) -> Vec<String> {
 
 /// Uploads the logs `src` names; returns the keys written.
 pub async fn ship_from(src: &Sources<'_>) -> Vec<String> {
-    let secrets = secrets(src.cfg, src.paths);
+    let masker = mask::held_and(secrets(src.cfg, src.paths));
     let mut shipped = Vec::new();
     for (name, text) in collect(src) {
         let key = src.cfg.run_key(&format!("logs/{name}"));
-        let text = mask(&text, &secrets);
+        let text = masker.mask(&text);
         match src
             .bucket
             .put_bytes(&key, text.into_bytes().into(), "text/plain")
@@ -137,15 +136,20 @@ fn journal() -> Option<String> {
 
 /// Every secret value of the run: credentials of the config, and the token
 /// Plex got when it was claimed.
-fn secrets(cfg: &RunConfig, paths: &WorkPaths) -> Vec<String> {
+pub(super) fn secrets(cfg: &RunConfig, paths: &WorkPaths) -> Vec<String> {
     let mut secrets = vec![
         cfg.s3().connection.access_key.expose().to_owned(),
         cfg.s3().connection.secret_key.expose().to_owned(),
         cfg.media().connection.access_key.expose().to_owned(),
         cfg.media().connection.secret_key.expose().to_owned(),
     ];
-    if let Some(claim) = &cfg.plex().claim {
-        secrets.push(claim.account_token.expose().to_owned());
+    if let Some(token) = cfg
+        .plex()
+        .claim
+        .as_ref()
+        .and_then(|c| c.account_token.as_ref())
+    {
+        secrets.push(token.expose().to_owned());
     }
     if let Termination::Scaleway(scw) = cfg.termination() {
         secrets.push(scw.secret_key.expose().to_owned());
@@ -155,8 +159,6 @@ fn secrets(cfg: &RunConfig, paths: &WorkPaths) -> Vec<String> {
     {
         secrets.push(token.expose().to_owned());
     }
-    // Too short to be a secret, and masking it would mangle the text.
-    secrets.retain(|s| s.len() >= 8);
     secrets
 }
 
@@ -180,35 +182,6 @@ fn mark_lost_bytes(text: &str) -> String {
     out
 }
 
-/// `text` with every secret and every `X-Plex-Token` value masked.
-fn mask(text: &str, secrets: &[String]) -> String {
-    let mut out = text.to_owned();
-    for secret in secrets {
-        out = out.replace(secret.as_str(), MASK);
-    }
-    mask_token_params(&out)
-}
-
-/// Plex puts tokens in URLs (`?X-Plex-Token=...`): whatever their value.
-fn mask_token_params(text: &str) -> String {
-    const PARAM: &str = "X-Plex-Token=";
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(PARAM) {
-        let value_start = at + PARAM.len();
-        out.push_str(&rest[..value_start]);
-        let value_len = rest[value_start..]
-            .find(|c: char| c == '&' || c == '"' || c == '\'' || c.is_whitespace())
-            .unwrap_or(rest.len() - value_start);
-        if value_len > 0 {
-            out.push_str(MASK);
-        }
-        rest = &rest[value_start + value_len..];
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,20 +197,5 @@ mod tests {
              [plex-burst: 2 bytes of this log were lost here: the instance stopped before they reached the disk]\n"
         );
         assert_eq!(mark_lost_bytes("clean\n"), "clean\n");
-    }
-
-    #[test]
-    fn secrets_and_token_parameters_are_masked() {
-        let text =
-            "GET /library?X-Plex-Token=abcdef123&x=1 key=supersecretvalue\nX-Plex-Token=tail";
-        let out = mask(text, &["supersecretvalue".into()]);
-        assert_eq!(
-            out,
-            "GET /library?X-Plex-Token=********&x=1 key=********\nX-Plex-Token=********"
-        );
-        assert_eq!(
-            mask_token_params("X-Plex-Token= next"),
-            "X-Plex-Token= next"
-        );
     }
 }

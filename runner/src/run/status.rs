@@ -108,8 +108,9 @@ impl Status {
         self.updated_at = now_rfc3339();
     }
 
+    /// The JSON, masked: an error line may quote a URL or a header.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec_pretty(self).expect("status serializes")
+        crate::mask::bytes(&serde_json::to_vec_pretty(self).expect("status serializes"))
     }
 }
 
