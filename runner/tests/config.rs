@@ -142,7 +142,11 @@ fn the_example_loads_and_means_what_it_says() {
     assert_eq!(cfg.s3().connection.access_key.expose(), S3_ACCESS);
     assert_eq!(cfg.s3().connection.secret_key.expose(), S3_SECRET);
     assert_eq!(
-        cfg.plex().claim.as_ref().map(|c| c.account_token.expose()),
+        cfg.plex()
+            .claim
+            .as_ref()
+            .and_then(|c| c.account_token.as_ref())
+            .map(|t| t.expose()),
         Some(PLEX_TOKEN)
     );
     let Termination::Scaleway(scw) = cfg.termination() else {
@@ -755,4 +759,51 @@ fn the_effective_config_is_a_run_toml_that_loads_to_itself() {
         effective["guard"]["max_lost_fraction"].as_float(),
         Some(0.05)
     );
+}
+
+#[test]
+fn a_token_forgotten_after_the_claim_is_read_from_its_file_until_it_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plextv.env");
+    let text = set(MINIMAL, "plex.claim", true);
+    let text = set(&text, "plex.forget_token_after_claim", true);
+    let err = error(&text).to_string();
+    assert!(
+        err.contains("plex.forget_token_after_claim") && err.contains("credentials_file"),
+        "{err}"
+    );
+
+    let text = set(
+        &text,
+        "plex.credentials_file",
+        file.to_string_lossy().as_ref(),
+    );
+    std::fs::write(&file, format!("PLEX_TOKEN={PLEX_TOKEN}\n")).unwrap();
+    let cfg = load(&text).unwrap_or_else(|e| panic!("{e}"));
+    let claim = cfg.plex().claim.as_ref().expect("claiming");
+    assert!(claim.forget_after_claim);
+    assert_eq!(
+        claim.account_token.as_ref().map(|t| t.expose()),
+        Some(PLEX_TOKEN)
+    );
+
+    // Deleted by the claim: the server keeps its own token, and the run
+    // still claims (Sonic needs it) without the account's.
+    std::fs::remove_file(&file).unwrap();
+    let cfg = load(&text).unwrap_or_else(|e| panic!("{e}"));
+    let claim = cfg.plex().claim.as_ref().expect("still claiming");
+    assert!(claim.account_token.is_none());
+}
+
+#[test]
+fn wipe_paths_must_be_absolute() {
+    let text = format!("{MINIMAL}\n[wipe]\nfiles = [\"secrets.env\"]\n");
+    let err = error(&text).to_string();
+    assert!(err.contains("wipe.files"), "{err}");
+    let text = format!(
+        "{MINIMAL}\n[wipe]\nfiles = [\"/etc/plex-burst/secrets.env\"]\nuser_data_copies = [\"/var/lib/cloud\"]\n"
+    );
+    let cfg = load(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.wipe().files.len(), 1);
+    assert_eq!(cfg.wipe().user_data_copies.len(), 1);
 }

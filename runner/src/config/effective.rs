@@ -52,6 +52,10 @@ fn to_raw(cfg: &RunConfig) -> RawConfig {
             credentials_file: c.file,
         },
         reference,
+        pull: RawPull {
+            max_expanded_size: cfg.pull.max_expanded.map(exact_size),
+            max_expansion_ratio: Some(cfg.pull.max_ratio),
+        },
         library,
         media: media(&cfg.media),
         plex: plex(&cfg.plex),
@@ -76,6 +80,15 @@ fn to_raw(cfg: &RunConfig) -> RawConfig {
             max_lost_fraction: Some(cfg.guard.max_lost_fraction),
         },
         termination: termination(&cfg.termination),
+        wipe: RawWipe {
+            files: cfg.wipe.files.iter().map(ToString::to_string).collect(),
+            user_data_copies: cfg
+                .wipe
+                .user_data_copies
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        },
     }
 }
 
@@ -173,6 +186,7 @@ fn plex(p: &PlexSettings) -> RawPlex {
         account_token: token.as_ref().and_then(|t| t.inline[0].clone()),
         account_token_env: token.as_ref().and_then(|t| t.env[0].clone()),
         credentials_file: token.and_then(|t| t.file),
+        forget_token_after_claim: p.claim.as_ref().map(|c| c.forget_after_claim),
         include_libraries: include,
         exclude_libraries: exclude,
         app_support_dir: Some(p.app_support_dir.to_string_lossy().into_owned()),
@@ -237,5 +251,14 @@ fn termination(t: &Termination) -> RawTermination {
                 credentials_file: c.file,
             }
         }
+    }
+}
+
+/// A size that reads back as exactly the same number of bytes.
+fn exact_size(bytes: u64) -> String {
+    match bytes {
+        b if b % (1 << 30) == 0 => format!("{} GiB", b >> 30),
+        b if b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b => b.to_string(),
     }
 }

@@ -37,6 +37,7 @@ pub struct RunConfig {
     work_dir: AbsPath,
     mode: Mode,
     s3: S3Settings,
+    pull: crate::archive::Limits,
     media: MediaSettings,
     plex: PlexSettings,
     path_mappings: Vec<PathMapping>,
@@ -44,6 +45,7 @@ pub struct RunConfig {
     deadlines: Deadlines,
     guard: GuardLimits,
     termination: Termination,
+    wipe: WipeSettings,
 }
 
 impl RunConfig {
@@ -94,6 +96,11 @@ impl RunConfig {
         &self.s3
     }
 
+    /// `[pull]`: how far an archive without a manifest may expand.
+    pub fn pull_limits(&self) -> crate::archive::Limits {
+        self.pull
+    }
+
     pub fn media(&self) -> &MediaSettings {
         &self.media
     }
@@ -120,6 +127,16 @@ impl RunConfig {
 
     pub fn termination(&self) -> &Termination {
         &self.termination
+    }
+
+    pub fn wipe(&self) -> &WipeSettings {
+        &self.wipe
+    }
+
+    /// Takes the plex.tv account token out of the config: the run holds it
+    /// in one place, and drops it once the server is claimed.
+    pub fn take_plex_token(&mut self) -> Option<crate::secret::Secret> {
+        self.plex.claim.as_mut()?.account_token.take()
     }
 
     /// `<runs_prefix><run_id>/<name>`: where this run's objects live.

@@ -16,6 +16,8 @@ pub struct RawConfig {
     pub mode: RawMode,
     pub s3: RawS3,
     pub reference: Option<RawReference>,
+    #[serde(default)]
+    pub pull: RawPull,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub library: Vec<RawLibrary>,
     pub media: RawMedia,
@@ -29,6 +31,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub guard: RawGuard,
     pub termination: RawTermination,
+    #[serde(default)]
+    pub wipe: RawWipe,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
@@ -73,6 +77,13 @@ pub struct RawConnection {
 pub struct RawReference {
     pub archive_key: String,
     pub manifest_key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPull {
+    pub max_expanded_size: Option<String>,
+    pub max_expansion_ratio: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -128,6 +139,7 @@ pub struct RawPlex {
     pub account_token: Option<String>,
     pub account_token_env: Option<String>,
     pub credentials_file: Option<String>,
+    pub forget_token_after_claim: Option<bool>,
     pub include_libraries: Option<Vec<String>>,
     pub exclude_libraries: Option<Vec<String>>,
     pub app_support_dir: Option<String>,
@@ -210,6 +222,15 @@ pub struct RawScanPerType {
 pub struct RawGuard {
     pub max_lost_items: Option<u64>,
     pub max_lost_fraction: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWipe {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_data_copies: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

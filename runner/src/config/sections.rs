@@ -234,9 +234,24 @@ impl PlexRuntime {
 #[derive(Debug, Clone)]
 pub struct PlexClaim {
     /// The account's `X-Plex-Token`, used to get a claim token at the
-    /// moment of claiming (claim tokens live ~4 minutes).
-    pub account_token: Secret,
+    /// moment of claiming (claim tokens live ~4 minutes). `None`: it was
+    /// used by an earlier claim and forgotten (`forget_after_claim`).
+    pub account_token: Option<Secret>,
     pub source: CredentialSource,
+    /// The token is needed only to claim: once the server is claimed it is
+    /// dropped from memory and its `credentials_file` deleted.
+    pub forget_after_claim: bool,
+}
+
+/// `[wipe]`: what holds the run's secrets on the instance's disk, which
+/// outlives the instance (terminate leaves the root volume behind).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WipeSettings {
+    /// Deleted before the instance ends (the units' environment file).
+    pub files: Vec<AbsPath>,
+    /// Folders with copies of the user data (cloud-init's): every file in
+    /// them holding a secret of the run is deleted at boot.
+    pub user_data_copies: Vec<AbsPath>,
 }
 
 /// Which libraries the run works on, by title.

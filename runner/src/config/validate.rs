@@ -3,11 +3,11 @@
 //! returned, naming its key.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::RunConfig;
-use super::credentials::{self, SecretKeys};
+use super::credentials::{self, CredentialSource, SecretKeys};
 use super::error::{Problem, invalid, missing};
 use super::raw::*;
 use super::sections::*;
@@ -57,6 +57,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
     let run_id: RunId = parse("run_id", &raw.run_id)?;
     let work_dir: AbsPath = parse("work_dir", &raw.work_dir)?;
     let s3 = s3_settings(&raw.s3, env)?;
+    let pull = pull_limits(&raw.pull)?;
     let media = media_settings(raw.media, &s3.connection, env)?;
     let mode = mode(raw.mode, raw.reference, raw.library, &media.mount_point)?;
     let plex = plex_settings(raw.plex, &mode, &work_dir, env)?;
@@ -65,11 +66,13 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
     let deadlines = deadlines(raw.deadlines)?;
     let guard = guard(raw.guard)?;
     let termination = termination(raw.termination, env)?;
+    let wipe = wipe(raw.wipe)?;
     Ok(RunConfig {
         run_id,
         work_dir,
         mode,
         s3,
+        pull,
         media,
         plex,
         path_mappings,
@@ -77,6 +80,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
         deadlines,
         guard,
         termination,
+        wipe,
     })
 }
 
@@ -407,27 +411,55 @@ fn plex_settings(
         raw.plextv_url.as_deref().unwrap_or(DEFAULT_PLEXTV_URL),
     )?;
     let claim = if raw.claim.unwrap_or(false) {
+        let forget_after_claim = raw.forget_token_after_claim.unwrap_or(false);
+        let file = raw.credentials_file.as_deref();
+        if forget_after_claim && file.is_none() {
+            return Err(invalid(
+                "plex.forget_token_after_claim",
+                "needs plex.credentials_file (the file deleted after the claim)",
+            ));
+        }
         let keys = [SecretKeys {
             name: "account_token",
             inline: raw.account_token.as_deref(),
             env: raw.account_token_env.as_deref(),
             default_env: DEFAULT_PLEX_TOKEN_ENV,
         }];
-        let (source, secrets) =
-            credentials::resolve("plex", &keys, raw.credentials_file.as_deref(), env)?;
-        let account_token = secrets
-            .into_iter()
-            .next()
-            .ok_or_else(|| missing("plex.account_token"))?;
+        // A forgotten token's file is gone: an earlier attempt claimed the
+        // server, which keeps its own token.
+        let forgotten = forget_after_claim && file.is_some_and(|f| !Path::new(f).exists());
+        let (source, account_token) = if let (true, Some(file)) = (forgotten, file) {
+            let var = raw
+                .account_token_env
+                .as_deref()
+                .unwrap_or(DEFAULT_PLEX_TOKEN_ENV);
+            let source = CredentialSource::File {
+                path: parse("plex.credentials_file", file)?,
+                vars: vec![var.to_string()],
+            };
+            (source, None)
+        } else {
+            let (source, secrets) = credentials::resolve("plex", &keys, file, env)?;
+            let token = secrets
+                .into_iter()
+                .next()
+                .ok_or_else(|| missing("plex.account_token"))?;
+            (source, Some(token))
+        };
         Some(PlexClaim {
             account_token,
             source,
+            forget_after_claim,
         })
     } else {
         let given = [
             ("account_token", raw.account_token.is_some()),
             ("account_token_env", raw.account_token_env.is_some()),
             ("credentials_file", raw.credentials_file.is_some()),
+            (
+                "forget_token_after_claim",
+                raw.forget_token_after_claim.is_some(),
+            ),
         ];
         if let Some((name, _)) = given.iter().find(|(_, set)| *set) {
             return Err(invalid(
@@ -696,6 +728,18 @@ fn guard(raw: RawGuard) -> Result<GuardLimits> {
     })
 }
 
+fn wipe(raw: RawWipe) -> Result<WipeSettings> {
+    let paths = |key: &str, list: Vec<String>| -> Result<Vec<AbsPath>> {
+        list.iter()
+            .map(|p| parse::<AbsPath>(&format!("wipe.{key}"), p))
+            .collect()
+    };
+    Ok(WipeSettings {
+        files: paths("files", raw.files)?,
+        user_data_copies: paths("user_data_copies", raw.user_data_copies)?,
+    })
+}
+
 fn termination(raw: RawTermination, env: &dyn Fn(&str) -> Option<String>) -> Result<Termination> {
     match raw.provider {
         RawProvider::None => {
@@ -756,6 +800,33 @@ fn termination(raw: RawTermination, env: &dyn Fn(&str) -> Option<String>) -> Res
             }))
         }
     }
+}
+
+/// `[pull]`: without a key, the archive module's defaults (the
+/// destination's free space less a margin; 100:1).
+fn pull_limits(raw: &RawPull) -> Result<crate::archive::Limits> {
+    let mut limits = crate::archive::Limits::default();
+    if let Some(text) = &raw.max_expanded_size {
+        let max =
+            crate::archive::parse_size(text).map_err(|e| invalid("pull.max_expanded_size", e))?;
+        if max == 0 {
+            return Err(invalid(
+                "pull.max_expanded_size",
+                "0 would refuse every archive",
+            ));
+        }
+        limits.max_expanded = Some(max);
+    }
+    if let Some(ratio) = raw.max_expansion_ratio {
+        if ratio < 2 {
+            return Err(invalid(
+                "pull.max_expansion_ratio",
+                format!("{ratio} would refuse any compressed archive (Plex DBs compress 5-10:1)"),
+            ));
+        }
+        limits.max_ratio = ratio;
+    }
+    Ok(limits)
 }
 
 #[cfg(test)]

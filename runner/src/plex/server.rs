@@ -167,26 +167,18 @@ impl PlexServer {
         self.process.stop().await.context("cannot stop Plex")
     }
 
-    /// Signs the server out and removes it from the account's devices, so
-    /// the user's plex.tv does not collect dead servers. Best effort: every
-    /// step runs, the first failure is returned.
-    pub async fn forget(&self, plextv: &PlexTv) -> Result<()> {
-        let unclaimed = self.api.unclaim().await;
-        let removed = remove_device(plextv, &self.machine_identifier).await;
-        unclaimed?;
-        removed
+    /// Whether the server holds a plex.tv token (claimed now or earlier).
+    pub fn is_claimed(&self) -> bool {
+        self.api.has_token()
     }
-}
 
-/// Removes the device whose client identifier is `machine_identifier`.
-pub async fn remove_device(plextv: &PlexTv, machine_identifier: &str) -> Result<()> {
-    for d in plextv.devices().await? {
-        if d.client_identifier == machine_identifier {
-            plextv.delete_device(&d.id).await?;
-            tracing::info!(device = %d.id, name = %d.name, "removed the run's server from plex.tv");
-        }
+    /// Signs the server out of plex.tv: it drops its token. Removing it
+    /// from the account's devices is home's job (`bootstrap fetch`), which
+    /// holds the account token; the run gives its token up after the claim.
+    pub async fn sign_out(&self) -> Result<()> {
+        self.api.unclaim().await?;
+        Ok(())
     }
-    Ok(())
 }
 
 /// Polls `/identity` until Plex answers, logging every probe's outcome

@@ -78,6 +78,9 @@ pub async fn watch(cfg: &RunConfig) {
             humantime::format_duration(REPORT_BUDGET)
         );
     }
+    // The root volume outlives the instance: the secrets leave it first
+    // (the key the terminate needs is in memory).
+    super::wipe::before_the_end(cfg, &WorkPaths::new(cfg));
     tracing::info!("dead-man step 3/3: terminating the instance");
     terminate(cfg).await;
 }

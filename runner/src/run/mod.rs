@@ -18,6 +18,7 @@ mod snapshot;
 mod sonic;
 pub mod status;
 mod watch;
+mod wipe;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -26,8 +27,9 @@ use anyhow::{Context as _, Result, bail};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::config::RunConfig;
+use crate::config::{CredentialSource, RunConfig};
 use crate::s3::Bucket;
+use crate::secret::Secret;
 use checkpoint::{Checkpoint, SnapshotRecord};
 pub use phase::Phase;
 pub use phases::{QUARANTINE_ARCHIVE, RESULT_ARCHIVE};
@@ -78,6 +80,9 @@ pub struct RunContext {
     session: Mutex<Option<Session>>,
     status: Mutex<Status>,
     snapshot: std::sync::Mutex<Option<SnapshotRecord>>,
+    /// The plex.tv account token, until the server is claimed (it is
+    /// needed for nothing else: home removes the server from the account).
+    plex_token: std::sync::Mutex<Option<Secret>>,
 }
 
 impl RunContext {
@@ -120,6 +125,13 @@ impl RunContext {
     }
 
     /// Says what the phase is doing, in `status.json` and to systemd.
+    /// Every secret value of the run still held.
+    fn secrets(&self) -> Vec<String> {
+        let mut secrets = logs::secrets(&self.cfg, &self.paths);
+        secrets.extend(self.plex_token().map(|t| t.expose().to_owned()));
+        secrets
+    }
+
     async fn describe(&self, detail: String) {
         notify_systemd(&format!("STATUS={detail}"));
         tracing::info!("{detail}");
@@ -136,10 +148,42 @@ impl RunContext {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
+
+    fn plex_token(&self) -> Option<Secret> {
+        self.plex_token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The server is claimed: with `forget_token_after_claim`, the account
+    /// token leaves memory and its file leaves the disk.
+    fn claimed(&self) {
+        let Some(claim) = &self.cfg.plex().claim else {
+            return;
+        };
+        if !claim.forget_after_claim {
+            return;
+        }
+        self.plex_token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let CredentialSource::File { path, .. } = &claim.source {
+            match wipe::delete(path.as_path()) {
+                Ok(true) => {
+                    tracing::info!(file = %path, "the plex.tv token was used for the claim and deleted")
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!("cannot delete the plex.tv token's file {path}: {e}"),
+            }
+        }
+    }
 }
 
 /// Runs (or resumes) the whole job and returns its report.
-pub async fn execute(cfg: RunConfig) -> Result<Report> {
+pub async fn execute(mut cfg: RunConfig) -> Result<Report> {
+    let plex_token = cfg.take_plex_token();
     let paths = WorkPaths::new(&cfg);
     std::fs::create_dir_all(cfg.work_dir())
         .with_context(|| format!("cannot create the work folder {}", cfg.work_dir().display()))?;
@@ -157,6 +201,7 @@ pub async fn execute(cfg: RunConfig) -> Result<Report> {
         session: Mutex::new(None),
         status: Mutex::new(Status::new(&run_id)),
         snapshot: std::sync::Mutex::new(None),
+        plex_token: std::sync::Mutex::new(plex_token),
     };
 
     let mut ckpt = match Checkpoint::load(&ctx.paths.checkpoint)? {
@@ -194,7 +239,13 @@ pub async fn execute(cfg: RunConfig) -> Result<Report> {
 
     // Ready as soon as the run is under way: systemd needs no more to wait for.
     notify_systemd("READY=1");
-    instance::forget_user_data(&ctx.cfg).await;
+    // The user data holds the run's secrets: once cloud-init has written
+    // its files, neither the metadata service nor the disk keeps it.
+    if let Err(e) = instance::forget_user_data(&ctx.cfg).await {
+        tracing::error!("{e:#}");
+        ctx.update_status(|s| s.warn(format!("{e:#}"))).await;
+    }
+    wipe::user_data_copies(&ctx.cfg.wipe().user_data_copies, &ctx.secrets());
     // The run's deadline counts from its first start, across restarts.
     let run_budget = ctx.cfg.run_deadline();
     let elapsed = Duration::from_secs(checkpoint::unix_now().saturating_sub(ckpt.started_unix));
@@ -204,14 +255,17 @@ pub async fn execute(cfg: RunConfig) -> Result<Report> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
 
     let outcome = run_phases(&ctx, &mut ckpt, &mut sigterm, &mut sigint).await;
+    // Past the deadline every restart would fail at once: a failed run is
+    // over, and so is the instance (unless kept for inspection).
+    let over = outcome.is_err() && Instant::now() >= deadline;
     // Whatever happened, Plex and the mount stop before the runner exits
-    // (a restart resumes from the checkpoint).
-    ctx.close_session(false).await;
+    // (a restart resumes from the checkpoint); a run that is over signs
+    // its server out of plex.tv first.
+    ctx.close_session(over).await;
     if let Err(e) = outcome {
         logs::ship(&ctx).await;
-        if Instant::now() >= deadline {
-            // Past the deadline every restart would fail at once: the run
-            // is over, and so is the instance (unless kept for inspection).
+        if over && !instance::kept_on_failure(&ctx.cfg) {
+            wipe::before_the_end(&ctx.cfg, &ctx.paths);
             instance::terminate_after_failure(&ctx.cfg).await;
         }
         return Err(e);
@@ -226,9 +280,14 @@ pub async fn execute(cfg: RunConfig) -> Result<Report> {
         "STATUS=done"
     });
     logs::ship(&ctx).await;
-    // Billing stops here. A failure to terminate fails the run: systemd
-    // restarts it, every phase is done, and it tries again.
-    instance::terminate(&ctx.cfg).await?;
+    // Billing stops here. The secrets leave the disk first (the root volume
+    // outlives the instance); the terminate call holds them in memory and
+    // tries until the API accepts (a runner restarted now could no longer
+    // load its config: the dead-man would end the instance).
+    if instance::terminates(&ctx.cfg) {
+        wipe::before_the_end(&ctx.cfg, &ctx.paths);
+    }
+    instance::terminate_until_accepted(&ctx.cfg).await?;
     Ok(report)
 }
 

@@ -111,7 +111,16 @@ async fn pull(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    let pulled = transfer::pull(&ctx.bucket, key, &ctx.paths.databases, manifest).await?;
+    let limits = ctx.cfg.pull_limits();
+    let pulled = transfer::pull_bounded(
+        &ctx.bucket,
+        key,
+        &ctx.paths.databases,
+        manifest,
+        limits,
+        |_| {},
+    )
+    .await?;
     Ok(json!({
         "archive_bytes": pulled.download.bytes,
         "archive_sha256": pulled.download.sha256,
@@ -167,18 +176,11 @@ async fn remap(ctx: &RunContext) -> Result<Value> {
 /// Plex's no more (lessons.md 21, 22).
 async fn stop(ctx: &RunContext) -> Result<Value> {
     let problems = ctx.close_session(true).await;
-    // A server claimed by an earlier attempt of this runner, which died
-    // before its stop phase, is still on the account.
-    let forgotten = if problems.is_empty() {
-        super::session::forget_earlier_server(ctx).await
-    } else {
-        None
-    };
     let db = ctx.paths.library_db();
     if db.exists() {
         tokio::task::spawn_blocking(move || plexdb::checkpoint_wal(&db)).await??;
     }
-    Ok(json!({ "problems": problems, "forgotten": forgotten }))
+    Ok(json!({ "problems": problems }))
 }
 
 /// The DB as it will be published: checkpointed, checked, counted, and

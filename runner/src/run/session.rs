@@ -96,11 +96,8 @@ impl Session {
         tracing::info!("media mount healthy: {}", health.summary());
 
         give_to_plex_user(&ctx.paths.app_support, launch.uid, launch.gid)?;
-        let plextv = match &cfg.plex().claim {
-            Some(claim) => Some(PlexTv::new(
-                &cfg.plex().plextv_url,
-                claim.account_token.clone(),
-            )?),
+        let plextv = match ctx.plex_token() {
+            Some(token) => Some(PlexTv::new(&cfg.plex().plextv_url, token)?),
             None => None,
         };
         let pinned_version = cfg.plex_version().to_string();
@@ -111,6 +108,24 @@ impl Session {
                 let _ = mount.stop().await;
                 return Err(e);
             }
+        };
+        let plextv = if cfg.plex().claim.is_some() {
+            ctx.update_status(|s| s.plex_server = Some(plex.machine_identifier().to_owned()))
+                .await;
+            if plex.is_claimed() {
+                // The account token has done its one job.
+                ctx.claimed();
+                ctx.plex_token().and(plextv)
+            } else {
+                let mut plex = plex;
+                let _ = plex.stop().await;
+                let _ = mount.stop().await;
+                bail!(
+                    "Plex is not claimed and the plex.tv token is gone (an earlier attempt used it and deleted it, plex.forget_token_after_claim): launch the run again"
+                );
+            }
+        } else {
+            plextv
         };
         let mut session = Session {
             mount,
@@ -250,15 +265,16 @@ impl Session {
         }
     }
 
-    /// Ends the session: signs the server out of plex.tv (with `forget`),
-    /// stops Plex, unmounts. Every step runs; failures are logged.
-    pub async fn close(mut self, forget: bool) -> Vec<String> {
+    /// Ends the session: signs the server out of plex.tv (with
+    /// `sign_out`; home removes it from the account's devices), stops
+    /// Plex, unmounts. Every step runs; failures are logged.
+    pub async fn close(mut self, sign_out: bool) -> Vec<String> {
         let mut problems = Vec::new();
-        if forget
-            && let Some(plextv) = &self.plextv
-            && let Err(e) = self.plex.forget(plextv).await
+        if sign_out
+            && self.plex.is_claimed()
+            && let Err(e) = self.plex.sign_out().await
         {
-            problems.push(format!("cannot remove the server from plex.tv: {e:#}"));
+            problems.push(format!("cannot sign the server out of plex.tv: {e:#}"));
         }
         if let Err(e) = self.plex.stop().await {
             problems.push(format!("{e:#}"));
@@ -338,23 +354,4 @@ where
     Fut: std::future::Future<Output = Result<T, PlexError>>,
 {
     retry(what, API_ATTEMPTS, f).await
-}
-
-/// Removes a server that an earlier runner process of this run claimed
-/// and never signed out (it died first) from the account's devices.
-pub async fn forget_earlier_server(ctx: &RunContext) -> Option<String> {
-    let claim = ctx.cfg.plex().claim.as_ref()?;
-    let prefs = crate::plex::preferences::Preferences::read(&ctx.paths.app_support).ok()??;
-    prefs.online_token()?;
-    let machine = prefs.machine_identifier()?.to_string();
-    let plextv = PlexTv::new(&ctx.cfg.plex().plextv_url, claim.account_token.clone()).ok()?;
-    match crate::plex::server::remove_device(&plextv, &machine).await {
-        Ok(()) => Some(format!("server {machine} removed from plex.tv")),
-        Err(e) => {
-            tracing::warn!("cannot remove server {machine} from plex.tv: {e:#}");
-            Some(format!(
-                "server {machine} could not be removed from plex.tv: {e:#}"
-            ))
-        }
-    }
 }

@@ -50,6 +50,14 @@ pub struct Status {
     /// Why the run is quarantined.
     #[serde(default)]
     pub quarantine: Option<String>,
+    /// What went wrong without stopping the run (e.g. its user data could
+    /// not be deleted from the metadata service).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// The machine identifier of the run's Plex once claimed: home removes
+    /// that server from the plex.tv account (after checking it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plex_server: Option<String>,
 }
 
 impl Status {
@@ -68,6 +76,15 @@ impl Status {
             detail: None,
             sonic: None,
             quarantine: None,
+            warnings: Vec::new(),
+            plex_server: None,
+        }
+    }
+
+    /// Records a problem that does not stop the run.
+    pub fn warn(&mut self, warning: String) {
+        if !self.warnings.contains(&warning) {
+            self.warnings.push(warning);
         }
     }
 
