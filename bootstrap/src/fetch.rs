@@ -20,8 +20,8 @@ use runner::scaleway::Client;
 
 use crate::cloud;
 use crate::config::BootstrapConfig;
+use crate::grants;
 use crate::home;
-use crate::iam;
 use crate::progress;
 use crate::runs::{self, LaunchRecord, LaunchState, Outcome};
 
@@ -291,7 +291,7 @@ async fn clean_cloud(
         cloud::delete_volume(client, zone, volume).await?;
         println!("deleted the run's root volume {volume}");
     }
-    iam::delete_run_keys(cfg, client, &record.run_id).await?;
+    grants::revoke(cfg, client, bucket, &record.run_id).await?;
     if delete_checkpoints {
         for object in bucket
             .list(&cfg.run_key(&record.run_id, "checkpoint/"))

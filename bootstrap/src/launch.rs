@@ -18,7 +18,7 @@ use runner::scaleway::{Client, CreateServer, RootVolume, ServerAction, ServerSta
 use crate::cloud;
 use crate::config::{BootstrapConfig, RunParams, RunSecrets};
 use crate::estimate::{self, Estimate};
-use crate::iam;
+use crate::grants;
 use crate::image::{self, Recipe};
 use crate::runs::{self, LaunchRecord, LaunchState, TAG, run_tag};
 use crate::userdata;
@@ -310,7 +310,8 @@ async fn create(
     key_expires: SystemTime,
 ) -> Result<()> {
     let zone = &cfg.scaleway.zone;
-    let key = iam::create_run_key(cfg, client, &plan.run_id, key_expires).await?;
+    let keys = grants::grant(cfg, client, bucket, &plan.run_id, key_expires).await?;
+    let key = keys.run;
     record.api_key = Some(key.access_key.clone());
     record.save(cfg, bucket).await?;
 
@@ -334,6 +335,12 @@ async fn create(
             .secret_key
             .clone()
             .context("Scaleway returned the new API key without its secret")?,
+        media_access_key: keys.media.access_key.clone(),
+        media_secret_key: keys
+            .media
+            .secret_key
+            .clone()
+            .context("Scaleway returned the new media key without its secret")?,
         plex_token: cfg.plex_token().cloned(),
     };
     let values: BTreeMap<&str, String> = [
@@ -397,7 +404,7 @@ async fn abandon(
     if let Some(volume) = &record.root_volume_id {
         cloud::delete_volume(client, zone, volume).await?;
     }
-    iam::delete_run_keys(cfg, client, &record.run_id).await?;
+    grants::revoke(cfg, client, bucket, &record.run_id).await?;
     record.state = LaunchState::Abandoned;
     record.save(cfg, bucket).await
 }

@@ -2,11 +2,13 @@
 //! and the tests call. The engine (S3, archive, Plex DB, Scaleway client)
 //! is the runner's library, shared with the instance.
 
+pub mod bucket_policy;
 pub mod check;
 pub mod cloud;
 pub mod config;
 pub mod estimate;
 pub mod fetch;
+pub mod grants;
 pub mod home;
 pub mod iam;
 pub mod image;

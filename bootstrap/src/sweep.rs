@@ -13,6 +13,7 @@ use runner::scaleway::{Client, Server};
 use crate::cloud;
 use crate::config::BootstrapConfig;
 use crate::estimate::VOLUME_EUR_PER_GB_HOUR;
+use crate::grants;
 use crate::iam;
 use crate::runs::{self, LaunchRecord, LaunchState, Outcome, TAG};
 use crate::status::RunView;
@@ -38,6 +39,10 @@ pub enum Leftover {
     },
     ApiKey {
         access_key: String,
+    },
+    /// A run's keys, IAM application and bucket statements (`grants.rs`).
+    RunAccess {
+        run_id: String,
     },
 }
 
@@ -93,6 +98,9 @@ pub async fn sweep(cfg: &BootstrapConfig, yes: bool) -> Result<()> {
             Leftover::ApiKey { access_key } => {
                 client.delete_api_key(access_key).await.map_err(Into::into)
             }
+            Leftover::RunAccess { run_id } => {
+                grants::revoke(cfg, &client, &cloud::bucket(cfg), run_id).await
+            }
         };
         done.with_context(|| format!("cannot delete {} {}", kind(&f.what), id(&f.what)))?;
         println!("deleted {} {}", kind(&f.what), id(&f.what));
@@ -107,6 +115,7 @@ fn kind(l: &Leftover) -> &'static str {
         Leftover::Image { .. } => "image",
         Leftover::Snapshot { .. } => "snapshot",
         Leftover::ApiKey { .. } => "api-key",
+        Leftover::RunAccess { .. } => "run-access",
     }
 }
 
@@ -117,6 +126,7 @@ fn id(l: &Leftover) -> &str {
         | Leftover::Image { id, .. }
         | Leftover::Snapshot { id, .. } => id,
         Leftover::ApiKey { access_key } => access_key,
+        Leftover::RunAccess { run_id } => run_id,
     }
 }
 
@@ -245,37 +255,74 @@ pub async fn find(cfg: &BootstrapConfig, client: &Client) -> Result<Vec<Found>> 
         }
     }
 
-    // Keys of runs that are over (they also expire on their own).
+    // Keys, applications and bucket statements of runs that are over (keys
+    // also expire on their own; statements do not).
+    let mut revoked = BTreeSet::new();
     for key in iam::run_keys(cfg, client).await? {
-        let why = match iam::key_run_id(&key).and_then(|r| records.get(r)) {
-            None => Some("API key of no known run".to_owned()),
-            Some(r) if matches!(r.state, LaunchState::Fetched | LaunchState::Abandoned) => {
-                Some(format!("API key of run {} (over)", r.run_id))
-            }
-            Some(r)
-                if r.server_id
-                    .as_ref()
-                    .is_none_or(|s| !live_servers.contains(s)) =>
-            {
-                let outcome = runs::outcome(cfg, &bucket, &r.run_id).await?;
-                (outcome != Outcome::Pending
-                    || r.deadline_time().is_some_and(|d| SystemTime::now() > d))
-                .then(|| format!("API key of run {} (over)", r.run_id))
-            }
-            Some(_) => None,
-        };
-        if let Some(why) = why {
+        let Some(run_id) = iam::key_run_id(&key).filter(|r| records.contains_key(*r)) else {
             found.push(Found {
                 name: key.description.clone(),
-                why,
+                why: "API key of no known run".to_owned(),
                 eur_per_hour: 0.0,
                 what: Leftover::ApiKey {
                     access_key: key.access_key.clone(),
                 },
             });
+            continue;
+        };
+        if !revoked.contains(run_id)
+            && let Some(why) = run_over(cfg, &bucket, &records[run_id], &live_servers).await?
+        {
+            revoked.insert(run_id.to_owned());
+            found.push(run_access(run_id, why));
+        }
+    }
+    for run_id in grants::runs_with_statements(&bucket).await? {
+        let why = match records.get(&run_id) {
+            None => Some(format!("bucket statements of no known run {run_id}")),
+            Some(r) => run_over(cfg, &bucket, r, &live_servers).await?,
+        };
+        if let Some(why) = why.filter(|_| !revoked.contains(&run_id)) {
+            revoked.insert(run_id.clone());
+            found.push(run_access(&run_id, why));
         }
     }
     Ok(found)
+}
+
+/// Why a run's access (keys, application, bucket statements) is no longer
+/// needed, if it is not.
+async fn run_over(
+    cfg: &BootstrapConfig,
+    bucket: &runner::s3::Bucket,
+    r: &LaunchRecord,
+    live_servers: &BTreeSet<String>,
+) -> Result<Option<String>> {
+    if matches!(r.state, LaunchState::Fetched | LaunchState::Abandoned) {
+        return Ok(Some(format!("access of run {} (over)", r.run_id)));
+    }
+    if r.server_id
+        .as_ref()
+        .is_some_and(|s| live_servers.contains(s))
+    {
+        return Ok(None);
+    }
+    let outcome = runs::outcome(cfg, bucket, &r.run_id).await?;
+    Ok(
+        (outcome != Outcome::Pending || r.deadline_time().is_some_and(|d| SystemTime::now() > d))
+            .then(|| format!("access of run {} (over)", r.run_id)),
+    )
+}
+
+fn run_access(run_id: &str, why: String) -> Found {
+    Found {
+        name: format!("plex-burst run {run_id}"),
+        why,
+        eur_per_hour: 0.0,
+        what: Leftover::RunAccess {
+            run_id: run_id.to_owned(),
+        },
+    }
 }
 
 /// The run a server was launched for (its `plex-burst-run=` tag).

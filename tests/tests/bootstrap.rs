@@ -20,8 +20,11 @@ use plex_burst_tests::fixture::{
     LibraryKind, LibrarySpec, Spec, write_app_support, write_media_tree,
 };
 use plex_burst_tests::plexdouble::harness::{PlexTvDouble, free_port, get, wait_for};
-use plex_burst_tests::s3server::{S3Server, rclone_path};
+use plex_burst_tests::s3server::{ACCESS_KEY, S3Server, SECRET_KEY, rclone_path};
 use plex_burst_tests::scwdouble::harness::{ScwDouble, ScwOptions};
+use plex_burst_tests::scwdouble::s3front::OWNER_USER_ID;
+use runner::s3::{Bucket, S3Error};
+use runner::secret::Secret;
 use rusqlite::{Connection, params};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -51,6 +54,8 @@ struct World {
     app_support: PathBuf,
     home: HomePlex,
     run_key: (String, String),
+    /// The run's read-only key for the media bucket.
+    media_key: (String, String),
 }
 
 struct WorldOptions {
@@ -84,8 +89,14 @@ impl World {
             "python3 with PyYAML is needed by the instance stand-in: run the tests through ./scripts/test"
         );
         let dir = tempfile::tempdir().unwrap();
-        let run_key = run_key();
-        let s3 = S3Server::start_with(&["--auth-key", &format!("{},{}", run_key.0, run_key.1)]);
+        // A launch mints the run's key, then its media key.
+        let (run_key, media_key) = (run_key(), run_key());
+        let s3 = S3Server::start_with(&[
+            "--auth-key",
+            &format!("{},{}", run_key.0, run_key.1),
+            "--auth-key",
+            &format!("{},{}", media_key.0, media_key.1),
+        ]);
         s3.create_bucket(BUCKET);
         s3.create_bucket(MEDIA);
         write_media_tree(&s3.data_dir().join(MEDIA), &spec()).unwrap();
@@ -111,7 +122,9 @@ impl World {
             quota_volumes_gb: opts.quota_volumes_gb,
             on_poweron: Some(hook),
             metadata: true,
-            api_key_pool: vec![run_key.clone()],
+            api_key_pool: vec![run_key.clone(), media_key.clone()],
+            // Everyone reaches S3 through Object Storage's access control.
+            s3_front: Some((s3.addr().to_string(), ACCESS_KEY.to_owned())),
             ..ScwOptions::default()
         });
         let plextv = PlexTvDouble::start(ACCOUNT_TOKEN, &[]);
@@ -123,7 +136,9 @@ impl World {
             app_support: app.dir,
             home,
             run_key,
+            media_key,
         };
+        world.lock_media_bucket();
         world.write_config(&opts);
         world.home.start();
         world
@@ -205,7 +220,7 @@ stall_checks = 3
             project = self.scw.project_id(),
             api = self.scw.api_url(),
             metadata = self.scw.metadata_url().unwrap(),
-            endpoint = self.s3.endpoint(),
+            endpoint = self.scw.s3_front_url().unwrap(),
             runner = workspace_bin("runner").display(),
             app = self.app_support.display(),
             home_plex = HomePlex::script().display(),
@@ -367,11 +382,67 @@ stall_checks = 3
         reply.json()["server"].clone()
     }
 
+    /// `bucket` through the S3 front, as the holder of `key`.
+    fn s3_as(&self, key: &(String, String), bucket: &str) -> Bucket {
+        let mut conn = self.s3.connection_via(self.scw.s3_front_url().unwrap());
+        conn.access_key = key.0.clone();
+        conn.secret_key = Secret::new(&key.1);
+        Bucket::new(&conn, bucket, Default::default())
+    }
+
+    /// The media bucket has a policy of the user's (its Owner reads and
+    /// writes): launches add the media key's statement to it.
+    fn lock_media_bucket(&self) {
+        let owner = self.s3_as(&(ACCESS_KEY.into(), SECRET_KEY.into()), MEDIA);
+        let policy = json!({"Version": "2023-04-17", "Statement": [{
+            "Sid": "the owner", "Effect": "Allow",
+            "Principal": {"SCW": format!("user_id:{OWNER_USER_ID}")},
+            "Action": "*", "Resource": [MEDIA, format!("{MEDIA}/*")]}]});
+        block_on(owner.put_policy(&policy.to_string())).unwrap();
+    }
+
+    /// `bucket`'s policy, as its Owner reads it.
+    fn bucket_policy(&self, bucket: &str) -> String {
+        let owner = self.s3_as(&(ACCESS_KEY.into(), SECRET_KEY.into()), bucket);
+        block_on(owner.get_policy()).unwrap().unwrap_or_default()
+    }
+
+    /// What the run's keys reach while the run exists: its own runs/<id>/
+    /// and the reference (read), the media bucket (read, media key only);
+    /// nothing else.
+    fn check_run_access(&self, run_id: &str) {
+        let denied = |r: Result<(), S3Error>| {
+            assert!(matches!(r, Err(S3Error::AccessDenied { .. })), "{r:?}");
+        };
+        let put = |b: &Bucket, key: &str| {
+            block_on(b.put_bytes(key, b"planted".to_vec().into(), "text/plain"))
+        };
+        let run = self.s3_as(&self.run_key, BUCKET);
+        put(&run, &format!("runs/{run_id}/access-probe")).unwrap();
+        block_on(run.get_bytes(&format!("runs/{run_id}/access-probe"))).unwrap();
+        block_on(run.get_bytes("reference/plex-db.manifest.json")).unwrap();
+        denied(put(&run, "runs/another-run/launch.json"));
+        denied(put(&run, "reference/plex-db.manifest.json"));
+        denied(block_on(run.delete(&format!("runs/{run_id}/access-probe"))));
+        denied(block_on(run.list("runs/")).map(drop));
+        denied(put(&self.s3_as(&self.run_key, MEDIA), "planted"));
+        denied(block_on(self.s3_as(&self.run_key, MEDIA).first("")).map(drop));
+
+        let media = self.s3_as(&self.media_key, MEDIA);
+        assert!(block_on(media.first("")).unwrap().is_some());
+        denied(put(&media, "planted"));
+        denied(block_on(media.delete("planted")));
+        let media_on_bucket = self.s3_as(&self.media_key, BUCKET);
+        denied(put(&media_on_bucket, &format!("runs/{run_id}/planted")));
+        denied(block_on(media_on_bucket.get_bytes("reference/plex-db.manifest.json")).map(drop));
+    }
+
     /// Every secret of the world: none may reach a record, a status or a log.
     fn secrets(&self) -> Vec<String> {
         vec![
             self.scw.secret_key().to_owned(),
             self.run_key.1.clone(),
+            self.media_key.1.clone(),
             ACCOUNT_TOKEN.to_owned(),
             self.s3.connection().secret_key.expose().to_owned(),
         ]
@@ -392,6 +463,15 @@ impl Drop for World {
             .args(["-uz", &self.mount_point().display().to_string()])
             .status();
     }
+}
+
+/// Runs one S3 call to its end.
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 /// A `launch.json` as bootstrap writes it, for a run the test made up.
@@ -528,6 +608,9 @@ fn a_run_goes_from_the_home_snapshot_to_an_install_that_keeps_the_watch_state() 
 
     // The runner finishes, uploads, and terminates its own server.
     w.wait_run_end(&run_id, "DONE");
+    // Its keys reach only the run's share (Scaleway's IAM and bucket
+    // policies, as the double's S3 front enforces them).
+    w.check_run_access(&run_id);
     wait_for(
         "the run's server to be gone",
         Duration::from_secs(60),
@@ -614,6 +697,24 @@ fn a_run_goes_from_the_home_snapshot_to_an_install_that_keeps_the_watch_state() 
             .unwrap()
             .status,
         200
+    );
+
+    // The run's statements left the bucket policies with its keys.
+    for bucket in [BUCKET, MEDIA] {
+        let policy = w.bucket_policy(bucket);
+        assert!(
+            !policy.contains(&format!("plex-burst run {run_id} ")),
+            "{policy}"
+        );
+    }
+    assert!(w.bucket_policy(MEDIA).contains("the owner"));
+    let gone = block_on(
+        w.s3_as(&w.run_key, BUCKET)
+            .get_bytes("reference/plex-db.manifest.json"),
+    );
+    assert!(
+        matches!(gone, Err(S3Error::AccessDenied { .. })),
+        "{gone:?}"
     );
 
     // Nothing of the run stays billed, and its key is gone.

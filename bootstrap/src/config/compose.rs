@@ -13,12 +13,18 @@ pub const RUN_SECRETS_PATH: &str = "/etc/plex-burst/secrets.env";
 
 /// The environment variables a run's secrets arrive in: the runner's
 /// default credential sources.
-const RUN_SECRET_VARS: [&str; 4] = [
+const RUN_SECRET_VARS: [&str; 6] = [
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "SCW_SECRET_KEY",
     "PLEX_TOKEN",
+    MEDIA_ACCESS_KEY_VAR,
+    MEDIA_SECRET_KEY_VAR,
 ];
+
+/// Where the run's read-only media key arrives (`[media.s3]` names them).
+const MEDIA_ACCESS_KEY_VAR: &str = "MEDIA_AWS_ACCESS_KEY_ID";
+const MEDIA_SECRET_KEY_VAR: &str = "MEDIA_AWS_SECRET_ACCESS_KEY";
 
 /// Keys bootstrap writes itself: the user cannot set them under `[run]`.
 const OWNED_KEYS: [&str; 5] = ["run_id", "work_dir", "s3", "reference", "termination"];
@@ -74,6 +80,9 @@ impl RunParams {
 pub struct RunSecrets {
     pub access_key: String,
     pub secret_key: runner::secret::Secret,
+    /// The read-only key the media bucket is mounted with.
+    pub media_access_key: String,
+    pub media_secret_key: runner::secret::Secret,
     pub plex_token: Option<runner::secret::Secret>,
 }
 
@@ -86,6 +95,11 @@ impl RunSecrets {
             self.secret_key.expose(),
             self.secret_key.expose()
         );
+        text.push_str(&format!(
+            "{MEDIA_ACCESS_KEY_VAR}={}\n{MEDIA_SECRET_KEY_VAR}={}\n",
+            self.media_access_key,
+            self.media_secret_key.expose()
+        ));
         if let Some(token) = &self.plex_token {
             text.push_str(&format!("PLEX_TOKEN={}\n", token.expose()));
         }
@@ -131,6 +145,28 @@ fn find_credential(table: &toml::Table, at: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The instance mounts the media bucket with the run's read-only media key:
+/// `[media.s3]` (the `[s3]` connection when `[run.media.s3]` is not given)
+/// names the variables it arrives in.
+fn media_key(doc: &mut toml::Table, s3: &toml::Table) {
+    let Some(toml::Value::Table(media)) = doc.get_mut("media") else {
+        return;
+    };
+    let connection = media.entry("s3").or_insert_with(|| {
+        let mut c = toml::Table::new();
+        for key in ["endpoint", "region", "path_style"] {
+            if let Some(v) = s3.get(key) {
+                c.insert(key.into(), v.clone());
+            }
+        }
+        c.into()
+    });
+    if let toml::Value::Table(c) = connection {
+        c.insert("access_key_env".into(), MEDIA_ACCESS_KEY_VAR.into());
+        c.insert("secret_key_env".into(), MEDIA_SECRET_KEY_VAR.into());
+    }
+}
+
 /// The run's `run.toml`. `keep_s3_credentials`: keep `[s3]`'s own
 /// credential keys and home paths (bootstrap's view); the instance's copy
 /// has neither.
@@ -147,6 +183,9 @@ pub(super) fn compose(
     let mut s3 = s3.clone();
     if !keep_s3_credentials {
         s3.retain(|k, _| !CREDENTIAL_KEYS.contains(&k));
+    }
+    if !keep_s3_credentials {
+        media_key(&mut doc, &s3);
     }
     doc.insert("s3".into(), s3.into());
 

@@ -12,6 +12,7 @@
 
 mod download;
 mod error;
+mod policy;
 mod presign;
 mod retry;
 mod sink;

@@ -42,6 +42,9 @@ pub struct ApiKey {
     pub secret_key: Option<Secret>,
     #[serde(default)]
     pub application_id: Option<String>,
+    /// Set instead of `application_id` for a user's own key.
+    #[serde(default)]
+    pub user_id: Option<String>,
     #[serde(default)]
     pub expires_at: Option<String>,
     #[serde(default)]
@@ -68,6 +71,37 @@ impl Client {
             )
             .await?;
         Ok(apps.into_iter().find(|a| a.name == name))
+    }
+
+    /// The applications of the organization whose name starts with
+    /// `prefix`.
+    pub async fn applications_named(
+        &self,
+        prefix: &str,
+        organization_id: &str,
+    ) -> Result<Vec<Application>, ScwError> {
+        let query = [
+            ("name", prefix.to_string()),
+            ("organization_id", organization_id.to_string()),
+        ];
+        let apps: Vec<Application> = self
+            .list_all(
+                &format!("{BASE}/applications"),
+                &query,
+                "applications",
+                Paging::Standard,
+            )
+            .await?;
+        Ok(apps
+            .into_iter()
+            .filter(|a| a.name.starts_with(prefix))
+            .collect())
+    }
+
+    /// Deletes an application; already gone is success.
+    pub async fn delete_application(&self, id: &str) -> Result<(), ScwError> {
+        let path = format!("{BASE}/applications/{}", seg("application id", id)?);
+        self.delete(&path).await
     }
 
     /// Creates an application.
@@ -127,6 +161,12 @@ impl Client {
             .await
     }
 
+    /// Deletes a policy; already gone is success.
+    pub async fn delete_policy(&self, id: &str) -> Result<(), ScwError> {
+        let path = format!("{BASE}/policies/{}", seg("policy id", id)?);
+        self.delete(&path).await
+    }
+
     /// Creates an API key for the application, expiring at `expires_at`
     /// (sent as RFC 3339 UTC); its `secret_key` is only given now.
     pub async fn create_api_key(
@@ -165,6 +205,13 @@ impl Client {
                     .is_none_or(|a| a == application_id)
             })
             .collect())
+    }
+
+    /// The API key `access_key` (without its secret): whose it is
+    /// (`application_id` or `user_id`), `None` when unknown.
+    pub async fn get_api_key(&self, access_key: &str) -> Result<Option<ApiKey>, ScwError> {
+        let path = format!("{BASE}/api-keys/{}", seg("access key", access_key)?);
+        self.get_opt(&path).await
     }
 
     /// Deletes an API key; already gone is success.

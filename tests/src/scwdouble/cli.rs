@@ -84,6 +84,22 @@ pub struct ApiArgs {
         hide_env_values = true
     )]
     pub api_key_pool: Vec<String>,
+    /// The Owner's own Object Storage access keys (bootstrap's S3 key in
+    /// a test world): IAM shows them as the Owner's user keys; the S3
+    /// front lets them do what bucket policies allow the Owner.
+    #[arg(
+        long = "owner-access-key",
+        env = "SCW_DOUBLE_OWNER_ACCESS_KEY",
+        value_delimiter = ','
+    )]
+    pub owner_access_keys: Vec<String>,
+    /// Address of the S3 front (Object Storage's access control before a
+    /// real S3 server); none when not given. Needs --s3-backend.
+    #[arg(long, env = "SCW_DOUBLE_S3_FRONT", requires = "s3_backend")]
+    pub s3_front: Option<SocketAddr>,
+    /// The S3 server the front forwards to (`host:port`).
+    #[arg(long, env = "SCW_DOUBLE_S3_BACKEND")]
+    pub s3_backend: Option<SocketAddr>,
 }
 
 fn uuid_arg(text: &str) -> Result<String, String> {

@@ -32,6 +32,10 @@ pub struct ScwOptions {
     /// `(access key, secret key)` pairs handed out, in order, by
     /// `POST /api-keys` (a test world's S3 server accepts them too).
     pub api_key_pool: Vec<(String, String)>,
+    /// An S3 front before this S3 server (`host:port`), with the Owner's
+    /// access key: requests through `s3_front_url()` are refused what
+    /// Scaleway's IAM and bucket policies would refuse.
+    pub s3_front: Option<(String, String)>,
 }
 
 impl Default for ScwOptions {
@@ -45,6 +49,7 @@ impl Default for ScwOptions {
             metadata_listen: None,
             args: Vec::new(),
             api_key_pool: Vec::new(),
+            s3_front: None,
         }
     }
 }
@@ -57,6 +62,7 @@ pub struct ScwDouble {
     secret_key: String,
     organization_id: String,
     project_id: String,
+    s3_front_url: Option<String>,
 }
 
 impl ScwDouble {
@@ -94,6 +100,18 @@ impl ScwDouble {
         if let Some(command) = &opts.on_poweron {
             args.extend(["--on-poweron".into(), command.clone()]);
         }
+        let front = opts.s3_front.as_ref().map(|(backend, owner)| {
+            let front = format!("{host}:{}", free_port());
+            args.extend([
+                "--s3-front".into(),
+                front.clone(),
+                "--s3-backend".into(),
+                backend.clone(),
+                "--owner-access-key".into(),
+                owner.clone(),
+            ]);
+            format!("http://{front}")
+        });
         args.extend(opts.args.iter().cloned());
 
         let stderr = tempfile::NamedTempFile::new().expect("a temporary file");
@@ -128,6 +146,7 @@ impl ScwDouble {
             secret_key,
             organization_id,
             project_id,
+            s3_front_url: front,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -147,6 +166,11 @@ impl ScwDouble {
             );
             std::thread::sleep(Duration::from_millis(30));
         }
+    }
+
+    /// The S3 front's endpoint, when started with one.
+    pub fn s3_front_url(&self) -> Option<&str> {
+        self.s3_front_url.as_deref()
     }
 
     pub fn api_url(&self) -> &str {

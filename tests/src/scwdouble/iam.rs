@@ -416,6 +416,22 @@ async fn show_key(
 ) -> ApiResult {
     let world = double.world();
     world.require(&principal, Perm::IamRead, None)?;
+    // The Owner's own keys belong to a user, not an application.
+    if double.config.owner_access_keys.contains(&access_key) {
+        return Ok(reply(
+            StatusCode::OK,
+            json!({
+                "access_key": access_key,
+                "user_id": super::s3front::OWNER_USER_ID,
+                "application_id": null,
+                "description": "",
+                "default_project_id": double.config.project_id,
+                "editable": true,
+                "deletable": true,
+                "managed": false,
+            }),
+        ));
+    }
     Ok(reply(StatusCode::OK, key(&world, &access_key)?.json()))
 }
 

@@ -33,6 +33,7 @@ pub mod marketplace;
 pub mod metadata;
 pub mod query;
 pub mod render;
+pub mod s3front;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -125,6 +126,7 @@ async fn serve(args: ApiArgs) -> Result<()> {
         api_url: url(api.local_addr()?),
         metadata_url: metadata_url.clone(),
         work_dir,
+        owner_access_keys: args.owner_access_keys,
     }));
     for pair in args.api_key_pool.iter().filter(|p| !p.is_empty()) {
         // Checked here, not by clap, whose errors would print the value.
@@ -142,6 +144,13 @@ async fn serve(args: ApiArgs) -> Result<()> {
         eprintln!("scw-double: metadata service on {url}");
     }
 
+    if let (Some(front), Some(backend)) = (args.s3_front, args.s3_backend) {
+        let listener = tokio::net::TcpListener::bind(front)
+            .await
+            .with_context(|| format!("cannot listen on {front} (S3 front)"))?;
+        eprintln!("scw-double: S3 front on http://{front}, before {backend}");
+        tokio::spawn(s3front::serve(double.clone(), listener, backend));
+    }
     let shutdown = shutdown_signal();
     let api_server = axum::serve(api, api_router(double.clone()));
     match metadata {

@@ -26,6 +26,8 @@ pub struct Config {
     pub api_url: String,
     pub metadata_url: Option<String>,
     pub work_dir: PathBuf,
+    /// The Owner's Object Storage access keys (`--owner-access-key`).
+    pub owner_access_keys: Vec<String>,
 }
 
 pub struct Double {
@@ -219,6 +221,7 @@ pub struct World {
     pub local_volumes: Vec<Value>,
     pub snapshots: Vec<Snapshot>,
     pub images: Vec<Image>,
+    pub security_groups: Vec<super::instance::security_groups::SecurityGroup>,
     pub applications: Vec<Application>,
     pub policies: Vec<Policy>,
     pub api_keys: Vec<ApiKey>,
@@ -234,6 +237,8 @@ pub struct World {
     pub key_pool: std::collections::VecDeque<(String, String)>,
     /// Server id → process group of its running `--on-poweron` guest.
     pub guests: std::collections::HashMap<String, i32>,
+    /// Bucket → its policy, kept by the S3 front.
+    pub bucket_policies: BTreeMap<String, super::s3front::BucketPolicy>,
 }
 
 impl World {
