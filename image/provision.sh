@@ -7,13 +7,15 @@ set -eu
 
 . "$1"
 STEP=start
+PLEX_DIGEST=
 LOG=/var/log/plex-burst-build.log
 exec >>"$LOG" 2>&1
 
 report() { # ok|failed message
-    printf '{"ok":%s,"step":"%s","message":"%s","recipe":"%s"}\n' \
+    printf '{"ok":%s,"step":"%s","message":"%s","recipe":"%s","plex_digest":"%s"}\n' \
         "$([ "$1" = ok ] && echo true || echo false)" "$STEP" \
-        "$(printf %s "$2" | tr -d '"\\' | tr '\n' ' ')" "$RECIPE" >/run/plex-burst-report.json
+        "$(printf %s "$2" | tr -d '"\\' | tr '\n' ' ')" "$RECIPE" \
+        "$(printf %s "$PLEX_DIGEST" | tr -d '"\\')" >/run/plex-burst-report.json
     if [ "$1" != ok ]; then
         # What bootstrap shows of a failure: cloud-init's view and the boot.
         echo "== cloud-init status"
@@ -46,15 +48,21 @@ step() { STEP=$1; echo "== $(date -u +%FT%TZ) $STEP"; }
 step packages
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
-apt-get install -q -y --no-install-recommends ca-certificates curl fuse3 unzip sqlite3
+apt-get install -q -y --no-install-recommends ca-certificates curl fuse3 unzip sqlite3 nftables
 # rclone mounts with --allow-other: Plex runs as another user.
 grep -qx user_allow_other /etc/fuse.conf || echo user_allow_other >>/etc/fuse.conf
 
+step firewall
+# Parsed and checked against this kernel now; loaded at every boot before
+# the network by its unit. Debian's own nftables.service stays disabled:
+# its /etc/nftables.conf starts with `flush ruleset`, which would wipe
+# Docker's rules and ours.
+nft -c -f /usr/local/lib/plex-burst/plex-burst.nft
+systemctl disable nftables.service 2>/dev/null || true
+
 step rclone
 curl -fsSL --retry 5 -o /tmp/rclone.zip "$RCLONE_URL"
-if [ -n "${RCLONE_SHA256:-}" ]; then
-    echo "$RCLONE_SHA256  /tmp/rclone.zip" | sha256sum -c -
-fi
+echo "$RCLONE_SHA256  /tmp/rclone.zip" | sha256sum -c -
 unzip -q -o -j /tmp/rclone.zip '*/rclone' -d /usr/local/bin
 chmod 0755 /usr/local/bin/rclone
 rm -f /tmp/rclone.zip
@@ -73,6 +81,9 @@ docker)
     apt-get install -q -y --no-install-recommends docker.io
     systemctl enable docker
     docker pull "$PLEX_IMAGE"
+    # The digest this builder got (the pin when one is configured), for
+    # the report: bootstrap prints it.
+    PLEX_DIGEST=$(docker image inspect -f '{{join .RepoDigests ","}}' "$PLEX_IMAGE")
     ;;
 double)
     curl -fsSL --retry 5 -o /usr/local/bin/plex-double "$PLEX_DOUBLE_URL"
@@ -89,7 +100,7 @@ step units
 mkdir -p /etc/plex-burst
 chmod 0700 /etc/plex-burst
 systemctl daemon-reload
-systemctl enable plex-burst-runner.service plex-burst-deadman.service
+systemctl enable plex-burst-firewall.service plex-burst-runner.service plex-burst-deadman.service
 
 step clean
 # An image must not carry this machine's identity or its cloud-init state:

@@ -27,6 +27,8 @@ use crate::userdata;
 const PROVISION_SH: &str = include_str!("../../image/provision.sh");
 const RUNNER_UNIT: &str = include_str!("../../image/systemd/plex-burst-runner.service");
 const DEADMAN_UNIT: &str = include_str!("../../image/systemd/plex-burst-deadman.service");
+const FIREWALL_UNIT: &str = include_str!("../../image/systemd/plex-burst-firewall.service");
+const NFTABLES: &str = include_str!("../../image/plex-burst.nft");
 /// Where build artifacts (the runner binary, reports, logs) go in the bucket.
 const IMAGES_PREFIX: &str = "images/";
 /// The builder's root volume: the OS, rclone, Plex's image.
@@ -42,14 +44,15 @@ pub struct Recipe {
     /// Plex double when the run uses it.
     artifacts: Vec<Artifact>,
     rclone_url: String,
-    /// The zip's sha256, when configured (provision.sh checks it).
-    rclone_sha256: Option<String>,
+    /// The zip's sha256 (provision.sh checks it).
+    rclone_sha256: String,
 }
 
 /// How the image gets Plex.
 #[derive(Debug, Clone)]
 enum PlexInstall {
-    /// The official image, pulled at bake time (lessons.md 8).
+    /// The official image, pulled at bake time (lessons.md 8), by
+    /// `name:tag@digest` when a digest is configured.
     Docker { image: String },
     /// The Plex double (the local VM test): one recipe, a switch.
     Double,
@@ -89,7 +92,10 @@ impl Recipe {
         )?];
         let plex = match &cfg.run_settings().plex().runtime {
             PlexRuntime::Docker { image } => PlexInstall::Docker {
-                image: format!("{image}:{plex_version}"),
+                image: match &cfg.image.plex_image_digest {
+                    Some(digest) => format!("{image}:{plex_version}@{digest}"),
+                    None => format!("{image}:{plex_version}"),
+                },
             },
             PlexRuntime::Double { binary: Some(path) } => {
                 artifacts.push(Artifact::new(
@@ -124,9 +130,11 @@ impl Recipe {
             PROVISION_SH,
             RUNNER_UNIT,
             DEADMAN_UNIT,
+            FIREWALL_UNIT,
+            NFTABLES,
             &cfg.image.base_image,
             &rclone_url,
-            rclone_sha256.as_deref().unwrap_or(""),
+            &rclone_sha256,
             &plex_part,
         ];
         for part in fixed
@@ -178,6 +186,9 @@ struct BuildReport {
     ok: bool,
     step: String,
     message: String,
+    /// The Plex image's repo digests as the builder pulled them (docker).
+    #[serde(default)]
+    plex_digest: String,
 }
 
 /// `bootstrap image build`: the image for the reference's Plex version
@@ -268,6 +279,7 @@ async fn build(client: &Client, cfg: &BootstrapConfig, recipe: &Recipe) -> Resul
                     volume_type: VolumeType::Sbs,
                 },
                 dynamic_ip_required: true,
+                security_group: None,
             },
         )
         .await
@@ -368,6 +380,9 @@ async fn bake(
             report.step,
             report.message
         );
+    }
+    if !report.plex_digest.is_empty() {
+        println!("the builder pulled Plex {}", report.plex_digest);
     }
 
     // The guest halted itself; the API must still power it off (a halted
@@ -470,9 +485,7 @@ async fn user_data(
     );
     env.insert("LOG_URL".into(), bucket.presign_put(log_key, valid).await?);
     env.insert("RCLONE_URL".into(), recipe.rclone_url.clone());
-    if let Some(sha256) = &recipe.rclone_sha256 {
-        env.insert("RCLONE_SHA256".into(), sha256.clone());
-    }
+    env.insert("RCLONE_SHA256".into(), recipe.rclone_sha256.clone());
     match &recipe.plex {
         PlexInstall::Docker { image } => {
             env.insert("PLEX_RUNTIME".into(), "docker".into());
@@ -493,6 +506,8 @@ async fn user_data(
         ("provision_sh", PROVISION_SH.to_owned()),
         ("runner_unit", RUNNER_UNIT.to_owned()),
         ("deadman_unit", DEADMAN_UNIT.to_owned()),
+        ("firewall_unit", FIREWALL_UNIT.to_owned()),
+        ("nftables", NFTABLES.to_owned()),
     ]
     .into_iter()
     .collect();
@@ -551,68 +566,90 @@ mod tests {
 
     const EXAMPLE: &str = include_str!("../bootstrap.example.toml");
 
-    /// The example, with a runner binary that exists and `image` lines added.
-    fn config(runner: &Path, image_lines: &str) -> BootstrapConfig {
-        let text = EXAMPLE.replace(
+    /// `config` with the example's placeholder sha256 replaced by `lines`.
+    fn config_with(runner: &Path, lines: &str) -> BootstrapConfig {
+        let placeholder = format!("rclone_sha256 = \"{}\"\n", "0".repeat(64));
+        let text = EXAMPLE.replace(&placeholder, "").replace(
             "[image]\n",
-            &format!(
-                "[image]\nrunner_binary = \"{}\"\n{image_lines}",
-                runner.display()
-            ),
+            &format!("[image]\nrunner_binary = \"{}\"\n{lines}", runner.display()),
         );
         BootstrapConfig::parse(&text, &|_| Some("secret-value".into())).unwrap()
     }
 
+    const VERSION: &str = "1.41.3.9314-a0bfb8370";
+
     #[test]
-    fn rclone_url_and_sha256_override_the_download_and_change_the_recipe() {
+    fn rclone_url_sha256_and_the_plex_digest_shape_the_download_and_the_recipe() {
         let dir = tempfile::tempdir().unwrap();
         let runner = dir.path().join("runner");
         std::fs::write(&runner, b"runner").unwrap();
+        let sha = |c: &str| format!("rclone_sha256 = \"{}\"\n", c.repeat(64));
 
-        let default = Recipe::new(&config(&runner, ""), "1.41.3.9314-a0bfb8370").unwrap();
+        let default = Recipe::new(&config_with(&runner, &sha("b")), VERSION).unwrap();
         assert_eq!(
             default.rclone_url,
             "https://downloads.rclone.org/v1.68.2/rclone-v1.68.2-linux-amd64.zip"
         );
-        assert_eq!(default.rclone_sha256, None);
+        assert_eq!(default.rclone_sha256, "b".repeat(64));
+        let PlexInstall::Docker { image } = &default.plex else {
+            panic!("the example runs docker")
+        };
+        assert_eq!(image, &format!("plexinc/pms-docker:{VERSION}"));
 
         let url = "http://127.0.0.1:9000/rclone-v1.68.2-linux-amd64.zip";
         let local = Recipe::new(
-            &config(&runner, &format!("rclone_url = \"{url}\"\n")),
-            "1.41.3.9314-a0bfb8370",
+            &config_with(&runner, &format!("rclone_url = \"{url}\"\n{}", sha("b"))),
+            VERSION,
         )
         .unwrap();
         assert_eq!(local.rclone_url, url);
         assert_ne!(local.hash, default.hash);
 
-        let digest = "a".repeat(64);
-        let checked = Recipe::new(
-            &config(
+        let other = Recipe::new(&config_with(&runner, &sha("a")), VERSION).unwrap();
+        assert_ne!(other.hash, default.hash);
+
+        let digest = format!("sha256:{}", "c".repeat(64));
+        let pinned = Recipe::new(
+            &config_with(
                 &runner,
-                &format!("rclone_url = \"{url}\"\nrclone_sha256 = \"{digest}\"\n"),
+                &format!("{}plex_image_digest = \"{digest}\"\n", sha("b")),
             ),
-            "1.41.3.9314-a0bfb8370",
+            VERSION,
         )
         .unwrap();
-        assert_eq!(checked.rclone_sha256.as_deref(), Some(digest.as_str()));
-        assert_ne!(checked.hash, local.hash);
+        let PlexInstall::Docker { image } = &pinned.plex else {
+            panic!("the example runs docker")
+        };
+        assert_eq!(image, &format!("plexinc/pms-docker:{VERSION}@{digest}"));
+        assert_ne!(pinned.hash, default.hash);
     }
 
     #[test]
-    fn the_build_template_writes_both_units() {
+    fn the_build_template_writes_the_units_and_the_firewall() {
         let values: BTreeMap<&str, String> = [
             ("recipe", "r".to_owned()),
             ("build_env", "RCLONE_URL='u'".to_owned()),
             ("provision_sh", PROVISION_SH.to_owned()),
             ("runner_unit", RUNNER_UNIT.to_owned()),
             ("deadman_unit", DEADMAN_UNIT.to_owned()),
+            ("firewall_unit", FIREWALL_UNIT.to_owned()),
+            ("nftables", NFTABLES.to_owned()),
         ]
         .into_iter()
         .collect();
         let out = userdata::render(userdata::BUILD_TEMPLATE, &values).unwrap();
         assert!(out.contains("path: /etc/systemd/system/plex-burst-runner.service"));
         assert!(out.contains("path: /etc/systemd/system/plex-burst-deadman.service"));
+        assert!(out.contains("path: /etc/systemd/system/plex-burst-firewall.service"));
+        assert!(out.contains("path: /usr/local/lib/plex-burst/plex-burst.nft"));
         assert!(out.contains("      ExecStart=/usr/local/bin/runner dead-man --config"));
+        assert!(
+            out.contains(
+                "      ExecStart=/usr/sbin/nft -f /usr/local/lib/plex-burst/plex-burst.nft"
+            )
+        );
+        assert!(out.contains("type filter hook input priority filter; policy drop;"));
         assert!(PROVISION_SH.contains("plex-burst-deadman.service"));
+        assert!(PROVISION_SH.contains("plex-burst-firewall.service"));
     }
 }

@@ -175,6 +175,8 @@ secret_key_env = "TEST_S3_SECRET"
 
 [image]
 runner_binary = "{runner}"
+# The stand-in builder installs no rclone (local-instance.py).
+rclone_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
 build_timeout = "60s"
 
 [home]

@@ -301,11 +301,14 @@ fn auth_needs_the_server_token_once_claimed_and_an_allowed_network_before() {
     )
     .unwrap();
     assert_eq!(by_query.status, 200, "the token may ride in the query");
+    // As Plex does, the log shows the request URL with its token: what
+    // ships Plex's logs must mask them (runner/src/mask.rs).
     assert!(
-        !pms.log().contains(&world.token),
-        "the log never shows a token value"
+        pms.log()
+            .contains(&format!("/:/prefs?X-Plex-Token={}", world.token)),
+        "{}",
+        pms.log()
     );
-    assert!(pms.log().contains("X-Plex-Token=REDACTED"));
     drop(pms);
 
     // Unclaimed: only clients inside allowedNetworks, token or not.
@@ -1351,4 +1354,83 @@ fn fault_stuck_sonic_stops_progress_but_keeps_the_activity() {
     assert_eq!(scanner_processes(pms.pid()).len(), 1);
     ok(&pms, &token, "DELETE", "/butler/MusicAnalysis");
     wait_idle(&pms, &token);
+}
+
+/// A GDM search to `port` on loopback: the answer, if any within 2 s.
+fn gdm_search(port: u16) -> Option<String> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    // As python-plexapi's gdm.py sends it.
+    socket
+        .send_to(b"M-SEARCH * HTTP/1.0", ("127.0.0.1", port))
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let (n, _) = socket.recv_from(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[test]
+fn gdm_answers_discovery_while_on_and_the_run_prefs_exist_and_start_exposed() {
+    let world = world();
+    let gdm = free_port();
+    let pms = PlexDouble::start(&world.app, &["--gdm-port", &gdm.to_string()], &[]);
+    let token = &world.token;
+    let settings = xml_elements(&ok(&pms, token, "GET", "/:/prefs").body, "Setting");
+    for id in ["PublishServerOnPlexOnlineKey", "GdmEnabled", "DlnaEnabled"] {
+        let setting = settings
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap_or_else(|| panic!("no pref {id}"));
+        assert_eq!(setting["type"], "bool", "{setting:?}");
+        assert_eq!(
+            setting["value"], "1",
+            "on by default, as on a fresh Plex: {setting:?}"
+        );
+    }
+    // Not offered by /:/prefs (python-plexapi's listing of a real one).
+    assert_eq!(
+        call(&pms, token, "PUT", "/:/prefs?RelayEnabled=0").status,
+        400
+    );
+
+    let answer = gdm_search(gdm).expect("GDM on: the double answers");
+    let lines: Vec<&str> = answer.split("\r\n").collect();
+    assert_eq!(lines[0], "HTTP/1.0 200 OK", "{answer}");
+    let machine = prefs(&world.app).machine_identifier().to_string();
+    for header in [
+        "Content-Type: plex/media-server".to_string(),
+        format!("Resource-Identifier: {machine}"),
+        format!(
+            "Port: {}",
+            pms.url("")
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .trim_end_matches('/')
+        ),
+        format!("Version: {VERSION}"),
+    ] {
+        assert!(
+            lines.contains(&header.as_str()),
+            "{header} missing: {answer}"
+        );
+    }
+    // Not a search: no answer.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    socket.send_to(b"HELLO", ("127.0.0.1", gdm)).unwrap();
+    assert!(socket.recv_from(&mut [0u8; 64]).is_err());
+
+    set_prefs(
+        &pms,
+        token,
+        "GdmEnabled=0&PublishServerOnPlexOnlineKey=0&DlnaEnabled=0",
+    );
+    assert_eq!(gdm_search(gdm), None, "GDM off: silent");
+    set_prefs(&pms, token, "GdmEnabled=1");
+    assert!(gdm_search(gdm).is_some(), "GDM on again: answers");
 }

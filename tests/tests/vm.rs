@@ -91,10 +91,33 @@ impl World {
             &inject,
             "etc/systemd/system/plex-burst-runner.service.d/plex-double.conf",
             &format!(
-                "# The VM test's setting of the Plex double (not in the image).\n\
-                 [Service]\nEnvironment=PLEX_DOUBLE_SONIC_RATE={SONIC_RATE}\n"
+                "# The VM test's setting of the Plex double (not in the image):\n\
+                 # it listens on every address, so the image's firewall, not the\n\
+                 # bind, is what the port scan meets.\n\
+                 [Service]\nEnvironment=PLEX_DOUBLE_SONIC_RATE={SONIC_RATE}\n\
+                 Environment=PLEX_BURST_DOUBLE_LISTEN_IP=0.0.0.0\n"
             ),
         );
+        // The sandboxing and the firewall as the guest has them, on its
+        // console (the journal goes there), once the run's units started.
+        write_tree(
+            &inject,
+            "etc/systemd/system/pb-test-show.service",
+            "# The VM test shows the units' sandboxing and the firewall (not in the image).\n\
+             [Unit]\nAfter=plex-burst-deadman.service plex-burst-firewall.service\n\
+             [Service]\nType=oneshot\n\
+             ExecStart=/bin/sh -c 'for u in plex-burst-runner plex-burst-deadman plex-burst-firewall; do \
+             systemctl show -p ActiveState -p NoNewPrivileges -p ProtectSystem -p PrivateTmp \
+             -p RestrictNamespaces $$u.service | tr \"\\\\n\" \" \" | sed \"s/^/pb-test: $$u /\"; echo; done; \
+             nft list chain inet plex-burst input | grep -q \"policy drop\" && echo pb-test: input policy drop'\n",
+        );
+        let wants = inject.join("etc/systemd/system/multi-user.target.wants");
+        std::fs::create_dir_all(&wants).unwrap();
+        std::os::unix::fs::symlink(
+            "/etc/systemd/system/pb-test-show.service",
+            wants.join("pb-test-show.service"),
+        )
+        .unwrap();
         // A failure shows the guest's console: the journal goes there too.
         write_tree(
             &inject,
@@ -431,6 +454,107 @@ impl Drop for World {
     }
 }
 
+/// The guest's address, as the hypervisor leased it (dnsmasq's hosts file).
+fn guest_address(server_id: &str) -> std::net::Ipv4Addr {
+    let hosts = PathBuf::from(env("PB_VM_NET"))
+        .join("hosts")
+        .join(server_id);
+    let line = std::fs::read_to_string(&hosts).unwrap();
+    line.trim().split(',').nth(1).unwrap().parse().unwrap()
+}
+
+/// Every TCP port of the guest, from the network namespace outside it,
+/// refuses or times out, and a GDM search gets no answer.
+fn probe_from_outside(server_id: &str) {
+    use std::net::{SocketAddr, TcpStream, UdpSocket};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let ip = guest_address(server_id);
+    let started = Instant::now();
+    let next = AtomicU32::new(0);
+    let open = std::sync::Mutex::new(Vec::new());
+    // GDM first, while Plex surely runs.
+    let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    socket
+        .send_to(b"M-SEARCH * HTTP/1.0\r\n\r\n", (ip, 32414))
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    if let Ok((n, from)) = socket.recv_from(&mut buf) {
+        panic!(
+            "GDM answered from {from}: {}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+    // Plex's own ports first, then every port; 1024 connects in flight,
+    // each given 1 s: a port the guest's kernel answers (SYN-ACK or RST)
+    // answers well within that even under TCG.
+    let first = [32400u16, 32469, 32410, 32412, 32413, 32414];
+    let ports: Vec<u16> = first
+        .into_iter()
+        .chain((1..=65535).filter(|p| !first.contains(p)))
+        .collect();
+    std::thread::scope(|scope| {
+        for _ in 0..1024 {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(&port) = ports.get(i) else {
+                        break;
+                    };
+                    let addr = SocketAddr::from((ip, port));
+                    if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+                        open.lock().unwrap().push(port);
+                    }
+                }
+            });
+        }
+    });
+    let open = open.into_inner().unwrap();
+    assert!(
+        open.is_empty(),
+        "TCP ports of the guest {ip} open from outside: {open:?}"
+    );
+    let probed = ports.len();
+    eprintln!(
+        "vm-e2e saw: {probed} TCP ports of {ip} closed from outside and no GDM answer ({}s)",
+        started.elapsed().as_secs()
+    );
+}
+
+/// What the guest's pb-test-show unit printed of the units' sandboxing and
+/// the firewall.
+fn sandboxing_in_effect(console: &str) {
+    let line = |unit: &str| {
+        console
+            .lines()
+            .find(|l| l.contains(&format!("pb-test: {unit} ")))
+            .unwrap_or_else(|| panic!("the guest showed nothing of {unit}:\n{}", tail(console, 80)))
+            .to_string()
+    };
+    let runner = line("plex-burst-runner");
+    assert!(runner.contains("NoNewPrivileges=yes"), "{runner}");
+    assert!(runner.contains("RestrictNamespaces=yes"), "{runner}");
+    assert!(runner.contains("ProtectSystem=no"), "{runner}");
+    let deadman = line("plex-burst-deadman");
+    for property in [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+    ] {
+        assert!(deadman.contains(property), "{deadman}");
+    }
+    let firewall = line("plex-burst-firewall");
+    assert!(firewall.contains("ActiveState=active"), "{firewall}");
+    assert!(
+        console.contains("pb-test: input policy drop"),
+        "{}",
+        tail(console, 80)
+    );
+    eprintln!("vm-e2e saw: {runner}\nvm-e2e saw: {deadman}\nvm-e2e saw: {firewall}");
+}
+
 fn write_tree(root: &Path, path: &str, content: &str) {
     let path = root.join(path);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -501,6 +625,15 @@ fn the_baked_image_boots_runs_survives_a_hard_reset_and_is_ended_by_its_dead_man
         s["state"].is_string()
     });
     timing("boot to runner start", started.elapsed());
+    // While Plex works (listening on every address, GDM on by default in
+    // the double): nothing of the guest answers from outside it.
+    w.wait_run(&run_a, "Sonic", Duration::from_secs(1200), |s| {
+        s["phase"] == "sonic"
+    });
+    probe_from_outside(&server_a);
+    sandboxing_in_effect(
+        &std::fs::read_to_string(w.disks.join(&server_a).join("console.log")).unwrap(),
+    );
     w.wait_run(&run_a, "DONE", Duration::from_secs(1200), |_| {
         w.object(&format!("runs/{run_a}/DONE")).exists()
     });

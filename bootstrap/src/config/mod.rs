@@ -65,8 +65,11 @@ pub struct ImageSettings {
     pub rclone_version: String,
     /// A zip laid out like rclone's releases; overrides `rclone_version`'s.
     pub rclone_url: Option<String>,
-    /// The zip's sha256 (lowercase hex), checked by the builder.
-    pub rclone_sha256: Option<String>,
+    /// The zip's sha256 (lowercase hex), checked by the builder: required,
+    /// nothing unverified goes into an image.
+    pub rclone_sha256: String,
+    /// `sha256:<64 hex>`: the Plex image is pulled as `image:tag@digest`.
+    pub plex_image_digest: Option<String>,
     /// The runner binary baked into the image.
     pub runner_binary: PathBuf,
     pub builder_commercial_type: String,
@@ -287,10 +290,21 @@ fn image_settings(
         .as_deref()
         .map(|u| download_url("image.rclone_url", u))
         .transpose()?;
-    let rclone_sha256 = raw
-        .rclone_sha256
+    let rclone_sha256 = match raw.rclone_sha256.as_deref() {
+        Some(h) => sha256_hex("image.rclone_sha256", h)?,
+        None => {
+            return Err("image.rclone_sha256: required (the sha256 of the rclone zip the builder downloads, from the release's SHA256SUMS)".into());
+        }
+    };
+    let plex_image_digest = raw
+        .plex_image_digest
         .as_deref()
-        .map(|h| sha256_hex("image.rclone_sha256", h))
+        .map(|d| match d.strip_prefix("sha256:") {
+            Some(h) => sha256_hex("image.plex_image_digest", h).map(|h| format!("sha256:{h}")),
+            None => Err(format!(
+                "image.plex_image_digest: {d:?} is not a digest like \"sha256:<64 hex digits>\""
+            )),
+        })
         .transpose()?;
     let build_timeout = raw.build_timeout.unwrap_or(Duration::from_secs(45 * 60));
     if build_timeout < Duration::from_secs(1) {
@@ -301,6 +315,7 @@ fn image_settings(
         rclone_version,
         rclone_url,
         rclone_sha256,
+        plex_image_digest,
         runner_binary,
         builder_commercial_type: raw
             .builder_commercial_type

@@ -193,29 +193,36 @@ fn the_dead_man_grace_reaches_the_runs_termination() {
 }
 
 #[test]
-fn rclone_url_and_sha256_are_optional_and_checked() {
+fn rclone_sha256_is_required_and_the_url_and_plex_digest_are_checked() {
+    let placeholder = format!("rclone_sha256 = \"{}\"\n", "0".repeat(64));
     let cfg = parse(EXAMPLE).unwrap();
     assert_eq!(cfg.image.rclone_url, None);
-    assert_eq!(cfg.image.rclone_sha256, None);
+    assert_eq!(cfg.image.rclone_sha256, "0".repeat(64));
+    assert_eq!(cfg.image.plex_image_digest, None);
 
-    let digest = "AB".repeat(32);
+    let err = parse(&EXAMPLE.replace(&placeholder, "")).unwrap_err();
+    assert!(err.starts_with("image.rclone_sha256: required"), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+
     let text = EXAMPLE
         .replace(
             "# rclone_url = \"https://mirror.example.net/rclone-v1.68.2-linux-amd64.zip\"",
             "rclone_url = \"http://127.0.0.1:9000/artifacts/rclone-v1.68.2-linux-amd64.zip\"",
         )
         .replace(
-            &format!("# rclone_sha256 = \"{}\"", "0".repeat(64)),
-            &format!("rclone_sha256 = \"{digest}\""),
-        );
+            &placeholder,
+            &format!("rclone_sha256 = \"{}\"\n", "AB".repeat(32)),
+        )
+        .replace("# plex_image_digest = ", "plex_image_digest = ");
     let cfg = parse(&text).unwrap();
     assert_eq!(
         cfg.image.rclone_url.as_deref(),
         Some("http://127.0.0.1:9000/artifacts/rclone-v1.68.2-linux-amd64.zip")
     );
+    assert_eq!(cfg.image.rclone_sha256, "ab".repeat(32));
     assert_eq!(
-        cfg.image.rclone_sha256.as_deref(),
-        Some("ab".repeat(32).as_str())
+        cfg.image.plex_image_digest,
+        Some(format!("sha256:{}", "0".repeat(64)))
     );
 
     for (line, key) in [
@@ -230,8 +237,26 @@ fn rclone_url_and_sha256_are_optional_and_checked() {
             &format!("rclone_sha256 = \"{}\"", "g".repeat(64)),
             "image.rclone_sha256",
         ),
+        (
+            &format!("plex_image_digest = \"{}\"", "a".repeat(64)),
+            "image.plex_image_digest",
+        ),
+        (
+            &format!("plex_image_digest = \"sha256:{}\"", "a".repeat(63)),
+            "image.plex_image_digest",
+        ),
     ] {
-        let text = EXAMPLE.replace("[image]\n", &format!("[image]\n{line}\n"));
+        let text = EXAMPLE.replace(&placeholder, "").replace(
+            "[image]\n",
+            &format!(
+                "[image]\n{line}\n{}",
+                if line.starts_with("rclone_sha256") {
+                    String::new()
+                } else {
+                    placeholder.clone()
+                }
+            ),
+        );
         let err = parse(&text).unwrap_err();
         assert!(err.starts_with(key), "{line}: {err}");
         assert!(!err.contains('\n'), "{err}");

@@ -1,6 +1,8 @@
 //! The prefs of a burst run. Plex rejects unknown pref ids, and ids differ
 //! between versions, so the ids are read from the server first and every
-//! write is checked and read back (lessons.md 15).
+//! write is checked and read back (lessons.md 15). Besides the work Plex may
+//! do, a run's Plex faces nothing outside the instance: no remote access,
+//! no discovery, no relay, and no client without a token but loopback's.
 
 use anyhow::{Result, bail};
 
@@ -24,11 +26,34 @@ const OFF: &[&str] = &[
     "FSEventLibraryPartialScanEnabled",
     "ScheduledLibraryUpdatesEnabled",
 ];
+/// What exposes a server beyond the instance, off wherever this Plex has
+/// it. Ids as Plex spells them in `/:/prefs` and Preferences.xml:
+/// python-plexapi's docs/settingslist.rst lists them from a real server
+/// (first letter lowered: `publishServerOnPlexOnlineKey`, `gdmEnabled`,
+/// `dlnaEnabled`) and its tests/test_gdm.py reads `GdmEnabled`; a real
+/// Preferences.xml carries `PublishServerOnPlexOnlineKey`, `DlnaEnabled`,
+/// `GdmEnabled`, `RelayEnabled`. Remote access off also ends Plex's UPnP /
+/// NAT-PMP port mapping, which only runs for it.
+const EXPOSURE_OFF: &[&str] = &[
+    // Remote access: published on plex.tv, port mapped on the router.
+    "PublishServerOnPlexOnlineKey",
+    // Local discovery (UDP 32410-32414) and the DLNA server (1900, 32469).
+    "GdmEnabled",
+    "DlnaEnabled",
+    // Plex's relay: clients reach the server through plex.tv's relays.
+    "RelayEnabled",
+];
+const ALLOWED_NETWORKS: &str = "allowedNetworks";
 const SONIC_BUTLER_TASK: &str = "ButlerTaskMusicAnalysis";
 const SONIC_BEHAVIOR: &str = "MusicAnalysisBehavior";
 
-/// The prefs to write for `work`, from the ids this server has.
-pub fn wanted(work: Work, settings: &[Setting]) -> Result<Vec<(String, String)>> {
+/// The prefs to write for `work`, from the ids this server has;
+/// `allowed_networks`: who may talk to it without a token.
+pub fn wanted(
+    work: Work,
+    settings: &[Setting],
+    allowed_networks: &str,
+) -> Result<Vec<(String, String)>> {
     let has = |id: &str| settings.iter().any(|s| s.id == id);
     let mut out = Vec::new();
     for (id, value) in REQUIRED {
@@ -37,8 +62,11 @@ pub fn wanted(work: Work, settings: &[Setting]) -> Result<Vec<(String, String)>>
         }
         out.push((id.to_string(), value.to_string()));
     }
-    for id in OFF.iter().filter(|id| has(id)) {
+    for id in OFF.iter().chain(EXPOSURE_OFF).filter(|id| has(id)) {
         out.push((id.to_string(), "0".into()));
+    }
+    if has(ALLOWED_NETWORKS) {
+        out.push((ALLOWED_NETWORKS.to_string(), allowed_networks.to_string()));
     }
     for s in settings {
         let sonic = work == Work::Sonic;
@@ -107,12 +135,12 @@ mod tests {
             setting("MusicAnalysisBehavior", "text"),
             setting("FriendlyName", "text"),
         ];
-        let scan = wanted(Work::Scan, &settings).unwrap();
+        let scan = wanted(Work::Scan, &settings, "127.0.0.1/32").unwrap();
         assert!(scan.contains(&("autoEmptyTrash".into(), "0".into())));
         assert!(scan.contains(&("ButlerTaskMusicAnalysis".into(), "0".into())));
         assert!(scan.contains(&("MusicAnalysisBehavior".into(), "never".into())));
         assert!(!scan.iter().any(|(id, _)| id == "FriendlyName"));
-        let sonic = wanted(Work::Sonic, &settings).unwrap();
+        let sonic = wanted(Work::Sonic, &settings, "127.0.0.1/32").unwrap();
         assert!(sonic.contains(&("ButlerTaskMusicAnalysis".into(), "1".into())));
         assert!(sonic.contains(&("ButlerTaskDeepMediaAnalysis".into(), "0".into())));
         assert!(sonic.contains(&("MusicAnalysisBehavior".into(), "asap".into())));
@@ -120,7 +148,40 @@ mod tests {
 
     #[test]
     fn a_server_without_the_trash_pref_is_refused() {
-        let err = wanted(Work::Scan, &[setting("FriendlyName", "text")]).unwrap_err();
+        let err = wanted(Work::Scan, &[setting("FriendlyName", "text")], "").unwrap_err();
         assert!(err.to_string().contains("autoEmptyTrash"), "{err}");
+    }
+
+    #[test]
+    fn remote_access_discovery_and_relay_are_off_and_only_loopback_is_trusted() {
+        let settings = [
+            setting("autoEmptyTrash", "bool"),
+            setting("PublishServerOnPlexOnlineKey", "bool"),
+            setting("GdmEnabled", "bool"),
+            setting("DlnaEnabled", "bool"),
+            setting("RelayEnabled", "bool"),
+            setting("allowedNetworks", "text"),
+        ];
+        for work in [Work::Scan, Work::Sonic] {
+            let out = wanted(work, &settings, "127.0.0.1/32,172.17.0.1/32").unwrap();
+            for id in [
+                "PublishServerOnPlexOnlineKey",
+                "GdmEnabled",
+                "DlnaEnabled",
+                "RelayEnabled",
+            ] {
+                assert!(out.contains(&(id.into(), "0".into())), "{id}: {out:?}");
+            }
+            assert!(out.contains(&(
+                "allowedNetworks".into(),
+                "127.0.0.1/32,172.17.0.1/32".into()
+            )));
+        }
+        // A Plex without one of them is not asked to set it (it would 400).
+        let out = wanted(Work::Scan, &settings[..2], "127.0.0.1/32").unwrap();
+        assert!(
+            !out.iter()
+                .any(|(id, _)| id == "GdmEnabled" || id == "allowedNetworks")
+        );
     }
 }

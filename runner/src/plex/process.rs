@@ -66,9 +66,22 @@ impl Launch {
 /// A running Plex.
 pub enum PlexProcess {
     Double(Child),
-    Docker { container: String },
+    Docker {
+        container: String,
+        /// Docker's bridge gateway: where the runner's requests come from
+        /// as the container sees them.
+        gateway: String,
+    },
     Native,
 }
+
+/// Who may talk to the Plex of a run without a token: loopback only.
+pub const LOOPBACK_NETWORK: &str = "127.0.0.1/32";
+
+/// The runtime the VM test sets for the double (`PLEX_BURST_DOUBLE_LISTEN_IP`
+/// in the runner unit's environment): an address other than loopback, so
+/// the image's firewall, not the bind, is what keeps Plex unreachable.
+const DOUBLE_LISTEN_ENV: &str = "PLEX_BURST_DOUBLE_LISTEN_IP";
 
 const NATIVE_UNIT: &str = "plexmediaserver.service";
 /// Plex may take a while to finish writes and checkpoint on stop.
@@ -89,15 +102,28 @@ impl PlexProcess {
                 start_double(&binary, launch).map(PlexProcess::Double)
             }
             PlexRuntime::Docker { image } => {
-                start_container(&format!("{image}:{}", launch.version), launch).await?;
+                let gateway =
+                    start_container(&format!("{image}:{}", launch.version), launch).await?;
                 Ok(PlexProcess::Docker {
                     container: launch.container.clone(),
+                    gateway,
                 })
             }
             PlexRuntime::Native => {
                 run("systemctl", &["start", NATIVE_UNIT]).await?;
                 Ok(PlexProcess::Native)
             }
+        }
+    }
+
+    /// The `allowedNetworks` the run's prefs hold: loopback, and with a
+    /// bridged container the gateway its published port is proxied from
+    /// (pms-docker's README: "localhost will appear to plex as coming from
+    /// the docker networking gateway").
+    pub fn allowed_networks(&self) -> String {
+        match self {
+            PlexProcess::Docker { gateway, .. } => format!("{LOOPBACK_NETWORK},{gateway}/32"),
+            _ => LOOPBACK_NETWORK.to_string(),
         }
     }
 
@@ -109,7 +135,7 @@ impl PlexProcess {
                 Ok(None) => None,
                 Err(e) => Some(format!("cannot watch the Plex process: {e}")),
             },
-            PlexProcess::Docker { container } => {
+            PlexProcess::Docker { container, .. } => {
                 match output(
                     "docker",
                     &["inspect", "-f", "{{.State.Running}}", container],
@@ -132,7 +158,7 @@ impl PlexProcess {
     pub async fn main_pid(&self) -> Option<u32> {
         let pid = match self {
             PlexProcess::Double(child) => return child.id(),
-            PlexProcess::Docker { container } => {
+            PlexProcess::Docker { container, .. } => {
                 output("docker", &["inspect", "-f", "{{.State.Pid}}", container]).await
             }
             PlexProcess::Native => {
@@ -150,7 +176,7 @@ impl PlexProcess {
     pub async fn stop(&mut self) -> Result<()> {
         match self {
             PlexProcess::Double(child) => stop_child(child, STOP_GRACE).await,
-            PlexProcess::Docker { container } => {
+            PlexProcess::Docker { container, .. } => {
                 let grace = STOP_GRACE.as_secs().to_string();
                 run("docker", &["stop", "-t", &grace, container]).await?;
                 run("docker", &["rm", container]).await
@@ -187,11 +213,11 @@ fn start_double(binary: &Path, launch: &Launch) -> Result<Child> {
         .arg("--app-support")
         .arg(&launch.app_support)
         .arg("--listen")
-        .arg(format!("127.0.0.1:{}", launch.port))
+        .arg(format!("{}:{}", double_listen_ip()?, launch.port))
         // Like the container's ALLOWED_NETWORKS: the runner may talk to the
         // unclaimed server from loopback without a token.
         .arg("--allowed-networks")
-        .arg("127.0.0.1/32")
+        .arg(LOOPBACK_NETWORK)
         .arg("--plextv-url")
         .arg(&launch.plextv_url)
         .stdin(Stdio::null())
@@ -210,7 +236,18 @@ fn start_double(binary: &Path, launch: &Launch) -> Result<Child> {
         .with_context(|| format!("cannot start the Plex double {}", binary.display()))
 }
 
-async fn start_container(image: &str, launch: &Launch) -> Result<()> {
+/// Loopback, unless the VM test asks for another address.
+fn double_listen_ip() -> Result<std::net::IpAddr> {
+    match std::env::var(DOUBLE_LISTEN_ENV) {
+        Ok(ip) => ip
+            .parse()
+            .with_context(|| format!("{DOUBLE_LISTEN_ENV}={ip:?} is not an IP address")),
+        Err(_) => Ok(std::net::Ipv4Addr::LOCALHOST.into()),
+    }
+}
+
+/// Starts the container; returns the bridge gateway it sees the runner as.
+async fn start_container(image: &str, launch: &Launch) -> Result<String> {
     // A container left by a killed runner holds the port and the DB: stop
     // it properly before starting a fresh one.
     if output("docker", &["inspect", &launch.container])
@@ -225,14 +262,50 @@ async fn start_container(image: &str, launch: &Launch) -> Result<()> {
     for dir in [&launch.config_dir, &launch.transcode_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    let gateway = bridge_gateway().await?;
+    let args = docker_run_args(image, launch, &gateway);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run("docker", &args).await?;
+    Ok(gateway)
+}
+
+/// The default bridge's gateway address (172.17.0.1 unless dockerd is
+/// configured otherwise).
+async fn bridge_gateway() -> Result<String> {
+    let out = output(
+        "docker",
+        &[
+            "network",
+            "inspect",
+            "bridge",
+            "-f",
+            "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
+        ],
+    )
+    .await?;
+    out.split_whitespace()
+        .find(|a| a.parse::<std::net::Ipv4Addr>().is_ok())
+        .map(str::to_string)
+        .with_context(|| format!("docker's bridge network has no IPv4 gateway ({out:?})"))
+}
+
+/// `docker run` for the run's Plex. On the default bridge, never the
+/// host's network: only Plex's HTTP port is published, on loopback only
+/// (Docker's local proxy serves it, no DNAT from outside), and GDM (UDP
+/// 32410-32414), DLNA (UDP 1900, TCP 32469) and the rest stay inside the
+/// container. ALLOWED_NETWORKS is what the unclaimed server lets in without
+/// a token: loopback and the gateway the proxied requests come from.
+fn docker_run_args(image: &str, launch: &Launch, gateway: &str) -> Vec<String> {
     let mount = launch.media_mount.display().to_string();
-    let args = [
+    vec![
         "run".to_string(),
         "--detach".into(),
         "--name".into(),
         launch.container.clone(),
         "--network".into(),
-        "host".into(),
+        "bridge".into(),
+        "--publish".into(),
+        format!("127.0.0.1:{}:32400/tcp", launch.port),
         "--env".into(),
         format!("PLEX_UID={}", launch.uid),
         "--env".into(),
@@ -240,7 +313,7 @@ async fn start_container(image: &str, launch: &Launch) -> Result<()> {
         "--env".into(),
         "TZ=UTC".into(),
         "--env".into(),
-        "ALLOWED_NETWORKS=127.0.0.1/32".into(),
+        format!("ALLOWED_NETWORKS={LOOPBACK_NETWORK},{gateway}/32"),
         "--volume".into(),
         format!("{}:/config", launch.config_dir.display()),
         "--volume".into(),
@@ -250,9 +323,7 @@ async fn start_container(image: &str, launch: &Launch) -> Result<()> {
         "--mount".into(),
         format!("type=bind,source={mount},target={mount},readonly,bind-propagation=rslave"),
         image.to_string(),
-    ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run("docker", &args).await
+    ]
 }
 
 async fn stop_child(child: &mut Child, grace: Duration) -> Result<()> {
@@ -313,4 +384,62 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     let text = String::from_utf8_lossy(&text);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch() -> Launch {
+        Launch {
+            runtime: PlexRuntime::Native,
+            version: "1.41.3.9314-a0bfb8370".into(),
+            app_support: "/w/plex/Library/Application Support/Plex Media Server".into(),
+            port: 32401,
+            uid: 990,
+            gid: 990,
+            media_mount: "/mnt/media".into(),
+            config_dir: "/w/plex".into(),
+            transcode_dir: "/w/transcode".into(),
+            console_log: "/w/logs/plex-console.log".into(),
+            container: "plex-burst-r1".into(),
+            plextv_url: "https://plex.tv".into(),
+        }
+    }
+
+    #[test]
+    fn the_container_is_bridged_and_published_on_loopback_only() {
+        let args = docker_run_args("plexinc/pms-docker:1.41", &launch(), "172.17.0.1");
+        let pairs: Vec<(&str, &str)> = args
+            .windows(2)
+            .map(|w| (w[0].as_str(), w[1].as_str()))
+            .collect();
+        assert!(pairs.contains(&("--network", "bridge")), "{args:?}");
+        assert!(!args.iter().any(|a| a == "host"), "{args:?}");
+        let published: Vec<&str> = pairs
+            .iter()
+            .filter(|(flag, _)| matches!(*flag, "--publish" | "-p" | "--expose"))
+            .map(|(_, value)| *value)
+            .collect();
+        assert_eq!(published, ["127.0.0.1:32401:32400/tcp"]);
+        assert!(!args.iter().any(|a| a == "--publish-all" || a == "-P"));
+        assert!(
+            pairs.contains(&("--env", "ALLOWED_NETWORKS=127.0.0.1/32,172.17.0.1/32")),
+            "{args:?}"
+        );
+        assert_eq!(
+            args.last().map(String::as_str),
+            Some("plexinc/pms-docker:1.41")
+        );
+    }
+
+    #[test]
+    fn only_loopback_and_the_bridge_gateway_are_allowed_without_a_token() {
+        let docker = PlexProcess::Docker {
+            container: "c".into(),
+            gateway: "172.18.0.1".into(),
+        };
+        assert_eq!(docker.allowed_networks(), "127.0.0.1/32,172.18.0.1/32");
+        assert_eq!(PlexProcess::Native.allowed_networks(), "127.0.0.1/32");
+    }
 }

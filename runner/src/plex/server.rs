@@ -139,6 +139,11 @@ impl PlexServer {
 
     /// The prefs of a burst run (see [`prefs`]), each write checked and
     /// read back.
+    /// Who may reach this Plex without a token (the `allowedNetworks` pref).
+    pub fn allowed_networks(&self) -> String {
+        self.process.allowed_networks()
+    }
+
     pub async fn apply_prefs(&self, wanted: &[(String, String)]) -> Result<()> {
         let mut attempt = 1;
         loop {

@@ -177,7 +177,7 @@ impl Session {
     /// Sets Plex's prefs for the kind of work the phase does.
     pub async fn set_work(&mut self, work: prefs::Work) -> Result<()> {
         let settings = retry("read Plex prefs", API_ATTEMPTS, || self.api().prefs()).await?;
-        let wanted = prefs::wanted(work, &settings)?;
+        let wanted = prefs::wanted(work, &settings, &self.plex.allowed_networks())?;
         self.plex.apply_prefs(&wanted).await?;
         self.work = work;
         Ok(())

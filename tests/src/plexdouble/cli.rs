@@ -43,6 +43,10 @@ pub struct ServerArgs {
     /// Address to listen on, e.g. 127.0.0.1:32400.
     #[arg(long, env = "PLEX_DOUBLE_LISTEN")]
     pub listen: SocketAddr,
+    /// The UDP port GDM discovery answers on, on the listen address, while
+    /// the `GdmEnabled` pref is on (real Plex: 32414).
+    #[arg(long, env = "PLEX_DOUBLE_GDM_PORT", default_value = "32414")]
+    pub gdm_port: u16,
     /// The PMS version reported by /identity.
     #[arg(long = "version", env = "PLEX_DOUBLE_VERSION", default_value = DEFAULT_VERSION)]
     pub pms_version: String,

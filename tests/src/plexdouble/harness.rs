@@ -116,6 +116,10 @@ impl PlexDouble {
             "--listen".into(),
             addr.to_string(),
         ];
+        // GDM on a port of its own (the default, 32414, is one per host).
+        if !args.contains(&"--gdm-port") {
+            all.extend(["--gdm-port".into(), free_port().to_string()]);
+        }
         all.extend(args.iter().map(|a| a.to_string()));
         PlexDouble {
             process: Process::spawn(&all, env),
@@ -227,6 +231,13 @@ impl PlexTvDouble {
         assert_eq!(reply.status, 200, "{}", reply.body);
         let json: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON");
         json["token"].as_str().expect("a token").to_string()
+    }
+
+    /// Every token the double issued so far: claim tokens and the tokens
+    /// of the servers claimed with them.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        let reply = get(&self.url("/__double/tokens"), &[]).expect("plex.tv double answers");
+        serde_json::from_str(&reply.body).expect("JSON array of strings")
     }
 
     /// Every call the double received so far.

@@ -3,7 +3,8 @@
 //! Modules: `layout` (the app-support folder), `prefs` and `networks`
 //! (Preferences.xml, `/:/prefs`, allowedNetworks), `log`, `db`, `library`
 //! (sections), `scan` (the scanner), `trash` (unavailable and deleted
-//! items), `analyze`, `butler` and `sonic` (background tasks), `activity`,
+//! items), `analyze`, `butler` and `sonic` (background tasks), `gdm`
+//! (local discovery), `activity`,
 //! `work` and `scanner_process` (what a supervisor sees), `plextv_client`,
 //! `routes` (HTTP), `state`.
 
@@ -11,6 +12,7 @@ pub mod activity;
 pub mod analyze;
 pub mod butler;
 pub mod db;
+pub mod gdm;
 pub mod layout;
 pub mod library;
 pub mod log;
@@ -139,6 +141,8 @@ async fn serve(args: ServerArgs) -> Result<()> {
     state
         .log
         .info(format!("Listening on {}", listener.local_addr()?));
+    let gdm_addr = SocketAddr::new(args.listen.ip(), args.gdm_port);
+    gdm::spawn(Arc::clone(&state), gdm_addr, listener.local_addr()?.port()).await;
     let worker = scan::spawn_worker(Arc::clone(&state))?;
     let app = routes::router(Arc::clone(&state));
     let signal_state = Arc::clone(&state);

@@ -203,6 +203,35 @@ pub const PREFS: &[PrefDef] = &[
         "ButlerTaskUpgradeMediaAnalysis",
         "Upgrade media analysis during maintenance",
     ),
+    // What exposes a server beyond its host, on by default as on a fresh
+    // real server. Ids and labels from python-plexapi's settingslist.rst
+    // (a real server's /:/prefs; it lowers the first letter) and a real
+    // Preferences.xml. `RelayEnabled` is in Preferences.xml but not in that
+    // /:/prefs listing, so the double does not offer it either.
+    pref(
+        "PublishServerOnPlexOnlineKey",
+        "Publish server on Plex Online",
+        Kind::Bool,
+        "1",
+        "network",
+        Check::Any,
+    ),
+    pref(
+        "GdmEnabled",
+        "Enable local network discovery (GDM)",
+        Kind::Bool,
+        "1",
+        "network",
+        Check::Any,
+    ),
+    pref(
+        "DlnaEnabled",
+        "Enable the DLNA server",
+        Kind::Bool,
+        "1",
+        "dlna",
+        Check::Any,
+    ),
     PrefDef {
         advanced: true,
         ..pref(
