@@ -116,6 +116,7 @@ pub async fn fetch(cfg: &BootstrapConfig, run: Option<&str>, opts: &FetchOptions
         let preview = tokio::task::spawn_blocking({
             let plan = plan.clone();
             move || home::install::plan_install(&plan)
+        free_space_margin: cfg.home.free_space_margin,
         })
         .await??;
         println!("{preview}");

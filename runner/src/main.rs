@@ -161,7 +161,9 @@ fn archive(command: ArchiveCommand) -> Result<()> {
                     Some(k) => Some(transfer::fetch_manifest(&bucket, &k).await?),
                     None => None,
                 };
-                let pulled = transfer::pull(&bucket, &key, &dest, manifest).await?;
+                let limits = cfg.pull_limits();
+                let pulled =
+                    transfer::pull_bounded(&bucket, &key, &dest, manifest, limits, |_| {}).await?;
                 println!(
                     "pulled s3://{}/{key} ({} bytes, sha256 {}) into {}: {} files, {} bytes",
                     bucket.name(),

@@ -7,9 +7,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::archive::{self, Expectation, Manifest, PackOptions, UnpackReport};
+use crate::archive::{self, Expectation, Limits, Manifest, PackOptions, UnpackReport};
 use crate::pipe::{PipeWriter, pipe};
-use crate::s3::{Bucket, Counted, DownloadReport, UploadReport};
+use crate::s3::{Bucket, Counted, DownloadReport, S3Error, UploadReport};
 
 /// Chunks queued between the S3 side and the archive side. A download
 /// chunk is a whole range (16 MiB), already bounded by the engine's own
@@ -34,14 +34,15 @@ pub struct Pulled {
 }
 
 /// Streams `key` into `dest` (a Databases folder). `dest` is replaced only
-/// once every digest the manifest gives has checked out.
+/// once every digest the manifest gives has checked out. Without a
+/// manifest, the default [`Limits`] bound how far the archive may expand.
 pub async fn pull(
     bucket: &Bucket,
     key: &str,
     dest: &Path,
     manifest: Option<Manifest>,
 ) -> Result<Pulled> {
-    pull_with_progress(bucket, key, dest, manifest, |_| {}).await
+    pull_bounded(bucket, key, dest, manifest, Limits::default(), |_| {}).await
 }
 
 /// [`pull`], telling `progress` how many bytes have arrived so far.
@@ -52,12 +53,26 @@ pub async fn pull_with_progress(
     manifest: Option<Manifest>,
     progress: impl FnMut(u64) + Send + 'static,
 ) -> Result<Pulled> {
+    pull_bounded(bucket, key, dest, manifest, Limits::default(), progress).await
+}
+
+/// [`pull_with_progress`] within `limits` (the run's `[pull]`) when the
+/// archive has no manifest.
+pub async fn pull_bounded(
+    bucket: &Bucket,
+    key: &str,
+    dest: &Path,
+    manifest: Option<Manifest>,
+    limits: Limits,
+    progress: impl FnMut(u64) + Send + 'static,
+) -> Result<Pulled> {
     let (writer, reader) = pipe(PULL_PIPE_CHUNKS);
     let dest_owned = dest.to_path_buf();
     let unpack = tokio::task::spawn_blocking(move || {
         let expect = Expectation {
             archive_sha256: manifest.as_ref().map(|m| m.archive.sha256.clone()),
             manifest: manifest.as_ref(),
+            limits,
         };
         archive::unpack(reader, &dest_owned, &expect)
     });
@@ -72,6 +87,11 @@ pub async fn pull_with_progress(
                 bail!("internal error: the downloaded and the extracted streams differ ({key})");
             }
             Ok(Pulled { download, unpack })
+        }
+        // The extraction refused the archive (a bound, a digest) and closed
+        // the pipe: the download failed only for having nowhere to write.
+        (Err(S3Error::Io { .. }), Err(e)) if !matches!(e, archive::ArchiveError::Read { .. }) => {
+            Err(anyhow!(e).context(format!("cannot extract s3://{}/{key}", bucket.name())))
         }
         // The download failed first: its error is the cause, the extraction
         // only saw the stream end.

@@ -283,6 +283,7 @@ fn pack_then_unpack_with_manifest_into_new_and_existing_folders() {
     let expect = Expectation {
         manifest: Some(&manifest),
         archive_sha256: Some(manifest.archive.sha256.clone()),
+        ..Default::default()
     };
     let fresh = tmp.path().join("new/Plug-in Support/Databases");
     let report = archive::unpack(&bytes[..], &fresh, &expect).expect("unpack into a new folder");
@@ -490,6 +491,7 @@ fn a_symlinked_destination_keeps_its_link() {
     let expect = Expectation {
         manifest: Some(&manifest),
         archive_sha256: None,
+        ..Default::default()
     };
     archive::unpack(&bytes[..], &link, &expect).expect("unpack through a link");
     assert!(
@@ -527,6 +529,7 @@ fn refuses_truncated_archives_at_any_offset() {
             Expectation {
                 manifest: Some(&manifest),
                 archive_sha256: None,
+                ..Default::default()
             },
         ] {
             let error = dest.refuse(&bytes[..cut], &expect);
@@ -617,6 +620,7 @@ fn refuses_digest_and_listing_mismatches() {
     let wrong = Expectation {
         manifest: None,
         archive_sha256: Some("0".repeat(64)),
+        ..Default::default()
     };
     let error = dest.refuse(&bytes, &wrong);
     assert!(
@@ -631,6 +635,7 @@ fn refuses_digest_and_listing_mismatches() {
         &Expectation {
             manifest: Some(&tampered),
             archive_sha256: None,
+            ..Default::default()
         },
     );
     assert!(
@@ -645,6 +650,7 @@ fn refuses_digest_and_listing_mismatches() {
         &Expectation {
             manifest: Some(&tampered),
             archive_sha256: None,
+            ..Default::default()
         },
     );
     assert!(
@@ -659,6 +665,7 @@ fn refuses_digest_and_listing_mismatches() {
         &Expectation {
             manifest: Some(&tampered),
             archive_sha256: None,
+            ..Default::default()
         },
     );
     assert!(
@@ -673,6 +680,7 @@ fn refuses_digest_and_listing_mismatches() {
         &Expectation {
             manifest: Some(&tampered),
             archive_sha256: None,
+            ..Default::default()
         },
     );
     assert!(
@@ -691,6 +699,7 @@ fn refuses_digest_and_listing_mismatches() {
         &Expectation {
             manifest: Some(&tampered),
             archive_sha256: None,
+            ..Default::default()
         },
     );
     assert!(
@@ -840,6 +849,7 @@ fn a_failing_source_is_reported_as_such() {
         &Expectation {
             manifest: Some(&manifest),
             archive_sha256: None,
+            ..Default::default()
         },
     )
     .expect_err("a failed source must fail the unpack");
@@ -931,8 +941,37 @@ fn a_full_disk_fails_cleanly_and_names_the_file() {
     fs::write(tmp.path().join("com.plexapp.plugins.library.db"), &big).expect("write");
     let (bytes, manifest) = pack_to_vec(tmp.path(), &PackOptions::default());
 
-    // While writing (no manifest: nothing to measure in advance) …
-    let error = archive::unpack(&bytes[..], &dest, &Expectation::default()).expect_err("disk full");
+    // Without a manifest, the default cap (the free space less a margin)
+    // stops it before the disk is full …
+    let error = archive::unpack(&bytes[..], &dest, &Expectation::default()).expect_err("capped");
+    assert!(
+        matches!(
+            &error,
+            ArchiveError::ExpandsBeyond {
+                cap: archive::Cap::FreeSpace { .. },
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("the destination's free space (2.0 MiB) less a margin"),
+        "{error}"
+    );
+    assert_eq!(snapshot(&dest), before);
+    assert_eq!(leftovers(disk.dir.path()), Vec::<String>::new());
+
+    // … a cap larger than the disk meets the full disk while writing …
+    let uncapped = Expectation {
+        limits: archive::Limits {
+            max_expanded: Some(u64::MAX),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let error = archive::unpack(&bytes[..], &dest, &uncapped).expect_err("disk full");
     assert!(
         matches!(&error, ArchiveError::DiskFull { file, need, .. }
             if file == "com.plexapp.plugins.library.db" && *need > 0 && *need < big.len() as u64),
@@ -949,6 +988,7 @@ fn a_full_disk_fails_cleanly_and_names_the_file() {
     let expect = Expectation {
         manifest: Some(&manifest),
         archive_sha256: None,
+        ..Default::default()
     };
     let error = archive::unpack(&bytes[..], &dest, &expect).expect_err("disk full");
     assert!(matches!(error, ArchiveError::DiskFull { .. }), "{error}");
@@ -1032,6 +1072,7 @@ fn large_files_stream_through_bounded_memory_child() {
     let expect = Expectation {
         manifest: Some(&manifest),
         archive_sha256: None,
+        ..Default::default()
     };
     let report = archive::unpack(fs::File::open(&archive_path).expect("open"), &dest, &expect)
         .expect("unpack");
@@ -1046,4 +1087,56 @@ fn large_files_stream_through_bounded_memory_child() {
     assert!(pack_peak < BOUND, "pack peaked at {pack_peak} bytes");
     assert!(unpack_peak < BOUND, "unpack peaked at {unpack_peak} bytes");
     io::stdout().flush().expect("flush");
+}
+
+/// Received files are data: 0600 files in 0700 folders, whatever modes
+/// (world-writable, setuid) the archive gives them.
+#[test]
+fn extracted_files_are_private_whatever_the_archive_says() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, kind, mode) in [
+        (
+            "Plug-in Support/Databases/",
+            tar::EntryType::Directory,
+            0o777,
+        ),
+        (
+            "Plug-in Support/Databases/backups/",
+            tar::EntryType::Directory,
+            0o1777,
+        ),
+        (
+            "Plug-in Support/Databases/com.plexapp.plugins.library.db",
+            tar::EntryType::Regular,
+            0o4777,
+        ),
+        (
+            "Plug-in Support/Databases/backups/old.db",
+            tar::EntryType::Regular,
+            0o2666,
+        ),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_path(name).expect("name");
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        let data: &[u8] = if kind == tar::EntryType::Regular {
+            b"pages"
+        } else {
+            b""
+        };
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        builder.append(&header, data).expect("append");
+    }
+    let bytes = zst(&builder.into_inner().expect("tar"));
+    let tmp = TempDir::new().expect("tempdir");
+    let dest = tmp.path().join("Databases");
+    archive::unpack(&bytes[..], &dest, &Expectation::default()).expect("unpack");
+    let mode = |p: &Path| fs::metadata(p).expect("metadata").permissions().mode() & 0o7777;
+    assert_eq!(mode(&dest), 0o700);
+    assert_eq!(mode(&dest.join("backups")), 0o700);
+    assert_eq!(mode(&dest.join("com.plexapp.plugins.library.db")), 0o600);
+    assert_eq!(mode(&dest.join("backups/old.db")), 0o600);
 }

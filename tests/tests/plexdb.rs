@@ -905,3 +905,68 @@ fn user_size_timings() {
     });
     let _ = plexdb::open_read_only(&db).unwrap();
 }
+
+/// A downloaded DB is data: every connection the toolkit opens has
+/// `trusted_schema` off and SQLite's defensive mode, so SQL in the file's
+/// schema reaches no function with side effects, and the schema cannot be
+/// rewritten through SQL.
+#[test]
+fn every_connection_the_toolkit_opens_distrusts_the_schema() {
+    use rusqlite::functions::FunctionFlags;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _, _) = tiny_db(dir.path());
+    // A view calling an application function that is not innocuous (it
+    // counts its calls): a side effect the file chooses when it is read.
+    let calls = Arc::new(AtomicU64::new(0));
+    let side_effect = |conn: &Connection| {
+        let calls = Arc::clone(&calls);
+        conn.create_scalar_function("side_effect", 0, FunctionFlags::SQLITE_UTF8, move |_| {
+            Ok(calls.fetch_add(1, Ordering::SeqCst) as i64)
+        })
+        .unwrap();
+    };
+    {
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "PRAGMA trusted_schema = ON; CREATE VIEW innocent AS SELECT side_effect() AS n",
+        )
+        .unwrap();
+        side_effect(&conn);
+        conn.query_row("SELECT n FROM innocent", [], |r| r.get::<_, i64>(0))
+            .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "a trusted schema runs it");
+    }
+    for (how, conn) in [
+        ("read-only", plexdb::open_read_only(&db).unwrap()),
+        ("for write", plexdb::open_for_write(&db).unwrap()),
+    ] {
+        let trusted: i64 = conn
+            .query_row("PRAGMA trusted_schema", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(trusted, 0, "{how}");
+        side_effect(&conn);
+        let error = conn
+            .query_row("SELECT n FROM innocent", [], |r| r.get::<_, i64>(0))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("unsafe use of side_effect()"),
+            "{how}: {error}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{how}: not run");
+        // Defensive mode: the schema cannot be made writable.
+        conn.execute_batch("PRAGMA writable_schema = ON").unwrap();
+        let error = conn
+            .execute(
+                "UPDATE sqlite_schema SET sql = '' WHERE name = 'innocent'",
+                [],
+            )
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("may not be modified"), "{how}: {error}");
+    }
+}

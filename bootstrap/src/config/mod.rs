@@ -82,6 +82,9 @@ pub struct HomeSettings {
     pub control: HomeControl,
     pub url: String,
     pub keep_backups: usize,
+    /// Free space the install leaves on the disk Plex lives on; `None`:
+    /// `runner::archive::margin` of the free space.
+    pub free_space_margin: Option<u64>,
     pub plex_timeout: Duration,
 }
 
@@ -385,6 +388,13 @@ fn home_settings(raw: &raw::RawHome) -> Result<HomeSettings, String> {
         plex_timeout: raw.plex_timeout.unwrap_or(Duration::from_secs(300)),
     })
 }
+        free_space_margin: raw
+            .free_space_margin
+            .as_deref()
+            .map(|m| {
+                runner::archive::parse_size(m).map_err(|e| format!("home.free_space_margin: {e}"))
+            })
+            .transpose()?,
 
 /// The plex.tv token the run needs to claim its server.
 fn plex_token(

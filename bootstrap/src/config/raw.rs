@@ -84,6 +84,8 @@ pub struct RawHome {
     pub url: Option<String>,
     #[serde(default)]
     pub keep_backups: Option<usize>,
+    #[serde(default)]
+    pub free_space_margin: Option<String>,
     #[serde(default, with = "humantime_serde")]
     pub plex_timeout: Option<std::time::Duration>,
 }

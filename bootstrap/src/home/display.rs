@@ -79,9 +79,10 @@ impl fmt::Display for InstallPreview {
         writeln!(f, "{same} other library counts unchanged")?;
         write!(
             f,
-            "free space on {}: {:.1} MiB needed, {:.1} MiB available",
+            "free space on {}: {:.1} MiB needed (of which {:.1} MiB stay free), {:.1} MiB available",
             self.space.filesystem,
             self.space.needed as f64 / (1 << 20) as f64,
+            self.space.margin as f64 / (1 << 20) as f64,
             self.space.available as f64 / (1 << 20) as f64
         )
     }

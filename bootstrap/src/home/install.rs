@@ -47,6 +47,10 @@ pub struct InstallPlan {
     pub keep_backups: usize,
     /// Bounds each wait for Plex to stop or to answer.
     pub plex_timeout: Duration,
+    /// Free space the install leaves on the disk Plex lives on; `None`: a
+    /// tenth of the free space or 2 GiB, whichever is larger, at most half
+    /// of it (`runner::archive::margin`).
+    pub free_space_margin: Option<u64>,
     /// Plex's own SQLite, for a full integrity check (lessons.md 18), when
     /// home has it (the container's image, or a native install's).
     pub plex_sqlite: Option<PlexSqlite>,
@@ -67,6 +71,7 @@ impl InstallPlan {
             expected,
             keep_backups: 3,
             plex_timeout: Duration::from_secs(300),
+            free_space_margin: None,
             plex_sqlite: None,
         }
     }

@@ -12,14 +12,17 @@ use serde::Serialize;
 
 use super::install::{InstallError, InstallPlan, Step};
 
-/// Room left over after the copies, for SQLite journals and the WAL.
-const MARGIN: u64 = 64 << 20;
+/// Room for SQLite journals and the WAL while the copies are made.
+const JOURNALS: u64 = 64 << 20;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Space {
     /// A backup of the `Databases` folder, plus a copy of the new DB when
-    /// paths are remapped, plus a margin.
+    /// paths are remapped, plus room for journals, plus the margin.
     pub needed: u64,
+    /// Of `needed`: what stays free on the disk Plex lives on, for Plex
+    /// and whatever else uses that disk (`[home] free_space_margin`).
+    pub margin: u64,
     pub available: u64,
     pub filesystem: String,
 }
@@ -30,10 +33,11 @@ impl Space {
             return Ok(self);
         }
         Err(format!(
-            "not enough free space on {}: need {}, have {} (a backup of the Databases folder is taken first)",
+            "not enough free space on {}: need {}, have {} (a backup of the Databases folder is taken first, and {} stay free: [home] free_space_margin)",
             self.filesystem,
             mib(self.needed),
-            mib(self.available)
+            mib(self.available),
+            mib(self.margin)
         ))
     }
 }
@@ -136,17 +140,22 @@ pub(crate) fn preflight(plan: &InstallPlan) -> Result<Space, String> {
             home.display()
         ));
     }
-    let mut needed = folder_size(&home)? + MARGIN;
+    let fs =
+        nix::sys::statvfs::statvfs(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    let available = fs.blocks_available() as u64 * fs.fragment_size() as u64;
+    let margin = plan
+        .free_space_margin
+        .unwrap_or_else(|| runner::archive::margin(available));
+    let mut needed = folder_size(&home)? + JOURNALS + margin;
     if !plan.mappings.is_empty() {
         needed += std::fs::metadata(plan.incoming_db())
             .map(|m| m.len())
             .unwrap_or(0);
     }
-    let fs =
-        nix::sys::statvfs::statvfs(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
     Ok(Space {
         needed,
-        available: fs.blocks_available() as u64 * fs.fragment_size() as u64,
+        margin,
+        available,
         filesystem: parent.display().to_string(),
     })
 }

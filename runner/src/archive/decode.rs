@@ -2,11 +2,12 @@
 //! chunks into a pipe for the extracting thread. Running it on its own
 //! thread lets decompression overlap with hashing and writing the files.
 
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
+use super::bound::Bound;
 use super::error::ArchiveError;
 use super::hashing::Digester;
 use super::manifest::Compression;
@@ -32,12 +33,14 @@ pub(crate) enum DecodeFailure {
     ConsumerGone,
 }
 
-/// Decodes `source` to its very end into `tx`. `consumed` tracks the
-/// compressed bytes read so far, for the other side's error messages.
+/// Decodes `source` to its very end into `tx`, stopping at `bound`.
+/// `consumed` tracks the compressed bytes read so far, for the other side's
+/// error messages.
 pub(crate) fn decode(
     source: impl Read,
     tx: PipeWriter,
     consumed: &AtomicU64,
+    bound: &Bound,
 ) -> Result<StreamDigest, DecodeFailure> {
     let mut src = Source {
         inner: source,
@@ -45,7 +48,7 @@ pub(crate) fn decode(
         failed: false,
         consumed,
     };
-    let outcome = decode_into(&mut src, &tx);
+    let outcome = decode_into(&mut src, &tx, bound);
     let after = src.digest.bytes();
     let error = match outcome {
         Ok(compression) => {
@@ -90,23 +93,33 @@ impl From<io::Error> for Failure {
     }
 }
 
-fn decode_into<R: Read>(src: &mut Source<R>, tx: &PipeWriter) -> Result<Compression, Failure> {
+fn decode_into<R: Read>(
+    src: &mut Source<R>,
+    tx: &PipeWriter,
+    bound: &Bound,
+) -> Result<Compression, Failure> {
     let mut magic = [0u8; 4];
     let got = read_full(src, &mut magic)?;
     let magic = &magic[..got];
     let compression = detect(magic).map_err(Failure::Archive)?;
 
     let buffered = BufReader::with_capacity(READ_BUFFER, magic.chain(&mut *src));
-    let mut decoder: Box<dyn Read> = match compression {
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
+    let mut decoder = match compression {
+        Compression::Zstd => Decoder::Zstd(zstd::stream::read::Decoder::with_buffer(buffered)?),
+        Compression::Gzip => Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(buffered)),
     };
+    let mut expanded = 0u64;
     loop {
         let mut chunk = vec![0u8; CHUNK];
         let n = read_full(&mut decoder, &mut chunk)?;
         if n == 0 {
             break;
         }
+        // Checked before the chunk leaves: what is refused is never written.
+        expanded += n as u64;
+        bound
+            .check(expanded, compressed_used(decoder.input()))
+            .map_err(Failure::Archive)?;
         chunk.truncate(n);
         tx.send(Bytes::from(chunk)).map_err(|_| Failure::Gone)?;
     }
@@ -121,6 +134,17 @@ fn decode_into<R: Read>(src: &mut Source<R>, tx: &PipeWriter) -> Result<Compress
         }));
     }
     Ok(compression)
+}
+
+/// Compressed bytes the decoder took so far: what was read ahead into the
+/// buffer does not count, or a bomb would expand further for being read in
+/// large blocks.
+fn compressed_used<R: Read>(input: &BufReader<io::Chain<&[u8], &mut Source<'_, R>>>) -> u64 {
+    let (magic_left, source) = input.get_ref().get_ref();
+    source
+        .digest
+        .bytes()
+        .saturating_sub((magic_left.len() + input.buffer().len()) as u64)
 }
 
 fn detect(magic: &[u8]) -> Result<Compression, ArchiveError> {
@@ -149,6 +173,31 @@ fn detect(magic: &[u8]) -> Result<Compression, ArchiveError> {
         )
     };
     Err(ArchiveError::NotAnArchive { detail })
+}
+
+/// Either decoder over the buffered source; both take their input straight
+/// from its buffer, so what they used is known exactly.
+enum Decoder<B: BufRead> {
+    Zstd(zstd::stream::read::Decoder<'static, B>),
+    Gzip(flate2::bufread::MultiGzDecoder<B>),
+}
+
+impl<B: BufRead> Decoder<B> {
+    fn input(&self) -> &B {
+        match self {
+            Self::Zstd(d) => d.get_ref(),
+            Self::Gzip(d) => d.get_ref(),
+        }
+    }
+}
+
+impl<B: BufRead> Read for Decoder<B> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Zstd(d) => d.read(buf),
+            Self::Gzip(d) => d.read(buf),
+        }
+    }
 }
 
 /// Reads until `buf` is full or the reader ends; returns the bytes read.

@@ -4,6 +4,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use super::bound::Cap;
 use super::manifest::ManifestError;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +73,18 @@ pub enum ArchiveError {
         file: String,
         dir: PathBuf,
         need: u64,
+    },
+
+    #[error("the archive expands beyond {limit}, {cap}: refused, nothing was kept")]
+    ExpandsBeyond { limit: String, cap: Cap },
+
+    #[error(
+        "the archive expands more than {ratio}:1 ({expanded} from {compressed} read), the cap ([pull] max_expansion_ratio): refused as a decompression bomb, nothing was kept"
+    )]
+    ExpansionRatio {
+        expanded: String,
+        compressed: String,
+        ratio: u64,
     },
 
     #[error("{} exists and is not a folder", .path.display())]

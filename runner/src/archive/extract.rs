@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
@@ -16,6 +16,9 @@ use super::manifest::{FileEntry, Manifest};
 use super::safety::{self, Placement};
 
 const WRITE_BUFFER: usize = 1 << 20;
+/// Modes of everything extracted, whatever the archive says.
+pub(crate) const FILE_MODE: u32 = 0o600;
+pub(crate) const DIR_MODE: u32 = 0o700;
 
 /// What landed in the staging folder.
 pub(crate) struct Extracted {
@@ -154,7 +157,6 @@ impl Extraction<'_> {
         entry: &mut tar::Entry<'_, R>,
     ) -> Result<(), ArchiveError> {
         let size = entry.size();
-        let mode = entry.header().mode().unwrap_or(0o644);
         let mtime = entry.header().mtime().unwrap_or(0);
         let expected = match &self.expected {
             None => None,
@@ -178,7 +180,7 @@ impl Extraction<'_> {
         let mut file = match OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(FILE_MODE)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
         {
@@ -211,7 +213,7 @@ impl Extraction<'_> {
                 after: self.consumed.load(Ordering::Relaxed),
             });
         }
-        self.finish_file(&file, &rel, &path, mode, mtime)?;
+        self.finish_file(&file, &rel, &path, mtime)?;
         let sha256 = digest.finish();
         if let Some(expected) = expected
             && expected != sha256
@@ -230,17 +232,19 @@ impl Extraction<'_> {
         Ok(())
     }
 
-    /// Mode (owner keeps read/write: Plex must write its databases),
-    /// mtime, and durability.
+    /// Mode, mtime, and durability. The archive's mode bits are not
+    /// taken: received files are data, readable and writable by their owner
+    /// only (`create` already asked for 0600; this undoes any umask quirk).
+    /// Whoever uses them gives them their owner (the run's chown to the
+    /// Plex user, the home install's owner and mode of the replaced files).
     fn finish_file(
         &self,
         file: &File,
         rel: &str,
         path: &Path,
-        mode: u32,
         mtime: u64,
     ) -> Result<(), ArchiveError> {
-        file.set_permissions(Permissions::from_mode((mode & 0o777) | 0o600))
+        file.set_permissions(Permissions::from_mode(FILE_MODE))
             .and_then(|()| file.set_modified(UNIX_EPOCH + Duration::from_secs(mtime)))
             .and_then(|()| file.sync_all())
             .map_err(|e| self.write_error(e, rel, path, 0))
@@ -253,7 +257,7 @@ impl Extraction<'_> {
         let mut path = self.staging.to_path_buf();
         for component in rel.split('/') {
             path.push(component);
-            match fs::create_dir(&path) {
+            match fs::DirBuilder::new().mode(DIR_MODE).create(&path) {
                 Ok(()) => self.dirs.push(path.clone()),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     let is_dir = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir());

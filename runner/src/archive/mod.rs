@@ -27,6 +27,7 @@
 //!   folder fsynced and swapped into place (atomic exchange); any failure
 //!   removes the partial folder and leaves the destination untouched.
 
+mod bound;
 mod decode;
 mod error;
 mod extract;
@@ -37,6 +38,7 @@ mod safety;
 mod staging;
 mod unpack;
 
+pub use bound::{Cap, DEFAULT_MAX_RATIO, Limits, RATIO_FLOOR, margin, parse_size, size};
 pub use error::{ArchiveError, Unsafe};
 pub use manifest::{
     ArchiveDigest, Compression, FORMAT_VERSION, FileEntry, Manifest, ManifestError,

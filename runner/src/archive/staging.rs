@@ -4,6 +4,7 @@
 
 use std::fs::{self, File};
 use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -39,7 +40,12 @@ impl Staging {
             }
         }
         let dir = parent.join(format!("{prefix}{}", std::process::id()));
-        fs::create_dir(&dir).map_err(|e| ArchiveError::io("create", &dir, e))?;
+        // The received folder is data of the runner's user until its user
+        // (the session's chown, the home install) gives it its owner.
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| ArchiveError::io("create", &dir, e))?;
         Ok(Self {
             dir,
             dest,

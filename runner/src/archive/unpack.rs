@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::thread;
 
+use super::bound::{self, Bound, Limits};
 use super::decode::{self, DecodeFailure, StreamDigest};
 use super::error::ArchiveError;
 use super::extract::{self, Extracted};
@@ -14,14 +15,16 @@ use super::staging::Staging;
 use crate::pipe::pipe;
 
 /// Decompressed chunks in flight between the two threads (1 MiB each).
-const PIPE_CHUNKS: usize = 16;
+pub(crate) const PIPE_CHUNKS: usize = 16;
 
 /// What the archive must match. With a manifest: exactly its files, sizes
-/// and digests, and its archive size and sha256.
+/// and digests, and its archive size and sha256; without, it must stay
+/// within `limits`.
 #[derive(Debug, Clone, Default)]
 pub struct Expectation<'a> {
     pub manifest: Option<&'a Manifest>,
     pub archive_sha256: Option<String>,
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +53,7 @@ pub fn unpack(
     if let Some(manifest) = expect.manifest {
         check_free_space(staging.path(), staging.dest(), manifest)?;
     }
+    let bound = Bound::new(expect.manifest, &expect.limits, staging.path())?;
 
     let consumed = AtomicU64::new(0);
     let (tx, rx) = pipe(PIPE_CHUNKS);
@@ -63,7 +67,7 @@ pub fn unpack(
                 &consumed,
             )
         });
-        let decoded = decode::decode(source, tx, &consumed);
+        let decoded = decode::decode(source, tx, &consumed, &bound);
         let extracted = writer
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -116,11 +120,7 @@ fn check_archive(stream: &StreamDigest, expect: &Expectation<'_>) -> Result<(), 
 /// Refuses up front to start what cannot fit: filling the disk would hurt
 /// whatever else lives on it (a running Plex at home).
 fn check_free_space(staging: &Path, dest: &Path, manifest: &Manifest) -> Result<(), ArchiveError> {
-    let stats = nix::sys::statvfs::statvfs(staging)
-        .map_err(|e| ArchiveError::io("measure free space in", staging, e.into()))?;
-    let available = stats
-        .blocks_available()
-        .saturating_mul(stats.fragment_size());
+    let available = bound::free_space(staging)?;
     let need = manifest.total_size();
     if need > available {
         return Err(ArchiveError::DiskFull {

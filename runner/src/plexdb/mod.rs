@@ -198,10 +198,31 @@ fn open_at(path: &Path, target: &Path, mode: OpenFlags) -> Result<Connection, Pl
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|e| PlexDbError::sqlite(path, e))?;
     collation::register(&conn).map_err(|e| PlexDbError::sqlite(path, e))?;
+    harden(&conn).map_err(|e| PlexDbError::sqlite(path, e))?;
     // Opening is lazy: read the header now so that garbage fails here.
     conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
         .map_err(|e| PlexDbError::sqlite(path, e))?;
     Ok(conn)
+}
+
+/// Every DB the toolkit opens came from elsewhere (the reference from S3 on
+/// the instance, the result from S3 at home) and is data, not code: the
+/// functions its schema names (views, defaults, generated columns,
+/// indexes) may only be innocuous ones, and neither its schema nor the
+/// shadow tables of its virtual tables can be written through SQL
+/// (SQLite's defensive mode). Repair's rebuild, which writes schema rows
+/// verbatim, is the one connection without defensive mode (repair.rs).
+pub(crate) fn harden(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::config::DbConfig;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    distrust_schema(conn)
+}
+
+/// `trusted_schema` off, through the configuration and the pragma alike.
+pub(crate) fn distrust_schema(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::config::DbConfig;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
+    conn.execute_batch("PRAGMA trusted_schema = OFF")
 }
 
 /// Folds the WAL into the DB file (lessons.md 22): an archive of the folder

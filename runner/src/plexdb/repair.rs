@@ -175,6 +175,12 @@ fn salvage(
     let out =
         Connection::open_with_flags(fresh, flags).map_err(|e| PlexDbError::sqlite(fresh, e))?;
     let out_err = |e| PlexDbError::sqlite(fresh, e);
+    // The damaged file is attached here: its schema is not trusted. Not in
+    // defensive mode though: carrying its virtual tables, triggers and
+    // views over needs `writable_schema` (below), which defensive mode
+    // forbids; the rows written are the damaged file's own schema text,
+    // never executed here.
+    crate::plexdb::distrust_schema(&out).map_err(out_err)?;
     // The collated indexes are rebuilt under the collations Plex uses.
     collation::register(&out).map_err(out_err)?;
     if let Ok(size) = page_size {

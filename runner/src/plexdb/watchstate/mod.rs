@@ -45,7 +45,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 use serde::{Deserialize, Serialize};
 
-use self::target::{Counter, harden, open_read, refuse_foreign_schema};
+use self::target::{Counter, open_read, refuse_foreign_schema};
 use self::times::latest;
 use super::{PlexDbError, ensure_plex_library, open_for_write, quote_ident};
 
@@ -119,7 +119,6 @@ pub fn merge(home: &Path, into: &Path, since: i64) -> Result<WatchStateReport, P
     refuse_same_file(home, into)?;
     let source = read_home(home, into, since)?;
     let mut conn = open_for_write(into)?;
-    harden(&conn, into)?;
     ensure_plex_library(&conn, into)?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)

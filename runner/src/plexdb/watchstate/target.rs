@@ -1,33 +1,19 @@
-//! The target, a file downloaded from the cloud: untrusted. Opened with
-//! `trusted_schema` off and SQLite's defensive mode; refused when a table
-//! the merge writes is not as Plex makes it; and its change counter.
+//! The target, a file downloaded from the cloud: untrusted. Opened as
+//! every toolkit connection is (`plexdb::harden`: `trusted_schema` off,
+//! SQLite's defensive mode); refused when a table the merge writes is not
+//! as Plex makes it; and its change counter.
 
 use std::path::Path;
 
-use rusqlite::config::DbConfig;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::{COUNTER, WRITTEN, columns, invalid};
 use crate::plexdb::{PlexDbError, open_plex_read_only, quote_ident};
 
-/// A Plex DB opened read-only, with [`harden`]'s settings.
+/// A Plex DB opened read-only (hardened, as every toolkit connection).
 pub(super) fn open_read(path: &Path) -> Result<Connection, PlexDbError> {
-    let conn = open_plex_read_only(path)?;
-    harden(&conn, path)?;
-    Ok(conn)
-}
-
-/// Functions named in the schema (views, defaults, indexes) may only be
-/// innocuous ones, and the schema and shadow tables cannot be written.
-pub(super) fn harden(conn: &Connection, path: &Path) -> Result<(), PlexDbError> {
-    let sqlite = |e| PlexDbError::sqlite(path, e);
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)
-        .map_err(sqlite)?;
-    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)
-        .map_err(sqlite)?;
-    conn.execute_batch("PRAGMA trusted_schema = OFF")
-        .map_err(sqlite)
+    open_plex_read_only(path)
 }
 
 /// Refuses a target whose written tables carry a trigger or are views:
