@@ -347,10 +347,26 @@ async fn create(
         ("run_id", plan.run_id.clone()),
         ("run_toml", run_toml),
         ("secrets_env", secrets.env_file()),
+        ("plextv_env", secrets.plextv_file()),
     ]
     .into_iter()
     .collect();
     let user_data = userdata::render(userdata::RUN_TEMPLATE, &values)?;
+
+    // Its own group, inbound drop: nothing on the instance is to be reached.
+    let group = client
+        .create_security_group(
+            zone,
+            &CreateSecurityGroup::closed(
+                guard::run_name(&plan.run_id),
+                cfg.scaleway.project_id.clone(),
+                vec![TAG.into(), run_tag(&plan.run_id)],
+            ),
+        )
+        .await
+        .context("cannot create the run's security group")?;
+    record.security_group_id = Some(group.id);
+    record.save(cfg, bucket).await?;
 
     let server = client
         .create_server(

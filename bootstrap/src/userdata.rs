@@ -108,6 +108,7 @@ mod tests {
                 ("run_id", "r1"),
                 ("run_toml", "run_id = \"r1\"\n\n[s3]\nbucket = \"b\""),
                 ("secrets_env", "A=1\nB=2"),
+                ("plextv_env", "PLEX_TOKEN=t"),
             ]),
         )
         .unwrap();
@@ -117,5 +118,9 @@ mod tests {
             "{run}"
         );
         assert!(run.contains("      A=1\n      B=2\n"), "{run}");
+        assert!(
+            run.contains("path: /etc/plex-burst/plextv.env\n    owner: root:root\n    permissions: \"0600\"\n    content: |\n      PLEX_TOKEN=t\n"),
+            "{run}"
+        );
     }
 }

@@ -12,10 +12,12 @@ folder), then does what the baked image would do:
   bootstrap, without installing anything on this machine: fetch the runner
   through its presigned URL, check its sha256, upload a provision log and
   the report to their presigned URLs, then halt the guest;
-- a run's user data (run.toml + secrets.env): start the runner as the
-  image's unit does (secrets.env as its environment), with the image's
-  work_dir moved under the instance's root. The runner then terminates its
-  own server through the API, as on Scaleway.
+- a run's user data (run.toml + secrets.env + plextv.env): keep copies of
+  it where cloud-init does (var/lib/cloud, var/log/cloud-init.log: the
+  runner must scrub them), start the runner as the image's unit does
+  (secrets.env as its environment), with the image's absolute paths (work
+  dir, /etc/plex-burst, cloud-init's) moved under the instance's root. The
+  runner then terminates its own server through the API, as on Scaleway.
 
 Environment: SCW_DOUBLE_SERVER_ID, SCW_DOUBLE_USER_DATA, SCW_DOUBLE_API_URL
 (from the double); PB_INSTANCE_ROOT (where instances live), PB_RUNNER (the
@@ -103,11 +105,26 @@ def build(server_id, root, build_env):
     guest_halt(server_id)
 
 
+def keep_user_data_copies(root, server_id, text):
+    """Where cloud-init keeps the user data it ran, and a log naming it."""
+    inst = os.path.join(root, "var/lib/cloud/instances", server_id)
+    os.makedirs(inst, exist_ok=True)
+    for name in ["user-data.txt", "cloud-config.txt"]:
+        with open(os.path.join(inst, name), "w") as f:
+            f.write(text)
+    os.makedirs(os.path.join(root, "var/log"), exist_ok=True)
+    with open(os.path.join(root, "var/log/cloud-init.log"), "w") as f:
+        f.write("util.py: Writing to /etc/plex-burst/secrets.env - wb: [600]\n")
+
+
 def run(root, run_toml, secrets_env):
     work = os.path.join(root, "work")
     with open(run_toml) as f:
         text = f.read()
     text = text.replace(f'work_dir = "{IMAGE_WORK_DIR}"', f'work_dir = "{work}"')
+    # The instance's absolute paths, under this stand-in's root.
+    for path in ["/etc/plex-burst/", "/var/lib/cloud", "/var/log/cloud-init"]:
+        text = text.replace(f'"{path}', f'"{root}{path}')
     with open(run_toml, "w") as f:
         f.write(text)
     env = dict(os.environ)
@@ -135,6 +152,7 @@ def main():
     if not text.startswith("#cloud-config"):
         sys.exit("user data is not a #cloud-config document")
     written = write_files(yaml.safe_load(text), root)
+    keep_user_data_copies(root, server_id, text)
     if "/etc/plex-burst/build.env" in written:
         build(server_id, root, written["/etc/plex-burst/build.env"])
     elif "/etc/plex-burst/run.toml" in written:

@@ -10,6 +10,17 @@ use runner::scaleway::Zone;
 /// (the runner unit reads the secrets as its environment).
 pub const RUN_CONFIG_PATH: &str = "/etc/plex-burst/run.toml";
 pub const RUN_SECRETS_PATH: &str = "/etc/plex-burst/secrets.env";
+/// The plex.tv account token, apart: only the claim needs it, and the
+/// runner deletes this file once the server is claimed.
+pub const RUN_PLEXTV_PATH: &str = "/etc/plex-burst/plextv.env";
+/// Where cloud-init keeps copies of the user data (the raw user data, the
+/// cloud-config made from it, the pickled datasource) and may log it: the
+/// runner scrubs them at boot.
+const USER_DATA_COPIES: [&str; 3] = [
+    "/var/lib/cloud",
+    "/var/log/cloud-init.log",
+    "/var/log/cloud-init-output.log",
+];
 
 /// The environment variables a run's secrets arrive in: the runner's
 /// default credential sources.
@@ -27,7 +38,14 @@ const MEDIA_ACCESS_KEY_VAR: &str = "MEDIA_AWS_ACCESS_KEY_ID";
 const MEDIA_SECRET_KEY_VAR: &str = "MEDIA_AWS_SECRET_ACCESS_KEY";
 
 /// Keys bootstrap writes itself: the user cannot set them under `[run]`.
-const OWNED_KEYS: [&str; 5] = ["run_id", "work_dir", "s3", "reference", "termination"];
+const OWNED_KEYS: [&str; 6] = [
+    "run_id",
+    "work_dir",
+    "s3",
+    "reference",
+    "termination",
+    "wipe",
+];
 
 /// Credential keys: a run only ever gets its own per-run key.
 const CREDENTIAL_KEYS: [&str; 7] = [
@@ -100,10 +118,15 @@ impl RunSecrets {
             self.media_access_key,
             self.media_secret_key.expose()
         ));
-        if let Some(token) = &self.plex_token {
-            text.push_str(&format!("PLEX_TOKEN={}\n", token.expose()));
-        }
         text
+    }
+
+    /// [`RUN_PLEXTV_PATH`]'s content: the account token when claiming.
+    pub fn plextv_file(&self) -> String {
+        match &self.plex_token {
+            Some(token) => format!("PLEX_TOKEN={}\n", token.expose()),
+            None => "# the run does not claim its server: no plex.tv token\n".into(),
+        }
     }
 }
 
@@ -208,7 +231,20 @@ pub(super) fn compose(
         if !keep_s3_credentials {
             plex.remove("double_binary");
         }
+        if plex.get("claim").and_then(toml::Value::as_bool) == Some(true) {
+            plex.insert("credentials_file".into(), RUN_PLEXTV_PATH.into());
+            plex.insert("forget_token_after_claim".into(), true.into());
+        }
     }
+
+    // Nothing secret stays on the disk, which outlives the instance.
+    let mut wipe = toml::Table::new();
+    wipe.insert(
+        "files".into(),
+        vec![RUN_SECRETS_PATH, RUN_PLEXTV_PATH].into(),
+    );
+    wipe.insert("user_data_copies".into(), USER_DATA_COPIES.to_vec().into());
+    doc.insert("wipe".into(), wipe.into());
 
     let mut termination = toml::Table::new();
     termination.insert("provider".into(), "scaleway".into());

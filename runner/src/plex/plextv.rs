@@ -1,6 +1,6 @@
-//! The few plex.tv calls a run makes with the account's token: a claim
-//! token at the moment of claiming (it lives ~4 minutes, lessons.md 8), and
-//! removing the ephemeral server from the account's devices at the end.
+//! The few plex.tv calls made with the account's token: on the instance a
+//! claim token at the moment of claiming (it lives ~4 minutes, lessons.md
+//! 8); at home, removing the run's server from the account's devices.
 
 use std::time::Duration;
 
@@ -23,6 +23,10 @@ pub struct Device {
     pub id: String,
     pub name: String,
     pub client_identifier: String,
+    /// "Plex Media Server" for a server.
+    pub product: String,
+    /// When it was registered (unix seconds), if plex.tv says.
+    pub created_at: Option<i64>,
 }
 
 impl PlexTv {
@@ -75,6 +79,8 @@ impl PlexTv {
                 id: a.remove("id").unwrap_or_default(),
                 name: a.remove("name").unwrap_or_default(),
                 client_identifier: a.remove("clientIdentifier").unwrap_or_default(),
+                product: a.remove("product").unwrap_or_default(),
+                created_at: a.remove("createdAt").and_then(|t| t.parse().ok()),
             })
             .collect())
     }
