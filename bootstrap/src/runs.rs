@@ -70,7 +70,7 @@ impl LaunchRecord {
 
     pub async fn save(&self, cfg: &BootstrapConfig, bucket: &Bucket) -> Result<()> {
         let key = Self::key(cfg, &self.run_id);
-        let body = runner::mask::bytes(&serde_json::to_vec_pretty(self)?);
+        let body = runner::mask::values_in_record(&serde_json::to_vec_pretty(self)?);
         bucket
             .put_bytes(&key, body.into(), "application/json")
             .await

@@ -5,6 +5,7 @@ pub mod bootstrap_world;
 pub mod faultproxy;
 pub mod fixture;
 pub mod http;
+pub mod leaks;
 pub mod plexdouble;
 pub mod real_dbs;
 pub mod s3server;

@@ -48,6 +48,8 @@ fn spec() -> Spec {
 
 struct World {
     dir: TempDir,
+    /// `(bootstrap ARGS, stdout + stderr)` of every bootstrap run.
+    outputs: std::cell::RefCell<Vec<(String, String)>>,
     s3: S3Server,
     scw: ScwDouble,
     plextv: PlexTvDouble,
@@ -130,6 +132,7 @@ impl World {
         let plextv = PlexTvDouble::start(ACCOUNT_TOKEN, &[]);
         let world = World {
             dir,
+            outputs: Default::default(),
             s3,
             scw,
             plextv,
@@ -241,11 +244,16 @@ stall_checks = 3
     /// Runs `bootstrap ARGS` as a user would, with the secrets in its
     /// environment.
     fn bootstrap(&self, args: &[&str]) -> Output {
-        bootstrap_command(&self.config_path(), &self.scw, &self.s3, ACCOUNT_TOKEN)
+        let out = bootstrap_command(&self.config_path(), &self.scw, &self.s3, ACCOUNT_TOKEN)
             .args(args)
             .env("PLEX_BURST_POLL_MS", "200")
             .output()
-            .unwrap()
+            .unwrap();
+        self.outputs.borrow_mut().push((
+            format!("bootstrap {}", args.join(" ")),
+            text(&out.stdout) + &text(&out.stderr),
+        ));
+        out
     }
 
     /// `bootstrap ARGS`, which must succeed; its stdout.
@@ -734,22 +742,43 @@ fn a_run_goes_from_the_home_snapshot_to_an_install_that_keeps_the_watch_state() 
     let out = w.ok(&["sweep"]);
     assert!(out.contains("nothing left behind"), "{out}");
 
-    // No secret in the records, the status or the runner's log.
-    let files = [
-        w.object(&format!("runs/{run_id}/launch.json")),
-        w.object(&format!("runs/{run_id}/status.json")),
-    ];
-    let mut seen: Vec<String> = files
+    // No secret, by value or by shape, in what left the instance or
+    // reached the terminal: the records, the status, every shipped log
+    // (Plex's logs name tokens in URLs, as real Plex's do), the runner's
+    // log and bootstrap's output.
+    let mut seen: Vec<(String, String)> = ["launch.json", "status.json"]
         .iter()
-        .map(|f| std::fs::read_to_string(f).unwrap())
+        .map(|f| {
+            let key = format!("runs/{run_id}/{f}");
+            (
+                key.clone(),
+                std::fs::read_to_string(w.object(&key)).unwrap(),
+            )
+        })
         .collect();
-    seen.push(w.instance_logs());
-    seen.extend(w.shipped_logs(&run_id).into_iter().map(|(_, text)| text));
-    for secret in w.secrets() {
-        for s in &seen {
-            assert!(!s.contains(&secret), "a secret leaked");
-        }
-    }
+    seen.push(("instance runner.log".into(), w.instance_logs()));
+    seen.extend(w.shipped_logs(&run_id));
+    seen.extend(w.outputs.borrow().iter().cloned());
+    let mut secrets = w.secrets();
+    let issued = w.plextv.issued_tokens();
+    assert!(
+        issued.iter().any(|t| t.starts_with("claim-")) && issued.len() >= 2,
+        "the run claimed its server: {issued:?}"
+    );
+    secrets.extend(issued);
+    let launch_json = format!("runs/{run_id}/launch.json");
+    let leaks = plex_burst_tests::leaks::find(&seen, &secrets, &[&launch_json]);
+    assert!(leaks.is_empty(), "secrets leaked:\n{}", leaks.join("\n"));
+    // The masking kept the logs readable.
+    let plex_log = &seen
+        .iter()
+        .find(|(n, _)| n == "plex/Plex Media Server.log")
+        .unwrap()
+        .1;
+    assert!(
+        plex_log.contains("/myplex/claim?token=********"),
+        "{plex_log}"
+    );
 }
 
 /// Watch state made at home after the snapshot: a film watched again.

@@ -145,7 +145,7 @@ impl BootstrapConfig {
         // The runner validates [s3] and [run] exactly as the instance will.
         let probe = compose::compose(&raw.s3, &raw.run, &RunParams::probe(&scaleway), true);
         let checked = RunConfig::from_toml_str(&probe, &|var| {
-            env(var).or_else(|| compose::run_secret_var(var).then(|| "unset".to_owned()))
+            env(var).or_else(|| compose::run_secret_var(var).then(|| "no-value".to_owned()))
         })
         .map_err(rename_keys)?;
 
@@ -197,7 +197,7 @@ impl BootstrapConfig {
     pub fn render_run_toml(&self, params: &RunParams) -> Result<String, String> {
         let text = compose::compose(&self.s3_table, &self.run_table, params, false);
         RunConfig::from_toml_str(&text, &|var| {
-            compose::run_secret_var(var).then(|| "unset".to_owned())
+            compose::run_secret_var(var).then(|| "no-value".to_owned())
         })
         .map_err(|e| format!("the run's config is invalid: {}", rename_keys(e)))?;
         Ok(text)

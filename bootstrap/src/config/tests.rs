@@ -36,7 +36,7 @@ fn params(cfg: &BootstrapConfig) -> RunParams {
 fn rendered(cfg: &BootstrapConfig) -> RunConfig {
     let text = cfg.render_run_toml(&params(cfg)).unwrap();
     RunConfig::from_toml_str(&text, &|var| {
-        compose::run_secret_var(var).then(|| "x".to_owned())
+        compose::run_secret_var(var).then(|| "x-placeholder".to_owned())
     })
     .unwrap()
 }
@@ -59,7 +59,7 @@ fn the_example_is_valid_and_renders_a_run_config_the_runner_accepts() {
 
     let text = cfg.render_run_toml(&params(&cfg)).unwrap();
     let run = RunConfig::from_toml_str(&text, &|var| {
-        compose::run_secret_var(var).then(|| "x".to_owned())
+        compose::run_secret_var(var).then(|| "x-placeholder".to_owned())
     })
     .unwrap();
     assert_eq!(run.run_id().to_string(), "2026-11-24-0100");

@@ -157,6 +157,17 @@ fn masking_is_per_line_and_keeps_line_ends() {
 }
 
 #[test]
+fn a_record_keeps_its_identifiers_and_loses_its_secrets() {
+    hold("record-secret-0123");
+    let record = br#"{"api_key": "SCWAB12CD34EF56GH78J", "x": "record-secret-0123"}"#;
+    assert_eq!(
+        values_in_record(record),
+        br#"{"api_key": "SCWAB12CD34EF56GH78J", "x": "********"}"#
+    );
+    release("record-secret-0123");
+}
+
+#[test]
 fn the_process_masker_masks_what_is_held() {
     hold("registered-secret-0123");
     assert_eq!(text("v=registered-secret-0123!"), "v=********!");

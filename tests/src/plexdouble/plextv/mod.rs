@@ -1,7 +1,8 @@
 //! The plex.tv double: `plex-double plextv`. One account (its token given
 //! on the command line), claim tokens that expire and work once, the
 //! devices (servers) claimed with them, and a record of every call for
-//! tests (`GET /__double/calls`).
+//! tests (`GET /__double/calls`) and of every token it issued
+//! (`GET /__double/tokens`: what a test greps logs for).
 
 mod routes;
 
@@ -24,6 +25,8 @@ pub struct PlexTvState {
     devices: Mutex<Vec<Device>>,
     next_device_id: AtomicI64,
     calls: Mutex<Vec<Call>>,
+    /// Every claim token and server token handed out, in order.
+    issued: Mutex<Vec<String>>,
 }
 
 struct Claim {
@@ -69,6 +72,7 @@ pub fn run(args: PlexTvArgs) -> Result<()> {
         devices: Mutex::default(),
         next_device_id: AtomicI64::new(1),
         calls: Mutex::default(),
+        issued: Mutex::default(),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

@@ -31,6 +31,7 @@ pub fn router(state: Shared) -> Router {
         .route("/devices.xml", get(devices))
         .route("/devices/{file}", delete(delete_device))
         .route("/__double/calls", get(calls))
+        .route("/__double/tokens", get(tokens))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             record,
@@ -74,6 +75,7 @@ async fn claim_token(
     let params = Params::parse(query.as_deref());
     require_account(&state, &headers, &params)?;
     let token = format!("claim-{}", ids::token(20));
+    locked(&state.issued).push(token.clone());
     locked(&state.claims).insert(
         token.clone(),
         Claim {
@@ -114,6 +116,7 @@ async fn exchange(
         entry.used = true;
     }
     let token = ids::token(20);
+    locked(&state.issued).push(token.clone());
     let name = headers
         .get("X-Plex-Device-Name")
         .and_then(|v| v.to_str().ok())
@@ -222,6 +225,11 @@ async fn delete_device(
         return Err(ApiError::not_found(format!("no device {id}")));
     }
     Ok(StatusCode::OK.into_response())
+}
+
+async fn tokens(State(state): State<Shared>) -> Response {
+    let issued = locked(&state.issued).clone();
+    json_response(&serde_json::json!(issued))
 }
 
 async fn calls(State(state): State<Shared>) -> Response {

@@ -60,6 +60,15 @@ impl PlexTv {
 
     /// `POST /api/claim/exchange?token=` as the official image does on
     /// first run, identifying the server by its machine identifier.
+    /// The line Plex logs for a call to plex.tv, the token in its URL (as
+    /// Plex's logs and the official image's first-run claim show them).
+    pub fn requesting(&self, method: &str, path: &str, param: &str, token: &str) -> String {
+        format!(
+            "HTTP requesting {method} {}{path}?{param}={token}",
+            self.base
+        )
+    }
+
     pub async fn exchange(
         &self,
         claim_token: &str,

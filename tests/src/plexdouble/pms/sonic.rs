@@ -34,6 +34,11 @@ pub fn run(state: &State, cancel: Arc<AtomicBool>) {
         );
         return;
     };
+    state.log.info(
+        state
+            .plextv
+            .requesting("GET", "/api/v2/user", "X-Plex-Token", &token),
+    );
     match state.runtime.block_on(state.plextv.account(&token)) {
         Ok(account) if account.subscription_active => {}
         Ok(account) => {

@@ -38,6 +38,11 @@ pub async fn account(State(state): State<Shared>, headers: HeaderMap) -> ApiResu
         .get("PlexOnlineUsername")
         .unwrap_or_default()
         .to_string();
+    state.log.info(
+        state
+            .plextv
+            .requesting("GET", "/api/v2/user", "X-Plex-Token", &token),
+    );
     let element = match state.plextv.account(&token).await {
         Ok(account) => Element::new("MyPlex")
             .attr("mappingState", "mapped")
@@ -78,6 +83,11 @@ pub async fn claim(State(state): State<Shared>, RawQuery(query): RawQuery) -> Ap
         return Err(ApiError::bad_request("a claim is already in progress"));
     }
     let machine_id = state.machine_identifier();
+    state.log.info(
+        state
+            .plextv
+            .requesting("POST", "/api/claim/exchange", "token", &claim_token),
+    );
     let claimed = match state.plextv.exchange(&claim_token, &machine_id).await {
         Ok(claimed) => claimed,
         Err(error) => {
