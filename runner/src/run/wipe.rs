@@ -69,9 +69,9 @@ pub fn user_data_copies(dirs: &[AbsPath], secrets: &[String]) -> Vec<PathBuf> {
     done
 }
 
-/// Before the instance ends: `[wipe] files` deleted, Plex's
-/// Preferences.xml with the server's plex.tv token deleted, and the run's
-/// logs on disk masked.
+/// Before the instance ends: `[wipe] files` deleted, cloud-init's copies
+/// scrubbed again, Plex's Preferences.xml with the server's plex.tv token
+/// deleted, and the run's logs on disk masked.
 /// Every step runs; failures are logged (the instance ends anyway).
 pub fn before_the_end(cfg: &RunConfig, paths: &WorkPaths) {
     let secrets = super::logs::secrets(cfg, paths);
@@ -92,6 +92,9 @@ pub fn before_the_end(cfg: &RunConfig, paths: &WorkPaths) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => tracing::warn!("cannot delete {}: {e}", prefs.display()),
     }
+    // Cloud-init's later stages may have pickled the datasource again
+    // since the boot.
+    user_data_copies(&cfg.wipe().user_data_copies, &secrets);
     let mut masked = Vec::new();
     scrub_tree(&paths.logs, &secrets, &mut masked);
     scrub_tree(&paths.app_support.join("Logs"), &secrets, &mut masked);
