@@ -75,6 +75,10 @@ pub enum Command {
         /// Also delete the run's checkpoints in S3.
         #[arg(long)]
         delete_checkpoints: bool,
+        /// A run launched from another machine (no record kept here): act
+        /// on the bucket's launch record, each deletion still checked.
+        #[arg(long)]
+        trust_bucket_record: bool,
     },
     /// List what plex-burst left billed in the cloud; delete with --yes.
     Sweep {

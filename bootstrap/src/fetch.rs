@@ -3,8 +3,10 @@
 //! the archive and of every file); a quarantined or unverified result is
 //! never installed. The install itself (stop, backup, watch-state merge,
 //! remap, integrity, swap, start, verify, rollback) is `home::install`.
-//! Then the cloud is cleaned: server and root volume if left, the run's
-//! API key, and the checkpoints when asked.
+//! Then the cloud is cleaned: server, root volume and security group if
+//! left, the run's API key, and the checkpoints when asked. What is deleted
+//! comes from the launch record kept at home (`records.rs`), each resource
+//! checked first (`guard.rs`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -21,6 +23,7 @@ use runner::scaleway::Client;
 use crate::cloud;
 use crate::config::BootstrapConfig;
 use crate::grants;
+use crate::guard::{self, Owner};
 use crate::home;
 use crate::progress;
 use crate::runs::{self, LaunchRecord, LaunchState, Outcome};
@@ -29,6 +32,9 @@ pub struct FetchOptions {
     pub wait: bool,
     pub dry_run: bool,
     pub delete_checkpoints: bool,
+    /// Act on the bucket's launch record of a run this machine did not
+    /// launch (no home copy); each deletion is still checked.
+    pub trust_bucket_record: bool,
 }
 
 /// Where a download lands before the swap: beside `Databases`, on the same
@@ -46,10 +52,11 @@ struct Done {
 pub async fn fetch(cfg: &BootstrapConfig, run: Option<&str>, opts: &FetchOptions) -> Result<()> {
     let client = cloud::client(cfg)?;
     let bucket = cloud::bucket(cfg);
-    let record = match run {
-        Some(id) => LaunchRecord::load(cfg, &bucket, id).await?,
-        None => latest(cfg, &bucket).await?,
+    let run_id = match run {
+        Some(id) => id.to_owned(),
+        None => latest(cfg, &bucket).await?.run_id,
     };
+    let record = runs::trusted(cfg, &bucket, &run_id, opts.trust_bucket_record).await?;
     let run_id = record.run_id.clone();
     if record.state == LaunchState::Fetched && !opts.dry_run {
         bail!("run {run_id} was already fetched and installed");
@@ -108,6 +115,7 @@ pub async fn fetch(cfg: &BootstrapConfig, run: Option<&str>, opts: &FetchOptions
         mappings: home_mappings(cfg)?,
         expected,
         keep_backups: cfg.home.keep_backups,
+        free_space_margin: cfg.home.free_space_margin,
         plex_timeout: cfg.home.plex_timeout,
         // Plex's own SQLite checks the FTS tables too.
         plex_sqlite: plex.control.plex_sqlite(),
@@ -116,7 +124,6 @@ pub async fn fetch(cfg: &BootstrapConfig, run: Option<&str>, opts: &FetchOptions
         let preview = tokio::task::spawn_blocking({
             let plan = plan.clone();
             move || home::install::plan_install(&plan)
-        free_space_margin: cfg.home.free_space_margin,
         })
         .await??;
         println!("{preview}");
@@ -279,18 +286,22 @@ async fn clean_cloud(
     record: &LaunchRecord,
     delete_checkpoints: bool,
 ) -> Result<()> {
-    let zone = &cfg.scaleway.zone;
+    let owner = Owner::Run(&record.run_id);
     if let Some(id) = &record.server_id
-        && let Some(server) = client.get_server(zone, id).await?
+        && guard::destroy_server(cfg, client, id, owner).await?
     {
-        println!("the run's server {id} is still there: deleting it");
-        cloud::destroy_server(client, zone, &server).await?;
+        println!("the run's server {id} was still there: deleted it");
     }
     if let Some(volume) = &record.root_volume_id
-        && client.get_volume(zone, volume).await?.is_some()
+        && guard::delete_volume(cfg, client, volume, owner, record.kept_at_home).await?
     {
-        cloud::delete_volume(client, zone, volume).await?;
         println!("deleted the run's root volume {volume}");
+    }
+    // Only once the server is gone: a group in use cannot be deleted.
+    if let Some(group) = &record.security_group_id
+        && guard::delete_security_group(cfg, client, group, owner).await?
+    {
+        println!("deleted the run's security group {group}");
     }
     grants::revoke(cfg, client, bucket, &record.run_id).await?;
     if delete_checkpoints {

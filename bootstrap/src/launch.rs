@@ -2,8 +2,12 @@
 //! waste money is checked before anything is created; then the image
 //! (baked if missing), a per-run API key that expires after the run's
 //! deadline, the server (stopped), its user data, and only then `poweron`.
-//! Each step is recorded in `runs/<run-id>/launch.json`, so a launch cut
-//! short is found and cleaned up by the next one: no orphan is left.
+//! The server is created in a security group of its own that drops every
+//! inbound connection. Each step is recorded in `runs/<run-id>/launch.json`
+//! and in the copy kept at home (`records.rs`), so a launch cut short is
+//! found and cleaned up by the next one: no orphan is left. What the
+//! clean-up deletes is decided by the home copy and checked against each
+//! resource (`guard.rs`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -13,12 +17,15 @@ use anyhow::{Context, Result, bail};
 use runner::archive::Manifest;
 use runner::config::Mode;
 use runner::s3::Bucket;
-use runner::scaleway::{Client, CreateServer, RootVolume, ServerAction, ServerState, VolumeType};
+use runner::scaleway::{
+    Client, CreateSecurityGroup, CreateServer, RootVolume, ServerAction, ServerState, VolumeType,
+};
 
 use crate::cloud;
 use crate::config::{BootstrapConfig, RunParams, RunSecrets};
 use crate::estimate::{self, Estimate};
 use crate::grants;
+use crate::guard::{self, Owner};
 use crate::image::{self, Recipe};
 use crate::runs::{self, LaunchRecord, LaunchState, TAG, run_tag};
 use crate::userdata;
@@ -92,6 +99,8 @@ pub async fn launch(cfg: &BootstrapConfig, opts: &LaunchOptions) -> Result<()> {
         server_id: None,
         root_volume_id: None,
         api_key: None,
+        security_group_id: None,
+        kept_at_home: true,
         launched_at: runs::rfc3339(now),
         deadline: runs::rfc3339(deadline),
         snapshot_time: plan
@@ -382,6 +391,7 @@ async fn create(
                     volume_type: VolumeType::Sbs,
                 },
                 dynamic_ip_required: true,
+                security_group: record.security_group_id.clone(),
             },
         )
         .await
@@ -411,14 +421,22 @@ async fn abandon(
     record: &mut LaunchRecord,
 ) -> Result<()> {
     let zone = &cfg.scaleway.zone;
-    for server in client
+    let owner = Owner::Run(&record.run_id);
+    let mut servers: Vec<String> = client
         .list_servers(zone, &[TAG, &run_tag(&record.run_id)])
         .await?
-    {
-        cloud::destroy_server(client, zone, &server).await?;
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    servers.extend(record.server_id.clone().filter(|s| !servers.contains(s)));
+    for server in &servers {
+        guard::destroy_server(cfg, client, server, owner).await?;
     }
     if let Some(volume) = &record.root_volume_id {
-        cloud::delete_volume(client, zone, volume).await?;
+        guard::delete_volume(cfg, client, volume, owner, record.kept_at_home).await?;
+    }
+    if let Some(group) = &record.security_group_id {
+        guard::delete_security_group(cfg, client, group, owner).await?;
     }
     grants::revoke(cfg, client, bucket, &record.run_id).await?;
     record.state = LaunchState::Abandoned;
@@ -433,8 +451,16 @@ async fn clean_interrupted_launches(
     bucket: &Bucket,
     dry_run: bool,
 ) -> Result<()> {
-    for mut record in runs::all(cfg, bucket).await? {
+    for mut record in runs::all_for_deleting(cfg, bucket).await? {
         if record.state != LaunchState::Creating {
+            continue;
+        }
+        if !record.kept_at_home {
+            // Another machine's launch, perhaps still under way.
+            println!(
+                "launch of run {} is recorded as interrupted in the bucket only (launched from another machine?): left alone; `bootstrap sweep` lists what it left",
+                record.run_id
+            );
             continue;
         }
         // Cut short after poweron, before its record said so: the run is

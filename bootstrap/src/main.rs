@@ -62,11 +62,13 @@ async fn run(cli: Cli) -> Result<()> {
             wait,
             dry_run,
             delete_checkpoints,
+            trust_bucket_record,
         } => {
             let opts = fetch::FetchOptions {
                 wait,
                 dry_run,
                 delete_checkpoints,
+                trust_bucket_record,
             };
             fetch::fetch(&cfg, run.as_deref(), &opts).await
         }

@@ -1,17 +1,20 @@
 //! A run as bootstrap knows it: `runs/<run-id>/launch.json` in the bucket,
 //! written at each step of a launch (so an interrupted launch can be found
 //! and cleaned up) and read by `status`, `fetch` and `sweep`. No secret
-//! goes in it: the API key is recorded by its access key id only.
+//! goes in it: the API key is recorded by its access key id only. Every
+//! write also keeps a copy at home (`records.rs`), and what is deleted is
+//! decided by that copy ([`trusted`]).
 
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use runner::run::status::Status;
 use runner::s3::Bucket;
 
 use crate::config::BootstrapConfig;
+use crate::records;
 
 /// Every resource plex-burst creates carries this tag; a run's resources
 /// also carry [`run_tag`].
@@ -51,6 +54,9 @@ pub struct LaunchRecord {
     pub root_volume_id: Option<String>,
     /// The per-run API key's access key id (never its secret).
     pub api_key: Option<String>,
+    /// The run's own security group (inbound drop).
+    #[serde(default)]
+    pub security_group_id: Option<String>,
     /// RFC 3339.
     pub launched_at: String,
     /// When the run must have ended (launch + the run's deadline).
@@ -61,6 +67,10 @@ pub struct LaunchRecord {
     pub reference_key: Option<String>,
     pub plex_version: String,
     pub bootstrap_version: String,
+    /// Whether this record is the copy kept at home (set by [`trusted`]),
+    /// not one only the bucket had.
+    #[serde(skip)]
+    pub kept_at_home: bool,
 }
 
 impl LaunchRecord {
@@ -69,6 +79,7 @@ impl LaunchRecord {
     }
 
     pub async fn save(&self, cfg: &BootstrapConfig, bucket: &Bucket) -> Result<()> {
+        records::save(cfg, self)?;
         let key = Self::key(cfg, &self.run_id);
         let body = runner::mask::values_in_record(&serde_json::to_vec_pretty(self)?);
         bucket
@@ -132,6 +143,74 @@ pub async fn all(cfg: &BootstrapConfig, bucket: &Bucket) -> Result<Vec<LaunchRec
             ),
         }
     }
+    runs.sort_by(|a, b| a.launched_at.cmp(&b.launched_at));
+    Ok(runs)
+}
+
+/// The record deletions of `run_id` act on: the copy kept at home, once
+/// the bucket's copy agrees with it on every id. A run with no home copy
+/// (launched from another machine) is refused unless `trust_bucket`; its
+/// deletions are still checked against each resource (`guard.rs`).
+pub async fn trusted(
+    cfg: &BootstrapConfig,
+    bucket: &Bucket,
+    run_id: &str,
+    trust_bucket: bool,
+) -> Result<LaunchRecord> {
+    let key = LaunchRecord::key(cfg, run_id);
+    let in_bucket = match bucket.head(&key).await? {
+        Some(_) => Some(LaunchRecord::load(cfg, bucket, run_id).await?),
+        None => None,
+    };
+    match (records::load(cfg, run_id)?, in_bucket) {
+        (Some(mut home), in_bucket) => {
+            if let Some((what, b, h)) = in_bucket
+                .as_ref()
+                .and_then(|b| records::disagreement(b, &home))
+            {
+                bail!("{}", records::refusal(&key, what, &b, &h));
+            }
+            home.kept_at_home = true;
+            Ok(home)
+        }
+        (None, Some(record)) if trust_bucket => Ok(record),
+        (None, Some(_)) => bail!(
+            "run {run_id} has no launch record kept at home (launched from another machine?): `--trust-bucket-record` acts on the bucket's copy, each deletion still checked against the resource"
+        ),
+        (None, None) => bail!(
+            "no launch record for run {run_id:?} (s3://{}/{key})",
+            bucket.name()
+        ),
+    }
+}
+
+/// Every run sweep and a launch's clean-up may act on, oldest first: the
+/// home copy where there is one (a bucket copy that disagrees with it is
+/// reported and ignored), else the bucket's, whose ids are then only used
+/// through checks of the resources themselves.
+pub async fn all_for_deleting(cfg: &BootstrapConfig, bucket: &Bucket) -> Result<Vec<LaunchRecord>> {
+    let mut by_id: std::collections::BTreeMap<String, LaunchRecord> = all(cfg, bucket)
+        .await?
+        .into_iter()
+        .map(|r| (r.run_id.clone(), r))
+        .collect();
+    for run_id in records::run_ids(cfg)? {
+        let Some(mut home) = records::load(cfg, &run_id)? else {
+            continue;
+        };
+        if let Some((what, b, h)) = by_id
+            .get(&run_id)
+            .and_then(|b| records::disagreement(b, &home))
+        {
+            let key = LaunchRecord::key(cfg, &run_id);
+            eprintln!(
+                "warning: {key} in the bucket names {what} {b}, the record kept at home names {h}: only the home copy is used; the bucket copy may have been rewritten by the run"
+            );
+        }
+        home.kept_at_home = true;
+        by_id.insert(run_id, home);
+    }
+    let mut runs: Vec<LaunchRecord> = by_id.into_values().collect();
     runs.sort_by(|a, b| a.launched_at.cmp(&b.launched_at));
     Ok(runs)
 }

@@ -1,7 +1,10 @@
 //! `bootstrap sweep`: everything plex-burst created that outlived its
 //! purpose, with what it costs per hour; `--yes` deletes it. Found by tag
 //! (every resource bootstrap creates carries `plex-burst`) and by the
-//! launch records (a root volume Scaleway did not tag).
+//! launch records (a root volume Scaleway did not tag), the home copy where
+//! there is one. Only what is in the configured project and carries the
+//! tool's or its run's tag is listed, and each is checked again before its
+//! DELETE (`guard.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
@@ -14,6 +17,7 @@ use crate::cloud;
 use crate::config::BootstrapConfig;
 use crate::estimate::VOLUME_EUR_PER_GB_HOUR;
 use crate::grants;
+use crate::guard::{self, Owner};
 use crate::iam;
 use crate::runs::{self, LaunchRecord, LaunchState, Outcome, TAG};
 use crate::status::RunView;
@@ -27,6 +31,15 @@ pub enum Leftover {
     Volume {
         id: String,
         gb: u64,
+        /// The run whose record named it, if it is not tagged.
+        run: Option<String>,
+        /// That record is the copy kept at home.
+        at_home: bool,
+    },
+    /// A run's security group no server of the run is in.
+    SecurityGroup {
+        id: String,
+        run_id: String,
     },
     Image {
         id: String,
@@ -77,24 +90,32 @@ pub async fn sweep(cfg: &BootstrapConfig, yes: bool) -> Result<()> {
         println!("nothing deleted: run `bootstrap sweep --yes` to delete them");
         return Ok(());
     }
-    let zone = &cfg.scaleway.zone;
     for f in &found {
         let done = match &f.what {
-            Leftover::Server(server) => cloud::destroy_server(&client, zone, server).await,
-            Leftover::Volume { id, .. } => cloud::delete_volume(&client, zone, id).await,
-            Leftover::Image { id, snapshot, .. } => {
-                let deleted = client
-                    .delete_image(zone, id)
+            // Each one checked again, as found now, before its DELETE.
+            Leftover::Server(server) => {
+                let owner = run_of(server).map_or(Owner::Tool, Owner::Run);
+                guard::destroy_server(cfg, &client, &server.id, owner)
                     .await
-                    .map_err(anyhow::Error::from);
-                match (deleted, snapshot) {
-                    (Ok(()), Some(s)) => client.delete_snapshot(zone, s).await.map_err(Into::into),
-                    (other, _) => other,
-                }
+                    .map(drop)
             }
-            Leftover::Snapshot { id, .. } => {
-                client.delete_snapshot(zone, id).await.map_err(Into::into)
+            Leftover::Volume {
+                id, run, at_home, ..
+            } => {
+                let owner = run.as_deref().map_or(Owner::Tool, Owner::Run);
+                guard::delete_volume(cfg, &client, id, owner, *at_home)
+                    .await
+                    .map(drop)
             }
+            Leftover::SecurityGroup { id, run_id } => {
+                guard::delete_security_group(cfg, &client, id, Owner::Run(run_id))
+                    .await
+                    .map(drop)
+            }
+            Leftover::Image { id, snapshot, .. } => {
+                guard::delete_image(cfg, &client, id, snapshot.as_deref()).await
+            }
+            Leftover::Snapshot { id, .. } => guard::delete_snapshot(cfg, &client, id).await,
             Leftover::ApiKey { access_key } => {
                 client.delete_api_key(access_key).await.map_err(Into::into)
             }
@@ -112,6 +133,7 @@ fn kind(l: &Leftover) -> &'static str {
     match l {
         Leftover::Server(_) => "server",
         Leftover::Volume { .. } => "volume",
+        Leftover::SecurityGroup { .. } => "sec-group",
         Leftover::Image { .. } => "image",
         Leftover::Snapshot { .. } => "snapshot",
         Leftover::ApiKey { .. } => "api-key",
@@ -123,6 +145,7 @@ fn id(l: &Leftover) -> &str {
     match l {
         Leftover::Server(s) => &s.id,
         Leftover::Volume { id, .. }
+        | Leftover::SecurityGroup { id, .. }
         | Leftover::Image { id, .. }
         | Leftover::Snapshot { id, .. } => id,
         Leftover::ApiKey { access_key } => access_key,
@@ -134,7 +157,7 @@ fn id(l: &Leftover) -> &str {
 pub async fn find(cfg: &BootstrapConfig, client: &Client) -> Result<Vec<Found>> {
     let zone = &cfg.scaleway.zone;
     let bucket = cloud::bucket(cfg);
-    let records: BTreeMap<String, LaunchRecord> = runs::all(cfg, &bucket)
+    let records: BTreeMap<String, LaunchRecord> = runs::all_for_deleting(cfg, &bucket)
         .await?
         .into_iter()
         .map(|r| (r.run_id.clone(), r))
@@ -146,6 +169,11 @@ pub async fn find(cfg: &BootstrapConfig, client: &Client) -> Result<Vec<Found>> 
     let servers = client.list_servers(zone, &[TAG]).await?;
     let mut live_servers = BTreeSet::new();
     for server in servers {
+        // Tagged alike in another project, or untagged for its run: not ours.
+        let owner = run_of(&server).map_or(Owner::Tool, Owner::Run);
+        if guard::server(cfg, &server, owner).is_err() {
+            continue;
+        }
         let price = prices
             .get(&server.commercial_type)
             .map_or(0.0, |t| t.hourly_price);
@@ -187,33 +215,77 @@ pub async fn find(cfg: &BootstrapConfig, client: &Client) -> Result<Vec<Found>> 
         .flatten()
         .collect();
 
-    // Volumes nothing uses: tagged ones, and the root volumes runs recorded.
-    let mut volume_ids: BTreeSet<String> = client
+    // Volumes nothing uses: tagged ones, and the root volumes runs recorded
+    // (Scaleway may leave those untagged: one only a bucket copy names must
+    // carry its run's tag).
+    let mut volumes: BTreeMap<String, (Option<String>, bool)> = client
         .list_volumes(zone, &[TAG], Some(&cfg.scaleway.project_id))
         .await?
         .into_iter()
-        .map(|v| v.id)
+        .map(|v| (v.id, (None, false)))
         .collect();
-    volume_ids.extend(records.values().filter_map(|r| r.root_volume_id.clone()));
-    for vid in volume_ids {
+    for r in records.values() {
+        if let Some(vid) = &r.root_volume_id {
+            volumes
+                .entry(vid.clone())
+                .or_insert((Some(r.run_id.clone()), r.kept_at_home));
+        }
+    }
+    for (vid, (run, at_home)) in volumes {
         if server_volumes.contains(&vid) {
             continue; // deleted with its server
         }
+        let owner = run.as_deref().map_or(Owner::Tool, Owner::Run);
         if let Some(volume) = client.get_volume(zone, &vid).await?
             && volume.status == "available"
+            && guard::volume(cfg, &volume, owner, at_home).is_ok()
         {
             let gb = volume.size / 1_000_000_000;
             found.push(Found {
                 name: volume.name.clone(),
                 why: "detached volume (billed)".into(),
                 eur_per_hour: gb as f64 * VOLUME_EUR_PER_GB_HOUR,
-                what: Leftover::Volume { id: vid, gb },
+                what: Leftover::Volume {
+                    id: vid,
+                    gb,
+                    run,
+                    at_home,
+                },
             });
         }
     }
 
+    // Security groups of runs no live server is in (after their servers).
+    for group in client
+        .list_security_groups(zone, &cfg.scaleway.project_id, &[TAG])
+        .await?
+    {
+        let Some(run_id) = group
+            .tags
+            .iter()
+            .find_map(|t| t.strip_prefix("plex-burst-run="))
+        else {
+            continue;
+        };
+        if group.servers.iter().any(|s| live_servers.contains(&s.id))
+            || guard::security_group(cfg, &group, Owner::Run(run_id)).is_err()
+        {
+            continue;
+        }
+        found.push(Found {
+            name: group.name.clone(),
+            why: format!("security group of run {run_id} (no server of it alive)"),
+            eur_per_hour: 0.0,
+            what: Leftover::SecurityGroup {
+                id: group.id.clone(),
+                run_id: run_id.to_owned(),
+            },
+        });
+    }
+
     // Images: the newest is kept; older ones are superseded.
     let mut images = client.list_images(zone, None, &[TAG]).await?;
+    images.retain(|i| guard::image(cfg, i).is_ok());
     images.sort_by(|a, b| b.creation_date.cmp(&a.creation_date));
     let mut image_snapshots = BTreeSet::new();
     for (n, image) in images.iter().enumerate() {
@@ -241,7 +313,7 @@ pub async fn find(cfg: &BootstrapConfig, client: &Client) -> Result<Vec<Found>> 
         .list_snapshots(zone, &[TAG], Some(&cfg.scaleway.project_id))
         .await?
     {
-        if !image_snapshots.contains(&snapshot.id) {
+        if !image_snapshots.contains(&snapshot.id) && guard::snapshot(cfg, &snapshot).is_ok() {
             let gb = snapshot.size / 1_000_000_000;
             found.push(Found {
                 name: snapshot.name.clone(),

@@ -191,6 +191,7 @@ start_command = ["{home_plex}", "start", "{ctl}"]
 url = "http://{addr}"
 keep_backups = 2
 plex_timeout = "30s"
+state_dir = "{state}"
 
 [run]
 mode = "delta"
@@ -236,6 +237,7 @@ stall_checks = 3
             port = free_port(),
             plextv = self.plextv.url(""),
             root_volume_gb = opts.root_volume_gb,
+            state = self.state_dir().display(),
             run_deadline = opts.run_deadline,
         );
         std::fs::write(self.config_path(), toml).unwrap();
@@ -284,6 +286,33 @@ stall_checks = 3
             .unwrap()
             .block_on(bucket.put_bytes(key, body.into(), "application/octet-stream"))
             .unwrap();
+    }
+
+    /// Where bootstrap keeps its own copy of the launch records.
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// A launch record made by this machine: in the bucket and at home.
+    fn put_record(&self, run_id: &str, record: &str) {
+        self.put(&format!("runs/{run_id}/launch.json"), record);
+        let home = self.state_dir().join("runs").join(run_id);
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::write(home.join("launch.json"), record).unwrap();
+    }
+
+    /// A security group as the API shows it (`None` once deleted).
+    fn security_group(&self, id: &str) -> Option<Value> {
+        let reply = self.scw.api(
+            "GET",
+            &format!("/instance/v1/zones/fr-par-1/security_groups/{id}"),
+            None,
+        );
+        match reply.status {
+            404 => None,
+            200 => Some(reply.json()["security_group"].clone()),
+            other => panic!("GET security group {id}: {other} {}", reply.body),
+        }
     }
 
     fn object(&self, key: &str) -> PathBuf {
@@ -599,6 +628,45 @@ fn a_run_goes_from_the_home_snapshot_to_an_install_that_keeps_the_watch_state() 
     assert_eq!(launch["state"], "launched");
     assert_eq!(launch["snapshot_time"], snapshot_time);
     assert_eq!(launch["api_key"], w.run_key.0.as_str());
+    // The server is in the run's own group: inbound dropped, no rule
+    // letting anything in (the project's default group accepts all).
+    let group_id = launch["security_group_id"].as_str().unwrap().to_owned();
+    let group = w
+        .security_group(&group_id)
+        .expect("the run's security group");
+    assert_eq!(group["inbound_default_policy"], "drop", "{group}");
+    assert_eq!(group["outbound_default_policy"], "accept", "{group}");
+    assert_eq!(group["stateful"], true, "{group}");
+    assert_eq!(group["project_default"], false, "{group}");
+    assert_eq!(group["name"], format!("plex-burst-{run_id}"), "{group}");
+    let rules = w.scw.api(
+        "GET",
+        &format!("/instance/v1/zones/fr-par-1/security_groups/{group_id}/rules"),
+        None,
+    );
+    assert!(
+        rules.json()["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["direction"] == "outbound"),
+        "{}",
+        rules.body
+    );
+    let run_server = w.scw.api(
+        "GET",
+        &format!(
+            "/instance/v1/zones/fr-par-1/servers/{}",
+            launch["server_id"].as_str().unwrap()
+        ),
+        None,
+    );
+    if run_server.status == 200 {
+        assert_eq!(
+            run_server.json()["server"]["security_group"]["id"],
+            group_id.as_str()
+        );
+    }
     // User data before poweron (a running server would not read it).
     if let Some(server) = &server {
         assert_eq!(
@@ -671,6 +739,26 @@ fn a_run_goes_from_the_home_snapshot_to_an_install_that_keeps_the_watch_state() 
     let list = w.ok(&["status"]);
     assert!(list.contains(&run_id) && list.contains("done"), "{list}");
 
+    // The run's key could rewrite its launch.json to name a server it did
+    // not make: fetch goes by the record kept at home, refuses, and
+    // deletes nothing.
+    let victim = w.create_server("the-users-own", &[]);
+    let victim_id = victim["id"].as_str().unwrap();
+    let record_key = format!("runs/{run_id}/launch.json");
+    let original = std::fs::read(w.object(&record_key)).unwrap();
+    let mut tampered = w.json(&record_key);
+    tampered["server_id"] = json!(victim_id);
+    w.put(&record_key, tampered.to_string());
+    let err = w.fails(&["fetch", &run_id]);
+    assert!(
+        err.contains(&format!(
+            "names server {victim_id}, the record kept at home names"
+        )) && err.contains("refusing to delete"),
+        "{err}"
+    );
+    assert!(w.security_group(&group_id).is_some(), "nothing deleted");
+    w.put(&record_key, original);
+
     // Fetch installs the result, keeping what home watched meanwhile.
     let out = w.ok(&["fetch", &run_id]);
     assert!(out.contains("installed"), "{out}");
@@ -727,9 +815,18 @@ fn a_run_goes_from_the_home_snapshot_to_an_install_that_keeps_the_watch_state() 
         "{gone:?}"
     );
 
-    // Nothing of the run stays billed, and its key is gone.
+    // Nothing of the run stays billed, its key and its group are gone; the
+    // server it did not make stays.
+    assert!(
+        w.security_group(&group_id).is_none(),
+        "the run's group is deleted"
+    );
     let state = w.state();
-    assert_eq!(state["volumes"].as_array().unwrap().len(), 0, "{state}");
+    let servers = state["servers"].as_array().unwrap();
+    assert!(servers.iter().any(|s| s["id"] == victim_id), "{state}");
+    let victim_volume = &victim["volumes"]["0"]["id"];
+    let volumes = state["volumes"].as_array().unwrap();
+    assert!(volumes.iter().all(|v| v["id"] == *victim_volume), "{state}");
     assert!(
         state["api_keys"].as_array().unwrap().is_empty(),
         "{}",
@@ -964,7 +1061,7 @@ fn a_launch_refused_by_the_quota_or_cut_short_leaves_nothing_behind() {
         &["plex-burst".into(), format!("plex-burst-run={run_id}")],
     );
     let record = launch_record(run_id, "creating", Some(&server), "2026-01-01T02:00:00Z");
-    w.put(&format!("runs/{run_id}/launch.json"), record.to_string());
+    w.put_record(run_id, &record.to_string());
 
     // A dry run says so and deletes nothing.
     let out = w.ok(&["launch", "--dry-run"]);
@@ -998,7 +1095,7 @@ fn fetch_never_installs_a_quarantined_or_unverified_result() {
     let put = |key: &str, body: &str| w.put(key, body);
 
     // Quarantined: refused, with the reason.
-    put("runs/q/launch.json", &record("q"));
+    w.put_record("q", &record("q"));
     put("runs/q/QUARANTINED", "{}");
     put(
         "runs/q/status.json",
@@ -1017,7 +1114,7 @@ fn fetch_never_installs_a_quarantined_or_unverified_result() {
 
     // A DONE whose digest is not the manifest's: refused.
     w.ok(&["snapshot"]);
-    put("runs/d/launch.json", &record("d"));
+    w.put_record("d", &record("d"));
     let manifest = w.json("reference/plex-db.manifest.json");
     put(
         "runs/d/result/plex-db.manifest.json",
@@ -1227,4 +1324,111 @@ fn a_run_failing_past_its_deadline_terminates_its_server_and_is_never_installed(
         .expect("runner.log shipped")
         .1;
     assert!(runner_log.contains("deadline"), "{runner_log}");
+}
+
+#[test]
+fn sweep_deletes_only_what_carries_its_runs_tag_in_the_project_whatever_a_record_says() {
+    let w = World::new(WorldOptions::default());
+    w.ok(&["image", "build", "--plex-version", PLEX_VERSION]);
+    let zone = "/instance/v1/zones/fr-par-1";
+    // The user's own detached volume (untagged): a server of theirs
+    // terminated.
+    let own = w.create_server("the-users-own", &[]);
+    let own_id = own["id"].as_str().unwrap().to_owned();
+    let own_volume = own["volumes"]["0"]["id"].as_str().unwrap().to_owned();
+    let action = |a: &str| {
+        let r = w.scw.api(
+            "POST",
+            &format!("{zone}/servers/{own_id}/action"),
+            Some(&json!({"action": a})),
+        );
+        assert_eq!(r.status, 202, "{}", r.body);
+    };
+    action("poweron");
+    wait_for("running", Duration::from_secs(20), || {
+        (w.scw
+            .api("GET", &format!("{zone}/servers/{own_id}"), None)
+            .json()["server"]["state"]
+            == "running")
+            .then_some(())
+    });
+    action("terminate");
+    wait_for(
+        "the terminated server to go",
+        Duration::from_secs(20),
+        || {
+            (w.scw
+                .api("GET", &format!("{zone}/servers/{own_id}"), None)
+                .status
+                == 404)
+                .then_some(())
+        },
+    );
+    // A server of another project tagged like a run's.
+    let run_id = "2026-01-01-0000";
+    let other_project = "0e7a1b2c-3d4e-4f50-8a6b-7c8d9e0f1a2b";
+    let foreign = w.scw.api(
+        "POST",
+        &format!("{zone}/servers"),
+        Some(&json!({
+            "name": format!("plex-burst-{run_id}"), "commercial_type": "DEV1-S",
+            "image": w.image_id(), "project": other_project,
+            "tags": ["plex-burst", format!("plex-burst-run={run_id}")],
+        })),
+    );
+    assert_eq!(foreign.status, 201, "{}", foreign.body);
+    let foreign_id = foreign.json()["server"]["id"].as_str().unwrap().to_owned();
+    // The run's key rewrote its bucket record to name them (no copy of it
+    // at home: it looks launched from another machine).
+    let mut record = launch_record(run_id, "fetched", None, "2026-01-01T02:00:00Z");
+    record["server_id"] = json!(foreign_id);
+    record["root_volume_id"] = json!(own_volume);
+    w.put(&format!("runs/{run_id}/launch.json"), record.to_string());
+    // A group a run left behind, no server in it.
+    let left_run = "2026-01-01-0100";
+    let group = w.scw.api(
+        "POST",
+        &format!("{zone}/security_groups"),
+        Some(&json!({
+            "name": format!("plex-burst-{left_run}"), "project": w.scw.project_id(),
+            "tags": ["plex-burst", format!("plex-burst-run={left_run}")], "stateful": true,
+            "inbound_default_policy": "drop", "outbound_default_policy": "accept",
+        })),
+    );
+    assert_eq!(group.status, 201, "{}", group.body);
+    let group_id = group.json()["security_group"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let out = w.ok(&["sweep"]);
+    assert!(
+        out.contains(&group_id) && out.contains("security group of run"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(&own_volume) && !out.contains(&foreign_id),
+        "{out}"
+    );
+    w.ok(&["sweep", "--yes"]);
+    assert!(
+        w.security_group(&group_id).is_none(),
+        "the leftover group is deleted"
+    );
+    let state = w.state();
+    let volumes = state["volumes"].as_array().unwrap();
+    assert!(
+        volumes.iter().any(|v| v["id"] == own_volume.as_str()),
+        "{state}"
+    );
+    let servers = state["servers"].as_array().unwrap();
+    assert!(
+        servers.iter().any(|s| s["id"] == foreign_id.as_str()),
+        "{state}"
+    );
+
+    // Fetch refuses a run with no record at home unless told to trust the
+    // bucket's.
+    let err = w.fails(&["fetch", run_id]);
+    assert!(err.contains("no launch record kept at home"), "{err}");
 }

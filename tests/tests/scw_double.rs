@@ -1048,3 +1048,121 @@ fn a_guest_halt_leaves_the_server_running_until_the_api_stops_it() {
     wait_state(&double, id, "stopped");
     assert_eq!(double.state()["servers"][0]["guest_halted"], false);
 }
+
+/// Shapes from the recorded real traffic cited in
+/// `tests/src/scwdouble/instance/security_groups.rs`.
+#[test]
+fn security_groups_are_strict_and_a_server_without_one_gets_the_projects_default() {
+    let double = start();
+    let groups = instance("/security_groups");
+    let body = json!({
+        "name": "plex-burst-run", "project": double.project_id(),
+        "tags": ["plex-burst", "plex-burst-run=r1"], "stateful": true,
+        "inbound_default_policy": "drop", "outbound_default_policy": "accept",
+    });
+    let mut bad = body.clone();
+    bad["colour"] = json!("blue");
+    let refused = expect(&double.api("POST", &groups, Some(&bad)), 400);
+    assert_eq!(refused["type"], "invalid_arguments", "{refused}");
+    assert_eq!(
+        refused["details"][0]["argument_name"], "colour",
+        "{refused}"
+    );
+    let mut bad = body.clone();
+    bad["inbound_default_policy"] = json!("reject");
+    expect(&double.api("POST", &groups, Some(&bad)), 400);
+
+    let group = expect(&double.api("POST", &groups, Some(&body)), 201)["security_group"].clone();
+    let id = group["id"].as_str().unwrap().to_owned();
+    assert_eq!(group["inbound_default_policy"], "drop");
+    assert_eq!(group["project_default"], false);
+    assert_eq!(group["enable_default_security"], true);
+    assert_eq!(group["servers"], json!([]));
+    // Default security: the platform's outbound SMTP drops, nothing inbound.
+    let rules = expect(
+        &double.api(
+            "GET",
+            &instance(&format!("/security_groups/{id}/rules")),
+            None,
+        ),
+        200,
+    );
+    let rules = rules["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 6, "{rules:?}");
+    assert!(
+        rules
+            .iter()
+            .all(|r| r["direction"] == "outbound" && r["editable"] == false)
+    );
+
+    // A server in it names it as {"id", "name"}; one without any is put in
+    // the project's default group, which accepts every inbound connection.
+    let mut in_group = server_body(&double, "closed", &[]);
+    in_group["security_group"] = json!(id);
+    let closed = expect(
+        &double.api("POST", &instance("/servers"), Some(&in_group)),
+        201,
+    )["server"]
+        .clone();
+    assert_eq!(
+        closed["security_group"],
+        json!({"id": id, "name": "plex-burst-run"})
+    );
+    let open = create_server(&double, "open", &[]);
+    let default_id = open["security_group"]["id"].as_str().unwrap();
+    assert_ne!(default_id, id);
+    let default = expect(
+        &double.api(
+            "GET",
+            &instance(&format!("/security_groups/{default_id}")),
+            None,
+        ),
+        200,
+    );
+    assert_eq!(
+        default["security_group"]["project_default"], true,
+        "{default}"
+    );
+    assert_eq!(
+        default["security_group"]["inbound_default_policy"],
+        "accept"
+    );
+    let mut missing = server_body(&double, "nowhere", &[]);
+    missing["security_group"] = json!("00000000-0000-4000-8000-000000000000");
+    expect(
+        &double.api("POST", &instance("/servers"), Some(&missing)),
+        404,
+    );
+
+    // Listed by tag; in use it cannot be deleted, once its server is gone it can.
+    let listed = expect(
+        &double.api("GET", &format!("{groups}?tags=plex-burst-run=r1"), None),
+        200,
+    );
+    assert_eq!(
+        listed["security_groups"].as_array().unwrap().len(),
+        1,
+        "{listed}"
+    );
+    let shown = expect(
+        &double.api("GET", &instance(&format!("/security_groups/{id}")), None),
+        200,
+    );
+    assert_eq!(
+        shown["security_group"]["servers"][0]["id"], closed["id"],
+        "{shown}"
+    );
+    let path = instance(&format!("/security_groups/{id}"));
+    let in_use = expect(&double.api("DELETE", &path, None), 400);
+    assert_eq!(
+        in_use["message"], "group is in use. you cannot delete it.",
+        "{in_use}"
+    );
+    let server_id = closed["id"].as_str().unwrap();
+    expect(
+        &double.api("DELETE", &instance(&format!("/servers/{server_id}")), None),
+        204,
+    );
+    expect(&double.api("DELETE", &path, None), 204);
+    expect(&double.api("GET", &path, None), 404);
+}

@@ -86,6 +86,9 @@ pub struct HomeSettings {
     /// `runner::archive::margin` of the free space.
     pub free_space_margin: Option<u64>,
     pub plex_timeout: Duration,
+    /// Where bootstrap keeps its own copy of each launch record (`None`:
+    /// `$XDG_STATE_HOME/plex-burst`, see `records.rs`).
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -385,9 +388,6 @@ fn home_settings(raw: &raw::RawHome) -> Result<HomeSettings, String> {
         control,
         url: url_value("home.url", raw.url.as_deref(), "http://127.0.0.1:32400")?,
         keep_backups,
-        plex_timeout: raw.plex_timeout.unwrap_or(Duration::from_secs(300)),
-    })
-}
         free_space_margin: raw
             .free_space_margin
             .as_deref()
@@ -395,6 +395,13 @@ fn home_settings(raw: &raw::RawHome) -> Result<HomeSettings, String> {
                 runner::archive::parse_size(m).map_err(|e| format!("home.free_space_margin: {e}"))
             })
             .transpose()?,
+        plex_timeout: raw.plex_timeout.unwrap_or(Duration::from_secs(300)),
+        state_dir: match &raw.state_dir {
+            None => None,
+            Some(_) => Some(abs("home.state_dir", &raw.state_dir)?),
+        },
+    })
+}
 
 /// The plex.tv token the run needs to claim its server.
 fn plex_token(

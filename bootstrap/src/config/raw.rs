@@ -88,4 +88,6 @@ pub struct RawHome {
     pub free_space_margin: Option<String>,
     #[serde(default, with = "humantime_serde")]
     pub plex_timeout: Option<std::time::Duration>,
+    #[serde(default)]
+    pub state_dir: Option<String>,
 }

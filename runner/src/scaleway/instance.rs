@@ -40,6 +40,10 @@ pub struct Server {
     /// The `address` of each `public_ips[]` entry.
     #[serde(default, deserialize_with = "ip_addresses")]
     pub public_ips: Vec<String>,
+    /// `{"id", "name"}` of the group it is in (the project's default group
+    /// when it was created without one).
+    #[serde(default)]
+    pub security_group: Option<super::security_group::ServerRef>,
 }
 
 /// A volume attached to a server.
@@ -153,11 +157,14 @@ pub struct CreateServer {
     pub tags: Vec<String>,
     pub root_volume: RootVolume,
     pub dynamic_ip_required: bool,
+    /// The security group's id; `None` puts the server in the project's
+    /// default group (accept-all inbound).
+    pub security_group: Option<String>,
 }
 
 impl Serialize for CreateServer {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        json!({
+        let mut body = json!({
             "name": self.name,
             "commercial_type": self.commercial_type,
             "image": self.image,
@@ -171,8 +178,11 @@ impl Serialize for CreateServer {
                     "volume_type": self.root_volume.volume_type,
                 }
             },
-        })
-        .serialize(s)
+        });
+        if let Some(group) = &self.security_group {
+            body["security_group"] = json!(group);
+        }
+        body.serialize(s)
     }
 }
 
@@ -623,6 +633,7 @@ mod tests {
                 volume_type: VolumeType::Sbs,
             },
             dynamic_ip_required: true,
+            security_group: None,
         }
     }
 

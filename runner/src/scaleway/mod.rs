@@ -22,6 +22,7 @@ pub mod marketplace;
 pub mod metadata;
 #[cfg(test)]
 mod mock;
+pub mod security_group;
 pub mod zone;
 
 pub use block::{Snapshot, Volume};
@@ -33,4 +34,5 @@ pub use instance::{
     ServerVolume, SizeConstraint, VolumeType,
 };
 pub use metadata::{DEFAULT_METADATA_URL, Metadata, MetadataConf};
+pub use security_group::{CreateSecurityGroup, SecurityGroup, SecurityGroupRule};
 pub use zone::{ZONES, Zone};

@@ -64,6 +64,11 @@ impl Server {
             .image(self.zone, &self.image_id)
             .map(|i| i.json(organization));
         let ip = self.public_ip.as_ref().map(ip_json);
+        let group_name = world
+            .security_groups
+            .iter()
+            .find(|g| g.id == self.security_group)
+            .map(|g| g.name.clone());
         let located = !matches!(self.state, STOPPED);
         json!({
             "id": self.id,
@@ -87,7 +92,7 @@ impl Server {
             "private_ip": null,
             "ipv6": null,
             "mac_address": format!("de:00:00:{}:{}:{}", &self.id[0..2], &self.id[2..4], &self.id[4..6]),
-            "security_group": {"id": self.security_group, "name": "Default security group"},
+            "security_group": {"id": self.security_group, "name": group_name},
             "placement_group": null,
             "private_nics": [],
             "maintenances": [],

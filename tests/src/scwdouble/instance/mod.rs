@@ -1,9 +1,10 @@
 //! The Instance API (`/instance/v1/zones/{zone}`): servers, their actions
-//! and user data, the product catalogue, images. Answers wrap the
+//! and user data, the product catalogue, images, security groups. Answers wrap the
 //! resource (`{"server": {...}}`), lists carry `X-Total-Count`.
 
 mod actions;
 mod images;
+pub mod security_groups;
 mod servers;
 pub mod user_data;
 
@@ -30,6 +31,18 @@ pub fn router() -> Router<Shared> {
             get(user_data::show)
                 .patch(user_data::set)
                 .delete(user_data::delete),
+        )
+        .route(
+            &zoned("/security_groups"),
+            get(security_groups::list).post(security_groups::create),
+        )
+        .route(
+            &zoned("/security_groups/{id}"),
+            get(security_groups::show).delete(security_groups::delete),
+        )
+        .route(
+            &zoned("/security_groups/{id}/rules"),
+            get(security_groups::rules),
         )
         .route(&zoned("/products/servers"), get(products))
         .route(&zoned("/images"), get(images::list).post(images::create))

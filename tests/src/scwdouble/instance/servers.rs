@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::list_reply;
 use crate::scwdouble::auth::{Perm, Principal};
 use crate::scwdouble::body::Body;
-use crate::scwdouble::catalogue::{GB, ZONES, product};
+use crate::scwdouble::catalogue::{GB, product};
 use crate::scwdouble::errors::{ApiResult, ScwError, reply};
 use crate::scwdouble::ids::uuid_v4;
 use crate::scwdouble::lifecycle::remove_server;
@@ -135,6 +135,24 @@ pub async fn create(
         _ => {}
     }
     check_quotas(&double.config, &world, &project, &volume_type, size)?;
+    let security_group = match security_group {
+        Some(id) => {
+            let group = world
+                .security_groups
+                .iter()
+                .find(|g| g.zone == zone && g.id == id)
+                .ok_or_else(|| ScwError::not_found("instance_security_group", &id))?;
+            if group.project != project {
+                return Err(ScwError::argument(
+                    "security_group",
+                    "constraint",
+                    format!("security group {id} is not in project {project}"),
+                ));
+            }
+            id
+        }
+        None => super::security_groups::project_default(&mut world, zone, &project),
+    };
 
     let now = SystemTime::now();
     let server = Server {
@@ -145,7 +163,7 @@ pub async fn create(
         commercial_type,
         tags: tags.clone(),
         image_id,
-        security_group: security_group.unwrap_or_else(|| default_security_group(zone)),
+        security_group,
         dynamic_ip_required,
         boot_type,
         state: STOPPED,
@@ -259,12 +277,6 @@ fn check_quotas(
         }
     }
     Ok(())
-}
-
-/// Each zone's default security group (there is no security group API).
-fn default_security_group(zone: &str) -> String {
-    let index = ZONES.iter().position(|z| *z == zone).unwrap_or(0);
-    format!("5ec0a000-0000-4000-8000-{index:012x}")
 }
 
 pub async fn show(
