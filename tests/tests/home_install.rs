@@ -731,3 +731,68 @@ fn overwrite(db: &Path, offset: u64, bytes: &[u8]) {
     file.write_all(bytes).unwrap();
     file.sync_all().unwrap();
 }
+
+/// Whatever modes the result's files carry (world-writable, setuid), the
+/// installed files have those of the files they replace (the library DB's
+/// for new names), and the folder that of the folder it replaces.
+#[test]
+fn modes_in_the_result_never_reach_the_home_databases() {
+    use std::os::unix::fs::MetadataExt;
+    let home = Home::new();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+    std::fs::set_permissions(home.home_db(), std::fs::Permissions::from_mode(0o640)).unwrap();
+    let dir_mode = mode(&home.databases);
+    let extra = home.incoming.join("com.plexapp.plugins.library.extra.db");
+    std::fs::write(&extra, b"new in the result").unwrap();
+    for (path, bits) in [(home.incoming_db(), 0o4777), (extra, 0o2666)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(bits)).unwrap();
+    }
+    std::fs::set_permissions(&home.incoming, std::fs::Permissions::from_mode(0o1777)).unwrap();
+
+    home.install(&home.plan(Duration::from_secs(30)))
+        .expect("install succeeds");
+    assert_eq!(mode(&home.home_db()), 0o640);
+    assert_eq!(
+        mode(&home.databases.join("com.plexapp.plugins.library.extra.db")),
+        0o640
+    );
+    assert_eq!(mode(&home.databases), dir_mode);
+    for entry in std::fs::read_dir(&home.databases).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path) & 0o7002, 0, "{}", path.display());
+    }
+}
+
+/// The install leaves `[home] free_space_margin` free on the disk Plex
+/// lives on (by default `runner::archive::margin` of the free space), and
+/// refuses before touching anything when it cannot.
+#[test]
+fn the_install_keeps_a_margin_of_free_space() {
+    let home = Home::new();
+    let before = all_files(&home.databases);
+    let preview = plan_install(&home.plan(Duration::from_secs(20))).unwrap();
+    let space = &preview.space;
+    assert_eq!(space.margin, runner::archive::margin(space.available));
+    assert!(space.needed > space.margin, "{space:?}");
+
+    let mut plan = home.plan(Duration::from_secs(20));
+    plan.free_space_margin = Some(space.available);
+    let error = home
+        .install(&plan)
+        .expect_err("no room left for the margin");
+    assert!(
+        matches!(
+            error,
+            InstallError::NothingChanged {
+                step: Step::Preflight,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(message.contains("[home] free_space_margin"), "{message}");
+    assert!(!message.contains('\n'), "{message}");
+    assert_eq!(all_files(&home.databases), before);
+    assert!(home.stops().is_empty(), "Plex was not even stopped");
+}

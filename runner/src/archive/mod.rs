@@ -23,6 +23,10 @@
 //! - extraction goes into a fresh `.<name>.partial-<pid>` folder beside the
 //!   destination; files are created with `O_NOFOLLOW` + `create_new`, so no
 //!   existing path is ever followed or overwritten;
+//! - files are 0600 and folders 0700 whatever modes the archive gives:
+//!   received files are data, given their owner by whoever uses them;
+//! - the decoded stream is bounded (`bound.rs`: the manifest's sizes, else
+//!   the caller's `Limits`) before a byte of it is written;
 //! - only after the whole stream was read and every digest matched is the
 //!   folder fsynced and swapped into place (atomic exchange); any failure
 //!   removes the partial folder and leaves the destination untouched.
