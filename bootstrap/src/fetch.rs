@@ -25,6 +25,7 @@ use crate::config::BootstrapConfig;
 use crate::grants;
 use crate::guard::{self, Owner};
 use crate::home;
+use crate::plex_account;
 use crate::progress;
 use crate::runs::{self, LaunchRecord, LaunchState, Outcome};
 
@@ -304,6 +305,10 @@ async fn clean_cloud(
         println!("deleted the run's security group {group}");
     }
     grants::revoke(cfg, client, bucket, &record.run_id).await?;
+    let status = runs::status(cfg, bucket, &record.run_id).await?;
+    for line in plex_account::forget_run_server(cfg, record, status.as_ref()).await? {
+        println!("{line}");
+    }
     if delete_checkpoints {
         for object in bucket
             .list(&cfg.run_key(&record.run_id, "checkpoint/"))

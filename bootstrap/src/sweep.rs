@@ -19,6 +19,7 @@ use crate::estimate::VOLUME_EUR_PER_GB_HOUR;
 use crate::grants;
 use crate::guard::{self, Owner};
 use crate::iam;
+use crate::plex_account;
 use crate::runs::{self, LaunchRecord, LaunchState, Outcome, TAG};
 use crate::status::RunView;
 
@@ -56,6 +57,10 @@ pub enum Leftover {
     /// A run's keys, IAM application and bucket statements (`grants.rs`).
     RunAccess {
         run_id: String,
+    },
+    /// A run's Plex server still on the plex.tv account (`plex_account.rs`).
+    PlexServer {
+        device_id: String,
     },
 }
 
@@ -122,6 +127,7 @@ pub async fn sweep(cfg: &BootstrapConfig, yes: bool) -> Result<()> {
             Leftover::RunAccess { run_id } => {
                 grants::revoke(cfg, &client, &cloud::bucket(cfg), run_id).await
             }
+            Leftover::PlexServer { device_id } => plex_account::delete_device(cfg, device_id).await,
         };
         done.with_context(|| format!("cannot delete {} {}", kind(&f.what), id(&f.what)))?;
         println!("deleted {} {}", kind(&f.what), id(&f.what));
@@ -138,6 +144,7 @@ fn kind(l: &Leftover) -> &'static str {
         Leftover::Snapshot { .. } => "snapshot",
         Leftover::ApiKey { .. } => "api-key",
         Leftover::RunAccess { .. } => "run-access",
+        Leftover::PlexServer { .. } => "plex.tv",
     }
 }
 
@@ -150,6 +157,7 @@ fn id(l: &Leftover) -> &str {
         | Leftover::Snapshot { id, .. } => id,
         Leftover::ApiKey { access_key } => access_key,
         Leftover::RunAccess { run_id } => run_id,
+        Leftover::PlexServer { device_id } => device_id,
     }
 }
 
@@ -357,6 +365,29 @@ pub async fn find(cfg: &BootstrapConfig, client: &Client) -> Result<Vec<Found>> 
         if let Some(why) = why.filter(|_| !revoked.contains(&run_id)) {
             revoked.insert(run_id.clone());
             found.push(run_access(&run_id, why));
+        }
+    }
+    // Servers of runs that are over, still on the plex.tv account (a run
+    // never fetched; fetch removes its own).
+    if let Some(devices) = plex_account::devices(cfg).await? {
+        let home = plex_account::home_server(cfg);
+        for r in records.values() {
+            if run_over(cfg, &bucket, r, &live_servers).await?.is_none() {
+                continue;
+            }
+            let Some(status) = runs::status(cfg, &bucket, &r.run_id).await? else {
+                continue;
+            };
+            for d in plex_account::run_servers(&devices, r, &status, home.as_deref()) {
+                found.push(Found {
+                    name: d.name.clone(),
+                    why: format!("run {}'s Plex server on your plex.tv account", r.run_id),
+                    eur_per_hour: 0.0,
+                    what: Leftover::PlexServer {
+                        device_id: d.id.clone(),
+                    },
+                });
+            }
         }
     }
     Ok(found)

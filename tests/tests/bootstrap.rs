@@ -8,6 +8,7 @@
 //! runner, which mounts the media with rclone, supervises the Plex double,
 //! uploads its result and terminates its own server through the API.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -19,7 +20,7 @@ use plex_burst_tests::bootstrap_world::{
 use plex_burst_tests::fixture::{
     LibraryKind, LibrarySpec, Spec, write_app_support, write_media_tree,
 };
-use plex_burst_tests::plexdouble::harness::{PlexTvDouble, free_port, get, wait_for};
+use plex_burst_tests::plexdouble::harness::{PlexTvDouble, free_port, get, wait_for, xml_elements};
 use plex_burst_tests::s3server::{ACCESS_KEY, S3Server, SECRET_KEY, rclone_path};
 use plex_burst_tests::scwdouble::harness::{ScwDouble, ScwOptions};
 use plex_burst_tests::scwdouble::s3front::OWNER_USER_ID;
@@ -476,6 +477,20 @@ stall_checks = 3
         denied(block_on(media_on_bucket.get_bytes("reference/plex-db.manifest.json")).map(drop));
     }
 
+    /// The Plex servers on the plex.tv double's account.
+    fn plex_servers_on_account(&self) -> Vec<BTreeMap<String, String>> {
+        let devices = get(
+            &self.plextv.url("/devices.xml"),
+            &[("X-Plex-Token", ACCOUNT_TOKEN)],
+        )
+        .unwrap();
+        assert_eq!(devices.status, 200, "{}", devices.body);
+        xml_elements(&devices.body, "Device")
+            .into_iter()
+            .filter(|d| d.get("product").map(String::as_str) == Some("Plex Media Server"))
+            .collect()
+    }
+
     /// Every secret of the world: none may reach a record, a status or a log.
     fn secrets(&self) -> Vec<String> {
         vec![
@@ -721,6 +736,35 @@ fn a_run_goes_from_the_home_snapshot_to_an_install_that_keeps_the_watch_state() 
         w.scw.calls()
     );
 
+    // The root volume the terminate left behind keeps no secret: the
+    // user data's copies went at boot, the secrets files, Plex's token and
+    // any secret in a log before the instance ended.
+    let disk = w
+        .dir
+        .path()
+        .join("instances")
+        .join(launch["server_id"].as_str().unwrap());
+    assert!(
+        disk.join("work/checkpoint.json").exists(),
+        "the run's disk is there"
+    );
+    let leaks = secrets_on_disk(&disk, &w.secrets());
+    assert!(
+        leaks.is_empty(),
+        "secrets left on the instance's disk: {leaks:#?}"
+    );
+    assert!(!disk.join("etc/plex-burst/plextv.env").exists());
+    assert!(
+        !disk
+            .join("var/lib/cloud/instances")
+            .join(launch["server_id"].as_str().unwrap())
+            .join("user-data.txt")
+            .exists()
+    );
+    // The run gave the account token up after the claim: its server is
+    // still on the account, for home to remove.
+    assert_eq!(w.plex_servers_on_account().len(), 1);
+
     // Status: done; the root volume outlived the server and is flagged;
     // the end of the runner's shipped log is shown.
     let out = w.ok(&["status", &run_id]);
@@ -836,6 +880,10 @@ fn a_run_goes_from_the_home_snapshot_to_an_install_that_keeps_the_watch_state() 
         w.json(&format!("runs/{run_id}/launch.json"))["state"],
         "fetched"
     );
+    assert!(
+        w.plex_servers_on_account().is_empty(),
+        "fetch removed the run's server from the plex.tv account"
+    );
     let out = w.ok(&["sweep"]);
     assert!(out.contains("nothing left behind"), "{out}");
 
@@ -876,6 +924,29 @@ fn a_run_goes_from_the_home_snapshot_to_an_install_that_keeps_the_watch_state() 
         plex_log.contains("/myplex/claim?token=********"),
         "{plex_log}"
     );
+}
+
+/// Every file under `root` holding one of `secrets`, and which.
+fn secrets_on_disk(root: &Path, secrets: &[String]) -> Vec<String> {
+    let mut leaks = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                dirs.push(path);
+            } else if kind.is_file() {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                for (i, secret) in secrets.iter().enumerate() {
+                    if bytes.windows(secret.len()).any(|w| w == secret.as_bytes()) {
+                        leaks.push(format!("{} holds secret #{i}", path.display()));
+                    }
+                }
+            }
+        }
+    }
+    leaks
 }
 
 /// Watch state made at home after the snapshot: a film watched again.

@@ -424,6 +424,58 @@ snapshot_interval = "20s"
         }
     }
 
+    /// The root volume a terminated run left behind, read as anyone who
+    /// got hold of it could (debugfs, no mount): no file on it holds a
+    /// secret of the run. /usr is the image's and is skipped.
+    fn assert_disk_holds_no_secret(&self, run_id: &str) {
+        let record = self
+            .json(&format!("runs/{run_id}/launch.json"))
+            .expect("launch.json");
+        let volume = record["root_volume_id"].as_str().expect("a root volume");
+        let disk = self.disks.join(format!("{volume}.raw"));
+        let out = tempfile::tempdir_in(&self.disks).unwrap();
+        for dir in ["/etc", "/var", "/root", "/home", "/srv", "/opt", "/tmp"] {
+            let dump = Command::new("debugfs")
+                .args(["-R", &format!("rdump {dir} {}", out.path().display())])
+                .arg(&disk)
+                .output()
+                .expect("debugfs runs");
+            assert!(dump.status.success(), "debugfs: {}", text(&dump.stderr));
+        }
+        assert!(
+            out.path().join("etc/plex-burst/run.toml").exists(),
+            "the dump holds the run's files"
+        );
+        let mut secrets = vec![ACCOUNT_TOKEN.to_owned()];
+        secrets.extend(self.keys.iter().map(|k| k.1.clone()));
+        let mut files = 0;
+        let mut leaks = Vec::new();
+        let mut dirs = vec![out.path().to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let kind = entry.file_type().unwrap();
+                if kind.is_dir() {
+                    dirs.push(entry.path());
+                } else if kind.is_file() {
+                    files += 1;
+                    let bytes = std::fs::read(entry.path()).unwrap_or_default();
+                    for (i, secret) in secrets.iter().enumerate() {
+                        if bytes.windows(secret.len()).any(|w| w == secret.as_bytes()) {
+                            let path = entry.path();
+                            let inside = path.strip_prefix(out.path()).unwrap();
+                            leaks.push(format!("/{} holds secret #{i}", inside.display()));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            leaks.is_empty(),
+            "secrets left on the root volume: {leaks:#?}"
+        );
+        eprintln!("vm-e2e saw: {files} files on the left-behind root volume, no secret in any");
+    }
+
     /// The `stats` of a finished run's result manifest: `before`, `after`
     /// (per library and type, Sonic progress), `sonic`.
     fn result_stats(&self, run_id: &str) -> Value {
@@ -693,6 +745,7 @@ fn the_baked_image_boots_runs_survives_a_hard_reset_and_is_ended_by_its_dead_man
     assert!(journal.contains("plex-burst-runner"), "{journal}");
     eprintln!("vm-e2e saw: shipped logs {names:?}");
     w.assert_no_secret(&run_a);
+    w.assert_disk_holds_no_secret(&run_a);
     // Fetch checks DONE, the manifest and every digest, and installs.
     let out = w.ok(&["fetch", &run_a]);
     assert!(out.contains("installed"), "{out}");
