@@ -69,7 +69,16 @@ fn the_example_is_valid_and_renders_a_run_config_the_runner_accepts() {
     for secret in ["home-access", "home-secret", "plex-account-token", "3333"] {
         assert!(!text.contains(secret), "{secret} leaked into run.toml");
     }
-    assert!(!text.contains("access_key_env"), "{text}");
+    // The only credential names: the media bucket's, the run's read-only
+    // media key.
+    let doc: toml::Table = toml::from_str(&text).unwrap();
+    assert!(!doc["s3"].as_table().unwrap().contains_key("access_key_env"));
+    assert_eq!(
+        doc["media"]["s3"]["access_key_env"].as_str(),
+        Some("MEDIA_AWS_ACCESS_KEY_ID"),
+        "{text}"
+    );
+    assert_eq!(text.matches("access_key_env").count(), 1, "{text}");
 }
 
 #[test]
