@@ -22,7 +22,7 @@ use plex_burst_tests::fixture::{
     LibraryKind, LibrarySpec, Spec, write_app_support, write_media_tree,
 };
 use plex_burst_tests::plexdouble::harness::PlexTvDouble;
-use plex_burst_tests::s3server::S3Server;
+use plex_burst_tests::s3server::{ACCESS_KEY, S3Server};
 use plex_burst_tests::scwdouble::harness::{ScwDouble, ScwOptions};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -69,8 +69,9 @@ struct World {
 impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
-        // One key per launch: the double hands them out, S3 accepts them.
-        let keys: Vec<_> = (0..3).map(|_| run_key()).collect();
+        // Two keys per launch (the run's, the media's): the double hands
+        // them out, S3 accepts them.
+        let keys: Vec<_> = (0..6).map(|_| run_key()).collect();
         let auth: Vec<String> = keys
             .iter()
             .flat_map(|(a, s)| ["--auth-key".to_string(), format!("{a},{s}")])
@@ -137,6 +138,8 @@ impl World {
             metadata: true,
             metadata_listen: Some("169.254.42.42:80".into()),
             api_key_pool: keys.clone(),
+            // The guest reaches S3 through Object Storage's access control.
+            s3_front: Some((s3.addr().to_string(), ACCESS_KEY.to_owned())),
             ..ScwOptions::default()
         });
         let plextv = PlexTvDouble::start(ACCOUNT_TOKEN, &[]);
@@ -239,7 +242,7 @@ snapshot_interval = "20s"
             org = self.scw.organization_id(),
             project = self.scw.project_id(),
             api = self.scw.api_url(),
-            endpoint = self.s3.endpoint(),
+            endpoint = self.scw.s3_front_url().unwrap(),
             runner = self.stripped("runner").display(),
             app = self.app_support.display(),
             home_plex = HomePlex::script().display(),
