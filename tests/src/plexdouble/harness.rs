@@ -240,13 +240,6 @@ impl PlexTvDouble {
         serde_json::from_str(&reply.body).expect("JSON array of strings")
     }
 
-    /// Every token the double issued so far: claim tokens and the tokens
-    /// of the servers claimed with them.
-    pub fn issued_tokens(&self) -> Vec<String> {
-        let reply = get(&self.url("/__double/tokens"), &[]).expect("plex.tv double answers");
-        serde_json::from_str(&reply.body).expect("JSON array of strings")
-    }
-
     /// Every call the double received so far.
     pub fn calls(&self) -> Vec<serde_json::Value> {
         let reply = get(&self.url("/__double/calls"), &[]).expect("plex.tv double answers");
