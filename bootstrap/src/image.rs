@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 use runner::config::PlexRuntime;
 use runner::s3::Bucket;
 use runner::scaleway::{
-    Client, CreateImage, CreateServer, Image, RootVolume, Server, ServerAction, ServerState,
-    VolumeType,
+    Client, CreateImage, CreateSecurityGroup, CreateServer, Image, RootVolume, Server,
+    ServerAction, ServerState, VolumeType,
 };
 
 use crate::cloud::{self, STATE_TIMEOUT};
@@ -265,11 +265,22 @@ async fn build(client: &Client, cfg: &BootstrapConfig, recipe: &Recipe) -> Resul
         )
         .await
         .context("cannot find the base image")?;
+    // The builder answers nothing from outside either: a group of its own,
+    // inbound dropped (the project's default group accepts everything).
+    let name = format!("plex-burst-builder-{}", recipe.short());
+    let tags = vec![TAG.into(), "plex-burst-builder".into(), recipe.tag()];
+    let group = client
+        .create_security_group(
+            zone,
+            &CreateSecurityGroup::closed(name.clone(), cfg.scaleway.project_id.clone(), tags),
+        )
+        .await
+        .context("cannot create the builder's security group")?;
     let server = client
         .create_server(
             zone,
             &CreateServer {
-                name: format!("plex-burst-builder-{}", recipe.short()),
+                name,
                 commercial_type: cfg.image.builder_commercial_type.clone(),
                 image: base,
                 project: cfg.scaleway.project_id.clone(),
@@ -279,11 +290,18 @@ async fn build(client: &Client, cfg: &BootstrapConfig, recipe: &Recipe) -> Resul
                     volume_type: VolumeType::Sbs,
                 },
                 dynamic_ip_required: true,
-                security_group: None,
+                security_group: Some(group.id.clone()),
             },
         )
         .await
-        .context("cannot create the builder server")?;
+        .context("cannot create the builder server");
+    let server = match server {
+        Ok(server) => server,
+        Err(e) => {
+            let _ = client.delete_security_group(zone, &group.id).await;
+            return Err(e);
+        }
+    };
     println!("builder {} created", server.id);
 
     // From here on, the builder is deleted whatever happens.
@@ -298,7 +316,14 @@ async fn build(client: &Client, cfg: &BootstrapConfig, recipe: &Recipe) -> Resul
         &log_key,
     )
     .await;
-    let cleanup = cloud::destroy_server(client, zone, &server).await;
+    let mut cleanup = cloud::destroy_server(client, zone, &server).await;
+    // Only once the builder is gone: a group in use cannot be deleted.
+    if cleanup.is_ok() {
+        cleanup = client
+            .delete_security_group(zone, &group.id)
+            .await
+            .with_context(|| format!("cannot delete the builder's security group {}", group.id));
+    }
     match (baked, cleanup) {
         (Ok(image), Ok(())) => {
             println!(

@@ -1017,6 +1017,28 @@ fn a_failed_image_build_shows_the_log_and_deletes_the_builder_then_a_good_one_is
         state["volumes"].as_array().unwrap().is_empty(),
         "builder volume deleted"
     );
+    // The builder sat in a closed group of its own, deleted after it.
+    let calls = w.api_calls();
+    assert!(
+        position(&calls, "POST /instance/v1/zones/fr-par-1/security_groups")
+            < position(&calls, "POST /instance/v1/zones/fr-par-1/servers"),
+        "{calls:#?}"
+    );
+    let groups = w
+        .scw
+        .api("GET", "/instance/v1/zones/fr-par-1/security_groups", None)
+        .json();
+    assert!(
+        !groups["security_groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("plex-burst-builder")),
+        "{groups}"
+    );
 
     let servers_before = count(&w.api_calls(), "POST /instance/v1/zones/fr-par-1/servers");
     let out = w.ok(&["image", "build", "--plex-version", PLEX_VERSION]);
