@@ -602,7 +602,10 @@ fn environment_credentials_must_be_set_and_not_empty() {
     let claim = set(MINIMAL, "plex.claim", true);
     let err = RunConfig::from_toml_str(
         &claim,
-        &env(&[("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")]),
+        &env(&[
+            ("AWS_ACCESS_KEY_ID", S3_ACCESS),
+            ("AWS_SECRET_ACCESS_KEY", S3_SECRET),
+        ]),
     )
     .unwrap_err();
     assert_eq!(err.key(), Some("plex.account_token_env"), "{err}");

@@ -124,7 +124,6 @@ impl RunContext {
         publish_status(self, &snapshot).await;
     }
 
-    /// Says what the phase is doing, in `status.json` and to systemd.
     /// Every secret value of the run still held.
     fn secrets(&self) -> Vec<String> {
         let mut secrets = logs::secrets(&self.cfg, &self.paths);
@@ -132,6 +131,7 @@ impl RunContext {
         secrets
     }
 
+    /// Says what the phase is doing, in `status.json` and to systemd.
     async fn describe(&self, detail: String) {
         notify_systemd(&format!("STATUS={detail}"));
         tracing::info!("{detail}");
@@ -264,7 +264,7 @@ pub async fn execute(mut cfg: RunConfig) -> Result<Report> {
     ctx.close_session(over).await;
     if let Err(e) = outcome {
         logs::ship(&ctx).await;
-        if over && !instance::kept_on_failure(&ctx.cfg) {
+        if over && instance::terminates(&ctx.cfg) && !instance::kept_on_failure(&ctx.cfg) {
             wipe::before_the_end(&ctx.cfg, &ctx.paths);
             instance::terminate_after_failure(&ctx.cfg).await;
         }
