@@ -98,7 +98,9 @@ mod tests {
     fn finds_what_is_not_masked() {
         assert_eq!(leaks("GET /x?X-Plex-Token=abc").len(), 2, "key and token=");
         assert_eq!(leaks("claimed claim-abcdefgh12").len(), 1);
-        assert_eq!(leaks("key SCWAB12CD34EF56GH78J").len(), 1);
+        // Built, so that the tree holds no key-shaped text.
+        let key = concat!("SCW", "AB12CD34EF56GH78J");
+        assert_eq!(leaks(&format!("key {key}")).len(), 1);
         assert_eq!(leaks("v=s3cr3t-value").len(), 1);
     }
 

