@@ -58,18 +58,7 @@ impl Client {
         name: &str,
         organization_id: &str,
     ) -> Result<Option<Application>, ScwError> {
-        let query = [
-            ("name", name.to_string()),
-            ("organization_id", organization_id.to_string()),
-        ];
-        let apps: Vec<Application> = self
-            .list_all(
-                &format!("{BASE}/applications"),
-                &query,
-                "applications",
-                Paging::Standard,
-            )
-            .await?;
+        let apps = self.applications_named(name, organization_id).await?;
         Ok(apps.into_iter().find(|a| a.name == name))
     }
 

@@ -107,19 +107,27 @@ fn iam_allows(double: &Shared, world: &World, who: &Who, iam: Iam) -> bool {
         Who::Anonymous => return false,
         Who::Application(app) => app,
     };
+    permission_sets(double, world, app).any(|set| grants(set, iam))
+}
+
+/// The permission sets IAM gives `app` in the double's project.
+fn permission_sets<'a>(
+    double: &'a Shared,
+    world: &'a World,
+    app: &'a str,
+) -> impl Iterator<Item = &'a String> + 'a {
     let project = &double.config.project_id;
     world
         .policies
         .iter()
-        .filter(|p| &p.application_id == app)
+        .filter(move |p| p.application_id == app)
         .flat_map(|p| &p.rules)
-        .filter(|r| {
+        .filter(move |r| {
             r.project_ids
                 .as_ref()
                 .is_none_or(|ids| ids.contains(project))
         })
         .flat_map(|r| &r.permission_set_names)
-        .any(|set| grants(set, iam))
 }
 
 /// The Object Storage side of a permission set (Scaleway's equivalence
@@ -348,18 +356,7 @@ fn iam_full(double: &Shared, world: &World, who: &Who) -> bool {
     let Who::Application(app) = who else {
         return matches!(who, Who::User(_));
     };
-    let project = &double.config.project_id;
-    world
-        .policies
-        .iter()
-        .filter(|p| &p.application_id == app)
-        .flat_map(|p| &p.rules)
-        .filter(|r| {
-            r.project_ids
-                .as_ref()
-                .is_none_or(|ids| ids.contains(project))
-        })
-        .flat_map(|r| &r.permission_set_names)
+    permission_sets(double, world, app)
         .any(|s| s == "ObjectStorageFullAccess" || s == "AllProductsFullAccess")
 }
 
