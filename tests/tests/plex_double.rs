@@ -1243,7 +1243,12 @@ fn fault_slow_start_and_burst_of_503() {
     assert_eq!(statuses, vec![503, 503, 503, 200, 200]);
     drop(pms);
 
-    let pms = PlexDouble::start(&world.app, &["--fault", "burst-5xx=2@2s"], &[]);
+    // Timed from the start: no start-up window before it.
+    let pms = PlexDouble::start(
+        &world.app,
+        &["--fault", "burst-5xx=2@2s", "--startup-window", "0s"],
+        &[],
+    );
     assert_eq!(
         call(&pms, &world.token, "GET", "/activities").status,
         200,
@@ -1433,4 +1438,103 @@ fn gdm_answers_discovery_while_on_and_the_run_prefs_exist_and_start_exposed() {
     assert_eq!(gdm_search(gdm), None, "GDM off: silent");
     set_prefs(&pms, token, "GdmEnabled=1");
     assert!(gdm_search(gdm).is_some(), "GDM on again: answers");
+}
+
+#[test]
+fn library_writes_are_refused_while_the_server_starts_up() {
+    let world = world();
+    let mut pms = PlexDouble::spawn(&world.app, &["--startup-window", "10s"], &[]);
+    pms.wait_ready(WAIT).unwrap();
+    let token = &world.token;
+    // Already answering: identity, reads and prefs.
+    assert_eq!(get(&pms.url("/identity"), &[]).unwrap().status, 200);
+    ok(&pms, token, "GET", "/library/sections");
+    set_prefs(&pms, token, "ButlerTaskDeepMediaAnalysis=0");
+    let location = world.media.join("Movies");
+    let writes = [
+        ("POST", format!(
+            "/library/sections?name=Films&type=movie&agent=tv.plex.agents.movie&scanner=Plex%20Movie&language=en-US&location={}",
+            location.display()
+        )),
+        ("GET", format!("/library/sections/{MOVIES}/refresh")),
+        ("GET", "/library/sections/all/refresh".to_string()),
+        ("PUT", format!("/library/sections/{MOVIES}/analyze")),
+        ("POST", "/butler/MusicAnalysis".to_string()),
+    ];
+    for (method, path) in &writes {
+        let reply = call(&pms, token, method, path);
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (400, "the server is still starting up. Please retry later"),
+            "{method} {path}"
+        );
+    }
+    assert!(activities(&pms, token).is_empty(), "nothing was started");
+    pms.wait_started(WAIT);
+    let (method, path) = &writes[0];
+    ok(&pms, token, method, path);
+    scan(&pms, token, MOVIES);
+}
+
+#[test]
+fn the_timeline_reports_the_update_queue_that_drains_after_the_scan() {
+    let world = world();
+    let pms = PlexDouble::start(&world.app, &["--metadata-rate", "1"], &[]);
+    let token = &world.token;
+    set_prefs(&pms, token, "ButlerTaskDeepMediaAnalysis=0");
+    let timeline = |section: i64| {
+        let path = format!("/library/sections/{section}/timeline");
+        xml_elements(&ok(&pms, token, "GET", &path).body, "MediaContainer").remove(0)
+    };
+    // Every attribute python-plexapi's LibraryTimeline reads, with the
+    // values its tests saw on a real server.
+    let before = timeline(MOVIES);
+    for (key, value) in [
+        ("updateQueueSize", "0"),
+        ("allowSync", "0"),
+        ("art", "/:/resources/movie-fanart.jpg"),
+        ("thumb", "/:/resources/movie.png"),
+        ("content", "secondary"),
+        ("identifier", "com.plexapp.plugins.library"),
+        ("mediaTagPrefix", "/system/bundle/media/flags/"),
+        ("title1", "Movies"),
+        ("viewGroup", "secondary"),
+    ] {
+        assert_eq!(before[key], value, "{key}: {before:?}");
+    }
+    assert!(before["mediaTagVersion"].parse::<i64>().unwrap() > 1);
+    assert!(before["latestEntryTime"].parse::<i64>().unwrap() > 0);
+    assert!(before["size"].parse::<i64>().unwrap() > 0);
+    assert!(!before.contains_key("viewMode"));
+    assert_eq!(timeline(MUSIC)["art"], "/:/resources/artist-fanart.jpg");
+    assert_eq!(call(&pms, token, "GET", "/library/sections/99/timeline").status, 404);
+
+    let (existing, _) = live_file(&pms, MOVIES);
+    for name in ["Queued One (2021)", "Queued Two (2022)", "Queued Three (2023)"] {
+        let folder = world.media.join("Movies").join(name);
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::copy(&existing, folder.join(format!("{name}.mkv"))).unwrap();
+    }
+    let unprocessed = format!(
+        "SELECT count(*) FROM metadata_items WHERE library_section_id = {MOVIES} AND metadata_type = 1
+         AND (refreshed_at IS NULL OR guid NOT LIKE 'plex://movie/%')"
+    );
+    // The scan's activity ends with its items still queued: unmatched.
+    scan(&pms, token, MOVIES);
+    let queued: i64 = timeline(MOVIES)["updateQueueSize"].parse().unwrap();
+    assert!(queued > 0, "the queue outlives the scan's activity");
+    assert!(count(&pms, &unprocessed) > 0);
+    wait_for("the update queue to drain", WAIT, || {
+        (timeline(MOVIES)["updateQueueSize"] == "0").then_some(())
+    });
+    assert_eq!(count(&pms, &unprocessed), 0, "every new movie matched");
+    assert!(pms.log().contains("Metadata: update queue of section 1 drained"));
+    let json = request(
+        "GET",
+        &pms.url(&format!("/library/sections/{MOVIES}/timeline")),
+        &[("X-Plex-Token", token), ("Accept", "application/json")],
+    )
+    .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&json.body).unwrap();
+    assert_eq!(json["MediaContainer"]["updateQueueSize"], 0, "{json}");
 }

@@ -65,6 +65,13 @@ pub struct ServerArgs {
     /// Sonic analysis speed, tracks per second.
     #[arg(long, env = "PLEX_DOUBLE_SONIC_RATE", default_value = "50", value_parser = positive_rate)]
     pub sonic_rate: f64,
+    /// How long after it starts listening library writes and Butler starts
+    /// are answered 400 "the server is still starting up" (0s: never).
+    #[arg(long, env = "PLEX_DOUBLE_STARTUP_WINDOW", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub startup_window: Duration,
+    /// Items a second the metadata update queue processes after a scan.
+    #[arg(long, env = "PLEX_DOUBLE_METADATA_RATE", default_value = "200", value_parser = positive_rate)]
+    pub metadata_rate: f64,
     /// How long a scan waits for a file's first bytes before calling it
     /// unreadable.
     #[arg(long, env = "PLEX_DOUBLE_HEADER_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]

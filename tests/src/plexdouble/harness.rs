@@ -97,13 +97,25 @@ pub struct PlexDouble {
 
 impl PlexDouble {
     /// Starts `plex-double server --app-support DIR --listen <free port>`
-    /// with `args` and `env` added, and waits until `/identity` answers.
+    /// with `args` and `env` added, and waits until `/identity` answers
+    /// and the start-up window is over (library writes accepted).
     pub fn start(app_support: &Path, args: &[&str], env: &[(&str, &str)]) -> PlexDouble {
-        let double = PlexDouble::spawn(app_support, args, env);
+        let mut double = PlexDouble::spawn(app_support, args, env);
         if let Err(error) = double.wait_ready(Duration::from_secs(30)) {
             panic!("{error}");
         }
+        double.wait_started(Duration::from_secs(60));
         double
+    }
+
+    /// Waits for the log line that closes this process's start-up window
+    /// (or for the process to end: a test of a crash sees it exit).
+    pub fn wait_started(&mut self, timeout: Duration) {
+        let line = crate::plexdouble::pms::startup::finished_line(self.pid());
+        wait_for("the end of the start-up window", timeout, || {
+            let exited = matches!(self.process.child.try_wait(), Ok(Some(_)));
+            (exited || self.log().contains(&line)).then_some(())
+        });
     }
 
     /// Starts it without waiting for it to answer.

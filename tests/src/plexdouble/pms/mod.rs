@@ -4,7 +4,8 @@
 //! (Preferences.xml, `/:/prefs`, allowedNetworks), `log`, `db`, `library`
 //! (sections), `scan` (the scanner), `trash` (unavailable and deleted
 //! items), `analyze`, `butler` and `sonic` (background tasks), `gdm`
-//! (local discovery), `activity`,
+//! (local discovery), `startup` (the start-up window), `metadata` (the
+//! update queue after scans), `activity`,
 //! `work` and `scanner_process` (what a supervisor sees), `plextv_client`,
 //! `routes` (HTTP), `state`.
 
@@ -16,6 +17,7 @@ pub mod gdm;
 pub mod layout;
 pub mod library;
 pub mod log;
+pub mod metadata;
 pub mod networks;
 pub mod plextv_client;
 pub mod prefs;
@@ -23,6 +25,7 @@ mod routes;
 pub mod scan;
 pub mod scanner_process;
 pub mod sonic;
+pub mod startup;
 pub mod state;
 pub mod trash;
 pub mod work;
@@ -40,9 +43,11 @@ use self::butler::Butler;
 use self::db::Db;
 use self::layout::Layout;
 use self::log::ServerLog;
+use self::metadata::UpdateQueue;
 use self::plextv_client::PlexTv;
 use self::prefs::Preferences;
 use self::scan::Queue;
+use self::startup::Startup;
 use self::state::{Config, State};
 use crate::plexdouble::cli::ServerArgs;
 use crate::plexdouble::faults::Faults;
@@ -94,6 +99,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
             header_timeout: args.header_timeout,
             claim_delay: args.claim_delay,
             deep_analysis_duration: args.deep_analysis_duration,
+            metadata_rate: args.metadata_rate,
         },
         db: Db::open(&layout.library_db)?,
         layout,
@@ -101,6 +107,8 @@ async fn serve(args: ServerArgs) -> Result<()> {
         log,
         activities: Arc::new(Activities::default()),
         queue: Queue::default(),
+        metadata: UpdateQueue::default(),
+        startup: Startup::new(args.startup_window),
         butler: Butler::default(),
         faults: Faults::new(&args.faults),
         stopping: Arc::new(AtomicBool::new(false)),
@@ -131,8 +139,8 @@ async fn serve(args: ServerArgs) -> Result<()> {
         ));
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = terminate.recv() => return stop(&state, None).await,
-            _ = interrupt.recv() => return stop(&state, None).await,
+            _ = terminate.recv() => return stop(&state, Vec::new()).await,
+            _ = interrupt.recv() => return stop(&state, Vec::new()).await,
         }
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -141,9 +149,17 @@ async fn serve(args: ServerArgs) -> Result<()> {
     state
         .log
         .info(format!("Listening on {}", listener.local_addr()?));
+    let startup_state = Arc::clone(&state);
+    state.startup.begin(move || {
+        let line = startup::finished_line(std::process::id());
+        startup_state.log.info(line);
+    });
     let gdm_addr = SocketAddr::new(args.listen.ip(), args.gdm_port);
     gdm::spawn(Arc::clone(&state), gdm_addr, listener.local_addr()?.port()).await;
-    let worker = scan::spawn_worker(Arc::clone(&state))?;
+    let workers = vec![
+        scan::spawn_worker(Arc::clone(&state))?,
+        metadata::spawn_worker(Arc::clone(&state))?,
+    ];
     let app = routes::router(Arc::clone(&state));
     let signal_state = Arc::clone(&state);
     axum::serve(
@@ -159,17 +175,17 @@ async fn serve(args: ServerArgs) -> Result<()> {
         signal_state.stopping.store(true, Ordering::SeqCst);
     })
     .await?;
-    stop(&state, Some(worker)).await
+    stop(&state, workers).await
 }
 
 /// Stops all work, waits (bounded) for workers, checkpoints the WAL.
-async fn stop(state: &Arc<State>, worker: Option<std::thread::JoinHandle<()>>) -> Result<()> {
+async fn stop(state: &Arc<State>, workers: Vec<std::thread::JoinHandle<()>>) -> Result<()> {
     state.stopping.store(true, Ordering::SeqCst);
     state.queue.cancel_scans(None);
     state.butler.stop_all();
     let deadline = Instant::now() + STOP_GRACE;
     while Instant::now() < deadline
-        && (worker.as_ref().is_some_and(|w| !w.is_finished()) || state.butler.running_count() > 0)
+        && (workers.iter().any(|w| !w.is_finished()) || state.butler.running_count() > 0)
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -9,9 +9,11 @@ use super::butler::Butler;
 use super::db::Db;
 use super::layout::Layout;
 use super::log::ServerLog;
+use super::metadata::UpdateQueue;
 use super::plextv_client::PlexTv;
 use super::prefs::Preferences;
 use super::scan::Queue;
+use super::startup::Startup;
 use crate::plexdouble::faults::Faults;
 
 /// Settings from the command line.
@@ -22,6 +24,7 @@ pub struct Config {
     pub header_timeout: Duration,
     pub claim_delay: Duration,
     pub deep_analysis_duration: Duration,
+    pub metadata_rate: f64,
 }
 
 pub struct State {
@@ -32,6 +35,8 @@ pub struct State {
     pub db: Db,
     pub activities: Arc<Activities>,
     pub queue: Queue,
+    pub metadata: UpdateQueue,
+    pub startup: Startup,
     pub butler: Butler,
     pub faults: Faults,
     /// Set once on SIGTERM/SIGINT: every worker winds down.

@@ -1,4 +1,5 @@
-//! Request logging, injected 503 bursts and Plex's auth rules.
+//! Request logging, injected 503 bursts, Plex's auth rules and its
+//! start-up window.
 
 use std::net::SocketAddr;
 
@@ -8,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::Shared;
-use crate::plexdouble::pms::networks;
+use crate::plexdouble::pms::{networks, startup};
 use crate::plexdouble::web::{ApiError, Params, request_token};
 
 /// Logs method, path with its query, source and status. Tokens are not
@@ -76,4 +77,12 @@ pub async fn auth(
     } else {
         ApiError::unauthorized().into_response()
     }
+}
+
+/// Library writes while the server is still starting up (`startup.rs`).
+pub async fn startup(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    if state.startup.starting() && startup::refuses(request.method(), request.uri().path()) {
+        return (StatusCode::BAD_REQUEST, startup::BODY).into_response();
+    }
+    next.run(request).await
 }

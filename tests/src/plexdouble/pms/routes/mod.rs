@@ -7,6 +7,7 @@ mod middleware;
 mod myplex;
 mod prefs;
 mod tasks;
+mod timeline;
 
 use std::sync::Arc;
 
@@ -42,6 +43,7 @@ pub fn router(state: Shared) -> Router {
             put(library::empty_trash),
         )
         .route("/library/sections/{id}/all", get(library::all))
+        .route("/library/sections/{id}/timeline", get(timeline::get))
         .route("/activities", get(tasks::activities))
         .route("/activities/{uuid}", delete(tasks::cancel_activity))
         .route("/butler", get(tasks::butler).delete(tasks::stop_all))
@@ -54,6 +56,10 @@ pub fn router(state: Shared) -> Router {
         // axum reads a leading ':' in a route as old capture syntax, so
         // `/:/prefs` is dispatched by the fallback.
         .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            middleware::startup,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             middleware::auth,

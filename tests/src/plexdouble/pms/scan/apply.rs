@@ -10,7 +10,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use super::place::{self, Node};
 use crate::plexdouble::ids;
 use crate::plexdouble::pms::db::Db;
-use crate::plexdouble::pms::library::{Location, Section, metadata_type_name};
+use crate::plexdouble::pms::library::{Location, Section};
 use crate::plexdouble::pms::trash::{self, KnownPart};
 
 /// A readable file the DB does not know yet.
@@ -42,12 +42,15 @@ impl Changes {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Summary {
     pub added: usize,
     pub restored: usize,
     pub marked: usize,
     pub purged: usize,
+    /// Every metadata item inserted (files and their new parents), for
+    /// the metadata update queue.
+    pub inserted: Vec<i64>,
 }
 
 enum Op<'a> {
@@ -110,6 +113,7 @@ pub fn apply(
         })?;
         progress((n * BATCH + batch.len()).min(ops.len()));
     }
+    summary.inserted = inserter.inserted;
     // `autoEmptyTrash` empties the section's whole trash after the scan,
     // unless a location is offline (Plex's one guard).
     if auto_empty && changes.offline.is_empty() && changes.offline_locations.is_empty() && !stop() {
@@ -143,6 +147,7 @@ struct Inserter {
     containers: HashMap<(Option<i64>, i64, String), i64>,
     directories: HashMap<(Option<i64>, String), i64>,
     roots: HashMap<i64, i64>,
+    inserted: Vec<i64>,
 }
 
 impl Inserter {
@@ -154,6 +159,7 @@ impl Inserter {
             containers: HashMap::new(),
             directories: HashMap::new(),
             roots: HashMap::new(),
+            inserted: Vec::new(),
         }
     }
 
@@ -231,31 +237,24 @@ impl Inserter {
     }
 
     fn metadata(
-        &self,
+        &mut self,
         tx: &Transaction<'_>,
         parent: Option<i64>,
         node: &Node,
         leaf: bool,
     ) -> Result<i64> {
-        let type_name = metadata_type_name(node.metadata_type).unwrap_or("item");
-        let photo = matches!(node.metadata_type, 13 | 14);
-        // Unmatched photos get local:// guids; other items a plex:// one as
-        // if the agent had matched them.
-        let guid = if photo {
-            String::new()
-        } else {
-            format!("plex://{type_name}/{}", ids::hex(24))
-        };
+        // Unmatched until the metadata update queue processes it: a
+        // `local://` guid and no `refreshed_at`, as Plex leaves an item its
+        // agent has not matched yet.
         tx.execute(
             "INSERT INTO metadata_items(library_section_id, parent_id, metadata_type, guid, media_item_count,
                 title, title_sort, \"index\", year, added_at, created_at, updated_at, refreshed_at, changed_at,
                 resources_changed_at)
-             VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?9, ?9, ?9, ?9, ?9)",
+             VALUES(?1, ?2, ?3, '', ?4, ?5, ?5, ?6, ?7, ?8, ?8, ?8, NULL, ?8, ?8)",
             params![
                 self.section,
                 parent,
                 node.metadata_type,
-                guid,
                 leaf.then_some(1),
                 node.title,
                 node.index,
@@ -264,12 +263,11 @@ impl Inserter {
             ],
         )?;
         let id = tx.last_insert_rowid();
-        if photo {
-            tx.execute(
-                "UPDATE metadata_items SET guid = ?2 WHERE id = ?1",
-                params![id, format!("local://{id}")],
-            )?;
-        }
+        tx.execute(
+            "UPDATE metadata_items SET guid = ?2 WHERE id = ?1",
+            params![id, format!("local://{id}")],
+        )?;
+        self.inserted.push(id);
         Ok(id)
     }
 

@@ -293,6 +293,8 @@ fn scan(
         summary.purged,
         u8::from(auto_empty)
     ));
+    // Plex goes on with the new items after the scan's activity ends.
+    state.metadata.enqueue(section_id, &summary.inserted);
     Ok(!work.stopped())
 }
 
