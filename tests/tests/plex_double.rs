@@ -445,6 +445,136 @@ fn prefs_reject_unknown_ids_and_bad_values_and_apply_nothing() {
     );
 }
 
+/// The `ButlerTask*` booleans of a recorded real server's `/:/prefs`
+/// (andrey-yantsen/plex-api.rs, commit f7d02c5,
+/// crates/plex-api/tests/mocks/server/prefs.json).
+const REAL_BUTLER_TASK_PREFS: &[&str] = &[
+    "ButlerTaskBackupDatabase",
+    "ButlerTaskOptimizeDatabase",
+    "ButlerTaskCleanOldBundles",
+    "ButlerTaskCleanOldCacheFiles",
+    "ButlerTaskRefreshLocalMedia",
+    "ButlerTaskRefreshLibraries",
+    "ButlerTaskUpgradeMediaAnalysis",
+    "ButlerTaskRefreshPeriodicMetadata",
+    "ButlerTaskDeepMediaAnalysis",
+    "ButlerTaskGarbageCollectBlobs",
+    "ButlerTaskRefreshEpgGuides",
+    "ButlerTaskReverseGeocode",
+    "ButlerTaskGenerateAutoTags",
+    "ButlerTaskGenerateMediaIndexFiles",
+];
+
+#[test]
+fn butler_task_prefs_are_a_real_servers_and_there_is_no_music_analysis_pref() {
+    let world = world();
+    let pms = PlexDouble::start(&world.app, &[], &[]);
+    let token = &world.token;
+    let settings = xml_elements(&ok(&pms, token, "GET", "/:/prefs").body, "Setting");
+    let butler: Vec<&str> = settings
+        .iter()
+        .map(|s| s["id"].as_str())
+        .filter(|id| id.starts_with("ButlerTask"))
+        .collect();
+    assert_eq!(butler, REAL_BUTLER_TASK_PREFS);
+    let reply = call(&pms, token, "PUT", "/:/prefs?ButlerTaskMusicAnalysis=1");
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    // Sonic is the MusicAnalysis task, on or off by MusicAnalysisBehavior.
+    set_prefs(&pms, token, "MusicAnalysisBehavior=asap");
+    let tasks = xml_elements(&ok(&pms, token, "GET", "/butler").body, "ButlerTask");
+    let music = tasks.iter().find(|t| t["name"] == "MusicAnalysis").unwrap();
+    assert_eq!(music["enabled"], "1");
+}
+
+/// Live items of `section` whose metadata was refreshed at or after `since`.
+fn refreshed_since(pms: &PlexDouble, section: i64, since: i64) -> i64 {
+    count(
+        pms,
+        &format!(
+            "SELECT count(*) FROM metadata_items WHERE library_section_id = {section} AND deleted_at IS NULL AND refreshed_at >= {since}"
+        ),
+    )
+}
+
+#[test]
+fn force_is_a_metadata_refresh_of_every_item_and_path_scans_one_folder() {
+    let world = world();
+    let pms = PlexDouble::start(&world.app, &["--metadata-rate", "40"], &[]);
+    let token = &world.token;
+    set_prefs(&pms, token, "ButlerTaskDeepMediaAnalysis=0");
+    let items = count(
+        &pms,
+        &format!(
+            "SELECT count(*) FROM metadata_items WHERE library_section_id = {MUSIC} AND deleted_at IS NULL"
+        ),
+    );
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert_eq!(refreshed_since(&pms, MUSIC, since), 0);
+
+    // A scan leaves the metadata of what it finds unchanged.
+    scan(&pms, token, MUSIC);
+    assert_eq!(refreshed_since(&pms, MUSIC, since), 0);
+
+    // force=1 downloads every item's metadata again, as its own activity.
+    ok(
+        &pms,
+        token,
+        "GET",
+        &format!("/library/sections/{MUSIC}/refresh?force=1"),
+    );
+    let refresh = wait_for("the metadata refresh's activity", WAIT, || {
+        activities(&pms, token)
+            .into_iter()
+            .find(|a| a["type"] == "library.refresh.items")
+    });
+    assert!(refresh["title"].contains("metadata"), "{refresh:?}");
+    wait_idle(&pms, token);
+    assert_eq!(refreshed_since(&pms, MUSIC, since), items);
+    assert!(
+        pms.log()
+            .contains(&format!("refreshing all metadata of section {MUSIC}")),
+        "{}",
+        pms.log()
+    );
+
+    // path= scans that folder and nothing else.
+    let (track, _) = live_file(&pms, MUSIC);
+    let bytes = std::fs::read(&track).unwrap();
+    let music = world.media.join("Music");
+    for artist in ["Artiste Un", "Artiste Deux"] {
+        let album = music.join(artist).join("Album (2020)");
+        std::fs::create_dir_all(&album).unwrap();
+        std::fs::write(album.join("01 - Titre.flac"), &bytes).unwrap();
+    }
+    let tracks = || {
+        count(
+            &pms,
+            &format!(
+                "SELECT count(*) FROM metadata_items WHERE library_section_id = {MUSIC} AND metadata_type = 10 AND deleted_at IS NULL"
+            ),
+        )
+    };
+    let before = tracks();
+    let folder = music.join("Artiste Un").display().to_string();
+    let query: String = form_urlencoded::byte_serialize(folder.as_bytes()).collect();
+    ok(
+        &pms,
+        token,
+        "GET",
+        &format!("/library/sections/{MUSIC}/refresh?path={query}"),
+    );
+    wait_idle(&pms, token);
+    assert_eq!(tracks(), before + 1, "only the folder asked for is scanned");
+    assert!(
+        pms.log().contains(&format!("path={folder})")),
+        "{}",
+        pms.log()
+    );
+}
+
 #[test]
 fn claim_flow_writes_the_token_after_the_delay_and_expired_tokens_fail() {
     let world = world();

@@ -11,6 +11,8 @@ use crate::plexdouble::ids;
 /// names for analyses are the double's choice (Plex's are UNCONFIRMED in
 /// plex.md).
 pub const SCAN: &str = "library.update.section";
+/// "Refresh All Metadata" (`force=1`), Plex's own type (plex.md).
+pub const REFRESH_ITEMS: &str = "library.refresh.items";
 pub const SECTION_ANALYSIS: &str = "library.analyze.section";
 pub const SONIC: &str = "media.analyze.sonic";
 pub const DEEP_ANALYSIS: &str = "media.analyze.deep";

@@ -21,6 +21,7 @@ pub mod metadata;
 pub mod networks;
 pub mod plextv_client;
 pub mod prefs;
+pub mod refresh;
 mod routes;
 pub mod scan;
 pub mod scanner_process;

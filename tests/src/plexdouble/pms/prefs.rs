@@ -173,36 +173,70 @@ pub const PREFS: &[PrefDef] = &[
         "butler",
         Check::Range(0, 23),
     ),
+    // The 14 `ButlerTask*` booleans of a real server's `/:/prefs`, in its
+    // order, with its labels, defaults and hidden flags
+    // (andrey-yantsen/plex-api.rs, commit f7d02c5,
+    // crates/plex-api/tests/mocks/server/prefs.json). There is no
+    // `ButlerTaskMusicAnalysis`: Sonic is the `MusicAnalysis` task, governed
+    // by `MusicAnalysisBehavior`.
     butler_task(
         "ButlerTaskBackupDatabase",
         "Backup database every three days",
     ),
+    butler_task("ButlerTaskOptimizeDatabase", "Optimize database every week"),
     butler_task("ButlerTaskCleanOldBundles", "Remove old bundles every week"),
     butler_task(
         "ButlerTaskCleanOldCacheFiles",
         "Remove old cache files every week",
     ),
     butler_task(
-        "ButlerTaskDeepMediaAnalysis",
-        "Perform extensive media analysis during maintenance",
-    ),
-    butler_task("ButlerTaskOptimizeDatabase", "Optimize database every week"),
-    butler_task(
-        "ButlerTaskRefreshLibraries",
-        "Update all libraries during maintenance",
-    ),
-    butler_task(
         "ButlerTaskRefreshLocalMedia",
         "Refresh local metadata every three days",
     ),
-    butler_task(
-        "ButlerTaskRefreshPeriodicMetadata",
-        "Refresh metadata periodically",
-    ),
+    PrefDef {
+        default: "0",
+        ..butler_task(
+            "ButlerTaskRefreshLibraries",
+            "Update all libraries during maintenance",
+        )
+    },
     butler_task(
         "ButlerTaskUpgradeMediaAnalysis",
         "Upgrade media analysis during maintenance",
     ),
+    butler_task(
+        "ButlerTaskRefreshPeriodicMetadata",
+        "Refresh library metadata periodically",
+    ),
+    butler_task(
+        "ButlerTaskDeepMediaAnalysis",
+        "Perform extensive media analysis during maintenance",
+    ),
+    PrefDef {
+        hidden: true,
+        ..butler_task(
+            "ButlerTaskGarbageCollectBlobs",
+            "Perform cleanup on blobs database",
+        )
+    },
+    PrefDef {
+        hidden: true,
+        ..butler_task(
+            "ButlerTaskRefreshEpgGuides",
+            "Perform refresh of program guide data.",
+        )
+    },
+    butler_task(
+        "ButlerTaskReverseGeocode",
+        "Fetch missing location names for items in photo sections",
+    ),
+    butler_task("ButlerTaskGenerateAutoTags", "Analyze and tag photos"),
+    PrefDef {
+        default: "0",
+        hidden: true,
+        group: "",
+        ..butler_task("ButlerTaskGenerateMediaIndexFiles", "")
+    },
     // What exposes a server beyond its host, on by default as on a fresh
     // real server. Ids and labels from python-plexapi's settingslist.rst
     // (a real server's /:/prefs; it lowers the first letter) and a real

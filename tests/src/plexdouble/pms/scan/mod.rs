@@ -26,7 +26,7 @@ use super::library::{self, Location};
 use super::state::State;
 use super::trash::{self, KnownPart};
 use super::work::Work;
-use super::{analyze, butler};
+use super::{analyze, butler, refresh};
 
 /// Header reads in flight at once: enough for 10-20k files in seconds on
 /// a local disk.
@@ -54,8 +54,15 @@ fn run_job(state: &Arc<State>, job: Job, cancel: Arc<AtomicBool>) {
             section,
             force,
             path,
-        } => match scan(state, section, force, path.as_deref(), cancel) {
+        } => match scan(state, section, force, path.as_deref(), Arc::clone(&cancel)) {
             Ok(true) => {
+                // `force=1` is "Refresh All Metadata": the same scan, then
+                // every item's metadata downloaded again.
+                if force && let Err(error) = refresh::all_metadata(state, section, cancel) {
+                    state.log.error(format!(
+                        "Metadata: refresh of section {section} failed: {error:#}"
+                    ));
+                }
                 // lessons.md rule 11: with its Butler pref on, Plex follows
                 // a scan with deep analysis on its own.
                 if state.flag("ButlerTaskDeepMediaAnalysis") {
