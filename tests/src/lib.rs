@@ -8,6 +8,7 @@ pub mod http;
 pub mod leaks;
 pub mod plexdouble;
 pub mod real_dbs;
+pub mod recorded;
 pub mod s3server;
 pub mod scwdouble;
 

@@ -1,0 +1,691 @@
+//! Recorded real Scaleway traffic as the judge (issue 13, point 13). The
+//! recordings (tests/data/scaleway/, each naming the repository, commit and
+//! cassette it came from) are Scaleway's own CLI and Terraform provider
+//! talking to the real API. For every endpoint plex-burst uses:
+//! - the client, answered with the recorded response, parses the values
+//!   the recording holds;
+//! - the client's request (method, path, query, body) matches the recorded
+//!   one; what the real request had and ours lacks is listed, deliberate;
+//! - the Scaleway double, sent the recorded request, accepts it and answers
+//!   in the recorded shape (`double_*` tests).
+
+use std::str::FromStr;
+use std::time::{Duration, UNIX_EPOCH};
+
+use plex_burst_tests::recorded::{Recording, Replay, Seen, access_key, shape_diff};
+use runner::scaleway::{
+    Client, CreateImage, CreateSecurityGroup, CreateServer, RetryPolicy, RootVolume, ScwError,
+    ServerAction, ServerState, VolumeType, Zone,
+};
+use runner::secret::Secret;
+use serde_json::Value;
+
+fn par1() -> Zone {
+    Zone::from_str("fr-par-1").unwrap()
+}
+
+fn client(url: &str, attempts: u32) -> Client {
+    Client::new(url, Secret::new("conformance-secret-key"))
+        .unwrap()
+        .with_retry(RetryPolicy {
+            attempts,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+        })
+}
+
+/// A replay of the interactions `ids` of `name`, and a client for it.
+async fn replay(rec: &Recording, ids: &[i64]) -> (Replay, Client) {
+    let answers = ids.iter().map(|i| rec.get(*i).response.clone()).collect();
+    let replay = Replay::start(answers).await;
+    let c = client(&replay.url, 1);
+    (replay, c)
+}
+
+/// The request the client sent is the recorded one's method and path.
+fn same_call(rec: &Recording, id: i64, seen: &Seen) {
+    let want = &rec.get(id).request;
+    assert_eq!(
+        (seen.method.as_str(), seen.path.as_str()),
+        (want.method.as_str(), want.path.as_str()),
+        "{}",
+        rec.cite(id)
+    );
+}
+
+/// Compares the client's JSON body with the recorded request's: same
+/// types where both have a key; returns (keys only the recording has,
+/// keys only ours has), for the test to assert as deliberate.
+fn body_keys(rec: &Recording, id: i64, seen: &Seen) -> (Vec<String>, Vec<String>) {
+    let want = &rec.get(id).request.body;
+    let got = seen.json();
+    let diff = shape_diff(want, &got, &["volumes"]);
+    let only_recorded: Vec<String> = diff
+        .iter()
+        .filter_map(|d| {
+            d.strip_suffix(")")
+                .and_then(|d| d.split_once(": missing ("))
+        })
+        .map(|(k, _)| k.to_string())
+        .collect();
+    let only_ours: Vec<String> = diff
+        .iter()
+        .filter_map(|d| d.split_once(": not in the recorded answer ("))
+        .map(|(k, _)| k.to_string())
+        .collect();
+    let typed: Vec<&String> = diff
+        .iter()
+        .filter(|d| d.contains(" where the recording has "))
+        .collect();
+    assert!(typed.is_empty(), "{}: {typed:?}", rec.cite(id));
+    (only_recorded, only_ours)
+}
+
+fn body_of(rec: &Recording, id: i64) -> &Value {
+    &rec.get(id).response.body
+}
+
+// ---- Instance: servers, actions -------------------------------------------
+
+#[tokio::test]
+async fn servers_create_get_action_terminate() {
+    let rec = Recording::load("instance_server_lifecycle");
+    let (replay, c) = replay(&rec, &[4, 5, 13, 14, 15, 63, 64, 67]).await;
+    let want = &rec.get(4).request.body;
+    let tags: Vec<String> = serde_json::from_value(want["tags"].clone()).unwrap();
+    let req = CreateServer {
+        name: want["name"].as_str().unwrap().into(),
+        commercial_type: want["commercial_type"].as_str().unwrap().into(),
+        image: want["image"].as_str().unwrap().into(),
+        project: want["project"].as_str().unwrap().into(),
+        tags: tags.clone(),
+        root_volume: RootVolume {
+            size_bytes: want["volumes"]["0"]["size"].as_u64().unwrap(),
+            volume_type: VolumeType::Sbs,
+        },
+        dynamic_ip_required: false,
+        security_group: None,
+    };
+    let created = c.create_server(&par1(), &req).await.unwrap();
+    let answer = &body_of(&rec, 4)["server"];
+    assert_eq!(created.id, answer["id"].as_str().unwrap());
+    assert_eq!(created.state, ServerState::Stopped);
+    assert_eq!(created.tags, tags);
+    assert_eq!(created.commercial_type, "DEV1-S");
+    assert_eq!(created.image_id.as_deref(), answer["image"]["id"].as_str());
+    let root = &created.volumes["0"];
+    assert_eq!(root.volume_type, "sbs_volume");
+    assert_eq!(root.id, answer["volumes"]["0"]["id"].as_str().unwrap());
+    assert_eq!(
+        created.security_group.as_ref().map(|g| g.id.as_str()),
+        answer["security_group"]["id"].as_str()
+    );
+    let id = created.id.clone();
+
+    let stopped = c.get_server(&par1(), &id).await.unwrap().unwrap();
+    assert_eq!(stopped.state, ServerState::Stopped);
+    c.server_action(&par1(), &id, ServerAction::Poweron)
+        .await
+        .unwrap();
+    let starting = c.get_server(&par1(), &id).await.unwrap().unwrap();
+    assert_eq!(starting.state, ServerState::Starting);
+    let running = c.get_server(&par1(), &id).await.unwrap().unwrap();
+    assert_eq!(running.state, ServerState::Running);
+    let ips: Vec<&str> = body_of(&rec, 15)["server"]["public_ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|ip| ip["address"].as_str())
+        .collect();
+    assert_eq!(running.public_ips, ips);
+    c.server_action(&par1(), &id, ServerAction::Terminate)
+        .await
+        .unwrap();
+    let stopping = c.get_server(&par1(), &id).await.unwrap().unwrap();
+    assert_eq!(stopping.state, ServerState::Stopping);
+    assert_eq!(c.get_server(&par1(), &id).await.unwrap(), None);
+
+    let seen = replay.seen();
+    for (seen, id) in seen.iter().zip([4, 5, 13, 14, 15, 63, 64, 67]) {
+        same_call(&rec, id, seen);
+    }
+    // The real request sends the root volume's `boot: false` (the default).
+    assert_eq!(
+        body_keys(&rec, 4, &seen[0]),
+        (vec!["volumes.0.boot".to_string()], vec![])
+    );
+    assert_eq!(seen[2].json(), rec.get(13).request.body);
+    assert_eq!(seen[5].json(), rec.get(63).request.body);
+}
+
+#[tokio::test]
+async fn servers_list_by_tags() {
+    let rec = Recording::load("instance_servers_list");
+    let (replay, c) = replay(&rec, &[51]).await;
+    let want = &rec.get(51).request;
+    let tags: Vec<&str> = want
+        .query
+        .iter()
+        .find(|(k, _)| k == "tags")
+        .map(|(_, v)| v.split(',').collect())
+        .unwrap();
+    let servers = c.list_servers(&par1(), &tags).await.unwrap();
+    let recorded = body_of(&rec, 51)["servers"].as_array().unwrap();
+    assert_eq!(servers.len(), recorded.len());
+    assert_eq!(servers[0].id, recorded[0]["id"].as_str().unwrap());
+    let seen = replay.one();
+    same_call(&rec, 51, &seen);
+    // Tags as the real request sends them: one comma-separated value.
+    assert_eq!(seen.query_values("tags"), vec![tags.join(",")]);
+    assert_eq!(seen.query_keys(), vec!["tags", "per_page", "page"]);
+}
+
+#[tokio::test]
+async fn products_servers_all_pages() {
+    let rec = Recording::load("instance_products_servers");
+    let (replay, c) = replay(&rec, &[0, 1, 2]).await;
+    let types = c.server_types(&par1()).await.unwrap();
+    let total: usize = rec.get(0).response.headers["X-Total-Count"]
+        .parse()
+        .unwrap();
+    assert_eq!(types.len(), total);
+    let dev1 = &types["DEV1-S"];
+    let recorded = &body_of(&rec, 0)["servers"]["DEV1-S"];
+    assert_eq!(dev1.ncpus as u64, recorded["ncpus"].as_u64().unwrap());
+    assert_eq!(dev1.ram, recorded["ram"].as_u64().unwrap());
+    assert_eq!(
+        dev1.hourly_price,
+        recorded["hourly_price"].as_f64().unwrap()
+    );
+    assert!(dev1.has_local_ssd());
+    let seen = replay.seen();
+    assert_eq!(seen.len(), 3);
+    same_call(&rec, 0, &seen[0]);
+    assert_eq!(seen[2].query_values("page"), vec!["3"]);
+}
+
+// ---- Instance: user data -----------------------------------------------------
+
+#[tokio::test]
+async fn user_data_set_get_missing() {
+    let rec = Recording::load("instance_user_data");
+    let (replay, c) = replay(&rec, &[17, 18]).await;
+    let path = &rec.get(17).request.path;
+    let server = path.split('/').nth(6).unwrap();
+    let text = rec.get(17).request.body.as_str().unwrap();
+    c.set_user_data(&par1(), server, "cloud-init", text)
+        .await
+        .unwrap();
+    let got = c.user_data(&par1(), server, "cloud-init").await.unwrap();
+    assert_eq!(got.as_deref(), body_of(&rec, 18).as_str());
+    let seen = replay.seen();
+    same_call(&rec, 17, &seen[0]);
+    same_call(&rec, 18, &seen[1]);
+    assert_eq!(seen[0].content_type, rec.get(17).request.content_type);
+    assert_eq!(String::from_utf8_lossy(&seen[0].body), text);
+
+    let rec = Recording::load("instance_user_data_missing");
+    let (replay, c) = self::replay(&rec, &[5]).await;
+    let path = &rec.get(5).request.path;
+    let server = path.split('/').nth(6).unwrap();
+    assert_eq!(c.user_data(&par1(), server, "happy").await.unwrap(), None);
+    same_call(&rec, 5, &replay.one());
+}
+
+// ---- Instance: images ----------------------------------------------------------
+
+#[tokio::test]
+async fn images_create_get_list() {
+    let rec = Recording::load("instance_images");
+    let (replay, c) = replay(&rec, &[8, 9]).await;
+    let want = &rec.get(8).request.body;
+    let req = CreateImage {
+        name: want["name"].as_str().unwrap().into(),
+        root_volume: want["root_volume"].as_str().unwrap().into(),
+        arch: want["arch"].as_str().unwrap().into(),
+        project: want["project"].as_str().unwrap().into(),
+        tags: vec![],
+    };
+    let image = c.create_image(&par1(), &req).await.unwrap();
+    let answer = &body_of(&rec, 8)["image"];
+    assert_eq!(image.id, answer["id"].as_str().unwrap());
+    assert_eq!(image.state, "available");
+    assert_eq!(
+        image.root_volume_id.as_deref(),
+        Some(req.root_volume.as_str())
+    );
+    let got = c.get_image(&par1(), &image.id).await.unwrap().unwrap();
+    assert_eq!(got.name, req.name);
+    let seen = replay.seen();
+    same_call(&rec, 8, &seen[0]);
+    same_call(&rec, 9, &seen[1]);
+    // `tags` is CreateImageRequest's too (scaleway-sdk-go api/instance/v1).
+    assert_eq!(
+        body_keys(&rec, 8, &seen[0]),
+        (vec![], vec!["tags".to_string()])
+    );
+
+    let rec = Recording::load("instance_images_list");
+    let (replay, c) = self::replay(&rec, &[43]).await;
+    let recorded = &body_of(&rec, 43)["images"][0];
+    let name = recorded["name"].as_str().unwrap();
+    let images = c.list_images(&par1(), Some(name), &[]).await.unwrap();
+    assert_eq!(images.len(), 1);
+    assert_eq!(images[0].id, recorded["id"].as_str().unwrap());
+    let seen = replay.one();
+    same_call(&rec, 43, &seen);
+    assert_eq!(seen.query_values("name"), vec![name]);
+}
+
+// ---- Instance: security groups ---------------------------------------------
+
+#[tokio::test]
+async fn security_groups_create_get_rules_delete_list() {
+    let rec = Recording::load("instance_security_groups");
+    let (replay, c) = replay(&rec, &[0, 3, 4, 36, 37]).await;
+    let want = &rec.get(0).request.body;
+    let req = CreateSecurityGroup::closed(
+        want["name"].as_str().unwrap().into(),
+        want["project"].as_str().unwrap().into(),
+        vec![],
+    );
+    let group = c.create_security_group(&par1(), &req).await.unwrap();
+    let answer = &body_of(&rec, 0)["security_group"];
+    assert_eq!(group.id, answer["id"].as_str().unwrap());
+    assert!(group.stateful);
+    assert_eq!(group.inbound_default_policy, "drop");
+    assert!(!group.project_default);
+    let got = c.get_security_group(&par1(), &group.id).await.unwrap();
+    assert_eq!(got.unwrap().name, req.name);
+    let rules = c.security_group_rules(&par1(), &group.id).await.unwrap();
+    let recorded = body_of(&rec, 4)["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), recorded.len());
+    assert_eq!(rules[0].direction, "outbound");
+    assert!(!rules[0].editable);
+    c.delete_security_group(&par1(), &group.id).await.unwrap();
+    assert_eq!(
+        c.get_security_group(&par1(), &group.id).await.unwrap(),
+        None
+    );
+    let seen = replay.seen();
+    for (seen, id) in seen.iter().zip([0, 3, 4, 36, 37]) {
+        same_call(&rec, id, seen);
+    }
+    // `enable_default_security` (Scaleway's outbound SMTP block) is left to
+    // the API's default; `tags` is CreateSecurityGroupRequest's too.
+    assert_eq!(
+        body_keys(&rec, 0, &seen[0]),
+        (
+            vec!["enable_default_security".to_string()],
+            vec!["tags".to_string()]
+        )
+    );
+
+    let rec = Recording::load("instance_security_groups_list");
+    let (replay, c) = self::replay(&rec, &[115]).await;
+    let want = &rec.get(115).request;
+    let project = &want.query.iter().find(|(k, _)| k == "project").unwrap().1;
+    let groups = c.list_security_groups(&par1(), project, &[]).await.unwrap();
+    let recorded = body_of(&rec, 115)["security_groups"].as_array().unwrap();
+    assert_eq!(groups.len(), recorded.len());
+    assert_eq!(
+        groups.iter().filter(|g| g.project_default).count(),
+        recorded
+            .iter()
+            .filter(|g| g["project_default"] == true)
+            .count()
+    );
+    let seen = replay.one();
+    same_call(&rec, 115, &seen);
+    assert_eq!(seen.query_values("project"), vec![project.as_str()]);
+}
+
+// ---- Block: volumes, snapshots -----------------------------------------------
+
+#[tokio::test]
+async fn block_snapshots_create_get_delete() {
+    let rec = Recording::load("block_snapshots");
+    let (replay, c) = replay(&rec, &[4, 5, 8, 12, 13, 17, 16]).await;
+    let want = &rec.get(4).request.body;
+    let snap = c
+        .create_snapshot(
+            &par1(),
+            want["volume_id"].as_str().unwrap(),
+            want["name"].as_str().unwrap(),
+            want["project_id"].as_str().unwrap(),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(snap.status, "creating");
+    assert_eq!(snap.parent_volume_id.as_deref(), want["volume_id"].as_str());
+    assert_eq!(snap.size, body_of(&rec, 4)["size"].as_u64().unwrap());
+    let first = c.get_snapshot(&par1(), &snap.id).await.unwrap().unwrap();
+    assert_eq!(first.status, body_of(&rec, 5)["status"].as_str().unwrap());
+    let later = c.get_snapshot(&par1(), &snap.id).await.unwrap().unwrap();
+    assert_eq!(later.status, "available");
+    c.delete_snapshot(&par1(), &snap.id).await.unwrap();
+    assert_eq!(c.get_snapshot(&par1(), &snap.id).await.unwrap(), None);
+    // Deleting what is already gone (404) is done.
+    c.delete_snapshot(&par1(), &snap.id).await.unwrap();
+    let volume = want["volume_id"].as_str().unwrap();
+    assert_eq!(c.get_volume(&par1(), volume).await.unwrap(), None);
+    let seen = replay.seen();
+    for (seen, id) in seen.iter().zip([4, 5, 8, 12, 13, 17, 16]) {
+        same_call(&rec, id, seen);
+    }
+    // The real request also sends `public: false`, the default.
+    assert_eq!(
+        body_keys(&rec, 4, &seen[0]),
+        (vec!["public".to_string()], vec![])
+    );
+}
+
+#[tokio::test]
+async fn block_lists_and_volume_after_terminate() {
+    let rec = Recording::load("block_snapshots_list");
+    let (replay, c) = replay(&rec, &[8]).await;
+    let snaps = c.list_snapshots(&par1(), &[], None).await.unwrap();
+    let recorded = body_of(&rec, 8)["snapshots"].as_array().unwrap();
+    assert_eq!(snaps.len(), recorded.len());
+    assert_eq!(snaps[0].id, recorded[0]["id"].as_str().unwrap());
+    let seen = replay.one();
+    same_call(&rec, 8, &seen);
+    assert_eq!(seen.query_keys(), vec!["page_size", "page"]);
+
+    let rec = Recording::load("block_volumes_list");
+    let (replay, c) = self::replay(&rec, &[14]).await;
+    let want = &rec.get(14).request;
+    let tags: Vec<&str> = want
+        .query
+        .iter()
+        .filter(|(k, _)| k == "tags")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let project = want
+        .query
+        .iter()
+        .find(|(k, _)| k == "project_id")
+        .map(|(_, v)| v.as_str());
+    let volumes = c.list_volumes(&par1(), &tags, project).await.unwrap();
+    let recorded = body_of(&rec, 14)["volumes"].as_array().unwrap();
+    assert_eq!(volumes.len(), recorded.len());
+    let seen = replay.one();
+    same_call(&rec, 14, &seen);
+    // Block takes tags as a repeated parameter, as recorded.
+    assert_eq!(seen.query_values("tags"), tags);
+    assert_eq!(
+        seen.query_values("project_id"),
+        project.into_iter().collect::<Vec<_>>()
+    );
+
+    let rec = Recording::load("instance_server_lifecycle");
+    let (replay, c) = self::replay(&rec, &[69, 70]).await;
+    let recorded = body_of(&rec, 69);
+    let id = recorded["id"].as_str().unwrap();
+    let volume = c.get_volume(&par1(), id).await.unwrap().unwrap();
+    assert_eq!(volume.status, recorded["status"].as_str().unwrap());
+    assert_eq!(volume.size, recorded["size"].as_u64().unwrap());
+    assert_eq!(volume.tags, Vec::<String>::new());
+    c.delete_volume(&par1(), id).await.unwrap();
+    let seen = replay.seen();
+    same_call(&rec, 69, &seen[0]);
+    same_call(&rec, 70, &seen[1]);
+}
+
+// ---- Marketplace ------------------------------------------------------------------
+
+#[tokio::test]
+async fn marketplace_local_image() {
+    let rec = Recording::load("instance_server_lifecycle");
+    let (replay, c) = replay(&rec, &[3]).await;
+    let want = &rec.get(3).request;
+    let label = &want
+        .query
+        .iter()
+        .find(|(k, _)| k == "image_label")
+        .unwrap()
+        .1;
+    let id = c.marketplace_image(&par1(), label, "DEV1-S").await.unwrap();
+    // The image the recorded server was then created from.
+    assert_eq!(id, rec.get(4).request.body["image"].as_str().unwrap());
+    let seen = replay.one();
+    same_call(&rec, 3, &seen);
+    for key in ["image_label", "zone", "type"] {
+        let recorded: Vec<&str> = want
+            .query
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(seen.query_values(key), recorded, "{key}");
+    }
+}
+
+// ---- IAM ------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn iam_application_and_api_key() {
+    let rec = Recording::load("iam_api_keys");
+    let (replay, c) = replay(&rec, &[0, 2, 3, 9, 10, 11]).await;
+    let want = &rec.get(0).request.body;
+    let app = c
+        .create_application(
+            want["name"].as_str().unwrap(),
+            want["organization_id"].as_str().unwrap(),
+            "",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(app.id, body_of(&rec, 0)["id"].as_str().unwrap());
+    let expires = UNIX_EPOCH + Duration::from_secs(2_067_411_600); // 2035-07-06T09:00:00Z
+    let key = c
+        .create_api_key(&app.id, expires, "", "tf_tests_expires")
+        .await
+        .unwrap();
+    assert_eq!(key.access_key, access_key());
+    assert!(key.secret_key.as_ref().is_some_and(|s| !s.is_empty()));
+    assert_eq!(key.application_id.as_deref(), Some(app.id.as_str()));
+    assert_eq!(key.expires_at.as_deref(), Some("2035-07-06T09:00:00Z"));
+    let got = c.get_api_key(&key.access_key).await.unwrap().unwrap();
+    assert_eq!(got.secret_key, None);
+    c.delete_api_key(&key.access_key).await.unwrap();
+    c.delete_application(&app.id).await.unwrap();
+    assert_eq!(c.get_api_key(&key.access_key).await.unwrap(), None);
+    let seen = replay.seen();
+    for (seen, id) in seen.iter().zip([0, 2, 3, 9, 10, 11]) {
+        same_call(&rec, id, seen);
+    }
+    assert_eq!(body_keys(&rec, 0, &seen[0]), (vec![], vec![]));
+    // `default_project_id` is CreateAPIKeyRequest's too (the run's key
+    // must default to the run's project).
+    assert_eq!(
+        body_keys(&rec, 2, &seen[1]),
+        (vec![], vec!["default_project_id".to_string()])
+    );
+
+    let rec = Recording::load("iam_api_keys_list");
+    let (replay, c) = self::replay(&rec, &[14]).await;
+    let want = &rec.get(14).request;
+    let app = &want.query.iter().find(|(k, _)| k == "bearer_id").unwrap().1;
+    let keys = c.list_api_keys(app).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].access_key, access_key());
+    same_call(&rec, 14, &replay.one());
+
+    let rec = Recording::load("iam_applications_list");
+    let (replay, c) = self::replay(&rec, &[18]).await;
+    let want = &rec.get(18).request;
+    let q = |key: &str| want.query.iter().find(|(k, _)| k == key).unwrap().1.clone();
+    let apps = c
+        .applications_named(&q("name"), &q("organization_id"))
+        .await
+        .unwrap();
+    assert_eq!(apps.len(), 1);
+    assert_eq!(apps[0].name, q("name"));
+    let seen = replay.one();
+    same_call(&rec, 18, &seen);
+    assert_eq!(seen.query_values("name"), vec![q("name")]);
+    assert_eq!(
+        seen.query_values("organization_id"),
+        vec![q("organization_id")]
+    );
+}
+
+#[tokio::test]
+async fn iam_policy() {
+    let rec = Recording::load("iam_policies");
+    let (replay, c) = replay(&rec, &[2, 21]).await;
+    let want = &rec.get(2).request.body;
+    let policy = c
+        .create_policy(
+            want["name"].as_str().unwrap(),
+            want["organization_id"].as_str().unwrap(),
+            want["application_id"].as_str().unwrap(),
+            &["IAMManager"],
+            &[want["organization_id"].as_str().unwrap()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(policy.id, body_of(&rec, 2)["id"].as_str().unwrap());
+    assert_eq!(
+        policy.application_id.as_deref(),
+        want["application_id"].as_str()
+    );
+    c.delete_policy(&policy.id).await.unwrap();
+    let seen = replay.seen();
+    same_call(&rec, 2, &seen[0]);
+    same_call(&rec, 21, &seen[1]);
+    // Ours scopes its rule to projects where the recording's scopes it to
+    // the organization; `description`, `tags` and a rule's `condition` are
+    // left to the API's defaults.
+    let (only_recorded, only_ours) = body_keys(&rec, 2, &seen[0]);
+    assert_eq!(
+        only_recorded,
+        vec![
+            "description",
+            "rules[0].condition",
+            "rules[0].organization_id",
+            "tags"
+        ]
+    );
+    assert_eq!(only_ours, vec!["rules[0].project_ids"]);
+
+    // Two pages, as recorded (total_count past the first page).
+    let rec = Recording::load("iam_policies_list");
+    let (replay, c) = self::replay(&rec, &[18, 19]).await;
+    let recorded = body_of(&rec, 18)["policies"].as_array().unwrap();
+    let with_app = recorded
+        .iter()
+        .find(|p| p["application_id"].is_string())
+        .expect("a policy of an application");
+    let app = with_app["application_id"].as_str().unwrap();
+    let found = c.find_policy(app).await.unwrap().unwrap();
+    assert_eq!(found.id, with_app["id"].as_str().unwrap());
+    let seen = replay.seen();
+    same_call(&rec, 18, &seen[0]);
+    same_call(&rec, 19, &seen[1]);
+    assert_eq!(seen[1].query_values("page"), vec!["2"]);
+}
+
+// ---- Error bodies -------------------------------------------------------------------
+
+/// The error the client makes of the recorded answer `id` of `name`,
+/// answered to `call`, with how many requests were sent for it.
+async fn refused<F, Fut, T>(name: &str, id: i64, attempts: u32, call: F) -> (ScwError, usize)
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ScwError>>,
+    T: std::fmt::Debug,
+{
+    let rec = Recording::load(name);
+    let answers = vec![rec.get(id).response.clone(); attempts as usize];
+    let replay = Replay::start(answers).await;
+    let e = call(client(&replay.url, attempts)).await.unwrap_err();
+    (e, replay.seen().len())
+}
+
+#[tokio::test]
+async fn error_invalid_arguments() {
+    let (e, sent) = refused("error_invalid_arguments", 6, 3, |c| async move {
+        c.server_action(&par1(), "srv", ServerAction::Poweron).await
+    })
+    .await;
+    assert_eq!(sent, 1, "a 400 is not retried");
+    assert!(
+        !e.is_transient() && !e.is_auth() && !e.is_not_found(),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "Scaleway refused POST /instance/v1/zones/fr-par-1/servers/srv/action \
+         (400 invalid_arguments): invalid argument(s) (invalid arguments: \
+         placement_group (constraint) (not a valid value))"
+    );
+}
+
+#[tokio::test]
+async fn error_permissions_denied() {
+    let (e, sent) = refused("error_permissions_denied", 19, 3, |c| async move {
+        c.get_snapshot(&par1(), "snap").await
+    })
+    .await;
+    assert_eq!(sent, 1);
+    assert!(e.is_auth(), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.starts_with("Scaleway refused GET /block/v1/zones/fr-par-1/snapshots/snap (403 permissions_denied): insufficient permissions"),
+        "{text}"
+    );
+    // The details name what was denied.
+    assert!(text.contains("read") && text.contains("snapshot"), "{text}");
+}
+
+#[tokio::test]
+async fn error_transient_state() {
+    let (e, sent) = refused("error_transient_state", 15, 3, |c| async move {
+        c.delete_application("app").await
+    })
+    .await;
+    assert_eq!(
+        sent, 1,
+        "a 409 is not retried by the client: its caller waits"
+    );
+    assert!(e.is_transient(), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("(409 transient_state): resource is in a transient state"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn error_rate_limited_429_with_empty_body() {
+    let (e, sent) = refused("error_rate_limited", 182, 2, |c| async move {
+        c.list_snapshots(&par1(), &[], None).await
+    })
+    .await;
+    assert_eq!(sent, 2, "a 429 is retried");
+    assert!(e.is_transient(), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "Scaleway refused GET /block/v1/zones/fr-par-1/snapshots (429): (empty body)"
+    );
+
+    // Retried, the next answer is used.
+    let limited = Recording::load("error_rate_limited")
+        .get(182)
+        .response
+        .clone();
+    let list = Recording::load("block_snapshots_list");
+    let replay = Replay::start(vec![limited, list.get(8).response.clone()]).await;
+    let snaps = client(&replay.url, 2)
+        .list_snapshots(&par1(), &[], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        snaps.len(),
+        body_of(&list, 8)["snapshots"].as_array().unwrap().len()
+    );
+}
