@@ -99,13 +99,14 @@ pub async fn delete_device(cfg: &BootstrapConfig, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// The home server's identifier, so that it is never taken for the run's.
+/// The home server's identifier on the account, so that it is never taken
+/// for the run's.
 pub fn home_server(cfg: &BootstrapConfig) -> Option<String> {
     let layout = home::layout_of(&cfg.home);
     runner::plex::preferences::Preferences::read(&layout.app_support_dir)
         .ok()
         .flatten()
-        .and_then(|p| p.machine_identifier().map(str::to_owned))
+        .and_then(|p| p.processed_machine_identifier().map(str::to_owned))
 }
 
 fn client(cfg: &BootstrapConfig) -> Result<Option<PlexTv>> {

@@ -20,7 +20,9 @@ use plex_burst_tests::bootstrap_world::{
 use plex_burst_tests::fixture::{
     LibraryKind, LibrarySpec, Spec, write_app_support, write_media_tree,
 };
-use plex_burst_tests::plexdouble::harness::{PlexTvDouble, free_port, get, wait_for, xml_elements};
+use plex_burst_tests::plexdouble::harness::{
+    PlexDouble, PlexTvDouble, free_port, get, request, wait_for, xml_elements,
+};
 use plex_burst_tests::s3server::{ACCESS_KEY, S3Server, SECRET_KEY, rclone_path};
 use plex_burst_tests::scwdouble::harness::{ScwDouble, ScwOptions};
 use plex_burst_tests::scwdouble::s3front::OWNER_USER_ID;
@@ -1524,4 +1526,94 @@ fn sweep_deletes_only_what_carries_its_runs_tag_in_the_project_whatever_a_record
     // bucket's.
     let err = w.fails(&["fetch", run_id]);
     assert!(err.contains("no launch record kept at home"), "{err}");
+}
+
+#[test]
+fn sweep_removes_a_crashed_runs_server_from_the_account_by_the_id_plex_registered_never_the_home_one()
+ {
+    let w = World::new(WorldOptions::default());
+    // The home server is on the account, registered as the official image
+    // registers it: the claim exchange under its ProcessedMachineIdentifier.
+    let home_prefs = plex_burst_tests::plexdouble::pms::prefs::Preferences::load_or_create(
+        &w.app_support.join("Preferences.xml"),
+        PLEX_VERSION,
+    )
+    .unwrap();
+    let home_id = home_prefs
+        .get("ProcessedMachineIdentifier")
+        .unwrap()
+        .to_owned();
+    assert_ne!(home_prefs.get("MachineIdentifier"), Some(home_id.as_str()));
+    let exchange = request(
+        "POST",
+        &w.plextv.url(&format!(
+            "/api/claim/exchange?token={}",
+            w.plextv.claim_token()
+        )),
+        &[("X-Plex-Client-Identifier", &home_id)],
+    )
+    .unwrap();
+    assert_eq!(exchange.status, 200, "{}", exchange.body);
+
+    // A run whose instance died after its Plex was claimed; its status names
+    // the server as the runner does, by what /identity reports.
+    let app = w.dir.path().join("crashed-run-plex");
+    let mut plex = PlexDouble::start(
+        &app,
+        &[
+            "--allowed-networks",
+            "127.0.0.0/8",
+            "--plextv-url",
+            &w.plextv.url,
+        ],
+        &[],
+    );
+    let claim = format!("/myplex/claim?token={}", w.plextv.claim_token());
+    let claimed = request(
+        "POST",
+        &plex.url(&claim),
+        &[("X-Plex-Token", ACCOUNT_TOKEN)],
+    )
+    .unwrap();
+    assert_eq!(claimed.status, 200, "{}", claimed.body);
+    let identity = get(&plex.url("/identity"), &[]).unwrap();
+    let run_server = xml_elements(&identity.body, "MediaContainer")[0]["machineIdentifier"].clone();
+    plex.terminate();
+    assert_eq!(w.plex_servers_on_account().len(), 2);
+
+    // Two runs launched an hour ago, past their deadline: the crashed one,
+    // and one whose key rewrote its status.json to name the home server.
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let deadline = humantime::format_rfc3339_seconds(hour_ago + Duration::from_secs(1800));
+    for (run_id, server) in [
+        ("2026-01-01-0200", &run_server),
+        ("2026-01-01-0300", &home_id),
+    ] {
+        let mut record = launch_record(run_id, "launched", None, &deadline.to_string());
+        record["launched_at"] = json!(humantime::format_rfc3339_seconds(hour_ago).to_string());
+        w.put_record(run_id, &record.to_string());
+        let mut status = runner::run::status::Status::new(run_id);
+        status.plex_server = Some(server.clone());
+        w.put(
+            &format!("runs/{run_id}/status.json"),
+            serde_json::to_vec(&status).unwrap(),
+        );
+    }
+
+    let out = w.ok(&["sweep"]);
+    assert!(
+        out.contains("run 2026-01-01-0200's Plex server on your plex.tv account"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("run 2026-01-01-0300's Plex server"),
+        "the home server is never the run's: {out}"
+    );
+    w.ok(&["sweep", "--yes"]);
+    let left: Vec<String> = w
+        .plex_servers_on_account()
+        .iter()
+        .map(|d| d["clientIdentifier"].clone())
+        .collect();
+    assert_eq!(left, [home_id], "only the home server stays on the account");
 }

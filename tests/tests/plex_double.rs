@@ -12,7 +12,7 @@ use plex_burst_tests::plexdouble::harness::{
     PlexDouble, PlexTvDouble, Reply, free_port, get, request, scanner_processes, wait_for,
     xml_elements,
 };
-use plex_burst_tests::plexdouble::pms::prefs::Preferences;
+use plex_burst_tests::plexdouble::pms::prefs::{Preferences, processed_machine_identifier};
 use rusqlite::{Connection, OpenFlags};
 use tempfile::TempDir;
 
@@ -153,7 +153,12 @@ fn claimed(world: &World, plextv: &PlexTvDouble, args: &[&str]) -> (PlexDouble, 
     all.extend_from_slice(args);
     let pms = PlexDouble::start(&world.app, &all, &[]);
     let claim = plextv.claim_token();
-    ok(&pms, "", "POST", &format!("/myplex/claim?token={claim}"));
+    ok(
+        &pms,
+        ACCOUNT,
+        "POST",
+        &format!("/myplex/claim?token={claim}"),
+    );
     let token = wait_for("the claim to land", WAIT, || {
         prefs(&world.app).online_token().map(str::to_string)
     });
@@ -201,6 +206,11 @@ fn identity_and_both_formats() {
     assert_eq!(
         identity["machineIdentifier"], machine,
         "keeps the existing identity"
+    );
+    assert_eq!(
+        Some(machine.as_str()),
+        prefs(&world.app).get("ProcessedMachineIdentifier"),
+        "machineIdentifier is the ProcessedMachineIdentifier"
     );
     assert_eq!(identity["version"], "1.2.3.4-abc");
     assert_eq!(
@@ -608,8 +618,20 @@ fn claim_flow_writes_the_token_after_the_delay_and_expired_tokens_fail() {
 
     let claim = plextv.claim_token();
     assert!(claim.starts_with("claim-"));
+    // As python-plexapi claims: with the account's token. Without it, or
+    // with a token plex.tv does not know, Plex refuses and the claim token
+    // is not used up.
+    let path = format!("/myplex/claim?token={claim}");
+    for token in ["", "not-an-account-token"] {
+        let reply = call(&pms, token, "POST", &path);
+        assert_eq!(reply.status, 401, "token {token:?}: {}", reply.body);
+    }
     let asked = Instant::now();
-    ok(&pms, "", "POST", &format!("/myplex/claim?token={claim}"));
+    let answer = xml_elements(&ok(&pms, ACCOUNT, "POST", &path).body, "MyPlex");
+    assert_eq!(answer[0]["signInState"], "ok", "{answer:?}");
+    assert_eq!(answer[0]["username"], "burst-user@example.invalid");
+    assert_eq!(answer[0]["subscriptionActive"], "1");
+    assert!(!answer[0]["authToken"].is_empty());
     assert!(
         prefs(&world.app).online_token().is_none(),
         "not at once (lessons.md rule 9)"
@@ -646,7 +668,8 @@ fn claim_flow_writes_the_token_after_the_delay_and_expired_tokens_fail() {
     let account = xml_elements(&ok(&pms, &token, "GET", "/myplex/account").body, "MyPlex");
     assert_eq!(account[0]["signInState"], "ok");
     assert_eq!(account[0]["subscriptionActive"], "1");
-    assert_eq!(account[0]["username"], "burst-user");
+    assert_eq!(account[0]["username"], "burst-user@example.invalid");
+    assert_eq!(account[0]["authToken"], token);
     assert_eq!(
         call(
             &pms,
@@ -664,8 +687,9 @@ fn claim_flow_writes_the_token_after_the_delay_and_expired_tokens_fail() {
     let devices = get(&plextv.url("/devices.xml"), &[("X-Plex-Token", ACCOUNT)]).unwrap();
     let device = xml_elements(&devices.body, "Device").remove(0);
     assert_eq!(
-        device["clientIdentifier"],
-        prefs(&world.app).machine_identifier()
+        Some(device["clientIdentifier"].as_str()),
+        prefs(&world.app).get("ProcessedMachineIdentifier"),
+        "registered under its ProcessedMachineIdentifier"
     );
     assert_eq!(device["provides"], "server");
     let calls = plextv.calls();
@@ -699,8 +723,12 @@ fn claim_flow_writes_the_token_after_the_delay_and_expired_tokens_fail() {
         200
     );
 
-    // Unclaim removes the token.
-    ok(&pms, &token, "DELETE", "/myplex/account");
+    // Unclaim removes the token and answers the signed-out MyPlex.
+    let answer = xml_elements(
+        &ok(&pms, &token, "DELETE", "/myplex/account").body,
+        "MyPlex",
+    );
+    assert_eq!(answer[0]["signInState"], "none", "{answer:?}");
     assert!(prefs(&world.app).online_token().is_none());
     drop(pms);
 
@@ -720,13 +748,23 @@ fn claim_flow_writes_the_token_after_the_delay_and_expired_tokens_fail() {
     let claim = short.claim_token();
     // Outliving the token is the condition under test.
     std::thread::sleep(Duration::from_millis(600));
-    let reply = call(&pms, "", "POST", &format!("/myplex/claim?token={claim}"));
+    let reply = call(
+        &pms,
+        ACCOUNT,
+        "POST",
+        &format!("/myplex/claim?token={claim}"),
+    );
     assert!((400..500).contains(&reply.status), "{reply:?}");
     assert!(reply.body.contains("expired"), "{}", reply.body);
     assert!(prefs(&other).online_token().is_none());
     // And a used one too.
     let claim = short.claim_token();
-    ok(&pms, "", "POST", &format!("/myplex/claim?token={claim}"));
+    ok(
+        &pms,
+        ACCOUNT,
+        "POST",
+        &format!("/myplex/claim?token={claim}"),
+    );
     let reuse = request(
         "POST",
         &short.url(&format!("/api/claim/exchange?token={claim}")),
@@ -750,12 +788,17 @@ fn a_fresh_folder_gets_the_plex_layout_and_a_clean_stop_checkpoints() {
     let world = world();
     let app = world_with_fresh_server(&world);
     let mut pms = PlexDouble::start(&app, &["--allowed-networks", "127.0.0.1/32"], &[]);
+    // Plex reports and registers the ProcessedMachineIdentifier, the
+    // official image's hash of the MachineIdentifier.
     let machine = prefs(&app).machine_identifier().to_string();
-    assert_eq!(machine.len(), 36);
-    assert_eq!(
-        prefs(&app).get("ProcessedMachineIdentifier").unwrap().len(),
-        40
+    let uuid = prefs(&app).get("MachineIdentifier").unwrap().to_string();
+    assert_eq!(uuid.len(), 36);
+    assert_eq!(machine, processed_machine_identifier(&uuid));
+    let identity = xml_elements(
+        &get(&pms.url("/identity"), &[]).unwrap().body,
+        "MediaContainer",
     );
+    assert_eq!(identity[0]["machineIdentifier"], machine);
     assert!(pms.log().contains("Listening on"));
     assert_eq!(count(&pms, "SELECT count(*) FROM library_sections"), 0);
     assert!(

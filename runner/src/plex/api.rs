@@ -96,7 +96,8 @@ impl Setting {
     }
 }
 
-/// `GET /myplex/account`: whether the server is signed in, and Plex Pass.
+/// The `MyPlex` element of `GET /myplex/account`, the claim and the
+/// unclaim: whether the server is signed in, as whom, and Plex Pass.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Account {
     #[serde(rename = "signInState", default)]
@@ -352,19 +353,36 @@ impl PlexApi {
         Ok(r.account)
     }
 
-    /// Claims the server with a claim token (valid a few minutes).
-    pub async fn claim(&self, claim_token: &Secret) -> Result<(), PlexError> {
+    /// Claims the unclaimed server with a claim token (valid a few
+    /// minutes), sent as python-plexapi's `PlexServer.claim` sends it: with
+    /// the account's `X-Plex-Token`. Plex answers the `MyPlex` element of
+    /// the account it is now signed in to.
+    pub async fn claim(
+        &self,
+        claim_token: &Secret,
+        account_token: &Secret,
+    ) -> Result<Account, PlexError> {
         let req = self
             .request(Method::POST, "/myplex/claim")
-            .query(&[("token", claim_token.expose())]);
-        super::error::send("claim the server", req).await.map(drop)
+            .query(&[("token", claim_token.expose())])
+            .header("X-Plex-Token", account_token.expose());
+        my_plex("claim the server", req).await
     }
 
-    /// Signs the server out of plex.tv.
-    pub async fn unclaim(&self) -> Result<(), PlexError> {
+    /// Signs the server out of plex.tv; Plex answers the `MyPlex` element.
+    pub async fn unclaim(&self) -> Result<Account, PlexError> {
         let req = self.request(Method::DELETE, "/myplex/account");
-        super::error::send("unclaim the server", req)
-            .await
-            .map(drop)
+        my_plex("unclaim the server", req).await
     }
+}
+
+/// Sends a claim or an unclaim and reads the `MyPlex` element it answers.
+async fn my_plex(what: &str, req: RequestBuilder) -> Result<Account, PlexError> {
+    let body = super::error::send(what, req).await?;
+    serde_json::from_str::<AccountReply>(&body)
+        .map(|r| r.account)
+        .map_err(|e| PlexError::Decode {
+            what: what.to_string(),
+            detail: format!("{e}; the answer began {}", super::error::snippet(&body)),
+        })
 }

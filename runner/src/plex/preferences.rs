@@ -43,8 +43,11 @@ impl Preferences {
             .filter(|v| !v.is_empty())
     }
 
-    pub fn machine_identifier(&self) -> Option<&str> {
-        self.get("MachineIdentifier")
+    /// The id Plex reports as `machineIdentifier` and registers on plex.tv
+    /// under (a device's `clientIdentifier`): `ProcessedMachineIdentifier`,
+    /// a hash of `MachineIdentifier` (plex.md, "Claiming").
+    pub fn processed_machine_identifier(&self) -> Option<&str> {
+        self.get("ProcessedMachineIdentifier")
     }
 
     /// The token Plex got from plex.tv when it was claimed.

@@ -106,11 +106,13 @@ impl PlexServer {
         // A fresh claim token for each attempt: one is used up by a claim
         // that Plex accepted but answered badly.
         let api = &self.api;
-        retry("claim the server", 5, || async {
+        let user = retry("read the plex.tv account", 5, || plextv.user()).await?;
+        let answer = retry("claim the server", 5, || async {
             let claim_token = plextv.claim_token().await?;
-            api.claim(&claim_token).await
+            api.claim(&claim_token, plextv.account_token()).await
         })
         .await?;
+        user.check_claimed(&answer).map_err(anyhow::Error::msg)?;
         let started = Instant::now();
         let token = loop {
             if let Some(t) = self.preferences()?.and_then(|p| p.online_token()) {
@@ -181,7 +183,10 @@ impl PlexServer {
     /// from the account's devices is home's job (`bootstrap fetch`), which
     /// holds the account token; the run gives its token up after the claim.
     pub async fn sign_out(&self) -> Result<()> {
-        self.api.unclaim().await?;
+        let answer = self.api.unclaim().await?;
+        if answer.sign_in_state == "ok" {
+            bail!("Plex answered the sign-out but still says it is signed in to plex.tv");
+        }
         Ok(())
     }
 }

@@ -15,6 +15,7 @@ pub struct PlexTv {
 #[derive(Debug, Clone)]
 pub struct Account {
     pub username: String,
+    pub email: String,
     pub subscription_active: bool,
     pub subscription_status: String,
 }
@@ -37,6 +38,8 @@ pub enum ClaimError {
 #[derive(Deserialize)]
 struct User {
     username: String,
+    #[serde(default)]
+    email: String,
     subscription: Subscription,
 }
 
@@ -115,6 +118,7 @@ impl PlexTv {
         let user: User = response.json().await.context("plex.tv account answer")?;
         Ok(Account {
             username: user.username,
+            email: user.email,
             subscription_active: user.subscription.active,
             subscription_status: user.subscription.status,
         })

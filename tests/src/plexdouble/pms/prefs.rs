@@ -351,6 +351,18 @@ pub fn is_true(stored: &str) -> bool {
     matches!(stored, "1" | "true")
 }
 
+/// The `ProcessedMachineIdentifier` Plex derives from `MachineIdentifier`:
+/// sha1 of the id followed by `- Plex Media Server`, in hex (the official
+/// image computes it so, plexinc/pms-docker 1cef65e,
+/// root/etc/cont-init.d/40-plex-first-run; python-plexapi's
+/// tests/test_server.py expects a 40-character `machineIdentifier`).
+pub fn processed_machine_identifier(machine_identifier: &str) -> String {
+    use sha1::Digest;
+    hex::encode(sha1::Sha1::digest(format!(
+        "{machine_identifier}- Plex Media Server"
+    )))
+}
+
 /// `Preferences.xml`: its attributes in file order.
 #[derive(Debug, Clone)]
 pub struct Preferences {
@@ -388,7 +400,9 @@ impl Preferences {
             .get("ProcessedMachineIdentifier")
             .is_none_or(str::is_empty)
         {
-            prefs.set("ProcessedMachineIdentifier", ids::hex(40));
+            let processed =
+                processed_machine_identifier(prefs.get("MachineIdentifier").unwrap_or_default());
+            prefs.set("ProcessedMachineIdentifier", processed);
             changed = true;
         }
         if changed {
@@ -430,8 +444,11 @@ impl Preferences {
         self.get("PlexOnlineToken").filter(|t| !t.is_empty())
     }
 
+    /// What Plex reports as `machineIdentifier` (`/identity`, GDM) and
+    /// registers on plex.tv under as the client identifier: the
+    /// `ProcessedMachineIdentifier`, not `MachineIdentifier`.
     pub fn machine_identifier(&self) -> &str {
-        self.get("MachineIdentifier").unwrap_or_default()
+        self.get("ProcessedMachineIdentifier").unwrap_or_default()
     }
 
     /// Writes the file atomically (temporary file, rename).
@@ -493,12 +510,25 @@ mod tests {
     }
 
     #[test]
+    fn processed_machine_identifier_is_the_official_images_hash() {
+        // `echo -n "${serial}- Plex Media Server" | sha1sum`, as
+        // 40-plex-first-run computes it.
+        assert_eq!(
+            processed_machine_identifier("0b5a1c2e-3d4f-4a6b-8c7d-9e0f1a2b3c4d"),
+            "e419735888429aad1c8e241ac998dcdc17454b2c"
+        );
+    }
+
+    #[test]
     fn file_round_trips_and_keeps_identity() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("Preferences.xml");
         let mut prefs = Preferences::load_or_create(&path, "1.2.3").unwrap();
         let machine = prefs.machine_identifier().to_string();
-        assert_eq!(machine.len(), 36);
+        let uuid = prefs.get("MachineIdentifier").unwrap();
+        assert_eq!(uuid.len(), 36);
+        assert_eq!(machine, processed_machine_identifier(uuid));
+        assert_eq!(machine.len(), 40);
         prefs.set("FriendlyName", "a \"b\" & <c>".into());
         prefs.save().unwrap();
         let again = Preferences::load_or_create(&path, "1.2.3").unwrap();

@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 
-use super::{Shared, ok};
-use crate::plexdouble::pms::plextv_client::ClaimError;
+use super::Shared;
+use crate::plexdouble::pms::plextv_client::{Account, ClaimError};
 use crate::plexdouble::render::{Element, Format};
-use crate::plexdouble::web::{ApiError, ApiResult, Params};
+use crate::plexdouble::web::{ApiError, ApiResult, Params, request_token};
 
 pub async fn identity(State(state): State<Shared>, headers: HeaderMap) -> ApiResult {
     let claimed = state.online_token().is_some();
@@ -21,54 +21,93 @@ pub async fn identity(State(state): State<Shared>, headers: HeaderMap) -> ApiRes
     Ok(Format::of(&headers).reply(&container))
 }
 
-/// Plex answers with a `MyPlex` root element.
-pub async fn account(State(state): State<Shared>, headers: HeaderMap) -> ApiResult {
-    let format = Format::of(&headers);
-    let Some(token) = state.online_token() else {
-        let element = Element::new("MyPlex")
+/// The `MyPlex` root element Plex answers `/myplex/account`, the claim and
+/// the unclaim with; its attributes are those python-plexapi's
+/// `server.Account` reads (pkkid/python-plexapi a8d051f, plexapi/server.py).
+/// `username` is the account's email (its tests/test_server.py checks
+/// `myPlexUsername` against an email pattern) and `authToken` the
+/// server's own token.
+fn my_plex(signed_in: Option<SignedIn>) -> Element {
+    let Some(s) = signed_in else {
+        return Element::new("MyPlex")
             .attr("mappingState", "unknown")
             .attr("signInState", "none")
             .attr("subscriptionActive", false)
             .attr("subscriptionState", "Unknown")
             .attr("username", "");
-        return Ok(format.reply(&element));
     };
-    let username = state
-        .prefs()
-        .get("PlexOnlineUsername")
-        .unwrap_or_default()
-        .to_string();
+    Element::new("MyPlex")
+        .attr("authToken", s.token)
+        .attr("mappingState", s.mapping_state)
+        .attr("signInState", "ok")
+        .attr("subscriptionActive", s.subscription_active)
+        .attr("subscriptionState", s.subscription_state)
+        .attr("username", s.username)
+}
+
+struct SignedIn {
+    token: String,
+    username: String,
+    mapping_state: &'static str,
+    subscription_active: bool,
+    subscription_state: String,
+}
+
+impl SignedIn {
+    fn new(token: String, account: Account, mapping_state: &'static str) -> SignedIn {
+        SignedIn {
+            token,
+            username: account.email,
+            mapping_state,
+            subscription_active: account.subscription_active,
+            subscription_state: account.subscription_status,
+        }
+    }
+}
+
+pub async fn account(State(state): State<Shared>, headers: HeaderMap) -> ApiResult {
+    let format = Format::of(&headers);
+    let Some(token) = state.online_token() else {
+        return Ok(format.reply(&my_plex(None)));
+    };
     state.log.info(
         state
             .plextv
             .requesting("GET", "/api/v2/user", "X-Plex-Token", &token),
     );
-    let element = match state.plextv.account(&token).await {
-        Ok(account) => Element::new("MyPlex")
-            .attr("mappingState", "mapped")
-            .attr("signInState", "ok")
-            .attr("subscriptionActive", account.subscription_active)
-            .attr("subscriptionState", account.subscription_status)
-            .attr("username", account.username),
+    let signed_in = match state.plextv.account(&token).await {
+        Ok(account) => SignedIn::new(token, account, "mapped"),
         Err(error) => {
             state.log.warn(format!(
                 "MyPlex: cannot refresh the account from plex.tv: {error:#}"
             ));
-            Element::new("MyPlex")
-                .attr("mappingState", "unknown")
-                .attr("signInState", "ok")
-                .attr("subscriptionActive", false)
-                .attr("subscriptionState", "Unknown")
-                .attr("username", username)
+            let username = state
+                .prefs()
+                .get("PlexOnlineUsername")
+                .unwrap_or_default()
+                .to_string();
+            SignedIn {
+                token,
+                username,
+                mapping_state: "unknown",
+                subscription_active: false,
+                subscription_state: "Unknown".into(),
+            }
         }
     };
-    Ok(format.reply(&element))
+    Ok(format.reply(&my_plex(Some(signed_in))))
 }
 
-/// `POST /myplex/claim?token=claim-...`: exchanges the claim token with
-/// plex.tv; the server's token lands in Preferences.xml only after
-/// `--claim-delay` (lessons.md rule 9).
-pub async fn claim(State(state): State<Shared>, RawQuery(query): RawQuery) -> ApiResult {
+/// `POST /myplex/claim?token=claim-...`, sent as python-plexapi's
+/// `PlexServer.claim(account)` sends it: with the account's
+/// `X-Plex-Token`. Exchanges the claim token with plex.tv and answers the
+/// signed-in `MyPlex` element; the server's token lands in Preferences.xml
+/// only after `--claim-delay` (lessons.md rule 9).
+pub async fn claim(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> ApiResult {
     let params = Params::parse(query.as_deref());
     let claim_token = params.require("token")?.to_string();
     if !claim_token.starts_with("claim-") {
@@ -79,6 +118,22 @@ pub async fn claim(State(state): State<Shared>, RawQuery(query): RawQuery) -> Ap
     if state.online_token().is_some() {
         return Err(ApiError::bad_request("server is already claimed"));
     }
+    let Some(account_token) = request_token(&headers, &params) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "claiming needs the plex.tv account's X-Plex-Token",
+        ));
+    };
+    let account = state
+        .plextv
+        .account(&account_token)
+        .await
+        .map_err(|error| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                format!("plex.tv does not know the X-Plex-Token: {error:#}"),
+            )
+        })?;
     if state.claim_pending.swap(true, Ordering::SeqCst) {
         return Err(ApiError::bad_request("a claim is already in progress"));
     }
@@ -111,6 +166,12 @@ pub async fn claim(State(state): State<Shared>, RawQuery(query): RawQuery) -> Ap
         claimed.username,
         humantime::format_duration(state.config.claim_delay)
     ));
+    let answer = my_plex(Some(SignedIn::new(
+        claimed.token.clone(),
+        account,
+        // Mapping (remote access) is decided later.
+        "unknown",
+    )));
     let delayed = Arc::clone(&state);
     tokio::spawn(async move {
         tokio::time::sleep(delayed.config.claim_delay).await;
@@ -130,11 +191,12 @@ pub async fn claim(State(state): State<Shared>, RawQuery(query): RawQuery) -> Ap
         }
         delayed.claim_pending.store(false, Ordering::SeqCst);
     });
-    ok()
+    Ok(Format::of(&headers).reply(&answer))
 }
 
-/// `DELETE /myplex/account`: signs the server out of plex.tv.
-pub async fn unclaim(State(state): State<Shared>) -> ApiResult {
+/// `DELETE /myplex/account`: signs the server out of plex.tv; answers the
+/// signed-out `MyPlex` element.
+pub async fn unclaim(State(state): State<Shared>, headers: HeaderMap) -> ApiResult {
     {
         let mut prefs = state.prefs();
         prefs.remove("PlexOnlineToken");
@@ -144,5 +206,5 @@ pub async fn unclaim(State(state): State<Shared>) -> ApiResult {
     state
         .log
         .info("MyPlex: server unclaimed: PlexOnlineToken removed");
-    ok()
+    Ok(Format::of(&headers).reply(&my_plex(None)))
 }
