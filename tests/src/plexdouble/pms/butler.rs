@@ -159,15 +159,16 @@ impl Butler {
         self.lock().len()
     }
 
-    /// Asks a task to stop; false for an unknown task.
+    /// Asks a running task to stop; false for a task that is not running
+    /// (Plex answers 404 to stopping an idle task, as to an unknown one).
     pub fn stop(&self, name: &str) -> bool {
-        if find(name).is_none() {
-            return false;
+        match self.lock().get(name) {
+            Some(cancel) => {
+                cancel.store(true, Ordering::SeqCst);
+                true
+            }
+            None => false,
         }
-        if let Some(cancel) = self.lock().get(name) {
-            cancel.store(true, Ordering::SeqCst);
-        }
-        true
     }
 
     pub fn stop_all(&self) {

@@ -1,5 +1,5 @@
-//! Library sections in the DB: listing, loading, creating, and the item
-//! counts and pages `/all` serves.
+//! Library sections in the DB: listing, loading, creating, and item
+//! counts.
 
 use anyhow::Result;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -188,38 +188,4 @@ pub fn count_live(conn: &Connection, section: i64, metadata_type: i64) -> Result
         [section, metadata_type],
         |row| row.get(0),
     )?)
-}
-
-#[derive(Debug, Clone)]
-pub struct ItemRow {
-    pub id: i64,
-    pub title: String,
-    pub index: Option<i64>,
-    pub year: Option<i64>,
-    pub added_at: Option<i64>,
-}
-
-/// A page of live items of a type, in id order.
-pub fn page(
-    conn: &Connection,
-    section: i64,
-    metadata_type: i64,
-    start: i64,
-    size: i64,
-) -> Result<Vec<ItemRow>> {
-    let mut statement = conn.prepare_cached(
-        "SELECT id, coalesce(title, ''), \"index\", year, added_at FROM metadata_items
-         WHERE library_section_id = ?1 AND metadata_type = ?2 AND deleted_at IS NULL
-         ORDER BY id LIMIT ?3 OFFSET ?4",
-    )?;
-    let rows = statement.query_map(params![section, metadata_type, size, start], |row| {
-        Ok(ItemRow {
-            id: row.get(0)?,
-            title: row.get(1)?,
-            index: row.get(2)?,
-            year: row.get(3)?,
-            added_at: row.get(4)?,
-        })
-    })?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }

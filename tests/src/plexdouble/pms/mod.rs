@@ -14,6 +14,7 @@ pub mod analyze;
 pub mod butler;
 pub mod db;
 pub mod gdm;
+pub mod items;
 pub mod layout;
 pub mod library;
 pub mod log;

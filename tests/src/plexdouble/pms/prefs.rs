@@ -106,10 +106,13 @@ pub const PREFS: &[PrefDef] = &[
         "Empty trash automatically after every scan",
         "1",
     ),
+    // Off on a fresh real server, as ScheduledLibraryUpdatesEnabled, and
+    // GenerateBIFBehavior is `never` (python-plexapi a8d051f,
+    // docs/settingslist.rst, listed from a real server's /:/prefs).
     flag(
         "FSEventLibraryUpdatesEnabled",
         "Scan my library automatically",
-        "1",
+        "0",
     ),
     flag(
         "FSEventLibraryPartialScanEnabled",
@@ -119,7 +122,7 @@ pub const PREFS: &[PrefDef] = &[
     flag(
         "ScheduledLibraryUpdatesEnabled",
         "Scan my library periodically",
-        "1",
+        "0",
     ),
     pref(
         "ScheduledLibraryUpdateInterval",
@@ -134,7 +137,10 @@ pub const PREFS: &[PrefDef] = &[
         "Run scanner tasks at a lower priority",
         "0",
     ),
-    behavior("GenerateBIFBehavior", "Generate video preview thumbnails"),
+    PrefDef {
+        default: "never",
+        ..behavior("GenerateBIFBehavior", "Generate video preview thumbnails")
+    },
     behavior(
         "GenerateChapterThumbBehavior",
         "Generate chapter thumbnails",

@@ -7,6 +7,7 @@ use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::HeaderMap;
 
 use super::{Shared, blocking, ok, section_id};
+use crate::plexdouble::pms::items::{self, Listing};
 use crate::plexdouble::pms::library::{self, NewSection, SECTION_TYPES, Section};
 use crate::plexdouble::pms::scan::Job;
 use crate::plexdouble::pms::trash;
@@ -248,51 +249,59 @@ pub async fn all(
     let section = existing(&state, section_id(&raw)?).await?;
     let params = Params::parse(query.as_deref());
     let metadata_type = match params.get("type") {
-        None => section.section_type,
-        Some(raw) => raw
-            .parse::<i64>()
-            .ok()
-            .filter(|t| library::metadata_type_name(*t).is_some())
-            .ok_or_else(|| ApiError::bad_request(format!("type={raw:?} is not a metadata type")))?,
+        None => None,
+        Some(raw) => Some(
+            raw.parse::<i64>()
+                .ok()
+                .filter(|t| library::metadata_type_name(*t).is_some())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("type={raw:?} is not a metadata type"))
+                })?,
+        ),
     };
+    let listing = listing(&section, metadata_type, &params);
     let start = paging(&params, &headers, "X-Plex-Container-Start")?.unwrap_or(0);
     let size = paging(&params, &headers, "X-Plex-Container-Size")?;
     let id = section.id;
-    let (total, items) = blocking(&state, move |s| {
+    let (total, children) = blocking(&state, move |s| {
         Ok(s.db.read(|conn| {
-            let total = library::count_live(conn, id, metadata_type)?;
-            let items = match size {
+            let total = items::count(conn, id, listing)?;
+            let page = match size {
                 Some(0) => Vec::new(),
-                _ => library::page(conn, id, metadata_type, start, size.unwrap_or(-1))?,
+                _ => items::page(conn, id, listing, start, size.unwrap_or(-1))?,
             };
-            Ok((total, items))
+            let mut children = Vec::with_capacity(page.len());
+            for item in &page {
+                let media = if items::has_media(item.metadata_type) {
+                    items::media(conn, item.id)?
+                } else {
+                    Vec::new()
+                };
+                children.push(items::element(item, media));
+            }
+            Ok((total, children))
         })?)
     })
     .await?;
-    let type_name = library::metadata_type_name(metadata_type).unwrap_or("unknown");
-    let children = items.iter().map(|item| {
-        Element::new(if matches!(metadata_type, 1 | 4 | 5 | 12) {
-            "Video"
-        } else if matches!(metadata_type, 10) {
-            "Track"
-        } else if matches!(metadata_type, 13) {
-            "Photo"
-        } else {
-            "Directory"
-        })
-        .attr("ratingKey", item.id.to_string())
-        .attr("key", format!("/library/metadata/{}", item.id))
-        .attr("type", type_name)
-        .attr("title", item.title.as_str())
-        .opt_attr("index", item.index)
-        .opt_attr("year", item.year)
-        .opt_attr("addedAt", item.added_at)
-        .json_as("Metadata")
-    });
-    let container = Element::container(children.collect())
+    let container = Element::container(children)
         .attr("totalSize", total)
         .attr("offset", start)
         .attr("librarySectionID", section.id)
         .attr("librarySectionTitle", section.name.as_str());
     Ok(format.reply(&container))
+}
+
+/// What `/all` lists: items of the asked type, else of the section's. A
+/// photo section lists its top-level albums and photos (an album type
+/// also only top-level albums: python-plexapi issue 423), and every photo
+/// with `clusterZoomLevel=1`, as python-plexapi's `totalViewSize` asks.
+fn listing(section: &Section, metadata_type: Option<i64>, params: &Params) -> Listing {
+    let photo = section.section_type == 13;
+    match metadata_type {
+        Some(14) if photo => Listing::TopLevel(&[14]),
+        Some(t) => Listing::Type(t),
+        None if photo && params.get("clusterZoomLevel") == Some("1") => Listing::Type(13),
+        None if photo => Listing::TopLevel(&[13, 14]),
+        None => Listing::Type(section.section_type),
+    }
 }

@@ -2,10 +2,12 @@
 //! a wrong method is 405, an unknown section 404, a missing or invalid
 //! parameter 400.
 
+mod items;
 mod library;
 mod middleware;
 mod myplex;
 mod prefs;
+mod root;
 mod tasks;
 mod timeline;
 
@@ -24,11 +26,17 @@ pub type Shared = Arc<State>;
 
 pub fn router(state: Shared) -> Router {
     Router::new()
+        .route("/", get(root::root))
         .route("/identity", get(myplex::identity))
+        .route("/library", get(root::library))
+        .route("/library/metadata/{ids}", get(items::metadata))
         .route(
             "/library/sections",
             get(library::list).post(library::create),
         )
+        // Plex takes the trailing slash too; python-plexapi asks this way
+        // when `/library` is refused.
+        .route("/library/sections/", get(library::list))
         .route(
             "/library/sections/all/refresh",
             get(library::refresh_all).delete(library::cancel_all),

@@ -77,7 +77,9 @@ pub async fn stop(State(state): State<Shared>, Path(name): Path<String>) -> ApiR
         state.log.info(format!("Butler: stop requested for {name}"));
         ok()
     } else {
-        Err(ApiError::not_found(format!("no Butler task {name:?}")))
+        Err(ApiError::not_found(format!(
+            "no Butler task {name:?} running"
+        )))
     }
 }
 
