@@ -35,16 +35,18 @@ impl Server {
     /// The root volume as `server.volumes["0"]` shows it.
     pub fn root_json(&self, organization: &str) -> Value {
         let root = &self.root;
+        // An sbs_volume comes without its size (recorded: terraform-provider-
+        // scaleway b2d45ed4, server-root-volume-from-image-block cassette).
         let mut volume = json!({
             "id": root.id,
             "volume_type": root.volume_type,
-            "size": root.size,
             "state": "available",
             "boot": false,
             "zone": self.zone,
         });
         if root.volume_type == "l_ssd" {
             let extra = json!({
+                "size": root.size,
                 "name": format!("{}-root", self.name),
                 "export_uri": null,
                 "organization": organization,
@@ -91,6 +93,9 @@ impl Server {
             "public_ips": ip.iter().collect::<Vec<_>>(),
             "private_ip": null,
             "ipv6": null,
+            "dns": format!("{}.pub.instances.scw.cloud", self.id),
+            "extra_networks": [],
+            "bootscript": null,
             "mac_address": format!("de:00:00:{}:{}:{}", &self.id[0..2], &self.id[2..4], &self.id[4..6]),
             "security_group": {"id": self.security_group, "name": group_name},
             "placement_group": null,

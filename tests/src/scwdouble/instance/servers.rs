@@ -220,7 +220,10 @@ fn root_spec(body: &Body) -> Result<(Option<String>, Option<u64>), ScwError> {
     let Some(root) = volumes.get("0").cloned() else {
         return Ok((None, None));
     };
-    let root = Body::from_value(root, &["size", "volume_type"], "volumes.0.")?;
+    // `boot` is what Terraform sends (server-root-volume-from-image-block
+    // cassette, terraform-provider-scaleway b2d45ed4): accepted, typed.
+    let root = Body::from_value(root, &["size", "volume_type", "boot"], "volumes.0.")?;
+    root.opt_bool("boot")?;
     let volume_type = root.opt_str("volume_type")?;
     if let Some(kind) = &volume_type
         && kind != "sbs_volume"

@@ -53,19 +53,24 @@ pub async fn show(
     let zone = query::zone(&zone)?;
     let mut world = double.world();
     let server = server(&mut world, &principal, Perm::InstanceRead, zone, &id)?;
-    let data = server
-        .user_data
-        .get(&key)
-        .ok_or_else(|| ScwError::not_found("instance_user_data", &key))?;
+    // A missing key is a bare 404 with an empty text/plain body
+    // (scaleway-cli c2d470d, internal/namespaces/instance/v1/testdata/
+    // test-user-data-get-get-an-nonexistent-key.cassette.yaml).
+    let Some(data) = server.user_data.get(&key) else {
+        let mut answer = text(Vec::new());
+        *answer.status_mut() = StatusCode::NOT_FOUND;
+        return Ok(answer);
+    };
     Ok(text(data.text.clone()))
 }
 
-/// A raw user-data value as `text/plain`.
+/// A raw user-data value as `text/plain`, without a charset as recorded
+/// (terraform-provider-scaleway b2d45ed4, user-data-basic cassette).
 pub fn text(bytes: Vec<u8>) -> axum::response::Response {
     let mut response = (StatusCode::OK, bytes).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
+        HeaderValue::from_static("text/plain"),
     );
     response
 }
