@@ -13,6 +13,7 @@ use std::str::FromStr;
 use std::time::{Duration, UNIX_EPOCH};
 
 use plex_burst_tests::recorded::{Recording, Replay, Seen, access_key, shape_diff};
+use plex_burst_tests::scwdouble::harness::wait_for;
 use runner::scaleway::{
     Client, CreateImage, CreateSecurityGroup, CreateServer, RetryPolicy, RootVolume, ScwError,
     ServerAction, ServerState, VolumeType, Zone,
@@ -688,4 +689,231 @@ async fn error_rate_limited_429_with_empty_body() {
         snaps.len(),
         body_of(&list, 8)["snapshots"].as_array().unwrap().len()
     );
+}
+
+// ---- The double, sent the recorded requests ------------------------------------
+
+mod double {
+    use std::time::Duration;
+
+    use plex_burst_tests::recorded::{Recording, shape_diff};
+    use plex_burst_tests::scwdouble::harness::{Reply, ScwDouble, ScwOptions, http, wait_for};
+    use serde_json::Value;
+
+    /// Paths of the answers that are maps keyed by data.
+    const MAPS: &[&str] = &[
+        "server.volumes",
+        "servers.volumes",
+        "image.extra_volumes",
+        "images.extra_volumes",
+        "servers",
+        "servers.*.per_volume_constraint",
+    ];
+
+    /// The recorded request `id` of `rec`, each `(recorded, ours)` string
+    /// replaced (ids of the recording's world by the double's), sent to the
+    /// double with its admin key.
+    pub fn send(double: &ScwDouble, rec: &Recording, id: i64, subst: &[(&str, &str)]) -> Reply {
+        let req = &rec.get(id).request;
+        let swap = |s: &str| {
+            subst
+                .iter()
+                .fold(s.to_string(), |s, (from, to)| s.replace(from, to))
+        };
+        let mut url = swap(&req.path);
+        if !req.query.is_empty() {
+            let query: Vec<String> = req
+                .query
+                .iter()
+                .map(|(k, v)| {
+                    form_urlencoded::Serializer::new(String::new())
+                        .append_pair(k, &swap(v))
+                        .finish()
+                })
+                .collect();
+            url = format!("{url}?{}", query.join("&"));
+        }
+        let body = match &req.body {
+            Value::Null => None,
+            Value::String(s) => Some(swap(s)),
+            json => Some(swap(&json.to_string())),
+        };
+        let mut headers = vec![("X-Auth-Token", double.secret_key())];
+        let content_type = req.content_type.clone().unwrap_or_else(|| {
+            if req.body.is_string() {
+                "text/plain".into()
+            } else {
+                "application/json".into()
+            }
+        });
+        if body.is_some() {
+            headers.push(("Content-Type", content_type.as_str()));
+        }
+        http(
+            &req.method,
+            &double.url(&url),
+            &headers,
+            body.as_deref().map(str::as_bytes),
+        )
+        .unwrap_or_else(|e| panic!("{} {url}: {e}", req.method))
+    }
+
+    /// The double answered the recorded request `id` with the recorded
+    /// status, in the recorded shape; its JSON answer is returned.
+    pub fn conforms(rec: &Recording, id: i64, reply: &Reply) -> Value {
+        let want = &rec.get(id).response;
+        assert_eq!(
+            reply.status,
+            want.status,
+            "{}: {}",
+            rec.cite(id),
+            reply.body
+        );
+        if let Value::String(text) = &want.body {
+            if text.is_empty() {
+                assert_eq!(reply.body, "", "{}", rec.cite(id));
+            }
+            return Value::Null;
+        }
+        let got = reply.json();
+        let diff = shape_diff(&want.body, &got, MAPS);
+        assert!(
+            diff.is_empty(),
+            "{}: the double's answer differs in shape:\n  {}\n{got}",
+            rec.cite(id),
+            diff.join("\n  ")
+        );
+        got
+    }
+
+    pub fn start() -> ScwDouble {
+        ScwDouble::start(ScwOptions {
+            transition_delay: Duration::from_millis(50),
+            ..ScwOptions::default()
+        })
+    }
+
+    pub fn wait_state(double: &ScwDouble, id: &str, state: &str) -> Value {
+        wait_for(
+            &format!("server {id} {state}"),
+            Duration::from_secs(20),
+            || {
+                let reply = double.api(
+                    "GET",
+                    &format!("/instance/v1/zones/fr-par-1/servers/{id}"),
+                    None,
+                );
+                let v = reply.json();
+                (v["server"]["state"] == state).then_some(reply)
+            },
+        )
+        .json()
+    }
+}
+
+#[test]
+fn double_server_lifecycle_and_user_data() {
+    let d = double::start();
+    let rec = Recording::load("instance_server_lifecycle");
+    let recorded_image = rec.get(4).request.body["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let recorded_project = rec.get(4).request.body["project"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let local = double::send(&d, &rec, 3, &[("ubuntu_focal", "debian_bookworm")]);
+    let local = double::conforms(&rec, 3, &local);
+    let image = local["local_images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "instance_sbs")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let project = d.project_id().to_string();
+    let world = [
+        (recorded_image.as_str(), image.as_str()),
+        (recorded_project.as_str(), project.as_str()),
+    ];
+    let created = double::send(&d, &rec, 4, &world);
+    let created = double::conforms(&rec, 4, &created);
+    let recorded_server = body_of(&rec, 4)["server"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let server = created["server"]["id"].as_str().unwrap().to_string();
+    let root = created["server"]["volumes"]["0"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let recorded_root = body_of(&rec, 69)["id"].as_str().unwrap().to_string();
+    let world = [
+        (recorded_server.as_str(), server.as_str()),
+        (recorded_root.as_str(), root.as_str()),
+    ];
+    double::conforms(&rec, 5, &double::send(&d, &rec, 5, &world));
+    double::conforms(&rec, 13, &double::send(&d, &rec, 13, &world));
+    let running = double::wait_state(&d, &server, "running");
+    let diff = shape_diff(&body_of(&rec, 15).clone(), &running, &["server.volumes"]);
+    assert!(diff.is_empty(), "{}: {diff:#?}", rec.cite(15));
+
+    // User data, as recorded on another server.
+    let ud = Recording::load("instance_user_data");
+    let recorded_ud_server = ud
+        .get(17)
+        .request
+        .path
+        .split('/')
+        .nth(6)
+        .unwrap()
+        .to_string();
+    let uw = [(recorded_ud_server.as_str(), server.as_str())];
+    double::conforms(&ud, 14, &double::send(&d, &ud, 14, &uw));
+    double::conforms(&ud, 17, &double::send(&d, &ud, 17, &uw));
+    let got = double::send(&d, &ud, 18, &uw);
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, body_of(&ud, 18).as_str().unwrap());
+    assert_eq!(
+        got.header("content-type"),
+        ud.get(18)
+            .response
+            .headers
+            .get("Content-Type")
+            .map(String::as_str)
+    );
+    double::conforms(&ud, 29, &double::send(&d, &ud, 29, &uw));
+    let missing = Recording::load("instance_user_data_missing");
+    let recorded_m = missing
+        .get(5)
+        .request
+        .path
+        .split('/')
+        .nth(6)
+        .unwrap()
+        .to_string();
+    let reply = double::send(&d, &missing, 5, &[(recorded_m.as_str(), server.as_str())]);
+    double::conforms(&missing, 5, &reply);
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/plain"),
+        "{}",
+        missing.cite(5)
+    );
+
+    double::conforms(&rec, 63, &double::send(&d, &rec, 63, &world));
+    let gone = wait_for("the server gone", Duration::from_secs(20), || {
+        let reply = double::send(&d, &rec, 67, &world);
+        (reply.status == 404).then_some(reply)
+    });
+    double::conforms(&rec, 67, &gone);
+    let volume = wait_for("the root volume available", Duration::from_secs(20), || {
+        let reply = double::send(&d, &rec, 69, &world);
+        (reply.json()["status"] == "available").then_some(reply)
+    });
+    double::conforms(&rec, 69, &volume);
+    double::conforms(&rec, 70, &double::send(&d, &rec, 70, &world));
 }

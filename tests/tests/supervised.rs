@@ -111,6 +111,8 @@ struct World {
     media_endpoint: Option<String>,
     /// Path mappings: a home prefix, and where it lies under the mount.
     mappings: Vec<(String, String)>,
+    /// `[[library]]` tables: a scratch run (no reference) when set.
+    scratch: Option<String>,
 }
 
 impl World {
@@ -186,6 +188,7 @@ impl World {
             env: vec![("PLEX_DOUBLE_SONIC_RATE".into(), "5000".into())],
             media_endpoint: None,
             mappings: vec![("/data/media".into(), String::new())],
+            scratch: None,
         }
     }
 
@@ -231,10 +234,14 @@ impl World {
             ),
             None => String::new(),
         };
+        let (mode, reference) = match &self.scratch {
+            Some(libraries) => ("scratch", libraries.clone()),
+            None => ("delta", format!("[reference]\narchive_key = \"{REFERENCE}\"\n")),
+        };
         let toml = format!(
             r#"run_id = "{run_id}"
 work_dir = "{work}"
-mode = "delta"
+mode = "{mode}"
 
 [s3]
 endpoint = "{endpoint}"
@@ -244,9 +251,7 @@ path_style = true
 access_key_env = "TEST_S3_KEY"
 secret_key_env = "TEST_S3_SECRET"
 
-[reference]
-archive_key = "{REFERENCE}"
-
+{reference}
 [media]
 remote = "{MEDIA}"
 mount_point = "{mount}"
@@ -851,6 +856,72 @@ fn a_run_from_a_real_plex_db_completes_sonic_and_loses_nothing() {
             )
         ),
         0
+    );
+    w.assert_clean();
+}
+
+#[test]
+fn a_scratch_run_waits_out_plex_start_up_and_creates_its_libraries() {
+    let mut w = World::new("sup-scratch", spec(300), true);
+    let mount = w.mount_point().display().to_string();
+    w.scratch = Some(format!(
+        "[[library]]\ntitle = \"Music\"\ntype = \"artist\"\nlanguage = \"fr-FR\"\nlocations = [\"{mount}/Music\"]\n\n\
+         [[library]]\ntitle = \"Movies\"\ntype = \"movie\"\nlanguage = \"fr-FR\"\nlocations = [\"{mount}/Movies\"]\n\n"
+    ));
+    // Longer than the claim takes, so that the first library write lands in it.
+    w.env
+        .push(("PLEX_DOUBLE_STARTUP_WINDOW".into(), "15s".into()));
+    w.extra = "\n[phases]\nsonic = false\n".into();
+    let out = w.run();
+    assert!(out.status.success(), "runner failed:\n{}", text(&out));
+    let app = w.work_db();
+    let app = app.ancestors().nth(3).unwrap();
+    let log = std::fs::read_to_string(app.join("Logs/Plex Media Server.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("POST /library/sections?") && l.ends_with("-> 400")),
+        "the window never refused a write: the test proves nothing\n{log}"
+    );
+    let db = w.work_db();
+    assert_eq!(count(&db, LIVE_TRACKS), 300);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM metadata_items WHERE metadata_type = 1 AND deleted_at IS NULL"
+        ),
+        40
+    );
+    assert!(w.object("runs/sup-scratch/DONE").is_file());
+    w.assert_clean();
+}
+
+#[test]
+fn a_scan_ends_only_once_plex_has_processed_the_new_items() {
+    let mut w = World::new("sup-queue", spec(300), true);
+    let (new_tracks, new_movies) = w.add_new_media();
+    // 15 new items (12 tracks, their artist and album, a movie) at 2 a
+    // second: the queue outlives the scan's activity by seconds.
+    w.env.push(("PLEX_DOUBLE_METADATA_RATE".into(), "2".into()));
+    w.extra = "\n[phases]\nsonic = false\n".into();
+    let out = w.run();
+    assert!(out.status.success(), "runner failed:\n{}", text(&out));
+    let db = w.work_db();
+    assert_eq!(count(&db, LIVE_TRACKS), 300 + new_tracks);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM metadata_items WHERE metadata_type = 1 AND deleted_at IS NULL"
+        ),
+        40 + new_movies
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM metadata_items WHERE refreshed_at IS NULL
+             AND library_section_id IN (SELECT id FROM library_sections)"
+        ),
+        0,
+        "Plex was stopped with items still in its metadata update queue"
     );
     w.assert_clean();
 }

@@ -206,6 +206,7 @@ fn deadlines(d: &Deadlines) -> RawDeadlines {
         run: Some(d.run),
         pull: Some(d.pull),
         plex_ready: Some(d.plex_ready),
+        plex_startup: Some(d.plex_startup),
         scan: Some(d.scan),
         scan_per_type: RawScanPerType {
             movie: Some(d.scan_per_type.movie),

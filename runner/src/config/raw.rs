@@ -185,6 +185,8 @@ pub struct RawDeadlines {
     #[serde(default, with = "humantime_serde")]
     pub plex_ready: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
+    pub plex_startup: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
     pub scan: Option<Duration>,
     #[serde(default)]
     pub scan_per_type: RawScanPerType,

@@ -296,6 +296,8 @@ pub struct Deadlines {
     pub run: Duration,
     pub pull: Duration,
     pub plex_ready: Duration,
+    /// How long requests Plex answers "still starting up" are sent again.
+    pub plex_startup: Duration,
     pub scan: Duration,
     pub scan_per_type: ScanPerType,
     pub analysis: Duration,

@@ -605,6 +605,7 @@ pub(super) mod default_deadline {
     pub const RUN: Duration = Duration::from_secs(72 * 3600);
     pub const PULL: Duration = Duration::from_secs(4 * 3600);
     pub const PLEX_READY: Duration = Duration::from_secs(10 * 60);
+    pub const PLEX_STARTUP: Duration = Duration::from_secs(5 * 60);
     pub const SCAN: Duration = Duration::from_secs(24 * 3600);
     pub const ANALYSIS: Duration = Duration::from_secs(24 * 3600);
     pub const SONIC: Duration = Duration::from_secs(72 * 3600);
@@ -681,6 +682,7 @@ fn deadlines(raw: RawDeadlines) -> Result<Deadlines> {
         run,
         pull: phase("pull", raw.pull, d::PULL)?,
         plex_ready: phase("plex_ready", raw.plex_ready, d::PLEX_READY)?,
+        plex_startup: phase("plex_startup", raw.plex_startup, d::PLEX_STARTUP)?,
         scan,
         scan_per_type,
         analysis: phase("analysis", raw.analysis, d::ANALYSIS)?,

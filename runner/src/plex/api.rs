@@ -1,9 +1,12 @@
 //! The Plex Media Server HTTP API, as far as a run needs it (plex.md). The
 //! runner always asks for JSON; every call checks the HTTP status (an
 //! unknown pref is a 400, not a success: lessons.md 15) and quotes Plex's
-//! answer in its error.
+//! answer in its error. Right after start Plex refuses library writes
+//! with "the server is still starting up. Please retry later" although it
+//! already answers `/identity` (issue 13): every request is sent again
+//! while Plex says so, within `startup_retry`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
@@ -13,12 +16,28 @@ use super::error::PlexError;
 use super::json::{Flag, Id};
 use crate::secret::Secret;
 
+/// How long a request answered "still starting up" is sent again, unless
+/// set (`deadlines.plex_startup`).
+pub const STARTUP_RETRY: Duration = Duration::from_secs(5 * 60);
+/// The first pause before sending again; it doubles up to 5 s.
+const FIRST_DELAY: Duration = Duration::from_millis(250);
+
 /// A client for one Plex server. Cheap to clone.
 #[derive(Clone)]
 pub struct PlexApi {
     http: reqwest::Client,
     base: String,
     token: Option<Secret>,
+    startup_retry: Duration,
+}
+
+/// `GET /library/sections/{id}/timeline`: Plex's metadata work on a
+/// section goes on after its activities end (python-plexapi waits for
+/// `updateQueueSize` to reach 0).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Timeline {
+    #[serde(rename = "updateQueueSize", default)]
+    pub update_queue_size: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -160,7 +179,13 @@ impl PlexApi {
             http,
             base: base.trim_end_matches('/').to_string(),
             token: None,
+            startup_retry: STARTUP_RETRY,
         })
+    }
+
+    /// How long requests answered "still starting up" are sent again.
+    pub fn set_startup_retry(&mut self, within: Duration) {
+        self.startup_retry = within;
     }
 
     pub fn base(&self) -> &str {
@@ -189,8 +214,56 @@ impl PlexApi {
         req
     }
 
+    /// Sends `req` and returns Plex's status and body; while Plex answers
+    /// that it is still starting up, sends it again (backoff) until
+    /// `startup_retry` has passed, then fails with [`PlexError::StartingUp`].
+    async fn exchange(
+        &self,
+        what: &str,
+        req: RequestBuilder,
+    ) -> Result<(StatusCode, String), PlexError> {
+        let started = Instant::now();
+        let mut delay = FIRST_DELAY;
+        loop {
+            let attempt = req.try_clone().ok_or_else(|| {
+                PlexError::Client(format!("{what}: the request cannot be sent again"))
+            })?;
+            let resp = attempt
+                .send()
+                .await
+                .map_err(|e| super::error::unreachable(what, &e))?;
+            let status = resp.status();
+            let body = resp.text().await.unwrap_or_default();
+            if !super::error::is_starting_up(status, &body) {
+                return Ok((status, body));
+            }
+            if started.elapsed() >= self.startup_retry {
+                return Err(PlexError::StartingUp {
+                    what: what.to_string(),
+                    status: status.as_u16(),
+                    body: super::error::snippet(&body),
+                    waited: self.startup_retry,
+                });
+            }
+            if delay == FIRST_DELAY {
+                tracing::info!(
+                    "{what}: Plex is still starting up; trying again for up to {}",
+                    humantime::format_duration(self.startup_retry)
+                );
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// The body of a 2xx answer (after the start-up retry), else the error.
+    async fn send(&self, what: &str, req: RequestBuilder) -> Result<String, PlexError> {
+        let (status, body) = self.exchange(what, req).await?;
+        super::error::check(what, status, body)
+    }
+
     async fn get_json<T: DeserializeOwned>(&self, what: &str, path: &str) -> Result<T, PlexError> {
-        let body = super::error::send(what, self.request(Method::GET, path)).await?;
+        let body = self.send(what, self.request(Method::GET, path)).await?;
         serde_json::from_str(&body).map_err(|e| PlexError::Decode {
             what: what.to_string(),
             detail: format!("{e}; the answer began {}", super::error::snippet(&body)),
@@ -242,18 +315,37 @@ impl PlexApi {
         let req = self
             .request(Method::POST, "/library/sections")
             .query(&query);
-        super::error::send(&format!("create library {name:?}"), req)
+        self.send(&format!("create library {name:?}"), req)
             .await
             .map(drop)
     }
 
     /// Starts a scan of one section (`force`: a full walk).
-    pub async fn refresh(&self, section: &str, force: bool) -> Result<(), PlexError> {
+    /// A scan of the section's files: all its locations, or only the
+    /// folder `path` (a partial scan, python-plexapi's
+    /// `LibrarySection.update(path=)`). Never `force`: see
+    /// `refresh_metadata`.
+    pub async fn scan(&self, section: &str, path: Option<&str>) -> Result<(), PlexError> {
         let mut req = self.request(Method::GET, &format!("/library/sections/{section}/refresh"));
-        if force {
-            req = req.query(&[("force", "1")]);
-        }
-        super::error::send(&format!("scan of section {section}"), req)
+        let what = match path {
+            Some(path) => {
+                req = req.query(&[("path", path)]);
+                format!("scan of {path:?} in section {section}")
+            }
+            None => format!("scan of section {section}"),
+        };
+        self.send(&what, req).await.map(drop)
+    }
+
+    /// Plex's "Refresh All Metadata" (`force=1`): a scan, then every
+    /// item's metadata downloaded again from the internet, hours on a big
+    /// library (python-plexapi `LibrarySection.refresh`, commit a8d051f).
+    /// Only `phases.refresh_metadata` asks for it.
+    pub async fn refresh_metadata(&self, section: &str) -> Result<(), PlexError> {
+        let req = self
+            .request(Method::GET, &format!("/library/sections/{section}/refresh"))
+            .query(&[("force", "1")]);
+        self.send(&format!("metadata refresh of section {section}"), req)
             .await
             .map(drop)
     }
@@ -263,14 +355,14 @@ impl PlexApi {
             Method::DELETE,
             &format!("/library/sections/{section}/refresh"),
         );
-        super::error::send(&format!("cancel the scan of section {section}"), req)
+        self.send(&format!("cancel the scan of section {section}"), req)
             .await
             .map(drop)
     }
 
     pub async fn analyze(&self, section: &str) -> Result<(), PlexError> {
         let req = self.request(Method::PUT, &format!("/library/sections/{section}/analyze"));
-        super::error::send(&format!("analysis of section {section}"), req)
+        self.send(&format!("analysis of section {section}"), req)
             .await
             .map(drop)
     }
@@ -284,12 +376,19 @@ impl PlexApi {
             .query(&[("type", metadata_type.to_string())])
             .header("X-Plex-Container-Start", "0")
             .header("X-Plex-Container-Size", "0");
-        let body = super::error::send(&what, req).await?;
+        let body = self.send(&what, req).await?;
         let c: Container<Total> = serde_json::from_str(&body).map_err(|e| PlexError::Decode {
             what,
             detail: e.to_string(),
         })?;
         Ok(c.container.total_size)
+    }
+
+    pub async fn timeline(&self, section: &str) -> Result<Timeline, PlexError> {
+        let what = format!("GET the timeline of section {section}");
+        let path = format!("/library/sections/{section}/timeline");
+        let c: Container<Timeline> = self.get_json(&what, &path).await?;
+        Ok(c.container)
     }
 
     pub async fn activities(&self) -> Result<Vec<Activity>, PlexError> {
@@ -301,32 +400,28 @@ impl PlexApi {
     /// already running (202).
     pub async fn start_butler_task(&self, task: &str) -> Result<bool, PlexError> {
         let what = format!("start Butler task {task}");
-        let resp = self
-            .request(Method::POST, &format!("/butler/{task}"))
-            .send()
-            .await
-            .map_err(|e| super::error::unreachable(&what, &e))?;
-        match resp.status() {
-            StatusCode::OK => Ok(true),
-            StatusCode::ACCEPTED => Ok(false),
-            status => Err(PlexError::Status {
+        let req = self.request(Method::POST, &format!("/butler/{task}"));
+        match self.exchange(&what, req).await? {
+            (StatusCode::OK, _) => Ok(true),
+            (StatusCode::ACCEPTED, _) => Ok(false),
+            (status, body) => Err(PlexError::Status {
                 what,
                 status: status.as_u16(),
-                body: super::error::snippet(&resp.text().await.unwrap_or_default()),
+                body: super::error::snippet(&body),
             }),
         }
     }
 
     /// Stops every running Butler task.
     pub async fn stop_butler(&self) -> Result<(), PlexError> {
-        super::error::send("stop Butler tasks", self.request(Method::DELETE, "/butler"))
+        self.send("stop Butler tasks", self.request(Method::DELETE, "/butler"))
             .await
             .map(drop)
     }
 
     pub async fn stop_butler_task(&self, task: &str) -> Result<(), PlexError> {
         let req = self.request(Method::DELETE, &format!("/butler/{task}"));
-        super::error::send(&format!("stop Butler task {task}"), req)
+        self.send(&format!("stop Butler task {task}"), req)
             .await
             .map(drop)
     }
@@ -341,7 +436,7 @@ impl PlexApi {
     pub async fn set_prefs(&self, values: &[(String, String)]) -> Result<(), PlexError> {
         let names: Vec<&str> = values.iter().map(|(k, _)| k.as_str()).collect();
         let req = self.request(Method::PUT, "/:/prefs").query(values);
-        super::error::send(&format!("set prefs {}", names.join(", ")), req)
+        self.send(&format!("set prefs {}", names.join(", ")), req)
             .await
             .map(drop)
     }

@@ -13,6 +13,15 @@ pub enum PlexError {
         status: u16,
         body: String,
     },
+    /// Plex answered that it is still starting up, for longer than the
+    /// API waits (`deadlines.plex_startup`).
+    #[error("{what}: Plex was still starting up after {} (last answer: HTTP {status} {body})", humantime::format_duration(*.waited))]
+    StartingUp {
+        what: String,
+        status: u16,
+        body: String,
+        waited: std::time::Duration,
+    },
     #[error("{what}: unexpected answer ({detail})")]
     Decode { what: String, detail: String },
     #[error("cannot build an HTTP client: {0}")]
@@ -25,9 +34,20 @@ impl PlexError {
         match self {
             PlexError::Unreachable { .. } => true,
             PlexError::Status { status, .. } => *status >= 500 || *status == 429,
-            PlexError::Decode { .. } | PlexError::Client(_) => false,
+            // Already retried within its bound.
+            PlexError::StartingUp { .. } | PlexError::Decode { .. } | PlexError::Client(_) => false,
         }
     }
+}
+
+/// What real Plex says, whatever the status (a 400), to library writes
+/// right after start (issue 13; python-plexapi retries on the same text).
+const STARTING_UP: &str = "still starting up";
+
+/// Whether a refused request is Plex's "still starting up. Please retry
+/// later": not an answer, only "not ready yet".
+pub(super) fn is_starting_up(status: reqwest::StatusCode, body: &str) -> bool {
+    !status.is_success() && body.to_ascii_lowercase().contains(STARTING_UP)
 }
 
 /// Sends a request and returns the body of a 2xx answer; anything else is
@@ -36,6 +56,15 @@ pub(super) async fn send(what: &str, req: reqwest::RequestBuilder) -> Result<Str
     let resp = req.send().await.map_err(|e| unreachable(what, &e))?;
     let status = resp.status();
     let body = resp.text().await.unwrap_or_default();
+    check(what, status, body)
+}
+
+/// The body of a 2xx answer, else the typed error quoting it.
+pub(super) fn check(
+    what: &str,
+    status: reqwest::StatusCode,
+    body: String,
+) -> Result<String, PlexError> {
     if !status.is_success() {
         return Err(PlexError::Status {
             what: what.to_string(),
@@ -91,4 +120,26 @@ pub(super) fn snippet(body: &str) -> String {
         s.push('…');
     }
     format!("«{s}»")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::StatusCode;
+
+    #[test]
+    fn the_start_up_answer_is_recognised_by_its_text_whatever_the_status() {
+        let body = "the server is still starting up. Please retry later";
+        assert!(is_starting_up(StatusCode::BAD_REQUEST, body));
+        assert!(is_starting_up(StatusCode::SERVICE_UNAVAILABLE, body));
+        assert!(is_starting_up(
+            StatusCode::BAD_REQUEST,
+            "<html><body>The server is Still Starting Up</body></html>"
+        ));
+        assert!(!is_starting_up(StatusCode::OK, body));
+        assert!(!is_starting_up(
+            StatusCode::BAD_REQUEST,
+            "a library section named \"Music\" already exists"
+        ));
+    }
 }

@@ -1,6 +1,8 @@
 //! Is Plex working? There is no single flag (plex.md): a section says it is
-//! refreshing, activities run, and scanner processes live on after both
-//! (lessons.md 11). Plex is idle only when all three say so.
+//! refreshing, activities run, scanner processes live on after both
+//! (lessons.md 11), and a section's metadata update queue drains after its
+//! scan's activity has ended (its timeline's `updateQueueSize`, issue 13).
+//! Plex is idle only when all four say so.
 
 use serde::Serialize;
 
@@ -16,6 +18,8 @@ pub struct Busy {
     pub activities: Vec<String>,
     /// Live `Plex Media Scanner` processes.
     pub scanners: usize,
+    /// `section: n items` of each section whose update queue is not empty.
+    pub update_queues: Vec<String>,
     /// The highest progress of the activities, to tell work from a stall.
     #[serde(skip)]
     pub progress: Vec<(String, i64)>,
@@ -23,7 +27,10 @@ pub struct Busy {
 
 impl Busy {
     pub fn is_idle(&self) -> bool {
-        self.refreshing.is_empty() && self.activities.is_empty() && self.scanners == 0
+        self.refreshing.is_empty()
+            && self.activities.is_empty()
+            && self.scanners == 0
+            && self.update_queues.is_empty()
     }
 }
 
@@ -45,6 +52,12 @@ impl std::fmt::Display for Busy {
         if self.scanners > 0 {
             parts.push(format!("{} scanner process(es)", self.scanners));
         }
+        if !self.update_queues.is_empty() {
+            parts.push(format!(
+                "metadata update queues: {}",
+                self.update_queues.join(", ")
+            ));
+        }
         f.write_str(&parts.join("; "))
     }
 }
@@ -54,6 +67,14 @@ impl std::fmt::Display for Busy {
 pub async fn observe(api: &PlexApi, plex_pid: Option<u32>) -> Result<Busy, PlexError> {
     let sections = api.sections().await?;
     let activities = api.activities().await?;
+    // After the activities: a scan queues its items before its activity ends.
+    let mut queues = Vec::new();
+    for section in &sections {
+        let size = api.timeline(section.key.as_str()).await?.update_queue_size;
+        if size > 0 {
+            queues.push((section.key.to_string(), size));
+        }
+    }
     Ok(Busy {
         refreshing: sections
             .iter()
@@ -67,9 +88,19 @@ pub async fn observe(api: &PlexApi, plex_pid: Option<u32>) -> Result<Busy, PlexE
                 _ => format!("{}: {}", a.kind, a.title),
             })
             .collect(),
+        // A draining queue is progress too (never taken for a stall).
         progress: activities
             .iter()
             .map(|a| (a.kind.clone(), a.progress.unwrap_or(-1.0).round() as i64))
+            .chain(
+                queues
+                    .iter()
+                    .map(|(key, size)| (format!("updateQueueSize {key}"), *size as i64)),
+            )
+            .collect(),
+        update_queues: queues
+            .iter()
+            .map(|(key, size)| format!("section {key}: {size} items"))
             .collect(),
         scanners: scanner_processes(plex_pid),
     })
@@ -132,6 +163,20 @@ mod tests {
         assert!(descends_from(me, me));
         assert!(descends_from(me, parent));
         assert!(!descends_from(parent, me));
+    }
+
+    #[test]
+    fn a_metadata_update_queue_is_work() {
+        let busy = Busy {
+            update_queues: vec!["section 3: 12 items".into()],
+            ..Busy::default()
+        };
+        assert!(!busy.is_idle());
+        assert_eq!(
+            busy.to_string(),
+            "metadata update queues: section 3: 12 items"
+        );
+        assert!(Busy::default().is_idle());
     }
 
     #[test]

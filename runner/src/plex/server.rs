@@ -25,6 +25,8 @@ pub struct PlexServer {
 pub struct StartOptions<'a> {
     pub pinned_version: &'a str,
     pub ready_within: Duration,
+    /// How long requests answered "still starting up" are sent again.
+    pub startup_retry: Duration,
     /// Claim with this plex.tv account (`None`: stay unclaimed).
     pub plextv: Option<&'a PlexTv>,
 }
@@ -37,6 +39,7 @@ impl PlexServer {
     pub async fn start(launch: Launch, opts: StartOptions<'_>) -> Result<PlexServer> {
         let mut process = PlexProcess::start(&launch).await?;
         let mut api = PlexApi::new(&launch.url())?;
+        api.set_startup_retry(opts.startup_retry);
         let ready = wait_ready(&api, &mut process, &launch, opts.ready_within).await;
         let identity = match ready {
             Ok(identity) => identity,

@@ -33,6 +33,7 @@ pub struct Session {
     plextv: Option<PlexTv>,
     pinned_version: String,
     ready_within: Duration,
+    plex_startup: Duration,
     work: prefs::Work,
     restarts: u32,
     last_probe: Instant,
@@ -102,7 +103,9 @@ impl Session {
         };
         let pinned_version = cfg.plex_version().to_string();
         let ready_within = cfg.deadlines().plex_ready;
-        let plex = match start_plex(&launch, &pinned_version, ready_within, plextv.as_ref()).await {
+        let plex_startup = cfg.deadlines().plex_startup;
+        let times = (ready_within, plex_startup);
+        let plex = match start_plex(&launch, &pinned_version, times, plextv.as_ref()).await {
             Ok(p) => p,
             Err(e) => {
                 let _ = mount.stop().await;
@@ -136,6 +139,7 @@ impl Session {
             plextv,
             pinned_version,
             ready_within,
+            plex_startup,
             work: prefs::Work::Scan,
             restarts: 0,
             last_probe: Instant::now(),
@@ -204,7 +208,7 @@ impl Session {
         self.plex = start_plex(
             &self.launch,
             &self.pinned_version,
-            self.ready_within,
+            (self.ready_within, self.plex_startup),
             self.plextv.as_ref(),
         )
         .await?;
@@ -293,7 +297,7 @@ impl Session {
 async fn start_plex(
     launch: &Launch,
     pinned_version: &str,
-    ready_within: Duration,
+    (ready_within, startup_retry): (Duration, Duration),
     plextv: Option<&PlexTv>,
 ) -> Result<PlexServer> {
     PlexServer::start(
@@ -301,6 +305,7 @@ async fn start_plex(
         StartOptions {
             pinned_version,
             ready_within,
+            startup_retry,
             plextv,
         },
     )
