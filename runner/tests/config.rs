@@ -236,6 +236,41 @@ fn default_phase_deadlines_are_capped_by_the_run_but_explicit_ones_are_checked()
 }
 
 #[test]
+fn the_metadata_refresh_is_its_own_phase_option_with_its_own_budget() {
+    let cfg = load(MINIMAL).unwrap();
+    assert!(!cfg.phases().refresh_metadata && !cfg.phases().deep_scan);
+    assert_eq!(
+        cfg.deadlines().refresh_metadata,
+        Duration::from_secs(24 * 3600)
+    );
+    let on = set(MINIMAL, "phases.refresh_metadata", true);
+    let on = set(&on, "deadlines.refresh_metadata", "5h");
+    let cfg = load(&on).unwrap();
+    assert!(cfg.phases().refresh_metadata && !cfg.phases().deep_scan);
+    assert_eq!(
+        cfg.deadlines().refresh_metadata,
+        Duration::from_secs(5 * 3600)
+    );
+    assert_refused(
+        &set(&on, "phases.scan", false),
+        "phases.refresh_metadata",
+        "scan = true",
+    );
+    assert_refused(
+        &set(
+            &set(MINIMAL, "deadlines.run", "6h"),
+            "deadlines.refresh_metadata",
+            "7h",
+        ),
+        "deadlines.refresh_metadata",
+        "exceeds deadlines.run",
+    );
+    // The Sonic-only refresh it replaces is gone.
+    let err = error(&set(MINIMAL, "phases.sonic_refresh_metadata", true));
+    assert!(err.to_string().contains("sonic_refresh_metadata"), "{err}");
+}
+
+#[test]
 fn a_dotted_bucket_gets_path_style_and_refuses_virtual_hosting() {
     let dotted = set(MINIMAL, "s3.bucket", "my.bucket");
     assert!(load(&dotted).unwrap().s3().connection.path_style);

@@ -808,6 +808,87 @@ fn a_mount_killed_during_a_scan_never_publishes_a_loss() {
 /// A delta run whose reference is the user's tar.gz of a DB that a real
 /// Plex 1.41 wrote (a music library): verify, remap, scan and Sonic go
 /// through, the result passes the check and loses nothing.
+/// The Plex double's own log of a finished run.
+fn plex_log(w: &World) -> String {
+    let db = w.work_db();
+    let app = db.ancestors().nth(3).unwrap();
+    std::fs::read_to_string(app.join("Logs/Plex Media Server.log")).unwrap()
+}
+
+#[test]
+fn a_deep_scan_scans_each_top_folder_and_never_refreshes_metadata() {
+    let mut w = World::new("sup-deep", spec(300), true);
+    let (new_tracks, _) = w.add_new_media();
+    w.extra = "\n[phases]\ndeep_scan = true\nsonic = false\n".into();
+    let out = w.run();
+    assert!(out.status.success(), "runner failed:\n{}", text(&out));
+    let log = plex_log(&w);
+    // force=1 is Plex's "Refresh All Metadata": hours of downloads on a
+    // real library, never part of a scan.
+    assert!(!log.contains("force=1"), "{log}");
+    assert!(!log.contains("refreshing all metadata"), "{log}");
+    // Every artist folder of the bucket, as Plex saw it under the mount.
+    let music = w.mount_point().join("Music");
+    let mut artists: Vec<String> = std::fs::read_dir(w.media_bucket().join("Music"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .map(|p| music.join(p.file_name().unwrap()).display().to_string())
+        .collect();
+    artists.sort();
+    assert!(artists.len() > 1, "{artists:?}");
+    for artist in &artists {
+        assert!(
+            log.contains(&format!("(force=0, path={artist})")),
+            "no partial scan of {artist}\n{log}"
+        );
+    }
+    let libraries = &w.phase_output("scan")["libraries"];
+    let music_out = libraries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["library"] == "Music")
+        .unwrap();
+    assert_eq!(music_out["folders"], artists.len(), "{libraries}");
+    assert_eq!(count(&w.work_db(), LIVE_TRACKS), 300 + new_tracks);
+    w.assert_clean();
+}
+
+#[test]
+fn the_metadata_refresh_is_its_own_option_and_refreshes_every_item() {
+    let mut w = World::new("sup-refresh", spec(300), true);
+    w.extra = "\n[phases]\nrefresh_metadata = true\nsonic = false\n".into();
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let out = w.run();
+    assert!(out.status.success(), "runner failed:\n{}", text(&out));
+    let log = plex_log(&w);
+    let libraries = w.phase_output("scan")["libraries"].clone();
+    for library in libraries.as_array().unwrap() {
+        let section = library["section"].as_str().unwrap();
+        assert!(
+            log.contains(&format!("refreshing all metadata of section {section} ")),
+            "{log}"
+        );
+        assert!(library["metadata_refresh_seconds"].is_number(), "{library}");
+    }
+    assert_eq!(
+        count(
+            &w.work_db(),
+            &format!(
+                "SELECT count(*) FROM metadata_items WHERE deleted_at IS NULL AND library_section_id > 0
+                 AND (refreshed_at IS NULL OR refreshed_at < {started})"
+            )
+        ),
+        0,
+        "an item's metadata was not refreshed"
+    );
+    w.assert_clean();
+}
+
 #[test]
 fn a_run_from_a_real_plex_db_completes_sonic_and_loses_nothing() {
     let real = real_dbs::version("1.41.1");

@@ -72,7 +72,7 @@ fn to_raw(cfg: &RunConfig) -> RawConfig {
             deep_scan: Some(cfg.phases.deep_scan),
             analysis: Some(cfg.phases.analysis),
             sonic: Some(cfg.phases.sonic),
-            sonic_refresh_metadata: Some(cfg.phases.sonic_refresh_metadata),
+            refresh_metadata: Some(cfg.phases.refresh_metadata),
         },
         deadlines: deadlines(&cfg.deadlines),
         guard: RawGuard {
@@ -215,6 +215,7 @@ fn deadlines(d: &Deadlines) -> RawDeadlines {
             photo: Some(d.scan_per_type.photo),
         },
         analysis: Some(d.analysis),
+        refresh_metadata: Some(d.refresh_metadata),
         sonic: Some(d.sonic),
         upload: Some(d.upload),
         stall_interval: Some(d.stall_interval),

@@ -172,7 +172,7 @@ pub struct RawPhases {
     pub deep_scan: Option<bool>,
     pub analysis: Option<bool>,
     pub sonic: Option<bool>,
-    pub sonic_refresh_metadata: Option<bool>,
+    pub refresh_metadata: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -192,6 +192,8 @@ pub struct RawDeadlines {
     pub scan_per_type: RawScanPerType,
     #[serde(default, with = "humantime_serde")]
     pub analysis: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub refresh_metadata: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub sonic: Option<Duration>,
     #[serde(default, with = "humantime_serde")]

@@ -280,14 +280,16 @@ pub use crate::plexdb::PathMapping;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Phases {
     pub scan: bool,
-    /// Force a full walk (`force=1`) instead of an incremental scan.
+    /// After the library's scan, a scan of each folder at the top of its
+    /// locations (`path=`), for changes the incremental scan misses.
     pub deep_scan: bool,
     /// Media analysis (Butler-style `analyze`), slow and rarely needed.
     pub analysis: bool,
     /// Sonic (music) analysis; skipped with a report line without Plex Pass.
     pub sonic: bool,
-    /// Refresh music metadata before Sonic (slow: hours on a big library).
-    pub sonic_refresh_metadata: bool,
+    /// After its scan, refresh each library's metadata from the internet
+    /// (`force=1`, Plex's "Refresh All Metadata": hours on a big library).
+    pub refresh_metadata: bool,
 }
 
 /// `[deadlines]`: every value is > 0 and no phase outlives `run`.
@@ -301,6 +303,8 @@ pub struct Deadlines {
     pub scan: Duration,
     pub scan_per_type: ScanPerType,
     pub analysis: Duration,
+    /// One library's metadata refresh (`phases.refresh_metadata`).
+    pub refresh_metadata: Duration,
     pub sonic: Duration,
     pub upload: Duration,
     /// A phase stalls after `stall_checks` checks `stall_interval` apart

@@ -582,20 +582,21 @@ fn phases(raw: RawPhases) -> Result<Phases> {
     if deep_scan && !scan {
         return Err(invalid("phases.deep_scan", "needs phases.scan = true"));
     }
-    let sonic = raw.sonic.unwrap_or(true);
-    let sonic_refresh_metadata = raw.sonic_refresh_metadata.unwrap_or(false);
-    if sonic_refresh_metadata && !sonic {
+    // The refresh follows each library's scan, inside the deletion guard's
+    // before/after window (a forced refresh scans too).
+    let refresh_metadata = raw.refresh_metadata.unwrap_or(false);
+    if refresh_metadata && !scan {
         return Err(invalid(
-            "phases.sonic_refresh_metadata",
-            "needs phases.sonic = true",
+            "phases.refresh_metadata",
+            "needs phases.scan = true",
         ));
     }
     Ok(Phases {
         scan,
         deep_scan,
         analysis: raw.analysis.unwrap_or(false),
-        sonic,
-        sonic_refresh_metadata,
+        sonic: raw.sonic.unwrap_or(true),
+        refresh_metadata,
     })
 }
 
@@ -608,6 +609,7 @@ pub(super) mod default_deadline {
     pub const PLEX_STARTUP: Duration = Duration::from_secs(5 * 60);
     pub const SCAN: Duration = Duration::from_secs(24 * 3600);
     pub const ANALYSIS: Duration = Duration::from_secs(24 * 3600);
+    pub const REFRESH_METADATA: Duration = Duration::from_secs(24 * 3600);
     pub const SONIC: Duration = Duration::from_secs(72 * 3600);
     pub const UPLOAD: Duration = Duration::from_secs(4 * 3600);
     pub const STALL_INTERVAL: Duration = Duration::from_secs(5 * 60);
@@ -686,6 +688,11 @@ fn deadlines(raw: RawDeadlines) -> Result<Deadlines> {
         scan,
         scan_per_type,
         analysis: phase("analysis", raw.analysis, d::ANALYSIS)?,
+        refresh_metadata: phase(
+            "refresh_metadata",
+            raw.refresh_metadata,
+            d::REFRESH_METADATA,
+        )?,
         sonic: phase("sonic", raw.sonic, d::SONIC)?,
         upload: phase("upload", raw.upload, d::UPLOAD)?,
         stall_interval,

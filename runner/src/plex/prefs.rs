@@ -44,7 +44,10 @@ const EXPOSURE_OFF: &[&str] = &[
     "RelayEnabled",
 ];
 const ALLOWED_NETWORKS: &str = "allowedNetworks";
-const SONIC_BUTLER_TASK: &str = "ButlerTaskMusicAnalysis";
+/// Sonic: the `MusicAnalysis` Butler task runs on its own when this is not
+/// `never`; a real server has no `ButlerTask*` pref for it (its 14 are
+/// maintenance tasks: andrey-yantsen/plex-api.rs, commit f7d02c5,
+/// crates/plex-api/tests/mocks/server/prefs.json).
 const SONIC_BEHAVIOR: &str = "MusicAnalysisBehavior";
 
 /// The prefs to write for `work`, from the ids this server has;
@@ -70,9 +73,11 @@ pub fn wanted(
     }
     for s in settings {
         let sonic = work == Work::Sonic;
-        if s.id.starts_with("ButlerTask") {
-            let on = sonic && s.id == SONIC_BUTLER_TASK;
-            out.push((s.id.clone(), if on { "1" } else { "0" }.into()));
+        // Every scheduled Butler task off, in every phase. Only the
+        // booleans: some servers have text `ButlerTask*` prefs too
+        // (`ButlerTaskUpdateServer`, askme/always) that "0" would not fit.
+        if s.id.starts_with("ButlerTask") && s.kind == "bool" {
+            out.push((s.id.clone(), "0".into()));
         } else if s.id.ends_with("Behavior") && s.kind == "text" {
             let value = if sonic && s.id == SONIC_BEHAVIOR {
                 "asap"
@@ -126,23 +131,31 @@ mod tests {
     }
 
     #[test]
-    fn scan_turns_every_butler_task_and_behavior_off() {
+    fn every_butler_task_is_off_and_sonic_is_only_its_behavior() {
+        // A real server's Butler prefs: booleans, plus a text one on some.
         let settings = [
             setting("autoEmptyTrash", "bool"),
             setting("FSEventLibraryUpdatesEnabled", "bool"),
             setting("ButlerTaskDeepMediaAnalysis", "bool"),
-            setting("ButlerTaskMusicAnalysis", "bool"),
+            setting("ButlerTaskRefreshLibraries", "bool"),
+            setting("ButlerTaskUpdateServer", "text"),
             setting("MusicAnalysisBehavior", "text"),
             setting("FriendlyName", "text"),
         ];
         let scan = wanted(Work::Scan, &settings, "127.0.0.1/32").unwrap();
-        assert!(scan.contains(&("autoEmptyTrash".into(), "0".into())));
-        assert!(scan.contains(&("ButlerTaskMusicAnalysis".into(), "0".into())));
-        assert!(scan.contains(&("MusicAnalysisBehavior".into(), "never".into())));
-        assert!(!scan.iter().any(|(id, _)| id == "FriendlyName"));
         let sonic = wanted(Work::Sonic, &settings, "127.0.0.1/32").unwrap();
-        assert!(sonic.contains(&("ButlerTaskMusicAnalysis".into(), "1".into())));
-        assert!(sonic.contains(&("ButlerTaskDeepMediaAnalysis".into(), "0".into())));
+        for out in [&scan, &sonic] {
+            assert!(out.contains(&("autoEmptyTrash".into(), "0".into())));
+            assert!(out.contains(&("ButlerTaskDeepMediaAnalysis".into(), "0".into())));
+            assert!(out.contains(&("ButlerTaskRefreshLibraries".into(), "0".into())));
+            assert!(
+                !out.iter()
+                    .any(|(id, _)| id == "FriendlyName" || id == "ButlerTaskUpdateServer"),
+                "{out:?}"
+            );
+        }
+        // The scan keeps Sonic from running by its behavior; Sonic turns it on.
+        assert!(scan.contains(&("MusicAnalysisBehavior".into(), "never".into())));
         assert!(sonic.contains(&("MusicAnalysisBehavior".into(), "asap".into())));
     }
 

@@ -1,6 +1,26 @@
 //! The scan phase: one library at a time (lessons.md 17), each behind a
 //! mount health gate, watched until Plex is idle, bounded by its type's
 //! budget and by stall detection, and followed by the deletion guard.
+//!
+//! What each library is asked, and why:
+//! - the scan: `refresh` without `force`, Plex's "Scan Library Files";
+//! - `phases.deep_scan`: that scan, then one partial scan (`path=`) per
+//!   folder at the top of each location, all queued at once (Plex runs
+//!   them one at a time) and watched as one. Plex's section scan only
+//!   looks into folders it believes changed, and on the media mount folder
+//!   times do not follow what moved in the bucket (object stores have no
+//!   folders: rclone shows times of its own, rclone/rclone issues 940 and
+//!   6986). A partial scan is how Plex is told a folder changed: its own
+//!   file-system events do it (`FSEventLibraryPartialScanEnabled`, "only
+//!   scan the folder that changed" in a real server's `/:/prefs`), as do
+//!   python-plexapi's `LibrarySection.update(path=)` and tools such as
+//!   plex_autoscan. Whether a partial scan also re-reads the unchanged
+//!   folders under the one named is UNCONFIRMED; a request per top folder
+//!   names as much as can be named without thousands of requests;
+//! - `phases.refresh_metadata`: `force=1`, "Refresh All Metadata" (a scan,
+//!   then every item's metadata downloaded again: hours for 450k tracks),
+//!   under its own budget, `deadlines.refresh_metadata`. Never part of a
+//!   scan.
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +42,11 @@ struct Scanned {
     library: String,
     section: String,
     seconds: f64,
+    /// Partial scans of `phases.deep_scan`.
+    folders: usize,
+    /// `phases.refresh_metadata`: how long the refresh took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata_refresh_seconds: Option<f64>,
     remounts: u32,
     before: std::collections::BTreeMap<String, u64>,
     after: std::collections::BTreeMap<String, u64>,
@@ -50,13 +75,28 @@ pub(super) async fn run(ctx: &RunContext) -> Result<Value> {
         let kind = library_type(&section.kind)?;
         let budget = ctx.cfg.deadlines().scan_for(kind);
         let before = db_stats(ctx).await?;
-        let (seconds, remounts) = scan_one(ctx, session, section, budget).await?;
+        let folders = match ctx.cfg.phases().deep_scan {
+            true => top_folders(ctx, section).await?,
+            false => Vec::new(),
+        };
+        let ask = Ask::Scan { folders: &folders };
+        let (seconds, mut remounts) = watch_one(ctx, session, section, ask, budget).await?;
+        let mut metadata_refresh_seconds = None;
+        if ctx.cfg.phases().refresh_metadata {
+            let budget = ctx.cfg.deadlines().refresh_metadata;
+            let (seconds, more) =
+                watch_one(ctx, session, section, Ask::RefreshMetadata, budget).await?;
+            metadata_refresh_seconds = Some(seconds);
+            remounts += more;
+        }
         let after = db_stats(ctx).await?;
         let verdict = guard::compare(&before, &after, &ctx.cfg.guard());
         scanned.push(Scanned {
             library: section.title.clone(),
             section: section.key.to_string(),
             seconds,
+            folders: folders.len(),
+            metadata_refresh_seconds,
             remounts,
             before: live_counts(before.library(&section.title)),
             after: live_counts(after.library(&section.title)),
@@ -87,26 +127,72 @@ pub(super) async fn run(ctx: &RunContext) -> Result<Value> {
     Ok(json!({ "preflight": preflight, "libraries": scanned }))
 }
 
-/// Scans one section until Plex is idle again. A failed health probe
-/// during the scan cancels it, remounts, and scans again.
-async fn scan_one(
+/// What one library is asked (see the module's comment).
+#[derive(Clone, Copy)]
+enum Ask<'a> {
+    /// The scan, then a partial scan of each of `folders`.
+    Scan {
+        folders: &'a [String],
+    },
+    RefreshMetadata,
+}
+
+impl Ask<'_> {
+    fn name(self) -> &'static str {
+        match self {
+            Ask::Scan { .. } => "scan",
+            Ask::RefreshMetadata => "metadata refresh",
+        }
+    }
+
+    async fn send(self, session: &Session, key: &str) -> Result<(), crate::plex::PlexError> {
+        match self {
+            Ask::Scan { folders } => {
+                call("start a scan", || session.api().scan(key, None)).await?;
+                for folder in folders {
+                    call("start a folder scan", || {
+                        session.api().scan(key, Some(folder))
+                    })
+                    .await?;
+                }
+                Ok(())
+            }
+            Ask::RefreshMetadata => {
+                call("start a metadata refresh", || {
+                    session.api().refresh_metadata(key)
+                })
+                .await
+            }
+        }
+    }
+}
+
+/// Asks Plex for `ask` on one section and waits until it is idle again.
+/// A failed health probe meanwhile cancels the work, remounts, and asks
+/// again.
+async fn watch_one(
     ctx: &RunContext,
     session: &mut Session,
     section: &Section,
+    ask: Ask<'_>,
     budget: Duration,
 ) -> Result<(f64, u32)> {
     let started = Instant::now();
     let key = section.key.to_string();
-    let force = ctx.cfg.phases().deep_scan;
+    let what = ask.name();
     let mut remounts = 0;
     // The gate: never start a scan on a mount that cannot read (lessons.md 1).
     if session.check_mount(true).await? {
         remounts += 1;
     }
     'scan: loop {
-        ctx.describe(format!("scanning {:?}", section.title)).await;
-        tracing::info!(library = %section.title, section = %key, force, "scan started");
-        if let Err(e) = call("start a scan", || session.api().refresh(&key, force)).await {
+        ctx.describe(match ask {
+            Ask::Scan { .. } => format!("scanning {:?}", section.title),
+            Ask::RefreshMetadata => format!("refreshing the metadata of {:?}", section.title),
+        })
+        .await;
+        tracing::info!(library = %section.title, section = %key, "{what} started");
+        if let Err(e) = ask.send(session, &key).await {
             // Plex may have died under the request: restart it (bounded)
             // rather than fail on a symptom.
             if session.revive_plex().await? {
@@ -132,7 +218,7 @@ async fn scan_one(
                 Progress::Stalled(for_how_long) => {
                     let _ = session.api().cancel_refresh(&key).await;
                     bail!(
-                        "the scan of {:?} stalled: no progress for {} (Plex: {busy})",
+                        "the {what} of {:?} stalled: no progress for {} (Plex: {busy})",
                         section.title,
                         humantime::format_duration(for_how_long)
                     );
@@ -140,7 +226,7 @@ async fn scan_one(
                 Progress::OutOfTime => {
                     let _ = session.api().cancel_refresh(&key).await;
                     bail!(
-                        "the scan of {:?} did not finish within its budget of {} (Plex: {busy})",
+                        "the {what} of {:?} did not finish within its budget of {} (Plex: {busy})",
                         section.title,
                         humantime::format_duration(budget)
                     );
@@ -149,8 +235,48 @@ async fn scan_one(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    tracing::info!(library = %section.title, seconds, "scan done");
+    tracing::info!(library = %section.title, seconds, "{what} done");
     Ok((seconds, remounts))
+}
+
+/// The folders at the top of the section's locations, as Plex sees them
+/// (the mount is at the same path for Plex and the runner), sorted;
+/// hidden ones skipped. Listed on a blocking thread, bounded by the
+/// mount's probe timeout: a hung mount fails here, not in Plex.
+async fn top_folders(ctx: &RunContext, section: &Section) -> Result<Vec<String>> {
+    let locations: Vec<String> = section.locations.iter().map(|l| l.path.clone()).collect();
+    let listing = tokio::task::spawn_blocking(move || list_top_folders(&locations));
+    let within = ctx.cfg.media().probe_timeout;
+    let folders = tokio::time::timeout(within, listing)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "cannot list the folders of {:?} for phases.deep_scan: no answer from the media mount within {}",
+                section.title,
+                humantime::format_duration(within)
+            )
+        })???;
+    tracing::info!(library = %section.title, folders = folders.len(), "deep scan: one partial scan per top folder");
+    Ok(folders)
+}
+
+fn list_top_folders(locations: &[String]) -> Result<Vec<String>> {
+    let mut folders = Vec::new();
+    for location in locations {
+        let entries = std::fs::read_dir(location)
+            .with_context(|| format!("cannot list {location} for phases.deep_scan"))?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot list {location}"))?;
+            let hidden = entry.file_name().to_string_lossy().starts_with('.');
+            // Follow symlinks, as Plex's scanner does.
+            let path = entry.path();
+            if !hidden && std::fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
+                folders.push(path.to_string_lossy().into_owned());
+            }
+        }
+    }
+    folders.sort();
+    Ok(folders)
 }
 
 /// What changes while a scan works: the library's rows and the progress

@@ -1,5 +1,8 @@
-//! The Sonic phase (lessons.md 12, 13): Plex Pass checked, optional metadata
-//! refresh, stabilisation, then `MusicAnalysis` without force. Progress is
+//! The Sonic phase (lessons.md 12, 13): Plex Pass checked, stabilisation,
+//! then `MusicAnalysis` without force (the optional metadata refresh is
+//! `phases.refresh_metadata`, in the scan phase). Sonic is started the way
+//! Plex has: `MusicAnalysisBehavior` (no `ButlerTask*` pref governs it) and
+//! `POST /butler/MusicAnalysis`. Progress is
 //! counted in the DB; rate and ETA go to `status.json`; a consistent DB
 //! snapshot goes to S3 every `snapshot_interval`. The phase ends when every
 //! track is analysed, at its deadline, or when progress stalls: what was
@@ -62,9 +65,6 @@ pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
         .filter(|e| *e > started)
         .unwrap_or(end);
 
-    if ctx.cfg.phases().sonic_refresh_metadata {
-        refresh_metadata(ctx, session).await?;
-    }
     stabilise(ctx, session).await?;
     session.set_work(prefs::Work::Sonic).await?;
     call("start Sonic analysis", || {
@@ -139,25 +139,6 @@ pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
         "tracks_per_hour": per_hour.round(),
         "snapshots": snapshots,
     }))
-}
-
-/// Optional metadata refresh of the music libraries, then idle
-/// (lessons.md 12: never `force` the analysis itself).
-async fn refresh_metadata(ctx: &RunContext, session: &mut Session) -> Result<()> {
-    let sections = call("list libraries", || session.api().sections()).await?;
-    for s in sections
-        .iter()
-        .filter(|s| s.kind == "artist" && ctx.cfg.plex().libraries.selects(&s.title))
-    {
-        ctx.describe(format!("refreshing the metadata of {:?}", s.title))
-            .await;
-        call("refresh metadata", || {
-            session.api().refresh(s.key.as_str(), true)
-        })
-        .await?;
-        wait_idle(ctx, session, ctx.cfg.deadlines().scan).await?;
-    }
-    Ok(())
 }
 
 /// Waits until Plex does nothing at all before Sonic starts.
