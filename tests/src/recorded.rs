@@ -240,10 +240,11 @@ fn kind(v: &Value) -> &'static str {
 /// Where `got` differs in shape from `want` (a recorded answer): a key one
 /// has and the other lacks, or a value of another type, recursively.
 /// `null` on either side matches any type (a value not set yet: an IP, a
-/// date). Arrays compare each element of `got` with `want`'s first. The
-/// objects at `maps` (paths like `server.volumes`, `*` for any key) are
-/// maps keyed by data (volume slots, type names): their keys may differ,
-/// each value is compared with `want`'s first.
+/// date). Each element of an array in `got` is compared with the element
+/// of `want`'s it is most like. The objects at `maps` (paths like
+/// `server.volumes`, `*` for any key) are maps keyed by data (volume
+/// slots, type names): their keys may differ, each value is compared with
+/// `want`'s first.
 pub fn shape_diff(want: &Value, got: &Value, maps: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     walk(want, got, "", maps, &mut out);
@@ -278,11 +279,21 @@ fn walk(want: &Value, got: &Value, at: &str, maps: &[&str], out: &mut Vec<String
                 }
             }
         }
-        (Value::Array(w), Value::Array(g)) => {
-            if let Some(first) = w.first() {
-                for (i, v) in g.iter().enumerate() {
-                    walk(first, v, &format!("{at}[{i}]"), maps, out);
-                }
+        (Value::Array(w), Value::Array(g)) if !w.is_empty() => {
+            // Each element against the recorded one it is most like: a
+            // list mixes variants (a policy of a group, of an application).
+            for (i, v) in g.iter().enumerate() {
+                let at = format!("{at}[{i}]");
+                let best = w
+                    .iter()
+                    .map(|candidate| {
+                        let mut diff = Vec::new();
+                        walk(candidate, v, &at, maps, &mut diff);
+                        diff
+                    })
+                    .min_by_key(Vec::len)
+                    .unwrap_or_default();
+                out.extend(best);
             }
         }
         (w, g) if kind(w) != kind(g) => out.push(format!(

@@ -917,3 +917,183 @@ fn double_server_lifecycle_and_user_data() {
     double::conforms(&rec, 69, &volume);
     double::conforms(&rec, 70, &double::send(&d, &rec, 70, &world));
 }
+
+#[test]
+fn double_security_groups() {
+    let d = double::start();
+    let rec = Recording::load("instance_security_groups");
+    let recorded_project = rec.get(0).request.body["project"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let project = d.project_id().to_string();
+    let world = [(recorded_project.as_str(), project.as_str())];
+    let created = double::conforms(&rec, 0, &double::send(&d, &rec, 0, &world));
+    let recorded_id = body_of(&rec, 0)["security_group"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let id = created["security_group"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let world = [
+        (recorded_project.as_str(), project.as_str()),
+        (recorded_id.as_str(), id.as_str()),
+    ];
+    double::conforms(&rec, 3, &double::send(&d, &rec, 3, &world));
+    double::conforms(&rec, 4, &double::send(&d, &rec, 4, &world));
+    let list = Recording::load("instance_security_groups_list");
+    let listed_project = list.get(115).request.query[1].1.clone();
+    double::conforms(
+        &list,
+        115,
+        &double::send(
+            &d,
+            &list,
+            115,
+            &[(listed_project.as_str(), project.as_str())],
+        ),
+    );
+    double::conforms(&rec, 36, &double::send(&d, &rec, 36, &world));
+    double::conforms(&rec, 37, &double::send(&d, &rec, 37, &world));
+}
+
+#[test]
+fn double_iam() {
+    let d = double::start();
+    let org = d.organization_id().to_string();
+    let rec = Recording::load("iam_api_keys");
+    let recorded_org = rec.get(0).request.body["organization_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let world = [(recorded_org.as_str(), org.as_str())];
+    let app = double::conforms(&rec, 0, &double::send(&d, &rec, 0, &world));
+    let recorded_app = body_of(&rec, 0)["id"].as_str().unwrap().to_string();
+    let app = app["id"].as_str().unwrap().to_string();
+    let world = [
+        (recorded_org.as_str(), org.as_str()),
+        (recorded_app.as_str(), app.as_str()),
+    ];
+    let key = double::conforms(&rec, 2, &double::send(&d, &rec, 2, &world));
+    let key = key["access_key"].as_str().unwrap().to_string();
+    let recorded_key = access_key();
+    let world = [
+        (recorded_org.as_str(), org.as_str()),
+        (recorded_app.as_str(), app.as_str()),
+        (recorded_key.as_str(), key.as_str()),
+    ];
+    double::conforms(&rec, 3, &double::send(&d, &rec, 3, &world));
+
+    // Lists, with the query the real clients sent.
+    let keys = Recording::load("iam_api_keys_list");
+    let keys_org = keys
+        .get(14)
+        .request
+        .query
+        .iter()
+        .find(|(k, _)| k == "organization_id")
+        .unwrap()
+        .1
+        .clone();
+    let keys_app = keys
+        .get(14)
+        .request
+        .query
+        .iter()
+        .find(|(k, _)| k == "bearer_id")
+        .unwrap()
+        .1
+        .clone();
+    double::conforms(
+        &keys,
+        14,
+        &double::send(
+            &d,
+            &keys,
+            14,
+            &[
+                (keys_org.as_str(), org.as_str()),
+                (keys_app.as_str(), app.as_str()),
+            ],
+        ),
+    );
+    let apps = Recording::load("iam_applications_list");
+    let apps_org = apps
+        .get(18)
+        .request
+        .query
+        .iter()
+        .find(|(k, _)| k == "organization_id")
+        .unwrap()
+        .1
+        .clone();
+    let apps_name = apps
+        .get(18)
+        .request
+        .query
+        .iter()
+        .find(|(k, _)| k == "name")
+        .unwrap()
+        .1
+        .clone();
+    let app_name = rec.get(0).request.body["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    double::conforms(
+        &apps,
+        18,
+        &double::send(
+            &d,
+            &apps,
+            18,
+            &[
+                (apps_org.as_str(), org.as_str()),
+                (apps_name.as_str(), app_name.as_str()),
+            ],
+        ),
+    );
+
+    let pol = Recording::load("iam_policies");
+    let pol_org = pol.get(2).request.body["organization_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pol_app = pol.get(2).request.body["application_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pw = [
+        (pol_org.as_str(), org.as_str()),
+        (pol_app.as_str(), app.as_str()),
+    ];
+    let policy = double::conforms(&pol, 2, &double::send(&d, &pol, 2, &pw));
+    let listed = Recording::load("iam_policies_list");
+    let listed_org = listed
+        .get(18)
+        .request
+        .query
+        .iter()
+        .find(|(k, _)| k == "organization_id")
+        .unwrap()
+        .1
+        .clone();
+    double::conforms(
+        &listed,
+        18,
+        &double::send(&d, &listed, 18, &[(listed_org.as_str(), org.as_str())]),
+    );
+    let recorded_policy = body_of(&pol, 2)["id"].as_str().unwrap().to_string();
+    let policy = policy["id"].as_str().unwrap().to_string();
+    double::conforms(
+        &pol,
+        21,
+        &double::send(&d, &pol, 21, &[(recorded_policy.as_str(), policy.as_str())]),
+    );
+
+    double::conforms(&rec, 9, &double::send(&d, &rec, 9, &world));
+    double::conforms(&rec, 10, &double::send(&d, &rec, 10, &world));
+    double::conforms(&rec, 11, &double::send(&d, &rec, 11, &world));
+}

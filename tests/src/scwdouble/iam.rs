@@ -146,9 +146,18 @@ fn parse_rule(value: Value, index: usize, organization: &str) -> Result<Rule, Sc
     let prefix = format!("rules.{index}.");
     let rule = Body::from_value(
         value,
-        &["permission_set_names", "project_ids", "organization_id"],
+        &["permission_set_names", "project_ids", "organization_id", "condition"],
         &prefix,
     )?;
+    // Terraform sends `condition: ""` (policy-basic cassette,
+    // terraform-provider-scaleway b2d45ed4); the double models none.
+    if rule.opt_str("condition")?.is_some_and(|c| !c.is_empty()) {
+        return Err(ScwError::argument(
+            &format!("{prefix}condition"),
+            "constraint",
+            "the double models no rule conditions",
+        ));
+    }
     let sets = rule.strings("permission_set_names")?;
     if sets.is_empty() {
         return Err(ScwError::missing_field(&format!(

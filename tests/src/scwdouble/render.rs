@@ -4,7 +4,6 @@
 
 use serde_json::{Map, Value, json};
 
-use super::catalogue::region;
 use super::ids::{instance_date, rfc3339};
 use super::state::{
     ApiKey, Application, Image, MARKETPLACE_PROJECT, Policy, PublicIp, RUNNING, Rule, STOPPED,
@@ -221,8 +220,10 @@ impl Volume {
             "parent_snapshot_id": self.parent_snapshot_id,
             "specs": {"perf_iops": 5000, "class": "sbs"},
             "last_detached_at": self.last_detached.map(rfc3339),
+            // As recorded: a kms_key_id, no region (terraform-provider-
+            // scaleway b2d45ed4, server-root-volume-from-image-block).
+            "kms_key_id": null,
             "zone": self.zone,
-            "region": region(self.zone),
             "created_at": rfc3339(self.created),
             "updated_at": rfc3339(self.updated),
         })
@@ -281,6 +282,7 @@ impl Application {
             "description": self.description,
             "organization_id": self.organization_id,
             "editable": true,
+            "deletable": true,
             "managed": false,
             "nb_api_keys": keys,
             "tags": self.tags,
@@ -320,6 +322,7 @@ impl Policy {
             "organization_id": self.organization_id,
             "application_id": self.application_id,
             "editable": true,
+            "deletable": true,
             "managed": false,
             "nb_rules": self.rules.len(),
             "nb_scopes": self.rules.len(),
@@ -336,10 +339,13 @@ impl ApiKey {
     pub fn json(&self) -> Value {
         json!({
             "access_key": self.access_key,
+            // null but present, as recorded (api-key-expires cassette).
+            "secret_key": null,
             "application_id": self.application_id,
             "description": self.description,
             "default_project_id": self.default_project_id,
             "editable": true,
+            "deletable": true,
             "managed": false,
             "creation_ip": "127.0.0.1",
             "expires_at": self.expires_at.map(rfc3339),
