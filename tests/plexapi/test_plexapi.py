@@ -249,6 +249,9 @@ class PlexApiAgainstTheDouble(unittest.TestCase):
             ("GenerateBIFBehavior", "never"),
         ]:
             self.assertEqual(settings.get(id).default, default, id)
+        self.assertEqual(
+            list(settings.get("GenerateBIFBehavior").enumValues), ["never", "scheduled", "asap"]
+        )
         with self.assertRaises(NotFound):
             settings.get("ButlerTaskMusicAnalysis")
         trash = settings.get("autoEmptyTrash")

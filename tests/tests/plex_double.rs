@@ -396,7 +396,7 @@ fn prefs_reject_unknown_ids_and_bad_values_and_apply_nothing() {
     assert_eq!(setting("ButlerStartHour")["type"], "int");
     assert_eq!(
         setting("MusicAnalysisBehavior")["enumValues"],
-        "never|scheduled|asap"
+        "never:never|scheduled:as a scheduled task|asap:as a scheduled task and when media is added"
     );
 
     for bad in [

@@ -33,7 +33,8 @@ impl Kind {
 #[derive(Debug, Clone, Copy)]
 pub enum Check {
     Any,
-    Choices(&'static [&'static str]),
+    /// (value, label) pairs; `/:/prefs` shows them as `value:label|...`.
+    Choices(&'static [(&'static str, &'static str)]),
     Range(i64, i64),
     Networks,
 }
@@ -51,7 +52,13 @@ pub struct PrefDef {
     pub check: Check,
 }
 
-const BEHAVIOR: &[&str] = &["never", "scheduled", "asap"];
+/// Labels as a real server's `enumValues` give them (python-plexapi
+/// a8d051f, docs/settingslist.rst).
+const BEHAVIOR: &[(&str, &str)] = &[
+    ("never", "never"),
+    ("scheduled", "as a scheduled task"),
+    ("asap", "as a scheduled task and when media is added"),
+];
 
 const fn pref(
     id: &'static str,
@@ -332,10 +339,11 @@ pub fn normalise(def: &PrefDef, raw: &str) -> Result<String, String> {
     match def.check {
         Check::Any => {}
         Check::Choices(choices) => {
-            if !choices.contains(&stored.as_str()) {
+            if !choices.iter().any(|(value, _)| *value == stored) {
+                let values: Vec<&str> = choices.iter().map(|(value, _)| *value).collect();
                 return Err(format!(
                     "{raw:?} is not one of {} for {}",
-                    choices.join("/"),
+                    values.join("/"),
                     def.id
                 ));
             }

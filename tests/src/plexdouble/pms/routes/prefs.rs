@@ -35,7 +35,13 @@ pub async fn get(state: Shared, headers: HeaderMap) -> ApiResult {
                     .attr("advanced", def.advanced)
                     .attr("group", def.group);
                 match def.check {
-                    Check::Choices(choices) => setting.attr("enumValues", choices.join("|")),
+                    Check::Choices(choices) => {
+                        let shown: Vec<String> = choices
+                            .iter()
+                            .map(|(v, label)| format!("{v}:{label}"))
+                            .collect();
+                        setting.attr("enumValues", shown.join("|"))
+                    }
                     _ => setting,
                 }
             })
