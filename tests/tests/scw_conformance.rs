@@ -1097,3 +1097,172 @@ fn double_iam() {
     double::conforms(&rec, 10, &double::send(&d, &rec, 10, &world));
     double::conforms(&rec, 11, &double::send(&d, &rec, 11, &world));
 }
+
+#[test]
+fn double_block_snapshot_image_and_products() {
+    let d = double::start();
+    let project = d.project_id().to_string();
+    // A volume to snapshot: the root volume a terminated server leaves.
+    let life = Recording::load("instance_server_lifecycle");
+    let local = double::send(&d, &life, 3, &[("ubuntu_focal", "debian_bookworm")]).json();
+    let image = local["local_images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["type"] == "instance_sbs")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let life_image = life.get(4).request.body["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let life_project = life.get(4).request.body["project"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let server = double::send(
+        &d,
+        &life,
+        4,
+        &[
+            (life_image.as_str(), image.as_str()),
+            (life_project.as_str(), project.as_str()),
+        ],
+    )
+    .json();
+    let volume = server["server"]["volumes"]["0"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let server = server["server"]["id"].as_str().unwrap().to_string();
+    let reply = d.api(
+        "DELETE",
+        &format!("/instance/v1/zones/fr-par-1/servers/{server}"),
+        None,
+    );
+    assert_eq!(reply.status, 204, "{}", reply.body);
+
+    let rec = Recording::load("block_snapshots");
+    let rec_volume = rec.get(4).request.body["volume_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rec_project = rec.get(4).request.body["project_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let world = [
+        (rec_volume.as_str(), volume.as_str()),
+        (rec_project.as_str(), project.as_str()),
+    ];
+    let snap = double::conforms(&rec, 4, &double::send(&d, &rec, 4, &world));
+    let rec_snap = body_of(&rec, 4)["id"].as_str().unwrap().to_string();
+    let snap = snap["id"].as_str().unwrap().to_string();
+    let world = [
+        (rec_volume.as_str(), volume.as_str()),
+        (rec_project.as_str(), project.as_str()),
+        (rec_snap.as_str(), snap.as_str()),
+    ];
+    double::conforms(&rec, 5, &double::send(&d, &rec, 5, &world));
+    wait_for("the snapshot available", Duration::from_secs(20), || {
+        let reply = double::send(&d, &rec, 8, &world);
+        (reply.json()["status"] == "available").then_some(reply)
+    });
+    let listed = Recording::load("block_snapshots_list");
+    let listed_name = listed.get(8).request.query[1].1.clone();
+    let snap_name = rec.get(4).request.body["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    double::conforms(
+        &listed,
+        8,
+        &double::send(
+            &d,
+            &listed,
+            8,
+            &[(listed_name.as_str(), snap_name.as_str())],
+        ),
+    );
+    let volumes = Recording::load("block_volumes_list");
+    let volumes_project = volumes
+        .get(14)
+        .request
+        .query
+        .iter()
+        .find(|(k, _)| k == "project_id")
+        .unwrap()
+        .1
+        .clone();
+    double::conforms(
+        &volumes,
+        14,
+        &double::send(
+            &d,
+            &volumes,
+            14,
+            &[(volumes_project.as_str(), project.as_str())],
+        ),
+    );
+
+    // An image of the snapshot, read back and listed by name.
+    let img = Recording::load("instance_images");
+    let img_snap = img.get(8).request.body["root_volume"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let img_project = img.get(8).request.body["project"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let iw = [
+        (img_snap.as_str(), snap.as_str()),
+        (img_project.as_str(), project.as_str()),
+    ];
+    let made = double::conforms(&img, 8, &double::send(&d, &img, 8, &iw));
+    let rec_image = body_of(&img, 8)["image"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let made = made["image"]["id"].as_str().unwrap().to_string();
+    double::conforms(
+        &img,
+        9,
+        &double::send(&d, &img, 9, &[(rec_image.as_str(), made.as_str())]),
+    );
+    let list = Recording::load("instance_images_list");
+    let list_name = list.get(43).request.query[0].1.clone();
+    let image_name = img.get(8).request.body["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    double::conforms(
+        &list,
+        43,
+        &double::send(&d, &list, 43, &[(list_name.as_str(), image_name.as_str())]),
+    );
+    let reply = d.api(
+        "DELETE",
+        &format!("/instance/v1/zones/fr-par-1/images/{made}"),
+        None,
+    );
+    assert_eq!(reply.status, 204, "{}", reply.body);
+
+    let products = Recording::load("instance_products_servers");
+    double::conforms(&products, 0, &double::send(&d, &products, 0, &[]));
+
+    // Deleted, then gone: 404s in the recorded shape.
+    let deleted = wait_for("the snapshot deletable", Duration::from_secs(20), || {
+        let reply = double::send(&d, &rec, 12, &world);
+        (reply.status == 204).then_some(reply)
+    });
+    double::conforms(&rec, 12, &deleted);
+    let gone = wait_for("the snapshot gone", Duration::from_secs(20), || {
+        let reply = double::send(&d, &rec, 13, &world);
+        (reply.status == 404).then_some(reply)
+    });
+    double::conforms(&rec, 13, &gone);
+    double::conforms(&rec, 17, &double::send(&d, &rec, 17, &world));
+}

@@ -97,8 +97,20 @@ impl Product {
             "monthly_price": (self.hourly_price * 730.0 * 100.0).round() / 100.0,
             "volumes_constraint": {"min_size": 0, "max_size": local},
             "per_volume_constraint": {"l_ssd": {"min_size": if local > 0 { GB } else { 0 }, "max_size": local}},
+            // As recorded (terraform-provider-scaleway b2d45ed4,
+            // server-root-volume-from-image-block cassette, products/servers).
+            "gpu_info": null,
+            "mig_profile": null,
             "scratch_storage_max_size": null,
-            "baremetal": false,
+            "scratch_storage_max_volumes_count": 0,
+            "capabilities": {
+                "boot_types": ["local", "rescue"],
+                "placement_groups": true,
+                "block_storage": true,
+                "hot_snapshots_local_volume": local > 0,
+                "private_network": 8,
+                "max_file_systems": 0,
+            },
             "end_of_service": false,
             "network": {
                 "sum_internal_bandwidth": self.bandwidth,
