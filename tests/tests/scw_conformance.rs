@@ -1266,3 +1266,48 @@ fn double_block_snapshot_image_and_products() {
     double::conforms(&rec, 13, &gone);
     double::conforms(&rec, 17, &double::send(&d, &rec, 17, &world));
 }
+
+#[test]
+fn double_error_bodies() {
+    use plex_burst_tests::scwdouble::errors::ScwError as DoubleError;
+
+    // invalid_arguments, over HTTP: a field the API does not know.
+    let d = double::start();
+    let rec = Recording::load("error_invalid_arguments");
+    let reply = d.api(
+        "POST",
+        "/instance/v1/zones/fr-par-1/servers",
+        Some(&serde_json::json!({"placement_group": "1111111"})),
+    );
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    let diff = shape_diff(&body_of(&rec, 6).clone(), &reply.json(), &[]);
+    assert!(diff.is_empty(), "{}: {diff:#?}", rec.cite(6));
+
+    // permissions_denied and transient_state as the double builds them.
+    let rec = Recording::load("error_permissions_denied");
+    let denied = DoubleError::permissions_denied("snapshot", "read");
+    assert_eq!(denied.status.as_u16(), rec.get(19).response.status);
+    let diff = shape_diff(body_of(&rec, 19), &denied.body, &[]);
+    assert!(diff.is_empty(), "{}: {diff:#?}", rec.cite(19));
+    let rec = Recording::load("error_transient_state");
+    let busy = DoubleError::transient_state("group", "id", "updating");
+    assert_eq!(busy.status.as_u16(), rec.get(15).response.status);
+    let diff = shape_diff(body_of(&rec, 15), &busy.body, &[]);
+    assert!(diff.is_empty(), "{}: {diff:#?}", rec.cite(15));
+
+    // The gateway's 429: an empty body, X-Envoy-Ratelimited, no Retry-After.
+    let rec = Recording::load("error_rate_limited");
+    let recorded = &rec.get(182).response;
+    d.fail("GET", "/block/", 429, 1);
+    let limited = double::send(&d, &rec, 182, &[]);
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.body, recorded.wire_body(), "{}", rec.cite(182));
+    assert_eq!(
+        limited.header("x-envoy-ratelimited"),
+        recorded
+            .headers
+            .get("X-Envoy-Ratelimited")
+            .map(String::as_str)
+    );
+    assert_eq!(limited.header("retry-after"), None);
+}

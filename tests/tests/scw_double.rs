@@ -519,7 +519,10 @@ fn injected_failures_answer_then_stop() {
     expect(&double.api("POST", &instance("/servers"), Some(&body)), 201);
     let limited = double.api("GET", &block("/volumes"), None);
     assert_eq!(limited.status, 429);
-    assert_eq!(limited.header("Retry-After"), Some("1"));
+    // The gateway's 429 as recorded: empty, no Retry-After (scw_conformance).
+    assert_eq!(limited.body, "");
+    assert_eq!(limited.header("X-Envoy-Ratelimited"), Some("true"));
+    assert_eq!(limited.header("Retry-After"), None);
     expect(&double.api("GET", &block("/volumes"), None), 200);
 
     let calls = double.calls();

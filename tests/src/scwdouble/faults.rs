@@ -39,23 +39,24 @@ pub fn take(rules: &mut Vec<FaultRule>, method: &str, path: &str) -> Option<u16>
     Some(status)
 }
 
-/// The injected answer: 503 and 429 shaped as Scaleway's gateway answers
-/// them (429 with `Retry-After`), anything else with a generic type.
+/// The injected answer. A 429 is the API gateway's as recorded: an empty
+/// body, `X-Envoy-Ratelimited: true`, no `Retry-After` (terraform-provider-
+/// scaleway b2d45ed4, block list-block-snapshots-basic cassette); a 503
+/// and anything else a JSON error with a generic type.
 pub fn response(status: u16) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    if status == 429 {
+        let mut response = (code, "").into_response();
+        response
+            .headers_mut()
+            .insert("X-Envoy-Ratelimited", HeaderValue::from_static("true"));
+        return response;
+    }
     let (kind, message) = match status {
-        429 => ("too_many_requests", "rate limit exceeded, retry later"),
         503 => ("service_unavailable", "service temporarily unavailable"),
         _ => ("injected_error", "injected failure"),
     };
-    let mut response =
-        ScwError::other(code, kind, format!("{message} (injected by scw-double)")).into_response();
-    if status == 429 {
-        response
-            .headers_mut()
-            .insert("Retry-After", HeaderValue::from_static("1"));
-    }
-    response
+    ScwError::other(code, kind, format!("{message} (injected by scw-double)")).into_response()
 }
 
 #[cfg(test)]
