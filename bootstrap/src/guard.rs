@@ -5,7 +5,7 @@
 //! refused in one line and nothing is deleted: an id from a record the run
 //! could rewrite never reaches a DELETE on its own.
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 use runner::scaleway::{Client, Image, SecurityGroup, Server, Snapshot, Volume};
 
@@ -181,10 +181,19 @@ pub async fn delete_image(
     Ok(())
 }
 
+/// Deletes snapshot `id` once it passes the check. A snapshot is `in_use`
+/// while an image uses it and for a while after the image is deleted:
+/// that is waited out (bounded), as Scaleway's CLI does.
 pub async fn delete_snapshot(cfg: &BootstrapConfig, client: &Client, id: &str) -> Result<()> {
     let zone = &cfg.scaleway.zone;
     if let Some(found) = client.get_snapshot(zone, id).await? {
         snapshot(cfg, &found)?;
+        if found.status != "available" {
+            client
+                .wait_snapshot_available(zone, id, cloud::STATE_TIMEOUT, cloud::poll_interval())
+                .await
+                .with_context(|| format!("snapshot {id} stays {}", found.status))?;
+        }
         client.delete_snapshot(zone, id).await?;
     }
     Ok(())

@@ -76,7 +76,7 @@ async fn application(
                 format!("cannot create the IAM application {name} (the API key needs IAMManager)")
             })?,
     };
-    if client.find_policy(&app.id).await?.is_none() {
+    if client.find_policy(&app.id, org).await?.is_none() {
         client
             .create_policy(
                 name,
@@ -169,7 +169,10 @@ pub async fn delete_run_keys(cfg: &BootstrapConfig, client: &Client, run_id: &st
         .find_application(&name, &cfg.scaleway.organization_id)
         .await?
     {
-        if let Some(policy) = client.find_policy(&app.id).await? {
+        if let Some(policy) = client
+            .find_policy(&app.id, &cfg.scaleway.organization_id)
+            .await?
+        {
             client.delete_policy(&policy.id).await?;
         }
         client

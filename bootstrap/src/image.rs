@@ -16,7 +16,7 @@ use runner::config::PlexRuntime;
 use runner::s3::Bucket;
 use runner::scaleway::{
     Client, CreateImage, CreateSecurityGroup, CreateServer, Image, RootVolume, Server,
-    ServerAction, ServerState, VolumeType,
+    ServerAction, ServerState, VolumeType, Zone,
 };
 
 use crate::cloud::{self, STATE_TIMEOUT};
@@ -410,29 +410,7 @@ async fn bake(
         println!("the builder pulled Plex {}", report.plex_digest);
     }
 
-    // The guest halted itself; the API must still power it off (a halted
-    // guest stays allocated and billed).
-    let current = client
-        .get_server(zone, &server.id)
-        .await?
-        .context("the builder vanished")?;
-    if current.state != ServerState::Stopped {
-        if current.state == ServerState::Running {
-            client
-                .server_action(zone, &server.id, ServerAction::Poweroff)
-                .await?;
-        }
-        client
-            .wait_server(
-                zone,
-                &server.id,
-                |s| *s == ServerState::Stopped,
-                STATE_TIMEOUT,
-                poll,
-            )
-            .await
-            .context("the builder did not stop")?;
-    }
+    let current = stop_halted(client, zone, &server.id, poll).await?;
 
     let root = current
         .volumes
@@ -473,6 +451,46 @@ async fn bake(
         .wait_image_available(zone, &image.id, STATE_TIMEOUT, poll)
         .await
         .context("the image did not become available")
+}
+
+/// The guest halted itself; the API must still power the server off (a
+/// halted guest stays allocated and billed). Whatever state that left it
+/// in: `running` (the API did not notice), `stopping`, `stopped in place`
+/// (still on its hypervisor) or `stopped`, it ends `stopped`.
+async fn stop_halted(client: &Client, zone: &Zone, id: &str, poll: Duration) -> Result<Server> {
+    let settled = |s: &ServerState| !matches!(s, ServerState::Starting | ServerState::Stopping);
+    let mut current = client
+        .get_server(zone, id)
+        .await?
+        .context("the builder vanished")?;
+    loop {
+        match current.state {
+            ServerState::Stopped => return Ok(current),
+            ServerState::Running | ServerState::StoppedInPlace => {
+                client
+                    .server_action(zone, id, ServerAction::Poweroff)
+                    .await
+                    .context("cannot power off the builder")?;
+                return client
+                    .wait_server(
+                        zone,
+                        id,
+                        |s| *s == ServerState::Stopped,
+                        STATE_TIMEOUT,
+                        poll,
+                    )
+                    .await
+                    .context("the builder did not stop");
+            }
+            ServerState::Starting | ServerState::Stopping => {
+                current = client
+                    .wait_server(zone, id, settled, STATE_TIMEOUT, poll)
+                    .await
+                    .context("the builder did not stop")?;
+            }
+            ref other => bail!("the builder is {other:?}, not stopped"),
+        }
+    }
 }
 
 /// The builder's user data: presigned URLs for the runner binary (uploaded

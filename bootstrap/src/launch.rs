@@ -399,6 +399,15 @@ async fn create(
     record.server_id = Some(server.id.clone());
     record.root_volume_id = server.volumes.get("0").map(|v| v.id.clone());
     record.save(cfg, bucket).await?;
+    // Scaleway names the root volume after the image and gives it none of
+    // the server's tags: named after its server, sweep still knows whose
+    // it is once the server is gone and the records are not enough.
+    if let Some(volume) = &record.root_volume_id {
+        client
+            .rename_volume(zone, volume, &server.name)
+            .await
+            .context("cannot name the run's root volume")?;
+    }
 
     // User data before poweron: a running server reads it only after a reboot.
     client

@@ -1,8 +1,9 @@
 //! `bootstrap sweep`: everything plex-burst created that outlived its
 //! purpose, with what it costs per hour; `--yes` deletes it. Found by tag
-//! (every resource bootstrap creates carries `plex-burst`) and by the
-//! launch records (a root volume Scaleway did not tag), the home copy where
-//! there is one. Only what is in the configured project and carries the
+//! (every resource bootstrap creates carries `plex-burst`), and root
+//! volumes, which Scaleway never tags, by the launch records (the home
+//! copy where there is one) and by the name launch gives them (their
+//! server's). Only what is in the configured project and carries the
 //! tool's or its run's tag is listed, and each is checked again before its
 //! DELETE (`guard.rs`).
 
@@ -22,6 +23,9 @@ use crate::iam;
 use crate::plex_account;
 use crate::runs::{self, LaunchRecord, LaunchState, Outcome, TAG};
 use crate::status::RunView;
+
+/// A run's root volume is named after its server (`guard::run_name`).
+const RUN_VOLUME_PREFIX: &str = "plex-burst-";
 
 /// A builder older than this is a leftover (the build timeout is shorter).
 const BUILDER_MAX_AGE: Duration = Duration::from_secs(6 * 3600);
@@ -237,6 +241,19 @@ pub async fn find(cfg: &BootstrapConfig, client: &Client) -> Result<Vec<Found>> 
             volumes
                 .entry(vid.clone())
                 .or_insert((Some(r.run_id.clone()), r.kept_at_home));
+        }
+    }
+    // And by name: launch names a run's root volume after its server.
+    for volume in client
+        .list_volumes_named(zone, RUN_VOLUME_PREFIX, &cfg.scaleway.project_id)
+        .await?
+    {
+        if let Some(run) = volume.name.strip_prefix(RUN_VOLUME_PREFIX)
+            && !run.starts_with("builder-")
+        {
+            volumes
+                .entry(volume.id)
+                .or_insert((Some(run.to_owned()), false));
         }
     }
     for (vid, (run, at_home)) in volumes {

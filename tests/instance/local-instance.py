@@ -70,8 +70,16 @@ def put(url, data, content_type):
 
 
 def guest_halt(server_id):
+    """The guest powers itself off; a `halt-ends` file in the instance root
+    says how the server ends (`stopped in place`; else it stays running)."""
     url = f"{os.environ['SCW_DOUBLE_API_URL']}/__double/servers/{server_id}/guest-halt"
-    urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=30).read()
+    ends_file = os.path.join(os.environ["PB_INSTANCE_ROOT"], "halt-ends")
+    body = b""
+    if os.path.exists(ends_file):
+        body = json.dumps({"ends": open(ends_file).read().strip()}).encode()
+    request = urllib.request.Request(url, data=body, method="POST")
+    request.add_header("Content-Type", "application/json")
+    urllib.request.urlopen(request, timeout=30).read()
 
 
 def build(server_id, root, build_env):

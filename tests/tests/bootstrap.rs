@@ -684,6 +684,17 @@ fn a_run_goes_from_the_home_snapshot_to_an_install_that_keeps_the_watch_state() 
             group_id.as_str()
         );
     }
+    // The root volume (untagged by Scaleway) is named after its server.
+    let root = w.scw.api(
+        "GET",
+        &format!(
+            "/block/v1/zones/fr-par-1/volumes/{}",
+            launch["root_volume_id"].as_str().unwrap()
+        ),
+        None,
+    );
+    assert_eq!(root.status, 200, "{}", root.body);
+    assert_eq!(root.json()["name"], format!("plex-burst-{run_id}"));
     // User data before poweron (a running server would not read it).
     if let Some(server) = &server {
         assert_eq!(
@@ -991,6 +1002,8 @@ fn a_failed_image_build_shows_the_log_and_deletes_the_builder_then_a_good_one_is
     assert!(state["volumes"].as_array().unwrap().is_empty(), "{state}");
 
     std::fs::remove_file(w.dir.path().join("instances/fail-build")).unwrap();
+    // This builder's self-halt ends `stopped in place`, not `running`.
+    std::fs::write(w.dir.path().join("instances/halt-ends"), "stopped in place").unwrap();
     let out = w.ok(&["image", "build", "--plex-version", PLEX_VERSION]);
     assert!(out.contains("available after"), "{out}");
     let state = w.state();
@@ -1275,12 +1288,21 @@ fn fetch_never_installs_a_quarantined_or_unverified_result() {
 fn sweep_lists_what_is_left_billed_with_its_cost_and_deletes_it_on_yes() {
     let w = World::new(WorldOptions::default());
     w.ok(&["image", "build", "--plex-version", PLEX_VERSION]);
-    // A server tagged by plex-burst that belongs to no run, and a root
-    // volume left detached by a terminate.
-    for name in ["stray", "terminated"] {
+    // A server tagged by plex-burst that belongs to no run, and a run's
+    // root volume left detached by a terminate: untagged, as Scaleway
+    // leaves it, and named after its server, as launch names it.
+    for name in ["stray", "plex-burst-lost"] {
         let server = w.create_server(name, &["plex-burst".into()]);
-        if name == "terminated" {
+        if name == "plex-burst-lost" {
             let id = server["id"].as_str().unwrap().to_owned();
+            let volume = server["volumes"]["0"]["id"].as_str().unwrap();
+            let renamed = w.scw.api(
+                "PATCH",
+                &format!("/block/v1/zones/fr-par-1/volumes/{volume}"),
+                Some(&json!({"name": name})),
+            );
+            assert_eq!(renamed.status, 200, "{}", renamed.body);
+            assert_eq!(renamed.json()["tags"], json!([]));
             let action = |a: &str| {
                 let r = w.scw.api(
                     "POST",
@@ -1309,6 +1331,32 @@ fn sweep_lists_what_is_left_billed_with_its_cost_and_deletes_it_on_yes() {
         Duration::from_secs(20),
         || (w.state()["servers"].as_array().unwrap().len() == 1).then_some(()),
     );
+    // A newer image supersedes the baked one, whose snapshot stays in_use
+    // a while after that image is deleted.
+    let stray = &w.state()["servers"][0];
+    let snapshot = w.scw.api(
+        "POST",
+        "/block/v1/zones/fr-par-1/snapshots",
+        Some(
+            &json!({"volume_id": stray["volumes"]["0"]["id"], "name": "newer",
+                     "project_id": w.scw.project_id(), "tags": ["plex-burst"]}),
+        ),
+    );
+    assert_eq!(snapshot.status, 200, "{}", snapshot.body);
+    let snapshot_id = snapshot.json()["id"].as_str().unwrap().to_owned();
+    let image = wait_for("a newer image", Duration::from_secs(20), || {
+        let r = w.scw.api(
+            "POST",
+            "/instance/v1/zones/fr-par-1/images",
+            Some(
+                &json!({"name": "plex-burst-newer", "root_volume": snapshot_id,
+                         "arch": "x86_64", "project": w.scw.project_id(),
+                         "tags": ["plex-burst"], "public": false}),
+            ),
+        );
+        (r.status == 201).then(|| r.json())
+    });
+    let newer = image["image"]["id"].as_str().unwrap().to_owned();
 
     let out = w.ok(&["sweep"]);
     assert!(
@@ -1316,15 +1364,33 @@ fn sweep_lists_what_is_left_billed_with_its_cost_and_deletes_it_on_yes() {
         "{out}"
     );
     assert!(out.contains("detached volume (billed)"), "{out}");
+    assert!(out.contains("superseded by a newer image"), "{out}");
     assert!(out.contains("EUR"), "{out}");
     assert!(out.contains("nothing deleted"), "{out}");
     assert_eq!(w.state()["servers"].as_array().unwrap().len(), 1);
 
     let out = w.ok(&["sweep", "--yes"]);
     assert!(out.contains("deleted server"), "{out}");
+    assert!(out.contains("deleted image"), "{out}");
     let state = w.state();
     assert!(state["servers"].as_array().unwrap().is_empty(), "{state}");
     assert!(state["volumes"].as_array().unwrap().is_empty(), "{state}");
+    let ours: Vec<&Value> = state["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| {
+            i["tags"]
+                .as_array()
+                .is_some_and(|t| t.contains(&json!("plex-burst")))
+        })
+        .collect();
+    assert_eq!(ours.len(), 1, "{ours:#?}");
+    assert_eq!(ours[0]["id"], json!(newer));
+    // The superseded image's snapshot was deleted (and is soon gone).
+    wait_for("one snapshot left", Duration::from_secs(20), || {
+        (w.state()["snapshots"].as_array().unwrap().len() == 1).then_some(())
+    });
     let out = w.ok(&["sweep"]);
     assert!(out.contains("nothing left behind"), "{out}");
 }

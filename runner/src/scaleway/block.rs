@@ -103,6 +103,40 @@ impl Client {
             .collect())
     }
 
+    /// Volumes of the zone whose name contains `name` (the API's filter),
+    /// in `project`.
+    pub async fn list_volumes_named(
+        &self,
+        zone: &Zone,
+        name: &str,
+        project: &str,
+    ) -> Result<Vec<Volume>, ScwError> {
+        let path = format!("{}/volumes", base(zone));
+        let query = [
+            ("name", name.to_string()),
+            ("project_id", project.to_string()),
+        ];
+        let all: Vec<Volume> = self
+            .list_all(&path, &query, "volumes", Paging::Standard)
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter(|v| v.name.contains(name) && v.project_id == project)
+            .collect())
+    }
+
+    /// Renames a volume (`PATCH`, UpdateVolumeRequest's `name`).
+    pub async fn rename_volume(
+        &self,
+        zone: &Zone,
+        id: &str,
+        name: &str,
+    ) -> Result<Volume, ScwError> {
+        let path = format!("{}/volumes/{}", base(zone), seg("volume id", id)?);
+        self.json_call(Method::PATCH, &path, &json!({ "name": name }))
+            .await
+    }
+
     /// One volume, or `None` if it does not exist.
     pub async fn get_volume(&self, zone: &Zone, id: &str) -> Result<Option<Volume>, ScwError> {
         let path = format!("{}/volumes/{}", base(zone), seg("volume id", id)?);

@@ -111,9 +111,17 @@ impl Client {
             .await
     }
 
-    /// The first policy attached to `application_id`, if any.
-    pub async fn find_policy(&self, application_id: &str) -> Result<Option<Policy>, ScwError> {
-        let query = [("application_ids", application_id.to_string())];
+    /// The first policy attached to `application_id`, if any. The API
+    /// requires `organization_id` (both SDKs always send it).
+    pub async fn find_policy(
+        &self,
+        application_id: &str,
+        organization_id: &str,
+    ) -> Result<Option<Policy>, ScwError> {
+        let query = [
+            ("organization_id", organization_id.to_string()),
+            ("application_ids", application_id.to_string()),
+        ];
         let policies: Vec<Policy> = self
             .list_all(
                 &format!("{BASE}/policies"),
@@ -245,7 +253,7 @@ mod tests {
         c.create_application("n", "org", "runs", &["plex-burst"])
             .await
             .unwrap();
-        assert_eq!(c.find_policy("a1").await.unwrap().unwrap().id, "p1");
+        assert_eq!(c.find_policy("a1", "org").await.unwrap().unwrap().id, "p1");
         c.create_policy(
             "pol",
             "org",
@@ -274,7 +282,10 @@ mod tests {
             seen[1].json(),
             serde_json::json!({"name":"n","organization_id":"org","description":"runs","tags":["plex-burst"]})
         );
-        assert_eq!(seen[2].query, "application_ids=a1&page_size=100&page=1");
+        assert_eq!(
+            seen[2].query,
+            "organization_id=org&application_ids=a1&page_size=100&page=1"
+        );
         assert_eq!(
             seen[3].json(),
             serde_json::json!({"name":"pol","organization_id":"org","application_id":"a1",

@@ -531,7 +531,10 @@ impl Client {
         Ok(env.image)
     }
 
-    /// Images of the zone named exactly `name` (if given) carrying all `tags`.
+    /// Images of the zone named exactly `name` (if given) carrying all
+    /// `tags`. The API's `tags` filter takes one tag (a string in both
+    /// SDKs' ListImagesRequest; a comma list is one tag nothing carries):
+    /// the first is sent, all are checked here.
     pub async fn list_images(
         &self,
         zone: &Zone,
@@ -543,7 +546,9 @@ impl Client {
         if let Some(n) = name {
             query.push(("name", n.to_string()));
         }
-        query.extend(instance_tags(tags));
+        if let Some(first) = tags.first() {
+            query.push(("tags", first.to_string()));
+        }
         let images: Vec<Image> = self
             .list_all(&path, &query, "images", Paging::Instance)
             .await?;
@@ -945,6 +950,26 @@ mod tests {
             seen[3].query,
             "name=plex-burst-2025&tags=plex-burst&per_page=100&page=1"
         );
+    }
+
+    #[tokio::test]
+    async fn images_are_listed_by_their_first_tag_and_checked_for_all() {
+        let mock = Mock::start(vec![Reply::json(
+            200,
+            r#"{"images":[{"id":"a","name":"n","tags":["plex-burst","recipe=1"]},
+                          {"id":"b","name":"n","tags":["plex-burst","recipe=2"]}]}"#,
+        )])
+        .await;
+        let c = client(&mock);
+        let found = c
+            .list_images(&par1(), None, &["plex-burst", "recipe=1"])
+            .await
+            .unwrap();
+        assert_eq!(
+            found.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            ["a"]
+        );
+        assert_eq!(mock.seen()[0].query, "tags=plex-burst&per_page=100&page=1");
     }
 
     #[test]

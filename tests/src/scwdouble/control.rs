@@ -18,7 +18,7 @@ use super::errors::{ApiResult, ScwError, reply};
 use super::faults::FaultRule;
 use super::ids::rfc3339;
 use super::render::merge;
-use super::state::{RUNNING, Shared};
+use super::state::{RUNNING, STOPPING, Shared};
 
 pub fn router() -> Router<Shared> {
     Router::new()
@@ -52,7 +52,27 @@ async fn fail(State(double): State<Shared>, bytes: Bytes) -> ApiResult {
 /// The guest powered itself off. As `scaleway.md` says, that leaves the
 /// server allocated and billed: it stays `running` for the API (only
 /// `guest_halted` in the state dump tells) until poweroff or terminate.
-async fn guest_halt(State(double): State<Shared>, Path(id): Path<String>) -> ApiResult {
+/// With `{"ends": "stopped in place"}` the hypervisor notices instead and
+/// the server goes `stopping` then `stopped in place` (still allocated).
+async fn guest_halt(
+    State(double): State<Shared>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> ApiResult {
+    let in_place = if bytes.is_empty() {
+        false
+    } else {
+        let body = Body::parse(&bytes, &["ends"])?;
+        match body.opt_str("ends")?.as_deref() {
+            None | Some("running") => false,
+            Some("stopped in place") => true,
+            Some(other) => {
+                return Err(ScwError::invalid_request(format!(
+                    "ends must be \"running\" or \"stopped in place\", not {other:?}"
+                )));
+            }
+        }
+    };
     let mut world = double.world();
     let server = world
         .servers
@@ -66,6 +86,15 @@ async fn guest_halt(State(double): State<Shared>, Path(id): Path<String>) -> Api
         )));
     }
     server.guest_halted = true;
+    if in_place {
+        server.state = STOPPING;
+        server.state_detail = "stopping in place".into();
+        server.generation += 1;
+        server.modified = SystemTime::now();
+        let (zone, generation) = (server.zone, server.generation);
+        drop(world);
+        super::lifecycle::poweroff(&double, zone, id, generation, true);
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -257,6 +257,16 @@ impl ScwDouble {
         assert_eq!(reply.status, 204, "{}", reply.body);
     }
 
+    /// The guest powers itself off and the server ends `stopped in place`.
+    pub fn guest_halt_in_place(&self, server_id: &str) {
+        let reply = self.api(
+            "POST",
+            &format!("/__double/servers/{server_id}/guest-halt"),
+            Some(&serde_json::json!({"ends": "stopped in place"})),
+        );
+        assert_eq!(reply.status, 204, "{}", reply.body);
+    }
+
     /// The metadata service answers for this server from now on.
     pub fn bind_metadata(&self, server_id: &str) {
         let body = json!({ "server_id": server_id });

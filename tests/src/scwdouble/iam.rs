@@ -268,14 +268,42 @@ async fn list_policies(
     RawQuery(raw): RawQuery,
 ) -> ApiResult {
     let params = Params::parse(raw.as_deref());
+    // Required, as both SDKs' ListPoliciesRequest says (scaleway-sdk-go
+    // 2c5cd81, api/iam/v1alpha1/iam_sdk.go: always sent; the Python SDK
+    // refuses to send the call without it).
+    let organization = params
+        .get("organization_id")
+        .filter(|o| !o.is_empty())
+        .ok_or_else(|| ScwError::missing_field("organization_id"))?;
     let world = double.world();
     world.require(&principal, Perm::IamRead, None)?;
+    // The SDK's filters: lists (`application_ids`, `policy_ids`,
+    // `user_ids`, `group_ids`) repeated or comma-separated, a policy
+    // matching any of the list; the double's policies all belong to
+    // applications, so a user or group filter matches none.
+    let any_of = |name: &str, value: &str| {
+        let wanted: Vec<&str> = params
+            .all(name)
+            .into_iter()
+            .flat_map(|v| v.split(','))
+            .collect();
+        wanted.is_empty() || wanted.contains(&value)
+    };
+    let by_principal = params.get("user_ids").is_none()
+        && params.get("group_ids").is_none()
+        && params.get("no_principal") != Some("true");
     let found = world
         .policies
         .iter()
-        .filter(|p| query::matches(&params, "application_id", &p.application_id))
-        .filter(|p| query::matches(&params, "organization_id", &p.organization_id))
-        .filter(|p| query::contains(&params, "policy_name", &p.name))
+        .filter(|p| p.organization_id == organization)
+        .filter(|p| by_principal && any_of("application_ids", &p.application_id))
+        .filter(|p| any_of("policy_ids", &p.id))
+        .filter(|p| query::matches(&params, "policy_name", &p.name))
+        .filter(|p| {
+            params
+                .get("tag")
+                .is_none_or(|t| p.tags.iter().any(|have| have.contains(t)))
+        })
         .map(Policy::json)
         .collect();
     list_answer("policies", found, &params)

@@ -1,7 +1,8 @@
 //! The asynchronous half of every state change: after `--transition-delay`
 //! a server that is `starting` becomes `running` (and the `--on-poweron`
 //! command starts), `stopping` becomes `stopped` or is gone (terminate),
-//! snapshots and images become `available`, deleted volumes disappear.
+//! snapshots become `available` (and again once their image is gone),
+//! deleted volumes disappear.
 //! A server's timer carries its generation so a later action wins.
 
 use std::process::Stdio;
@@ -151,14 +152,19 @@ pub fn snapshot_ready(double: &Shared, id: String) {
     });
 }
 
-pub fn image_ready(double: &Shared, id: String) {
+/// An image's snapshot is `available` again a while after the image is
+/// deleted (scaleway-cli waits for it before deleting the snapshot:
+/// internal/namespaces/instance/v1/custom_image.go).
+pub fn snapshot_released(double: &Shared, id: String) {
     later(double, move |double| {
         let mut world = double.world();
-        if let Some(image) = world.images.iter_mut().find(|i| i.id == id)
-            && image.state == "creating"
+        let used = !world.images_of_snapshot(&id).is_empty();
+        if let Some(snapshot) = world.snapshot_mut(&id)
+            && snapshot.status == "in_use"
+            && !used
         {
-            image.state = "available";
-            image.modified = SystemTime::now();
+            snapshot.status = "available";
+            snapshot.updated = SystemTime::now();
         }
     });
 }

@@ -22,11 +22,15 @@ fn ip_json(ip: &PublicIp) -> Value {
     })
 }
 
+/// As recorded (terraform-provider-scaleway b2d45ed, internal/services/
+/// instance/testdata/action-server-on-off.cassette.yaml).
 fn allowed_actions(state: &str) -> Vec<&'static str> {
     match state {
-        STOPPED | STOPPED_IN_PLACE => vec!["poweron", "backup"],
+        STOPPED => vec!["poweron", "backup"],
+        STOPPED_IN_PLACE => vec!["poweron", "poweroff", "terminate", "reboot", "backup"],
         RUNNING => vec!["poweroff", "terminate", "reboot", "stop_in_place", "backup"],
-        _ => vec![],
+        // starting, stopping
+        _ => vec!["stop_in_place", "backup"],
     }
 }
 

@@ -38,7 +38,10 @@ pub async fn action(
         let server = world.server_mut(zone, &id).expect("found above");
         let (from, to): (&[&str], &'static str) = match action.as_str() {
             "poweron" => (&[STOPPED, STOPPED_IN_PLACE], STARTING),
-            "poweroff" | "terminate" | "stop_in_place" => (&[RUNNING], STOPPING),
+            // A server stopped in place may also be powered off or
+            // terminated (its allowed_actions, as recorded).
+            "poweroff" | "terminate" => (&[RUNNING, STOPPED_IN_PLACE], STOPPING),
+            "stop_in_place" => (&[RUNNING], STOPPING),
             "reboot" => (&[RUNNING], RUNNING),
             "backup" | "enable_routed_ip" => {
                 return Err(ScwError::argument(

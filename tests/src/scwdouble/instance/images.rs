@@ -1,6 +1,7 @@
 //! Instance images, zonal: made from an `available` Block snapshot of the
-//! same zone, `creating` then `available`. Listings include the public
-//! marketplace images, as the real API's do.
+//! same zone, `available` at once; the snapshot is `in_use` until a while
+//! after the image is deleted. Listings include the public marketplace
+//! images, as the real API's do.
 
 use std::time::SystemTime;
 
@@ -17,7 +18,7 @@ use crate::scwdouble::body::Body;
 use crate::scwdouble::errors::{ApiResult, ScwError, reply};
 use crate::scwdouble::ids::uuid_v4;
 use crate::scwdouble::lifecycle;
-use crate::scwdouble::query::{self, Params, has_tags, tags};
+use crate::scwdouble::query::{self, Params, has_tags};
 use crate::scwdouble::state::{Image, Shared};
 
 pub async fn create(
@@ -67,8 +68,11 @@ pub async fn create(
             arch,
             tags,
             public,
-            state: "creating",
-            root_snapshot: snapshot_id,
+            // Available at once, as recorded (terraform-provider-scaleway
+            // b2d45ed, internal/services/instance/testdata/image-basic
+            // .cassette.yaml: the POST answers `available`).
+            state: "available",
+            root_snapshot: snapshot_id.clone(),
             size: snapshot.size,
             created: now,
             modified: now,
@@ -76,9 +80,13 @@ pub async fn create(
         };
         let id = image.id.clone();
         world.images.push(image);
+        // The snapshot is `in_use` while an image is built on it.
+        if let Some(snapshot) = world.snapshot_mut(&snapshot_id) {
+            snapshot.status = "in_use";
+            snapshot.updated = now;
+        }
         id
     };
-    lifecycle::image_ready(&double, id.clone());
     let world = double.world();
     let image = world.image(zone, &id).expect("just added");
     Ok(reply(
@@ -96,7 +104,10 @@ pub async fn list(
     let zone = query::zone(&zone)?;
     let params = Params::parse(raw.as_deref());
     let (page, per_page) = query::pagination(&params, "per_page")?;
-    let wanted = tags(&params);
+    // One tag: `tags` is a single string in both SDKs' ListImagesRequest
+    // (scaleway-sdk-go 2c5cd81, api/instance/v1/instance_sdk.go), not the
+    // comma-joined list servers take; `a,b` is the one tag "a,b".
+    let wanted: Vec<String> = params.get("tags").map(str::to_string).into_iter().collect();
     let public = match params.get("public") {
         None => None,
         Some("true") => Some(true),
@@ -161,6 +172,9 @@ pub async fn delete(
         return Err(ScwError::permissions_denied("instance_image", "delete"));
     }
     world.require(&principal, Perm::InstanceWrite, Some(&image.project))?;
+    let snapshot = image.root_snapshot.clone();
     world.images.retain(|i| i.id != id);
+    // Still `in_use` when read right after: released a while later.
+    lifecycle::snapshot_released(&double, snapshot);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

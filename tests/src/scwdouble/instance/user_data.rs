@@ -68,10 +68,9 @@ pub async fn show(
 /// (terraform-provider-scaleway b2d45ed4, user-data-basic cassette).
 pub fn text(bytes: Vec<u8>) -> axum::response::Response {
     let mut response = (StatusCode::OK, bytes).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     response
 }
 
