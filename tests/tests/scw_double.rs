@@ -333,10 +333,29 @@ fn a_server_lives_stopped_running_stopped_then_is_deleted() {
         None,
     );
     assert_eq!((text.status, text.body.as_str()), (200, "#cloud-config\n"));
+    // A missing key: a bare 404, empty text/plain body.
+    let missing = double.api(
+        "GET",
+        &instance(&format!("/servers/{id}/user_data/other")),
+        None,
+    );
+    assert_eq!((missing.status, missing.body.as_str()), (404, ""));
+    assert!(
+        missing
+            .header("Content-Type")
+            .is_some_and(|t| t.starts_with("text/plain")),
+        "{:?}",
+        missing.header("Content-Type")
+    );
 
     let task = expect(&action(&double, &id, "poweron"), 202);
     assert_eq!(task["task"]["status"], "pending");
-    assert_eq!(server(&double, &id)["state"], "starting");
+    let starting = server(&double, &id);
+    assert_eq!(starting["state"], "starting");
+    assert_eq!(
+        starting["allowed_actions"],
+        json!(["stop_in_place", "backup"])
+    );
     expect(&action(&double, &id, "poweroff"), 400);
     let running = wait_state(&double, &id, "running");
     assert_eq!(running["public_ips"].as_array().map(Vec::len), Some(1));
@@ -361,7 +380,12 @@ fn a_server_lives_stopped_running_stopped_then_is_deleted() {
     );
 
     expect(&action(&double, &id, "poweroff"), 202);
-    assert_eq!(server(&double, &id)["state"], "stopping");
+    let stopping = server(&double, &id);
+    assert_eq!(stopping["state"], "stopping");
+    assert_eq!(
+        stopping["allowed_actions"],
+        json!(["stop_in_place", "backup"])
+    );
     let stopped = wait_state(&double, &id, "stopped");
     assert_eq!(stopped["public_ips"], json!([]));
 
@@ -468,8 +492,9 @@ fn servers_list_by_all_tags_with_a_total() {
     );
     assert_eq!(expect(&reply, 200)["servers"][0]["name"], "c");
     assert_eq!(reply.header("X-Total-Count"), Some("2"));
+    // Root volumes carry none of their server's tags.
     let volumes = expect(&double.api("GET", &block("/volumes?tags=run-2"), None), 200);
-    assert_eq!(volumes["total_count"], 1);
+    assert_eq!(volumes["total_count"], 0);
 }
 
 #[test]
@@ -585,15 +610,14 @@ fn snapshots_and_images_become_available_and_boot_servers() {
         201,
     )["image"]
         .clone();
-    assert_eq!(image["state"], "creating");
+    // Available at once; its snapshot is in use.
+    assert_eq!(image["state"], "available");
     let image_id = image["id"].as_str().unwrap().to_string();
-    wait_for("the image", WAIT, || {
-        let i = expect(
-            &double.api("GET", &instance(&format!("/images/{image_id}")), None),
-            200,
-        );
-        (i["image"]["state"] == "available").then_some(())
-    });
+    let snapshot_path = block(&format!("/snapshots/{snapshot_id}"));
+    let status = |double: &ScwDouble| {
+        expect(&double.api("GET", &snapshot_path, None), 200)["status"].clone()
+    };
+    assert_eq!(status(&double), "in_use");
     let found = expect(
         &double.api(
             "GET",
@@ -603,6 +627,12 @@ fn snapshots_and_images_become_available_and_boot_servers() {
         200,
     );
     assert_eq!(found["images"].as_array().map(Vec::len), Some(1));
+    // The images list takes one tag: a comma list is one tag nothing has.
+    let found = expect(
+        &double.api("GET", &instance("/images?tags=plex-burst,plex-burst"), None),
+        200,
+    );
+    assert_eq!(found["images"], json!([]));
 
     let mut body = server_body(&double, "from-image", &[]);
     body["image"] = json!(image_id);
@@ -614,19 +644,26 @@ fn snapshots_and_images_become_available_and_boot_servers() {
     );
     assert_eq!(volume["parent_snapshot_id"], json!(snapshot_id));
 
-    let in_use = expect(
-        &double.api("DELETE", &block(&format!("/snapshots/{snapshot_id}")), None),
-        412,
-    );
+    let in_use = expect(&double.api("DELETE", &snapshot_path, None), 412);
     assert_eq!(in_use["type"], "precondition_failed");
     expect(
         &double.api("DELETE", &instance(&format!("/images/{image_id}")), None),
         204,
     );
-    expect(
-        &double.api("DELETE", &block(&format!("/snapshots/{snapshot_id}")), None),
-        204,
-    );
+    // Still in use right after its image is deleted, released later.
+    assert_eq!(status(&double), "in_use");
+    let refused = expect(&double.api("DELETE", &snapshot_path, None), 412);
+    assert_eq!(refused["precondition"], "resource_still_in_use");
+    wait_for("the snapshot's release", WAIT, || {
+        (status(&double) == "available").then_some(())
+    });
+    expect(&double.api("DELETE", &snapshot_path, None), 204);
+    wait_for("the snapshot to go", WAIT, || {
+        let gone = double.api("GET", &snapshot_path, None);
+        (gone.status == 404).then(|| gone.json())
+    });
+    let gone = expect(&double.api("GET", &snapshot_path, None), 404);
+    assert_eq!(gone["resource"], "snapshot");
 }
 
 #[test]
@@ -1055,6 +1092,21 @@ fn a_guest_halt_leaves_the_server_running_until_the_api_stops_it() {
     assert_eq!(double.state()["servers"][0]["guest_halted"], false);
 }
 
+#[test]
+fn a_guest_halt_may_end_stopped_in_place_which_poweroff_releases() {
+    let double = start();
+    let running = running_server(&double, "halting");
+    let id = running["id"].as_str().unwrap();
+    double.guest_halt_in_place(id);
+    let halted = wait_state(&double, id, "stopped in place");
+    assert_eq!(
+        halted["allowed_actions"],
+        json!(["poweron", "poweroff", "terminate", "reboot", "backup"])
+    );
+    expect(&action(&double, id, "poweroff"), 202);
+    wait_state(&double, id, "stopped");
+}
+
 /// Shapes from the recorded real traffic cited in
 /// `tests/src/scwdouble/instance/security_groups.rs`.
 #[test]
@@ -1171,4 +1223,59 @@ fn security_groups_are_strict_and_a_server_without_one_gets_the_projects_default
     );
     expect(&double.api("DELETE", &path, None), 204);
     expect(&double.api("GET", &path, None), 404);
+}
+
+/// `GET /policies` as both SDKs' ListPoliciesRequest has it
+/// (scaleway-sdk-go 2c5cd81, api/iam/v1alpha1/iam_sdk.go): the
+/// organization is required, `application_ids` filters.
+#[test]
+fn policies_are_listed_by_organization_and_application() {
+    let double = start();
+    make_key(
+        &double,
+        &["InstancesFullAccess"],
+        Some(&[double.project_id()]),
+        Duration::from_secs(3600),
+    );
+    make_key(
+        &double,
+        &["InstancesReadOnly"],
+        Some(&[double.project_id()]),
+        Duration::from_secs(3600),
+    );
+    let all = expect(&double.api("GET", "/iam/v1alpha1/applications", None), 200);
+    let first = all["applications"][0]["id"].as_str().unwrap().to_owned();
+
+    let refused = expect(
+        &double.api(
+            "GET",
+            &format!("/iam/v1alpha1/policies?application_ids={first}"),
+            None,
+        ),
+        400,
+    );
+    assert_eq!(refused["type"], "invalid_arguments");
+    assert_eq!(refused["details"][0]["argument_name"], "organization_id");
+    assert_eq!(refused["details"][0]["reason"], "required");
+
+    let org = double.organization_id().to_owned();
+    let listed = expect(
+        &double.api(
+            "GET",
+            &format!("/iam/v1alpha1/policies?organization_id={org}"),
+            None,
+        ),
+        200,
+    );
+    assert_eq!(listed["total_count"], 2);
+    let mine = expect(
+        &double.api(
+            "GET",
+            &format!("/iam/v1alpha1/policies?application_ids={first}&organization_id={org}"),
+            None,
+        ),
+        200,
+    );
+    assert_eq!(mine["total_count"], 1);
+    assert_eq!(mine["policies"][0]["application_id"], json!(first));
 }
