@@ -582,10 +582,14 @@ async fn iam_policy() {
         .find(|p| p["application_id"].is_string())
         .expect("a policy of an application");
     let app = with_app["application_id"].as_str().unwrap();
-    let found = c.find_policy(app).await.unwrap().unwrap();
+    let org = &rec.get(18).request.query;
+    let org = &org.iter().find(|(k, _)| k == "organization_id").unwrap().1;
+    let found = c.find_policy(app, org).await.unwrap().unwrap();
     assert_eq!(found.id, with_app["id"].as_str().unwrap());
     let seen = replay.seen();
     same_call(&rec, 18, &seen[0]);
+    // The real API requires organization_id (issue 13, point 8).
+    assert_eq!(seen[0].query_values("organization_id"), vec![org.as_str()]);
     same_call(&rec, 19, &seen[1]);
     assert_eq!(seen[1].query_values("page"), vec!["2"]);
 }
@@ -788,7 +792,8 @@ mod double {
 
     pub fn start() -> ScwDouble {
         ScwDouble::start(ScwOptions {
-            transition_delay: Duration::from_millis(50),
+            // Long enough to read a server starting and stopping.
+            transition_delay: Duration::from_millis(400),
             ..ScwOptions::default()
         })
     }
@@ -855,9 +860,20 @@ fn double_server_lifecycle_and_user_data() {
         (recorded_server.as_str(), server.as_str()),
         (recorded_root.as_str(), root.as_str()),
     ];
-    double::conforms(&rec, 5, &double::send(&d, &rec, 5, &world));
+    let stopped = double::conforms(&rec, 5, &double::send(&d, &rec, 5, &world));
+    let actions = |v: &Value| v["server"]["allowed_actions"].clone();
+    assert_eq!(actions(&stopped), actions(body_of(&rec, 5)));
+    // The tagged server's root sbs_volume has no tags (point 11).
+    let root_volume = double::conforms(&rec, 69, &double::send(&d, &rec, 69, &world));
+    assert_eq!(root_volume["tags"], body_of(&rec, 69)["tags"]);
     double::conforms(&rec, 13, &double::send(&d, &rec, 13, &world));
+    let starting = double::wait_state(&d, &server, "starting");
+    let diff = shape_diff(body_of(&rec, 14), &starting, &["server.volumes"]);
+    assert!(diff.is_empty(), "{}: {diff:#?}", rec.cite(14));
+    // allowed_actions while starting and stopping too (point 12).
+    assert_eq!(actions(&starting), actions(body_of(&rec, 14)));
     let running = double::wait_state(&d, &server, "running");
+    assert_eq!(actions(&running), actions(body_of(&rec, 15)));
     let diff = shape_diff(&body_of(&rec, 15).clone(), &running, &["server.volumes"]);
     assert!(diff.is_empty(), "{}: {diff:#?}", rec.cite(15));
 
@@ -905,6 +921,10 @@ fn double_server_lifecycle_and_user_data() {
     );
 
     double::conforms(&rec, 63, &double::send(&d, &rec, 63, &world));
+    let stopping = double::wait_state(&d, &server, "stopping");
+    let diff = shape_diff(body_of(&rec, 64), &stopping, &["server.volumes"]);
+    assert!(diff.is_empty(), "{}: {diff:#?}", rec.cite(64));
+    assert_eq!(actions(&stopping), actions(body_of(&rec, 64)));
     let gone = wait_for("the server gone", Duration::from_secs(20), || {
         let reply = double::send(&d, &rec, 67, &world);
         (reply.status == 404).then_some(reply)
@@ -1226,7 +1246,19 @@ fn double_block_snapshot_image_and_products() {
         .as_str()
         .unwrap()
         .to_string();
+    // Available at once, as recorded (issue 13, point 12).
+    assert_eq!(made["image"]["state"], body_of(&img, 8)["image"]["state"]);
     let made = made["image"]["id"].as_str().unwrap().to_string();
+    // The snapshot is in_use while an image uses it (point 10).
+    let img_snap_id = body_of(&img, 12)["id"].as_str().unwrap().to_string();
+    let used = double::send(&d, &img, 12, &[(img_snap_id.as_str(), snap.as_str())]);
+    let used = double::conforms(&img, 12, &used);
+    assert_eq!(
+        used["status"],
+        body_of(&img, 12)["status"],
+        "{}",
+        img.cite(12)
+    );
     double::conforms(
         &img,
         9,
@@ -1263,8 +1295,22 @@ fn double_block_snapshot_image_and_products() {
         let reply = double::send(&d, &rec, 13, &world);
         (reply.status == 404).then_some(reply)
     });
-    double::conforms(&rec, 13, &gone);
+    let gone = double::conforms(&rec, 13, &gone);
+    // Block's 404s name what is missing (point 12).
+    assert_eq!(gone["resource"], body_of(&rec, 13)["resource"]);
     double::conforms(&rec, 17, &double::send(&d, &rec, 17, &world));
+    let reply = d.api(
+        "DELETE",
+        &format!("/block/v1/zones/fr-par-1/volumes/{volume}"),
+        None,
+    );
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    let no_volume = wait_for("the volume gone", Duration::from_secs(20), || {
+        let reply = double::send(&d, &rec, 16, &world);
+        (reply.status == 404).then_some(reply)
+    });
+    let no_volume = double::conforms(&rec, 16, &no_volume);
+    assert_eq!(no_volume["resource"], body_of(&rec, 16)["resource"]);
 }
 
 #[test]

@@ -28,7 +28,7 @@ SPEC = [
     ("instance_servers_list", TF, T.format("instance", "data-source-servers-basic"), [51]),
     ("instance_user_data", TF, T.format("instance", "user-data-basic"), [14, 17, 18, 29]),
     ("instance_user_data_missing", CLI, C.format("test-user-data-get-get-an-nonexistent-key"), [5]),
-    ("instance_images", TF, T.format("instance", "image-basic"), [8, 9]),
+    ("instance_images", TF, T.format("instance", "image-basic"), [8, 9, 12]),
     ("instance_images_list", TF, T.format("instance", "action-server-backup"), [43]),
     ("instance_security_groups", TF, T.format("instance", "security-group-basic"), [0, 3, 4, 36, 37]),
     ("instance_security_groups_list", TF, T.format("instance", "data-source-servers-basic"), [115]),
