@@ -276,6 +276,17 @@ async fn images_create_get_list() {
     let seen = replay.one();
     same_call(&rec, 43, &seen);
     assert_eq!(seen.query_values("name"), vec![name]);
+
+    // The images list takes one tag (ListImagesRequest.Tags is one string
+    // in scaleway-sdk-go api/instance/v1): the rest are matched locally, so
+    // the recorded image, without tags, is not ours.
+    let (replay, c) = self::replay(&rec, &[43]).await;
+    let images = c
+        .list_images(&par1(), Some(name), &["plex-burst", "recipe-1"])
+        .await
+        .unwrap();
+    assert_eq!(images, vec![]);
+    assert_eq!(replay.one().query_values("tags"), vec!["plex-burst"]);
 }
 
 // ---- Instance: security groups ---------------------------------------------

@@ -181,7 +181,10 @@ async fn create_snapshot(
     let zone = query::zone(&zone)?;
     // `public` is what Terraform sends (block snapshot-basic cassette,
     // terraform-provider-scaleway b2d45ed4); the double shares nothing.
-    let body = Body::parse(&bytes, &["volume_id", "name", "project_id", "tags", "public"])?;
+    let body = Body::parse(
+        &bytes,
+        &["volume_id", "name", "project_id", "tags", "public"],
+    )?;
     if body.opt_bool("public")? == Some(true) {
         return Err(ScwError::argument(
             "public",

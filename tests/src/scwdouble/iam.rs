@@ -146,7 +146,12 @@ fn parse_rule(value: Value, index: usize, organization: &str) -> Result<Rule, Sc
     let prefix = format!("rules.{index}.");
     let rule = Body::from_value(
         value,
-        &["permission_set_names", "project_ids", "organization_id", "condition"],
+        &[
+            "permission_set_names",
+            "project_ids",
+            "organization_id",
+            "condition",
+        ],
         &prefix,
     )?;
     // Terraform sends `condition: ""` (policy-basic cassette,
