@@ -160,6 +160,15 @@ async fn servers_create_get_action_terminate() {
 }
 
 #[tokio::test]
+async fn servers_delete() {
+    let rec = Recording::load("instance_server_delete");
+    let (replay, c) = replay(&rec, &[8]).await;
+    let id = rec.get(8).request.path.rsplit('/').next().unwrap();
+    c.delete_server(&par1(), id).await.unwrap();
+    same_call(&rec, 8, &replay.one());
+}
+
+#[tokio::test]
 async fn servers_list_by_tags() {
     let rec = Recording::load("instance_servers_list");
     let (replay, c) = replay(&rec, &[51]).await;
@@ -265,6 +274,21 @@ async fn images_create_get_list() {
         body_keys(&rec, 8, &seen[0]),
         (vec![], vec!["tags".to_string()])
     );
+
+    // Deleted, gone; its snapshot then read as recorded (here available
+    // already; a sweep waits for that, as it may still be in_use).
+    let (replay, c) = self::replay(&rec, &[42, 43, 44]).await;
+    c.delete_image(&par1(), &image.id).await.unwrap();
+    assert_eq!(c.get_image(&par1(), &image.id).await.unwrap(), None);
+    let snap = c
+        .get_snapshot(&par1(), &req.root_volume)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(snap.status, body_of(&rec, 44)["status"].as_str().unwrap());
+    for (seen, id) in replay.seen().iter().zip([42, 43, 44]) {
+        same_call(&rec, id, seen);
+    }
 
     let rec = Recording::load("instance_images_list");
     let (replay, c) = self::replay(&rec, &[43]).await;
