@@ -548,7 +548,21 @@ async fn iam_application_and_api_key() {
     let keys = c.list_api_keys(app).await.unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].access_key, access_key());
-    same_call(&rec, 14, &replay.one());
+    let seen = replay.one();
+    same_call(&rec, 14, &seen);
+    // The application's keys by bearer, as recorded: ListAPIKeysRequest's
+    // application_id is deprecated and never a query parameter
+    // (scaleway-sdk-go api/iam/v1alpha1).
+    for key in ["bearer_id", "bearer_type"] {
+        let recorded: Vec<&str> = want
+            .query
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(seen.query_values(key), recorded, "{key}");
+    }
+    assert_eq!(seen.query_values("application_id"), Vec::<&str>::new());
 
     let rec = Recording::load("iam_applications_list");
     let (replay, c) = self::replay(&rec, &[18]).await;
@@ -1391,4 +1405,42 @@ fn double_error_bodies() {
             .map(String::as_str)
     );
     assert_eq!(limited.header("retry-after"), None);
+}
+
+/// The client against the double: an application's keys are its own,
+/// filtered by the API (bearer_id), not only locally.
+#[tokio::test]
+async fn api_keys_listed_by_bearer() {
+    let d = double::start();
+    let c = Client::new(d.api_url(), Secret::new(d.secret_key()))
+        .unwrap()
+        .with_retry(RetryPolicy {
+            attempts: 1,
+            ..RetryPolicy::default()
+        });
+    let org = d.organization_id();
+    let project = d.project_id();
+    let expires = std::time::SystemTime::now() + Duration::from_secs(3600);
+    let mut apps = Vec::new();
+    for name in ["run-a", "run-b"] {
+        let app = c.create_application(name, org, "", &[]).await.unwrap();
+        c.create_api_key(&app.id, expires, project, name)
+            .await
+            .unwrap();
+        apps.push(app.id);
+    }
+    let keys = c.list_api_keys(&apps[0]).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].application_id.as_deref(), Some(apps[0].as_str()));
+    let listed: Vec<String> = d
+        .calls()
+        .iter()
+        .filter(|call| call["path"] == "/iam/v1alpha1/api-keys" && call["method"] == "GET")
+        .map(|call| call["query"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(
+        listed[0].contains(&format!("bearer_id={}", apps[0])),
+        "{listed:?}"
+    );
 }

@@ -183,9 +183,15 @@ impl Client {
             .await
     }
 
-    /// The application's API keys (without their secrets).
+    /// The application's API keys (without their secrets). Asked by
+    /// bearer as the SDKs do (ListAPIKeysRequest's `application_id` is
+    /// deprecated and no query parameter), and checked here too: a key of
+    /// another bearer (a user's) is never among them.
     pub async fn list_api_keys(&self, application_id: &str) -> Result<Vec<ApiKey>, ScwError> {
-        let query = [("application_id", application_id.to_string())];
+        let query = [
+            ("bearer_id", application_id.to_string()),
+            ("bearer_type", "application".to_string()),
+        ];
         let keys: Vec<ApiKey> = self
             .list_all(
                 &format!("{BASE}/api-keys"),
@@ -317,7 +323,7 @@ mod tests {
         assert!(keys[0].secret_key.is_none());
         assert_eq!(
             mock.seen()[0].query,
-            "application_id=a1&page_size=100&page=1"
+            "bearer_id=a1&bearer_type=application&page_size=100&page=1"
         );
     }
 }

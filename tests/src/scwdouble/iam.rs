@@ -436,7 +436,12 @@ async fn list_keys(
     let found = world
         .api_keys
         .iter()
-        .filter(|k| query::matches(&params, "application_id", &k.application_id))
+        // By bearer, as the SDKs ask (bearer_id + bearer_type); the
+        // deprecated application_id is no query parameter, so ignored
+        // (scaleway-sdk-go api/iam/v1alpha1; list-iamapi-keys-basic
+        // cassette, terraform-provider-scaleway b2d45ed4).
+        .filter(|k| query::matches(&params, "bearer_id", &k.application_id))
+        .filter(|_| query::matches(&params, "bearer_type", "application"))
         .filter(|k| query::contains(&params, "description", &k.description))
         .map(ApiKey::json)
         .collect();
