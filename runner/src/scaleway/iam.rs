@@ -202,11 +202,7 @@ impl Client {
             .await?;
         Ok(keys
             .into_iter()
-            .filter(|k| {
-                k.application_id
-                    .as_deref()
-                    .is_none_or(|a| a == application_id)
-            })
+            .filter(|k| k.application_id.as_deref() == Some(application_id))
             .collect())
     }
 
@@ -313,7 +309,7 @@ mod tests {
     async fn list_keys_filters_by_application() {
         let mock = Mock::start(vec![Reply::json(
             200,
-            r#"{"api_keys":[{"access_key":"K1","application_id":"a1"},{"access_key":"K2","application_id":"zz"}],"total_count":2}"#,
+            r#"{"api_keys":[{"access_key":"K1","application_id":"a1"},{"access_key":"K2","application_id":"zz"},{"access_key":"K3","user_id":"u1"}],"total_count":3}"#,
         )])
         .await;
         let c = Client::new(&mock.url, Secret::new("k")).unwrap();
