@@ -236,7 +236,10 @@ impl World {
         };
         let (mode, reference) = match &self.scratch {
             Some(libraries) => ("scratch", libraries.clone()),
-            None => ("delta", format!("[reference]\narchive_key = \"{REFERENCE}\"\n")),
+            None => (
+                "delta",
+                format!("[reference]\narchive_key = \"{REFERENCE}\"\n"),
+            ),
         };
         let toml = format!(
             r#"run_id = "{run_id}"
@@ -980,8 +983,14 @@ fn a_scratch_run_waits_out_plex_start_up_and_creates_its_libraries() {
 fn a_scan_ends_only_once_plex_has_processed_the_new_items() {
     let mut w = World::new("sup-queue", spec(300), true);
     let (new_tracks, new_movies) = w.add_new_media();
-    // 15 new items (12 tracks, their artist and album, a movie) at 2 a
-    // second: the queue outlives the scan's activity by seconds.
+    // Photos are scanned last: 10 new photos at 2 items a second keep the
+    // queue busy for seconds after the last scan's activity ends.
+    let photos = find(&w.media_bucket().join("Photos"), "jpg");
+    let album = w.media_bucket().join("Photos/Nouvel Album");
+    std::fs::create_dir_all(&album).unwrap();
+    for i in 1..=10 {
+        std::fs::copy(&photos[0], album.join(format!("IMG_{i:04}.jpg"))).unwrap();
+    }
     w.env.push(("PLEX_DOUBLE_METADATA_RATE".into(), "2".into()));
     w.extra = "\n[phases]\nsonic = false\n".into();
     let out = w.run();
@@ -1003,6 +1012,13 @@ fn a_scan_ends_only_once_plex_has_processed_the_new_items() {
         ),
         0,
         "Plex was stopped with items still in its metadata update queue"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM metadata_items WHERE metadata_type = 13 AND deleted_at IS NULL"
+        ),
+        80 + 10
     );
     w.assert_clean();
 }
