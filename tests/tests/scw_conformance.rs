@@ -374,6 +374,16 @@ async fn security_groups_create_get_rules_delete_list() {
     let seen = replay.one();
     same_call(&rec, 115, &seen);
     assert_eq!(seen.query_values("project"), vec![project.as_str()]);
+
+    // Tags as ListSecurityGroups sends them: one comma-joined value
+    // (scaleway-sdk-go api/instance/v1); the recorded groups carry none.
+    let (replay, c) = self::replay(&rec, &[115]).await;
+    let tagged = c
+        .list_security_groups(&par1(), project, &["plex-burst", "run-1"])
+        .await
+        .unwrap();
+    assert_eq!(tagged, vec![]);
+    assert_eq!(replay.one().query_values("tags"), vec!["plex-burst,run-1"]);
 }
 
 // ---- Block: volumes, snapshots -----------------------------------------------
