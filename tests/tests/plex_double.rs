@@ -1625,10 +1625,13 @@ fn library_writes_are_refused_while_the_server_starts_up() {
     set_prefs(&pms, token, "ButlerTaskDeepMediaAnalysis=0");
     let location = world.media.join("Movies");
     let writes = [
-        ("POST", format!(
-            "/library/sections?name=Films&type=movie&agent=tv.plex.agents.movie&scanner=Plex%20Movie&language=en-US&location={}",
-            location.display()
-        )),
+        (
+            "POST",
+            format!(
+                "/library/sections?name=Films&type=movie&agent=tv.plex.agents.movie&scanner=Plex%20Movie&language=en-US&location={}",
+                location.display()
+            ),
+        ),
         ("GET", format!("/library/sections/{MOVIES}/refresh")),
         ("GET", "/library/sections/all/refresh".to_string()),
         ("PUT", format!("/library/sections/{MOVIES}/analyze")),
@@ -1680,10 +1683,17 @@ fn the_timeline_reports_the_update_queue_that_drains_after_the_scan() {
     assert!(before["size"].parse::<i64>().unwrap() > 0);
     assert!(!before.contains_key("viewMode"));
     assert_eq!(timeline(MUSIC)["art"], "/:/resources/artist-fanart.jpg");
-    assert_eq!(call(&pms, token, "GET", "/library/sections/99/timeline").status, 404);
+    assert_eq!(
+        call(&pms, token, "GET", "/library/sections/99/timeline").status,
+        404
+    );
 
     let (existing, _) = live_file(&pms, MOVIES);
-    for name in ["Queued One (2021)", "Queued Two (2022)", "Queued Three (2023)"] {
+    for name in [
+        "Queued One (2021)",
+        "Queued Two (2022)",
+        "Queued Three (2023)",
+    ] {
         let folder = world.media.join("Movies").join(name);
         std::fs::create_dir_all(&folder).unwrap();
         std::fs::copy(&existing, folder.join(format!("{name}.mkv"))).unwrap();
@@ -1701,7 +1711,10 @@ fn the_timeline_reports_the_update_queue_that_drains_after_the_scan() {
         (timeline(MOVIES)["updateQueueSize"] == "0").then_some(())
     });
     assert_eq!(count(&pms, &unprocessed), 0, "every new movie matched");
-    assert!(pms.log().contains("Metadata: update queue of section 1 drained"));
+    assert!(
+        pms.log()
+            .contains("Metadata: update queue of section 1 drained")
+    );
     let json = request(
         "GET",
         &pms.url(&format!("/library/sections/{MOVIES}/timeline")),
