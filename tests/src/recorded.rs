@@ -37,6 +37,18 @@ pub struct Request {
     pub body: Value,
 }
 
+impl Request {
+    /// The recorded value of query parameter `key`; panics when the
+    /// recording has none (the test's premise is then wrong).
+    pub fn param(&self, key: &str) -> &str {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("the recorded {} {} has no {key}", self.method, self.path))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Answer {
     pub status: u16,

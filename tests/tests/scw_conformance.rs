@@ -173,12 +173,7 @@ async fn servers_list_by_tags() {
     let rec = Recording::load("instance_servers_list");
     let (replay, c) = replay(&rec, &[51]).await;
     let want = &rec.get(51).request;
-    let tags: Vec<&str> = want
-        .query
-        .iter()
-        .find(|(k, _)| k == "tags")
-        .map(|(_, v)| v.split(',').collect())
-        .unwrap();
+    let tags: Vec<&str> = want.param("tags").split(',').collect();
     let servers = c.list_servers(&par1(), &tags).await.unwrap();
     let recorded = body_of(&rec, 51)["servers"].as_array().unwrap();
     assert_eq!(servers.len(), recorded.len());
@@ -360,7 +355,7 @@ async fn security_groups_create_get_rules_delete_list() {
     let rec = Recording::load("instance_security_groups_list");
     let (replay, c) = self::replay(&rec, &[115]).await;
     let want = &rec.get(115).request;
-    let project = &want.query.iter().find(|(k, _)| k == "project").unwrap().1;
+    let project = want.param("project");
     let groups = c.list_security_groups(&par1(), project, &[]).await.unwrap();
     let recorded = body_of(&rec, 115)["security_groups"].as_array().unwrap();
     assert_eq!(groups.len(), recorded.len());
@@ -373,7 +368,7 @@ async fn security_groups_create_get_rules_delete_list() {
     );
     let seen = replay.one();
     same_call(&rec, 115, &seen);
-    assert_eq!(seen.query_values("project"), vec![project.as_str()]);
+    assert_eq!(seen.query_values("project"), vec![project]);
 
     // Tags as ListSecurityGroups sends them: one comma-joined value
     // (scaleway-sdk-go api/instance/v1); the recorded groups carry none.
@@ -486,12 +481,7 @@ async fn marketplace_local_image() {
     let rec = Recording::load("instance_server_lifecycle");
     let (replay, c) = replay(&rec, &[3]).await;
     let want = &rec.get(3).request;
-    let label = &want
-        .query
-        .iter()
-        .find(|(k, _)| k == "image_label")
-        .unwrap()
-        .1;
+    let label = &want.param("image_label");
     let id = c.marketplace_image(&par1(), label, "DEV1-S").await.unwrap();
     // The image the recorded server was then created from.
     assert_eq!(id, rec.get(4).request.body["image"].as_str().unwrap());
@@ -554,7 +544,7 @@ async fn iam_application_and_api_key() {
     let rec = Recording::load("iam_api_keys_list");
     let (replay, c) = self::replay(&rec, &[14]).await;
     let want = &rec.get(14).request;
-    let app = &want.query.iter().find(|(k, _)| k == "bearer_id").unwrap().1;
+    let app = &want.param("bearer_id");
     let keys = c.list_api_keys(app).await.unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].access_key, access_key());
@@ -577,19 +567,18 @@ async fn iam_application_and_api_key() {
     let rec = Recording::load("iam_applications_list");
     let (replay, c) = self::replay(&rec, &[18]).await;
     let want = &rec.get(18).request;
-    let q = |key: &str| want.query.iter().find(|(k, _)| k == key).unwrap().1.clone();
     let apps = c
-        .applications_named(&q("name"), &q("organization_id"))
+        .applications_named(want.param("name"), want.param("organization_id"))
         .await
         .unwrap();
     assert_eq!(apps.len(), 1);
-    assert_eq!(apps[0].name, q("name"));
+    assert_eq!(apps[0].name, want.param("name"));
     let seen = replay.one();
     same_call(&rec, 18, &seen);
-    assert_eq!(seen.query_values("name"), vec![q("name")]);
+    assert_eq!(seen.query_values("name"), vec![want.param("name")]);
     assert_eq!(
         seen.query_values("organization_id"),
-        vec![q("organization_id")]
+        vec![want.param("organization_id")]
     );
 }
 
@@ -641,14 +630,13 @@ async fn iam_policy() {
         .find(|p| p["application_id"].is_string())
         .expect("a policy of an application");
     let app = with_app["application_id"].as_str().unwrap();
-    let org = &rec.get(18).request.query;
-    let org = &org.iter().find(|(k, _)| k == "organization_id").unwrap().1;
+    let org = rec.get(18).request.param("organization_id");
     let found = c.find_policy(app, org).await.unwrap().unwrap();
     assert_eq!(found.id, with_app["id"].as_str().unwrap());
     let seen = replay.seen();
     same_call(&rec, 18, &seen[0]);
     // The real API requires organization_id (issue 13, point 8).
-    assert_eq!(seen[0].query_values("organization_id"), vec![org.as_str()]);
+    assert_eq!(seen[0].query_values("organization_id"), vec![org]);
     same_call(&rec, 19, &seen[1]);
     assert_eq!(seen[1].query_values("page"), vec!["2"]);
 }
@@ -1067,24 +1055,8 @@ fn double_iam() {
 
     // Lists, with the query the real clients sent.
     let keys = Recording::load("iam_api_keys_list");
-    let keys_org = keys
-        .get(14)
-        .request
-        .query
-        .iter()
-        .find(|(k, _)| k == "organization_id")
-        .unwrap()
-        .1
-        .clone();
-    let keys_app = keys
-        .get(14)
-        .request
-        .query
-        .iter()
-        .find(|(k, _)| k == "bearer_id")
-        .unwrap()
-        .1
-        .clone();
+    let keys_org = keys.get(14).request.param("organization_id").to_string();
+    let keys_app = keys.get(14).request.param("bearer_id").to_string();
     double::conforms(
         &keys,
         14,
@@ -1099,24 +1071,8 @@ fn double_iam() {
         ),
     );
     let apps = Recording::load("iam_applications_list");
-    let apps_org = apps
-        .get(18)
-        .request
-        .query
-        .iter()
-        .find(|(k, _)| k == "organization_id")
-        .unwrap()
-        .1
-        .clone();
-    let apps_name = apps
-        .get(18)
-        .request
-        .query
-        .iter()
-        .find(|(k, _)| k == "name")
-        .unwrap()
-        .1
-        .clone();
+    let apps_org = apps.get(18).request.param("organization_id").to_string();
+    let apps_name = apps.get(18).request.param("name").to_string();
     let app_name = rec.get(0).request.body["name"]
         .as_str()
         .unwrap()
@@ -1150,15 +1106,7 @@ fn double_iam() {
     ];
     let policy = double::conforms(&pol, 2, &double::send(&d, &pol, 2, &pw));
     let listed = Recording::load("iam_policies_list");
-    let listed_org = listed
-        .get(18)
-        .request
-        .query
-        .iter()
-        .find(|(k, _)| k == "organization_id")
-        .unwrap()
-        .1
-        .clone();
+    let listed_org = listed.get(18).request.param("organization_id").to_string();
     double::conforms(
         &listed,
         18,
@@ -1266,15 +1214,7 @@ fn double_block_snapshot_image_and_products() {
         ),
     );
     let volumes = Recording::load("block_volumes_list");
-    let volumes_project = volumes
-        .get(14)
-        .request
-        .query
-        .iter()
-        .find(|(k, _)| k == "project_id")
-        .unwrap()
-        .1
-        .clone();
+    let volumes_project = volumes.get(14).request.param("project_id").to_string();
     double::conforms(
         &volumes,
         14,
