@@ -461,23 +461,23 @@ impl PlexApi {
             .request(Method::POST, "/myplex/claim")
             .query(&[("token", claim_token.expose())])
             .header("X-Plex-Token", account_token.expose());
-        my_plex("claim the server", req).await
+        self.my_plex("claim the server", req).await
     }
 
     /// Signs the server out of plex.tv; Plex answers the `MyPlex` element.
     pub async fn unclaim(&self) -> Result<Account, PlexError> {
         let req = self.request(Method::DELETE, "/myplex/account");
-        my_plex("unclaim the server", req).await
+        self.my_plex("unclaim the server", req).await
     }
-}
 
-/// Sends a claim or an unclaim and reads the `MyPlex` element it answers.
-async fn my_plex(what: &str, req: RequestBuilder) -> Result<Account, PlexError> {
-    let body = super::error::send(what, req).await?;
-    serde_json::from_str::<AccountReply>(&body)
-        .map(|r| r.account)
-        .map_err(|e| PlexError::Decode {
-            what: what.to_string(),
-            detail: format!("{e}; the answer began {}", super::error::snippet(&body)),
-        })
+    /// Sends a claim or an unclaim and reads the `MyPlex` element it answers.
+    async fn my_plex(&self, what: &str, req: RequestBuilder) -> Result<Account, PlexError> {
+        let body = self.send(what, req).await?;
+        serde_json::from_str::<AccountReply>(&body)
+            .map(|r| r.account)
+            .map_err(|e| PlexError::Decode {
+                what: what.to_string(),
+                detail: format!("{e}; the answer began {}", super::error::snippet(&body)),
+            })
+    }
 }
