@@ -47,6 +47,14 @@ impl Request {
             .map(|(_, v)| v.as_str())
             .unwrap_or_else(|| panic!("the recorded {} {} has no {key}", self.method, self.path))
     }
+
+    /// The recorded string value of body field `key`; panics when the
+    /// recording has none.
+    pub fn field(&self, key: &str) -> &str {
+        self.body[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("the recorded {} {} has no {key}", self.method, self.path))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -484,7 +484,7 @@ async fn marketplace_local_image() {
     let label = &want.param("image_label");
     let id = c.marketplace_image(&par1(), label, "DEV1-S").await.unwrap();
     // The image the recorded server was then created from.
-    assert_eq!(id, rec.get(4).request.body["image"].as_str().unwrap());
+    assert_eq!(id, rec.get(4).request.field("image"));
     let seen = replay.one();
     same_call(&rec, 3, &seen);
     for key in ["image_label", "zone", "type"] {
@@ -867,14 +867,8 @@ mod double {
 fn double_server_lifecycle_and_user_data() {
     let d = double::start();
     let rec = Recording::load("instance_server_lifecycle");
-    let recorded_image = rec.get(4).request.body["image"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let recorded_project = rec.get(4).request.body["project"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let recorded_image = rec.get(4).request.field("image").to_string();
+    let recorded_project = rec.get(4).request.field("project").to_string();
     let local = double::send(&d, &rec, 3, &[("ubuntu_focal", "debian_bookworm")]);
     let local = double::conforms(&rec, 3, &local);
     let image = local["local_images"]
@@ -989,10 +983,7 @@ fn double_server_lifecycle_and_user_data() {
 fn double_security_groups() {
     let d = double::start();
     let rec = Recording::load("instance_security_groups");
-    let recorded_project = rec.get(0).request.body["project"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let recorded_project = rec.get(0).request.field("project").to_string();
     let project = d.project_id().to_string();
     let world = [(recorded_project.as_str(), project.as_str())];
     let created = double::conforms(&rec, 0, &double::send(&d, &rec, 0, &world));
@@ -1031,10 +1022,7 @@ fn double_iam() {
     let d = double::start();
     let org = d.organization_id().to_string();
     let rec = Recording::load("iam_api_keys");
-    let recorded_org = rec.get(0).request.body["organization_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let recorded_org = rec.get(0).request.field("organization_id").to_string();
     let world = [(recorded_org.as_str(), org.as_str())];
     let app = double::conforms(&rec, 0, &double::send(&d, &rec, 0, &world));
     let recorded_app = body_of(&rec, 0)["id"].as_str().unwrap().to_string();
@@ -1073,10 +1061,7 @@ fn double_iam() {
     let apps = Recording::load("iam_applications_list");
     let apps_org = apps.get(18).request.param("organization_id").to_string();
     let apps_name = apps.get(18).request.param("name").to_string();
-    let app_name = rec.get(0).request.body["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let app_name = rec.get(0).request.field("name").to_string();
     double::conforms(
         &apps,
         18,
@@ -1092,14 +1077,8 @@ fn double_iam() {
     );
 
     let pol = Recording::load("iam_policies");
-    let pol_org = pol.get(2).request.body["organization_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let pol_app = pol.get(2).request.body["application_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let pol_org = pol.get(2).request.field("organization_id").to_string();
+    let pol_app = pol.get(2).request.field("application_id").to_string();
     let pw = [
         (pol_org.as_str(), org.as_str()),
         (pol_app.as_str(), app.as_str()),
@@ -1141,14 +1120,8 @@ fn double_block_snapshot_image_and_products() {
         .as_str()
         .unwrap()
         .to_string();
-    let life_image = life.get(4).request.body["image"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let life_project = life.get(4).request.body["project"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let life_image = life.get(4).request.field("image").to_string();
+    let life_project = life.get(4).request.field("project").to_string();
     let server = double::send(
         &d,
         &life,
@@ -1172,14 +1145,8 @@ fn double_block_snapshot_image_and_products() {
     assert_eq!(reply.status, 204, "{}", reply.body);
 
     let rec = Recording::load("block_snapshots");
-    let rec_volume = rec.get(4).request.body["volume_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let rec_project = rec.get(4).request.body["project_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let rec_volume = rec.get(4).request.field("volume_id").to_string();
+    let rec_project = rec.get(4).request.field("project_id").to_string();
     let world = [
         (rec_volume.as_str(), volume.as_str()),
         (rec_project.as_str(), project.as_str()),
@@ -1199,10 +1166,7 @@ fn double_block_snapshot_image_and_products() {
     });
     let listed = Recording::load("block_snapshots_list");
     let listed_name = listed.get(8).request.query[1].1.clone();
-    let snap_name = rec.get(4).request.body["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let snap_name = rec.get(4).request.field("name").to_string();
     double::conforms(
         &listed,
         8,
@@ -1228,14 +1192,8 @@ fn double_block_snapshot_image_and_products() {
 
     // An image of the snapshot, read back and listed by name.
     let img = Recording::load("instance_images");
-    let img_snap = img.get(8).request.body["root_volume"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let img_project = img.get(8).request.body["project"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let img_snap = img.get(8).request.field("root_volume").to_string();
+    let img_project = img.get(8).request.field("project").to_string();
     let iw = [
         (img_snap.as_str(), snap.as_str()),
         (img_project.as_str(), project.as_str()),
@@ -1265,10 +1223,7 @@ fn double_block_snapshot_image_and_products() {
     );
     let list = Recording::load("instance_images_list");
     let list_name = list.get(43).request.query[0].1.clone();
-    let image_name = img.get(8).request.body["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let image_name = img.get(8).request.field("name").to_string();
     double::conforms(
         &list,
         43,
