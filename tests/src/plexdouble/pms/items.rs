@@ -8,7 +8,6 @@
 
 use anyhow::Result;
 use rusqlite::{Connection, OptionalExtension, Row};
-use serde_json::Value as Json;
 
 use crate::plexdouble::render::Element;
 
@@ -210,25 +209,6 @@ fn shape(metadata_type: i64) -> (&'static str, &'static str, bool) {
     }
 }
 
-/// Sonic's marker: `ms:musicAnalysisVersion` in `extra_data`, JSON (1.40
-/// on) or the older URL-encoded form.
-pub fn music_analysis_version(extra_data: Option<&str>) -> Option<i64> {
-    const KEY: &str = "ms:musicAnalysisVersion";
-    let extra = extra_data?.trim();
-    let value = if extra.starts_with('{') {
-        match serde_json::from_str::<Json>(extra).ok()?.get(KEY)? {
-            Json::String(s) => s.clone(),
-            other => other.to_string(),
-        }
-    } else {
-        form_urlencoded::parse(extra.as_bytes())
-            .find(|(k, _)| k == KEY)?
-            .1
-            .into_owned()
-    };
-    value.parse().ok()
-}
-
 /// The item's element, as a section's `/all` or `/library/metadata/{id}`
 /// lists it; `media` are its `Media` children (leaf items).
 pub fn element(item: &Item, media: Vec<Element>) -> Element {
@@ -268,7 +248,7 @@ pub fn element(item: &Item, media: Vec<Element>) -> Element {
         .opt_attr("duration", item.duration)
         .opt_attr(
             "musicAnalysisVersion",
-            music_analysis_version(item.extra_data.as_deref()),
+            super::sonic::music_analysis_version(item.extra_data.as_deref()),
         )
         .opt_attr("addedAt", item.added_at)
         .opt_attr("updatedAt", item.updated_at)
@@ -284,27 +264,6 @@ pub fn has_media(metadata_type: i64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sonic_marker_is_read_in_both_forms() {
-        assert_eq!(
-            music_analysis_version(Some(
-                r#"{"ms:musicAnalysisVersion":"1","url":"ms%3AmusicAnalysisVersion=1"}"#
-            )),
-            Some(1)
-        );
-        assert_eq!(
-            music_analysis_version(Some(
-                "ms%3AloudnessAnalysisVersion=2&ms%3AmusicAnalysisVersion=1"
-            )),
-            Some(1)
-        );
-        assert_eq!(
-            music_analysis_version(Some(r#"{"ms:loudnessAnalysisVersion":"2"}"#)),
-            None
-        );
-        assert_eq!(music_analysis_version(None), None);
-    }
 
     #[test]
     fn a_photo_album_is_a_directory_of_type_photo() {

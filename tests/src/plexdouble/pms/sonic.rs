@@ -157,6 +157,8 @@ fn pending(conn: &Connection) -> Result<(u64, Vec<(i64, Option<String>)>)> {
     Ok((total as u64, rows.collect::<rusqlite::Result<_>>()?))
 }
 
+/// Sonic's marker in `extra_data`: a track carries it once analysed.
+const MARKER_KEY: &str = "ms:musicAnalysisVersion";
 const MARKER_URL: &str = "ms%3AmusicAnalysisVersion=1";
 
 /// `extra_data` with the Sonic marker added in the form already used: the
@@ -170,7 +172,7 @@ pub fn with_marker(extra: Option<&str>) -> String {
     if extra.starts_with('{')
         && let Ok(Json::Object(mut map)) = serde_json::from_str::<Json>(extra)
     {
-        map.insert("ms:musicAnalysisVersion".into(), Json::String("1".into()));
+        map.insert(MARKER_KEY.into(), Json::String("1".into()));
         let url = match map.get("url").and_then(Json::as_str) {
             Some(url) if !url.is_empty() => format!("{url}&{MARKER_URL}"),
             _ => MARKER_URL.to_string(),
@@ -181,9 +183,48 @@ pub fn with_marker(extra: Option<&str>) -> String {
     format!("{extra}&{MARKER_URL}")
 }
 
+/// The version in Sonic's marker, as `with_marker` writes it and Plex's
+/// DBs hold it: JSON (1.40 on) or the older URL-encoded form.
+pub fn music_analysis_version(extra_data: Option<&str>) -> Option<i64> {
+    let extra = extra_data?.trim();
+    let value = if extra.starts_with('{') {
+        match serde_json::from_str::<Json>(extra).ok()?.get(MARKER_KEY)? {
+            Json::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    } else {
+        form_urlencoded::parse(extra.as_bytes())
+            .find(|(k, _)| k == MARKER_KEY)?
+            .1
+            .into_owned()
+    };
+    value.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sonic_marker_is_read_in_both_forms() {
+        assert_eq!(
+            music_analysis_version(Some(
+                r#"{"ms:musicAnalysisVersion":"1","url":"ms%3AmusicAnalysisVersion=1"}"#
+            )),
+            Some(1)
+        );
+        assert_eq!(
+            music_analysis_version(Some(
+                "ms%3AloudnessAnalysisVersion=2&ms%3AmusicAnalysisVersion=1"
+            )),
+            Some(1)
+        );
+        assert_eq!(
+            music_analysis_version(Some(r#"{"ms:loudnessAnalysisVersion":"2"}"#)),
+            None
+        );
+        assert_eq!(music_analysis_version(None), None);
+    }
 
     #[test]
     fn marker_keeps_the_existing_form() {
