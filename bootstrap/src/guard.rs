@@ -23,9 +23,20 @@ pub enum Owner<'a> {
     Tool,
 }
 
-/// The name a run's server and security group get.
+/// What a run's name starts with (the API lists volumes by name prefix).
+pub const RUN_NAME_PREFIX: &str = "plex-burst-";
+
+/// The name a run's server, security group and root volume get.
 pub fn run_name(run_id: &str) -> String {
-    format!("plex-burst-{run_id}")
+    format!("{RUN_NAME_PREFIX}{run_id}")
+}
+
+/// The run a resource is named after, if its name is a run's: the prefix
+/// and a valid run id (the image builder's name is not a run's).
+pub fn run_of_name(name: &str) -> Option<&str> {
+    let run = name.strip_prefix(RUN_NAME_PREFIX)?;
+    let valid = runner::config::RunId::try_from(run).is_ok();
+    (valid && !run.starts_with("builder-")).then_some(run)
 }
 
 fn check(
@@ -197,4 +208,27 @@ pub async fn delete_snapshot(cfg: &BootstrapConfig, client: &Client, id: &str) -
         client.delete_snapshot(zone, id).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_is_known_by_its_name_and_nothing_else_is() {
+        assert_eq!(
+            run_of_name(&run_name("2026-01-01-0300")),
+            Some("2026-01-01-0300")
+        );
+        // A volume not yet renamed is named after its image; the builder,
+        // another tool's resource and a stranger's are no run's.
+        for other in [
+            "plex-burst-1.41.3-0123abcd_sbs_volume_0",
+            "plex-burst-builder-0123abcd",
+            "plex-burst",
+            "debian_bookworm_sbs_volume_0",
+        ] {
+            assert_eq!(run_of_name(other), None, "{other}");
+        }
+    }
 }

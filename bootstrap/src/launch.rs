@@ -381,7 +381,7 @@ async fn create(
         .create_server(
             zone,
             &CreateServer {
-                name: format!("plex-burst-{}", plan.run_id),
+                name: guard::run_name(&plan.run_id),
                 commercial_type: cfg.scaleway.commercial_type.clone(),
                 image: record.image_id.clone().unwrap_or_default(),
                 project: cfg.scaleway.project_id.clone(),

@@ -24,9 +24,6 @@ use crate::plex_account;
 use crate::runs::{self, LaunchRecord, LaunchState, Outcome, TAG};
 use crate::status::RunView;
 
-/// A run's root volume is named after its server (`guard::run_name`).
-const RUN_VOLUME_PREFIX: &str = "plex-burst-";
-
 /// A builder older than this is a leftover (the build timeout is shorter).
 const BUILDER_MAX_AGE: Duration = Duration::from_secs(6 * 3600);
 
@@ -245,12 +242,10 @@ pub async fn find(cfg: &BootstrapConfig, client: &Client) -> Result<Vec<Found>> 
     }
     // And by name: launch names a run's root volume after its server.
     for volume in client
-        .list_volumes_named(zone, RUN_VOLUME_PREFIX, &cfg.scaleway.project_id)
+        .list_volumes_named(zone, guard::RUN_NAME_PREFIX, &cfg.scaleway.project_id)
         .await?
     {
-        if let Some(run) = volume.name.strip_prefix(RUN_VOLUME_PREFIX)
-            && !run.starts_with("builder-")
-        {
+        if let Some(run) = guard::run_of_name(&volume.name) {
             volumes
                 .entry(volume.id)
                 .or_insert((Some(run.to_owned()), false));
