@@ -91,12 +91,22 @@ impl Recipe {
             "image.runner_binary",
         )?];
         let plex = match &cfg.run_settings().plex().runtime {
-            PlexRuntime::Docker { image } => PlexInstall::Docker {
-                image: match &cfg.image.plex_image_digest {
-                    Some(digest) => format!("{image}:{plex_version}@{digest}"),
-                    None => format!("{image}:{plex_version}"),
-                },
-            },
+            PlexRuntime::Docker { image, .. } => {
+                if let Some(archive) = &cfg.image.plex_image_archive {
+                    artifacts.push(Artifact::new(
+                        "plex-image.tar",
+                        "PLEX_IMAGE_ARCHIVE",
+                        archive,
+                        "image.plex_image_archive",
+                    )?);
+                }
+                PlexInstall::Docker {
+                    image: match &cfg.image.plex_image_digest {
+                        Some(digest) => format!("{image}:{plex_version}@{digest}"),
+                        None => format!("{image}:{plex_version}"),
+                    },
+                }
+            }
             PlexRuntime::Double { binary: Some(path) } => {
                 artifacts.push(Artifact::new(
                     "plex-double",
@@ -109,10 +119,10 @@ impl Recipe {
             PlexRuntime::Double { binary: None } => {
                 bail!("run.plex.double_binary: required to bake the Plex double into an image")
             }
-            PlexRuntime::Native => bail!(
-                "run.plex.runtime = \"native\": the image recipe installs Plex from its docker image; use \"docker\""
-            ),
         };
+        if cfg.image.plex_image_archive.is_some() && !matches!(plex, PlexInstall::Docker { .. }) {
+            bail!("image.plex_image_archive: only used with run.plex.runtime = \"docker\"");
+        }
         let rclone_url = cfg.image.rclone_url.clone().unwrap_or_else(|| {
             format!(
                 "https://downloads.rclone.org/v{v}/rclone-v{v}-linux-amd64.zip",
@@ -186,9 +196,13 @@ struct BuildReport {
     ok: bool,
     step: String,
     message: String,
-    /// The Plex image's repo digests as the builder pulled them (docker).
+    /// The Plex image's repo digests as the builder pulled them, or
+    /// `loaded <image id>` (docker).
     #[serde(default)]
     plex_digest: String,
+    /// The image is labelled a stand-in of Plex (the VM test's).
+    #[serde(default)]
+    plex_stand_in: bool,
 }
 
 /// `bootstrap image build`: the image for the reference's Plex version
@@ -407,7 +421,10 @@ async fn bake(
         );
     }
     if !report.plex_digest.is_empty() {
-        println!("the builder pulled Plex {}", report.plex_digest);
+        println!("the builder's Plex image: {}", report.plex_digest);
+    }
+    if report.plex_stand_in {
+        println!("warning: this image holds a stand-in of Plex (a test image), not Plex itself");
     }
 
     let current = stop_halted(client, zone, &server.id, poll).await?;

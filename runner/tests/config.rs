@@ -208,7 +208,7 @@ fn defaults_are_filled_in() {
     assert_eq!(cfg.media().connection.secret_key.expose(), S3_SECRET);
     assert_eq!(cfg.media().anchor_samples, 8);
     assert!(
-        matches!(&cfg.plex().runtime, PlexRuntime::Docker { image } if &**image == "plexinc/pms-docker")
+        matches!(&cfg.plex().runtime, PlexRuntime::Docker { image, .. } if &**image == "plexinc/pms-docker")
     );
     assert!(cfg.plex().claim.is_none());
     assert_eq!(
@@ -491,12 +491,46 @@ fn invalid_values_name_key_and_problem() {
         "termination.zone",
         "provider = \"scaleway\"",
     );
-    let native = set(MINIMAL, "plex.runtime", "native");
+    let double = set(MINIMAL, "plex.runtime", "double");
+    for (key, named) in [
+        ("plex.image", "plex.image"),
+        ("plex.container_env.LANG", "plex.container_env"),
+    ] {
+        assert_refused(&set(&double, key, "x"), named, "runtime = \"docker\"");
+    }
     assert_refused(
-        &set(&native, "plex.image", "plexinc/pms-docker"),
-        "plex.image",
-        "runtime = \"docker\"",
+        &set(MINIMAL, "media.mount_point", "/media"),
+        "media.mount_point",
+        "parent folder other than",
     );
+    // Plex's Debian package was never installed by the image recipe.
+    assert_refused(
+        &set(MINIMAL, "plex.runtime", "native"),
+        "plex.runtime",
+        "native",
+    );
+    for (key, why) in [
+        ("plex.container_env.PLEX_UID", "set by the runner"),
+        ("plex.container_env.ALLOWED_NETWORKS", "set by the runner"),
+        ("plex.container_env.1X", "not an environment variable name"),
+    ] {
+        assert_refused(&set(MINIMAL, key, "0"), key, why);
+    }
+    assert_refused(
+        &set(MINIMAL, "plex.container_env.LANG", "a\nb"),
+        "plex.container_env.LANG",
+        "one line",
+    );
+    let cfg = load(&set(
+        MINIMAL,
+        "plex.container_env.PLEX_MEDIA_SERVER_MAX_PLUGIN_PROCS",
+        "4",
+    ))
+    .unwrap();
+    let PlexRuntime::Docker { env, .. } = &cfg.plex().runtime else {
+        panic!("docker expected")
+    };
+    assert_eq!(env["PLEX_MEDIA_SERVER_MAX_PLUGIN_PROCS"], "4");
     assert_refused(
         &set(MINIMAL, "phases.scan", false).replace("[phases]", "[phases]\ndeep_scan = true"),
         "phases.deep_scan",

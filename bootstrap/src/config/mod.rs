@@ -70,6 +70,10 @@ pub struct ImageSettings {
     pub rclone_sha256: String,
     /// `sha256:<64 hex>`: the Plex image is pulled as `image:tag@digest`.
     pub plex_image_digest: Option<String>,
+    /// A `docker save` archive of the Plex image, loaded by the builder
+    /// instead of a pull (a site without the registry; the VM test's
+    /// stand-in). Its sha256 is checked and is part of the recipe.
+    pub plex_image_archive: Option<PathBuf>,
     /// The runner binary baked into the image.
     pub runner_binary: PathBuf,
     pub builder_commercial_type: String,
@@ -312,6 +316,18 @@ fn image_settings(
             )),
         })
         .transpose()?;
+    let plex_image_archive = match &raw.plex_image_archive {
+        Some(p) if Path::new(p).is_absolute() => Some(PathBuf::from(p)),
+        Some(p) => {
+            return Err(format!(
+                "image.plex_image_archive: {p:?} is not an absolute path"
+            ));
+        }
+        None => None,
+    };
+    if plex_image_archive.is_some() && plex_image_digest.is_some() {
+        return Err("image.plex_image_archive: an archive is pinned by its own sha256; drop image.plex_image_digest".into());
+    }
     let build_timeout = raw.build_timeout.unwrap_or(Duration::from_secs(45 * 60));
     if build_timeout < Duration::from_secs(1) {
         return Err("image.build_timeout: must be at least 1s".into());
@@ -322,6 +338,7 @@ fn image_settings(
         rclone_url,
         rclone_sha256,
         plex_image_digest,
+        plex_image_archive,
         runner_binary,
         builder_commercial_type: raw
             .builder_commercial_type

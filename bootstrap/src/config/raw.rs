@@ -56,6 +56,8 @@ pub struct RawImage {
     #[serde(default)]
     pub plex_image_digest: Option<String>,
     #[serde(default)]
+    pub plex_image_archive: Option<String>,
+    #[serde(default)]
     pub runner_binary: Option<String>,
     #[serde(default)]
     pub builder_commercial_type: Option<String>,

@@ -254,6 +254,17 @@ fn rclone_sha256_is_required_and_the_url_and_plex_digest_are_checked() {
             &format!("plex_image_digest = \"sha256:{}\"", "a".repeat(63)),
             "image.plex_image_digest",
         ),
+        (
+            "plex_image_archive = \"pms.tar\"",
+            "image.plex_image_archive",
+        ),
+        (
+            &format!(
+                "plex_image_archive = \"/srv/pms.tar\"\nplex_image_digest = \"sha256:{}\"",
+                "a".repeat(64)
+            ),
+            "image.plex_image_archive",
+        ),
     ] {
         let text = EXAMPLE.replace(&placeholder, "").replace(
             "[image]\n",

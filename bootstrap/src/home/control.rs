@@ -379,13 +379,34 @@ mod tests {
 
     #[test]
     fn a_daemon_left_holding_the_output_does_not_hang_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("daemon.pid");
+        // The daemon holds the command's output for ten minutes, past the
+        // hang guard below: only a wait that does not read to its end
+        // returns while it still runs.
         let control = PlexControl::Command {
             stop: vec![],
-            start: sh("sleep 5 & echo started"),
+            start: sh(&format!(
+                "sleep 600 & echo $! > '{}'; echo started",
+                pid_file.display()
+            )),
         };
-        let started = Instant::now();
-        control.start().unwrap();
-        assert!(started.elapsed() < Duration::from_secs(10));
+        let (done, started) = std::sync::mpsc::channel();
+        let starter = control.clone();
+        std::thread::spawn(move || done.send(starter.start()));
+        let outcome = started
+            .recv_timeout(Duration::from_secs(120))
+            .expect("hang guard: start waited for the daemon holding its output");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let daemon = nix::unistd::Pid::from_raw(pid);
+        let alive = nix::sys::signal::kill(daemon, None).is_ok();
+        let _ = nix::sys::signal::kill(daemon, nix::sys::signal::Signal::SIGKILL);
+        outcome.unwrap();
+        assert!(alive, "start returned only once the daemon was gone");
         assert!(matches!(control.stop(), Err(ControlError::Empty { .. })));
     }
 

@@ -168,8 +168,7 @@ fn media(m: &MediaSettings) -> RawMedia {
 
 fn plex(p: &PlexSettings) -> RawPlex {
     let (runtime, image) = match &p.runtime {
-        PlexRuntime::Docker { image } => (RawRuntime::Docker, Some(image.to_string())),
-        PlexRuntime::Native => (RawRuntime::Native, None),
+        PlexRuntime::Docker { image, .. } => (RawRuntime::Docker, Some(image.to_string())),
         PlexRuntime::Double { .. } => (RawRuntime::Double, None),
     };
     let token = p.claim.as_ref().map(|c| secret_keys(&c.source, 1));
@@ -196,6 +195,10 @@ fn plex(p: &PlexSettings) -> RawPlex {
         gid: p.gid,
         double_binary: match &p.runtime {
             PlexRuntime::Double { binary } => binary.as_ref().map(ToString::to_string),
+            _ => None,
+        },
+        container_env: match &p.runtime {
+            PlexRuntime::Docker { env, .. } if !env.is_empty() => Some(env.clone()),
             _ => None,
         },
     }

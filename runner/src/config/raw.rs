@@ -4,6 +4,7 @@
 //! silently ignored setting. `effective` serializes the same structs back,
 //! so the printed config uses exactly the keys a user writes.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -148,13 +149,13 @@ pub struct RawPlex {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub double_binary: Option<String>,
+    pub container_env: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RawRuntime {
     Docker,
-    Native,
     Double,
 }
 

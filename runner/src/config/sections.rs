@@ -3,6 +3,7 @@
 //! (a docker image only exists for the docker runtime, a claim always has
 //! its token, a delta run always has its reference).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -212,10 +213,15 @@ pub struct PlexSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlexRuntime {
     /// The official image, pre-pulled into the instance image, tagged
-    /// with `plex.version`.
-    Docker { image: DockerImage },
-    /// The Debian package installed on the instance.
-    Native,
+    /// with `plex.version`. (Plex's Debian package, a "native" runtime,
+    /// was removed: the image recipe never installed it and nothing could
+    /// test it.)
+    Docker {
+        image: DockerImage,
+        /// More environment for the container (`plex.container_env`), e.g.
+        /// Plex's own tuning variables; never one the runner sets itself.
+        env: BTreeMap<String, String>,
+    },
     /// The test double standing in for Plex; `None`: `plex-double` beside
     /// the runner binary, else on PATH.
     Double { binary: Option<AbsPath> },
@@ -225,7 +231,6 @@ impl PlexRuntime {
     pub fn as_str(&self) -> &'static str {
         match self {
             PlexRuntime::Docker { .. } => "docker",
-            PlexRuntime::Native => "native",
             PlexRuntime::Double { .. } => "double",
         }
     }

@@ -2,7 +2,7 @@
 //! secrets resolved, cross-key rules enforced. The first problem found is
 //! returned, naming its key.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -30,8 +30,6 @@ pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_MAX_LOST_ITEMS: u64 = 10;
 pub const DEFAULT_MAX_LOST_FRACTION: f64 = 0.05;
 pub const DEFAULT_DEAD_MAN_GRACE: Duration = Duration::from_secs(3600);
-const NATIVE_APP_SUPPORT: &str =
-    "/var/lib/plexmediaserver/Library/Application Support/Plex Media Server";
 const APP_SUPPORT_UNDER_CONFIG: &str = "Library/Application Support/Plex Media Server";
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -61,6 +59,17 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
     let media = media_settings(raw.media, &s3.connection, env)?;
     let mode = mode(raw.mode, raw.reference, raw.library, &media.mount_point)?;
     let plex = plex_settings(raw.plex, &mode, &work_dir, env)?;
+    // The container gets the mount's parent folder (process.rs says why):
+    // never the whole root.
+    if matches!(plex.runtime, PlexRuntime::Docker { .. })
+        && media.mount_point.as_path().parent() == Some(Path::new("/"))
+    {
+        return Err(invalid(
+            "media.mount_point",
+            "with plex.runtime = \"docker\" it needs a parent folder other than \"/\" \
+             (shared with Plex's container so that a remount reaches it), e.g. /mnt/media",
+        ));
+    }
     let path_mappings = path_mappings(raw.path_mapping)?;
     let phases = phases(raw.phases)?;
     let deadlines = deadlines(raw.deadlines)?;
@@ -383,16 +392,22 @@ fn plex_settings(
                 "plex.image",
                 raw.image.as_deref().unwrap_or(DEFAULT_DOCKER_IMAGE),
             )?,
+            env: container_env(raw.container_env.unwrap_or_default())?,
         },
-        other => {
-            if raw.image.is_some() {
-                return Err(invalid("plex.image", "only used with runtime = \"docker\""));
+        RawRuntime::Double => {
+            for (key, given) in [
+                ("image", raw.image.is_some()),
+                ("container_env", raw.container_env.is_some()),
+            ] {
+                if given {
+                    return Err(invalid(
+                        format!("plex.{key}"),
+                        "only used with runtime = \"docker\"",
+                    ));
+                }
             }
-            match other {
-                RawRuntime::Native => PlexRuntime::Native,
-                _ => PlexRuntime::Double {
-                    binary: parse_opt("plex.double_binary", &raw.double_binary)?,
-                },
+            PlexRuntime::Double {
+                binary: parse_opt("plex.double_binary", &raw.double_binary)?,
             }
         }
     };
@@ -474,7 +489,7 @@ fn plex_settings(
         Some(dir) => parse::<AbsPath>("plex.app_support_dir", dir)?
             .as_path()
             .to_path_buf(),
-        None => default_app_support(&runtime, work_dir),
+        None => default_app_support(work_dir),
     };
     Ok(PlexSettings {
         version,
@@ -490,14 +505,40 @@ fn plex_settings(
 }
 
 /// Docker and the double keep Plex's data under the work folder (docker
-/// mounts `<work_dir>/plex` as `/config`); the Debian package has its own.
-pub(super) fn default_app_support(runtime: &PlexRuntime, work_dir: &AbsPath) -> PathBuf {
-    match runtime {
-        PlexRuntime::Native => PathBuf::from(NATIVE_APP_SUPPORT),
-        PlexRuntime::Docker { .. } | PlexRuntime::Double { .. } => {
-            work_dir.join("plex").join(APP_SUPPORT_UNDER_CONFIG)
+/// mounts `<work_dir>/plex` as `/config`).
+pub(super) fn default_app_support(work_dir: &AbsPath) -> PathBuf {
+    work_dir.join("plex").join(APP_SUPPORT_UNDER_CONFIG)
+}
+
+/// The image's variables that are the runner's to decide (process.rs sets
+/// the first four; it claims through the API and advertises nothing), so
+/// `plex.container_env` cannot undo the run's isolation or the DB's owner.
+const RUNNER_CONTAINER_ENV: &[&str] = &[
+    "PLEX_UID",
+    "PLEX_GID",
+    "TZ",
+    "ALLOWED_NETWORKS",
+    "ADVERTISE_IP",
+    "PLEX_CLAIM",
+];
+
+/// `plex.container_env`: names as the shell spells them, values on one line.
+fn container_env(env: BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
+    for (name, value) in &env {
+        let key = format!("plex.container_env.{name}");
+        let shaped = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !shaped {
+            return Err(invalid(key, "not an environment variable name"));
+        }
+        if RUNNER_CONTAINER_ENV.contains(&name.as_str()) {
+            return Err(invalid(key, "set by the runner itself"));
+        }
+        if value.contains(['\n', '\0']) {
+            return Err(invalid(key, "must be one line"));
         }
     }
+    Ok(env)
 }
 
 fn library_filter(

@@ -85,31 +85,45 @@ impl Watchdog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// A hang guard, not a timing test: far beyond a busy machine's delays.
+    const HANG_GUARD: Duration = Duration::from_secs(120);
 
     #[tokio::test]
     async fn a_hung_call_is_abandoned_and_counted_until_it_returns() {
         let dog = Watchdog::new(1);
         let (release, hold) = std::sync::mpsc::channel::<()>();
-        let started = std::time::Instant::now();
-        let hung = dog
-            .run("hung", Duration::from_millis(50), move || {
-                hold.recv().is_ok()
-            })
-            .await;
+        let returned = Arc::new(AtomicBool::new(false));
+        let flag = returned.clone();
+        // The call cannot return before `release`: run must give up on it.
+        let hung = tokio::time::timeout(
+            HANG_GUARD,
+            dog.run("hung", Duration::from_millis(50), move || {
+                let ok = hold.recv().is_ok();
+                flag.store(true, Ordering::SeqCst);
+                ok
+            }),
+        )
+        .await
+        .expect("hang guard: run waited for its hung call");
         assert!(matches!(hung, Outcome::TimedOut));
-        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(!returned.load(Ordering::SeqCst), "the call is still hung");
         assert_eq!(dog.in_flight(), 1);
         // At the cap: nothing new starts.
         let refused = dog.run("x", Duration::from_secs(1), || 1).await;
         assert!(matches!(refused, Outcome::Refused(1)));
         release.send(()).unwrap();
-        for _ in 0..100 {
-            if dog.in_flight() == 0 {
-                break;
+        // The abandoned thread ends once its call returns, and is no
+        // longer counted.
+        tokio::time::timeout(HANG_GUARD, async {
+            while dog.in_flight() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(dog.in_flight(), 0);
+        })
+        .await
+        .expect("hang guard: the released call is still counted");
+        assert!(returned.load(Ordering::SeqCst));
         assert!(matches!(
             dog.run("ok", Duration::from_secs(1), || 7).await,
             Outcome::Done(7)

@@ -1,8 +1,9 @@
 //! Starting and stopping the Plex Media Server process, however it runs on
-//! the instance: the official container pinned to the home version, the
-//! Debian package's service, or the test double. Everything else about Plex
-//! goes through its HTTP API.
+//! the instance: the official container pinned to the home version, or the
+//! test double as a plain process. Everything else about Plex goes through
+//! its HTTP API.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -26,7 +27,8 @@ pub struct Launch {
     /// Docker's `/config` (the folder above `Library/`).
     pub config_dir: PathBuf,
     pub transcode_dir: PathBuf,
-    /// Where the process's own stdout/stderr go (the double; docker logs).
+    /// Where the process's own stdout/stderr go (the double's, or the
+    /// container's `docker logs` once it ends).
     pub console_log: PathBuf,
     /// Docker container name: one per run, so a restarted runner finds it.
     pub container: String,
@@ -71,8 +73,8 @@ pub enum PlexProcess {
         /// Docker's bridge gateway: where the runner's requests come from
         /// as the container sees them.
         gateway: String,
+        console_log: PathBuf,
     },
-    Native,
 }
 
 /// Who may talk to the Plex of a run without a token: loopback only.
@@ -83,7 +85,6 @@ pub const LOOPBACK_NETWORK: &str = "127.0.0.1/32";
 /// the image's firewall, not the bind, is what keeps Plex unreachable.
 const DOUBLE_LISTEN_ENV: &str = "PLEX_BURST_DOUBLE_LISTEN_IP";
 
-const NATIVE_UNIT: &str = "plexmediaserver.service";
 /// Plex may take a while to finish writes and checkpoint on stop.
 const STOP_GRACE: Duration = Duration::from_secs(120);
 
@@ -101,17 +102,14 @@ impl PlexProcess {
                 };
                 start_double(&binary, launch).map(PlexProcess::Double)
             }
-            PlexRuntime::Docker { image } => {
-                let gateway =
-                    start_container(&format!("{image}:{}", launch.version), launch).await?;
+            PlexRuntime::Docker { image, env } => {
+                let image = format!("{image}:{}", launch.version);
+                let gateway = start_container(&image, env, launch).await?;
                 Ok(PlexProcess::Docker {
                     container: launch.container.clone(),
                     gateway,
+                    console_log: launch.console_log.clone(),
                 })
-            }
-            PlexRuntime::Native => {
-                run("systemctl", &["start", NATIVE_UNIT]).await?;
-                Ok(PlexProcess::Native)
             }
         }
     }
@@ -123,7 +121,7 @@ impl PlexProcess {
     pub fn allowed_networks(&self) -> String {
         match self {
             PlexProcess::Docker { gateway, .. } => format!("{LOOPBACK_NETWORK},{gateway}/32"),
-            _ => LOOPBACK_NETWORK.to_string(),
+            PlexProcess::Double(_) => LOOPBACK_NETWORK.to_string(),
         }
     }
 
@@ -147,10 +145,6 @@ impl PlexProcess {
                     Err(e) => Some(format!("{e:#}")),
                 }
             }
-            PlexProcess::Native => match output("systemctl", &["is-active", NATIVE_UNIT]).await {
-                Ok(s) if s.trim() == "active" => None,
-                _ => Some(format!("{NATIVE_UNIT} is not active")),
-            },
         }
     }
 
@@ -161,13 +155,6 @@ impl PlexProcess {
             PlexProcess::Docker { container, .. } => {
                 output("docker", &["inspect", "-f", "{{.State.Pid}}", container]).await
             }
-            PlexProcess::Native => {
-                output(
-                    "systemctl",
-                    &["show", "-p", "MainPID", "--value", NATIVE_UNIT],
-                )
-                .await
-            }
         };
         pid.ok()?.trim().parse().ok().filter(|p| *p > 0)
     }
@@ -176,12 +163,16 @@ impl PlexProcess {
     pub async fn stop(&mut self) -> Result<()> {
         match self {
             PlexProcess::Double(child) => stop_child(child, STOP_GRACE).await,
-            PlexProcess::Docker { container, .. } => {
+            PlexProcess::Docker {
+                container,
+                console_log,
+                ..
+            } => {
                 let grace = STOP_GRACE.as_secs().to_string();
                 run("docker", &["stop", "-t", &grace, container]).await?;
+                save_console(container, console_log).await;
                 run("docker", &["rm", container]).await
             }
-            PlexProcess::Native => run("systemctl", &["stop", NATIVE_UNIT]).await,
         }
     }
 }
@@ -247,9 +238,14 @@ fn double_listen_ip() -> Result<std::net::IpAddr> {
 }
 
 /// Starts the container; returns the bridge gateway it sees the runner as.
-async fn start_container(image: &str, launch: &Launch) -> Result<String> {
-    // A container left by a killed runner holds the port and the DB: stop
-    // it properly before starting a fresh one.
+async fn start_container(
+    image: &str,
+    env: &BTreeMap<String, String>,
+    launch: &Launch,
+) -> Result<String> {
+    // A container left by a killed runner, or one Plex crashed out of,
+    // holds the port and the DB: stop it properly (its console kept)
+    // before starting a fresh one.
     if output("docker", &["inspect", &launch.container])
         .await
         .is_ok()
@@ -257,13 +253,14 @@ async fn start_container(image: &str, launch: &Launch) -> Result<String> {
         tracing::warn!(container = %launch.container, "a Plex container from an earlier attempt is still there: stopping it");
         let grace = STOP_GRACE.as_secs().to_string();
         let _ = run("docker", &["stop", "-t", &grace, &launch.container]).await;
+        save_console(&launch.container, &launch.console_log).await;
         run("docker", &["rm", "-f", &launch.container]).await?;
     }
     for dir in [&launch.config_dir, &launch.transcode_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let gateway = bridge_gateway().await?;
-    let args = docker_run_args(image, launch, &gateway);
+    let args = docker_run_args(image, env, launch, &gateway)?;
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     run("docker", &args).await?;
     Ok(gateway)
@@ -289,17 +286,71 @@ async fn bridge_gateway() -> Result<String> {
         .with_context(|| format!("docker's bridge network has no IPv4 gateway ({out:?})"))
 }
 
+/// Appends the ended container's console (`docker logs`) to the console
+/// log that is shipped with the run's logs. Best effort: a console that
+/// cannot be read must not stop the run.
+async fn save_console(container: &str, console_log: &Path) {
+    let saved = async {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(console_log)?;
+        let mut header = file.try_clone()?;
+        std::io::Write::write_all(
+            &mut header,
+            format!("===== docker logs of {container}\n").as_bytes(),
+        )?;
+        let status = Command::new("docker")
+            .args(["logs", "--timestamps", container])
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "docker logs failed ({status})");
+        anyhow::Ok(())
+    };
+    if let Err(e) = saved.await {
+        tracing::warn!(container, "cannot save the Plex container's console: {e:#}");
+    }
+}
+
 /// `docker run` for the run's Plex. On the default bridge, never the
 /// host's network: only Plex's HTTP port is published, on loopback only
 /// (Docker's local proxy serves it, no DNAT from outside), and GDM (UDP
 /// 32410-32414), DLNA (UDP 1900, TCP 32469) and the rest stay inside the
 /// container. ALLOWED_NETWORKS is what the unclaimed server lets in without
 /// a token: loopback and the gateway the proxied requests come from.
-fn docker_run_args(image: &str, launch: &Launch, gateway: &str) -> Vec<String> {
-    let mount = launch.media_mount.display().to_string();
-    vec![
+///
+/// The media reach the container through the mount point's parent folder,
+/// bound `rslave`: a FUSE mount bound by itself would stay the dead one in
+/// the container after rclone is remounted on the host, while mounts made
+/// under a slave-bound folder propagate into it.
+fn docker_run_args(
+    image: &str,
+    env: &BTreeMap<String, String>,
+    launch: &Launch,
+    gateway: &str,
+) -> Result<Vec<String>> {
+    let shared = launch
+        .media_mount
+        .parent()
+        .filter(|p| *p != Path::new("/"))
+        .with_context(|| {
+            format!(
+                "the media mount {} has no parent folder to share with the container",
+                launch.media_mount.display()
+            )
+        })?
+        .display()
+        .to_string();
+    let mut args = vec![
         "run".to_string(),
         "--detach".into(),
+        // Baked into the image: a pull now would outlive the claim token
+        // (lessons.md 8) and reach a registry the run has no need of.
+        "--pull".into(),
+        "never".into(),
         "--name".into(),
         launch.container.clone(),
         "--network".into(),
@@ -318,12 +369,16 @@ fn docker_run_args(image: &str, launch: &Launch, gateway: &str) -> Vec<String> {
         format!("{}:/config", launch.config_dir.display()),
         "--volume".into(),
         format!("{}:/transcode", launch.transcode_dir.display()),
-        // The FUSE mount seen at the same path inside, read-only; rslave so
-        // a remount on the host reaches the container.
+        // The FUSE mount seen at the same path inside, read-only.
         "--mount".into(),
-        format!("type=bind,source={mount},target={mount},readonly,bind-propagation=rslave"),
-        image.to_string(),
-    ]
+        format!("type=bind,source={shared},target={shared},readonly,bind-propagation=rslave"),
+    ];
+    for (name, value) in env {
+        args.push("--env".into());
+        args.push(format!("{name}={value}"));
+    }
+    args.push(image.to_string());
+    Ok(args)
 }
 
 async fn stop_child(child: &mut Child, grace: Duration) -> Result<()> {
@@ -392,7 +447,7 @@ mod tests {
 
     fn launch() -> Launch {
         Launch {
-            runtime: PlexRuntime::Native,
+            runtime: PlexRuntime::Double { binary: None },
             version: "1.41.3.9314-a0bfb8370".into(),
             app_support: "/w/plex/Library/Application Support/Plex Media Server".into(),
             port: 32401,
@@ -409,7 +464,9 @@ mod tests {
 
     #[test]
     fn the_container_is_bridged_and_published_on_loopback_only() {
-        let args = docker_run_args("plexinc/pms-docker:1.41", &launch(), "172.17.0.1");
+        let env = BTreeMap::from([("LANG".to_string(), "C.UTF-8".to_string())]);
+        let args =
+            docker_run_args("plexinc/pms-docker:1.41", &env, &launch(), "172.17.0.1").unwrap();
         let pairs: Vec<(&str, &str)> = args
             .windows(2)
             .map(|w| (w[0].as_str(), w[1].as_str()))
@@ -427,6 +484,9 @@ mod tests {
             pairs.contains(&("--env", "ALLOWED_NETWORKS=127.0.0.1/32,172.17.0.1/32")),
             "{args:?}"
         );
+        // Never a pull at run time; the configured environment passed on.
+        assert!(pairs.contains(&("--pull", "never")), "{args:?}");
+        assert!(pairs.contains(&("--env", "LANG=C.UTF-8")), "{args:?}");
         assert_eq!(
             args.last().map(String::as_str),
             Some("plexinc/pms-docker:1.41")
@@ -434,12 +494,28 @@ mod tests {
     }
 
     #[test]
+    fn the_media_reach_the_container_through_their_parent_folder_bound_rslave() {
+        let args = docker_run_args("i", &BTreeMap::new(), &launch(), "172.17.0.1").unwrap();
+        assert!(
+            args.iter()
+                .any(|a| a == "type=bind,source=/mnt,target=/mnt,readonly,bind-propagation=rslave"),
+            "{args:?}"
+        );
+        let at_root = Launch {
+            media_mount: "/media".into(),
+            ..launch()
+        };
+        let err = docker_run_args("i", &BTreeMap::new(), &at_root, "172.17.0.1").unwrap_err();
+        assert!(err.to_string().contains("no parent folder"), "{err}");
+    }
+
+    #[test]
     fn only_loopback_and_the_bridge_gateway_are_allowed_without_a_token() {
         let docker = PlexProcess::Docker {
             container: "c".into(),
             gateway: "172.18.0.1".into(),
+            console_log: "/w/logs/plex-console.log".into(),
         };
         assert_eq!(docker.allowed_networks(), "127.0.0.1/32,172.18.0.1/32");
-        assert_eq!(PlexProcess::Native.allowed_networks(), "127.0.0.1/32");
     }
 }

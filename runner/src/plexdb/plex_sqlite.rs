@@ -63,13 +63,21 @@ impl PlexSqlite {
                 };
                 let owner = std::fs::metadata(&absolute).map_err(|e| PlexDbError::io(db, e))?;
                 let mut cmd = Command::new("docker");
-                cmd.args(["run", "--rm", "--network", "none", "--user"])
-                    .arg(format!("{}:{}", owner.uid(), owner.gid()))
-                    .arg("--volume")
-                    .arg(format!("{}:{IN_CONTAINER}", dir.display()))
-                    .args(["--entrypoint", NATIVE_PATH, image, "-readonly"])
-                    .arg(Path::new(IN_CONTAINER).join(name))
-                    .arg(sql);
+                cmd.args([
+                    "run",
+                    "--rm",
+                    "--pull",
+                    "never",
+                    "--network",
+                    "none",
+                    "--user",
+                ])
+                .arg(format!("{}:{}", owner.uid(), owner.gid()))
+                .arg("--volume")
+                .arg(format!("{}:{IN_CONTAINER}", dir.display()))
+                .args(["--entrypoint", NATIVE_PATH, image, "-readonly"])
+                .arg(Path::new(IN_CONTAINER).join(name))
+                .arg(sql);
                 Ok(cmd)
             }
         }
@@ -152,6 +160,8 @@ mod tests {
                 "docker".to_string(),
                 "run".into(),
                 "--rm".into(),
+                "--pull".into(),
+                "never".into(),
                 "--network".into(),
                 "none".into(),
                 "--user".into(),

@@ -270,15 +270,14 @@ fn phase_output<T: serde::de::DeserializeOwned>(
 }
 
 /// Plex's own SQLite: the pinned, pre-pulled image's for the docker
-/// runtime, a native install's; none for the double, whose DBs the
-/// per-table check with the bundled SQLite verifies.
+/// runtime; none for the double, whose DBs the per-table check with the
+/// bundled SQLite verifies.
 fn plex_sqlite(ctx: &RunContext) -> Option<PlexSqlite> {
     let plex = ctx.cfg.plex();
     match &plex.runtime {
-        PlexRuntime::Docker { image } => {
+        PlexRuntime::Docker { image, .. } => {
             Some(PlexSqlite::Image(format!("{image}:{}", plex.version)))
         }
-        PlexRuntime::Native => PlexSqlite::native(),
         PlexRuntime::Double { .. } => None,
     }
 }
