@@ -164,9 +164,14 @@ pub(crate) fn is_closed_wal_db(path: &Path) -> bool {
         && header.starts_with(b"SQLite format 3\0")
         && header[18] == 2
         && header[19] == 2;
-    let mut wal = path.as_os_str().to_os_string();
+    wal_mode && !wal_path(path).exists()
+}
+
+/// The DB's write-ahead log beside it (`<db>-wal`).
+pub fn wal_path(db: &Path) -> PathBuf {
+    let mut wal = db.as_os_str().to_os_string();
     wal.push("-wal");
-    wal_mode && !Path::new(&wal).exists()
+    PathBuf::from(wal)
 }
 
 /// Opens an existing DB for writing; never creates one.

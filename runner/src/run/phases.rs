@@ -141,6 +141,7 @@ async fn verify(ctx: &RunContext) -> Result<Value> {
     tokio::task::spawn_blocking(move || -> Result<Value> {
         let integrity = plexdb::integrity::check_best(&db, plex_sqlite.as_ref())
             .context("the reference DB failed its integrity check")?;
+        tracing::info!("integrity of the reference DB: {integrity}");
         let stats = plexdb::stats::collect(&db)?;
         Ok(json!({ "integrity": integrity, "stats_before": stats }))
     })
@@ -177,10 +178,18 @@ async fn remap(ctx: &RunContext) -> Result<Value> {
 async fn stop(ctx: &RunContext) -> Result<Value> {
     let problems = ctx.close_session(true).await;
     let db = ctx.paths.library_db();
+    // A Plex that stopped cleanly checkpointed and removed its WAL; what
+    // is left says it did not (the checkpoint below keeps it either way).
+    let wal_left = std::fs::metadata(plexdb::wal_path(&db)).map_or(0, |m| m.len());
+    if wal_left > 0 {
+        tracing::warn!(wal_left, "Plex left its WAL behind: it did not stop cleanly");
+    } else {
+        tracing::info!("Plex stopped cleanly: no WAL left behind");
+    }
     if db.exists() {
         tokio::task::spawn_blocking(move || plexdb::checkpoint_wal(&db)).await??;
     }
-    Ok(json!({ "problems": problems }))
+    Ok(json!({ "problems": problems, "wal_left": wal_left }))
 }
 
 /// The DB as it will be published: checkpointed, checked, counted, and
@@ -197,6 +206,7 @@ async fn package(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
         plexdb::checkpoint_wal(&db)?;
         let integrity = plexdb::integrity::check_best(&db, plex_sqlite.as_ref())
             .context("the result DB failed its integrity check")?;
+        tracing::info!("integrity of the result DB: {integrity}");
         let after = plexdb::stats::collect(&db)?;
         let verdict = guard::compare(&before, &after, &limits);
         let quarantine = earlier.or_else(|| verdict.ensure_passed().err().map(|e| format!("{e:#}")));

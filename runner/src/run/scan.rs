@@ -181,6 +181,9 @@ async fn watch_one(
     let key = section.key.to_string();
     let what = ask.name();
     let mut remounts = 0;
+    // Said when done: the scanners are Plex's children, found wherever it
+    // runs (in a container, they are not the runner's descendants).
+    let mut scanner_processes = 0;
     // The gate: never start a scan on a mount that cannot read (lessons.md 1).
     if session.check_mount(true).await? {
         remounts += 1;
@@ -211,6 +214,7 @@ async fn watch_one(
                 continue 'scan;
             }
             let busy = session.busy().await?;
+            scanner_processes = scanner_processes.max(busy.scanners);
             let signature = scan_signature(ctx, &section.title, &busy).await?;
             match watch.observe(busy.is_idle(), signature) {
                 Progress::Working => {}
@@ -235,7 +239,12 @@ async fn watch_one(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
-    tracing::info!(library = %section.title, seconds, "{what} done");
+    tracing::info!(
+        library = %section.title,
+        seconds,
+        scanner_processes,
+        "{what} done"
+    );
     Ok((seconds, remounts))
 }
 
