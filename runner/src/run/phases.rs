@@ -182,7 +182,10 @@ async fn stop(ctx: &RunContext) -> Result<Value> {
     // is left says it did not (the checkpoint below keeps it either way).
     let wal_left = std::fs::metadata(plexdb::wal_path(&db)).map_or(0, |m| m.len());
     if wal_left > 0 {
-        tracing::warn!(wal_left, "Plex left its WAL behind: it did not stop cleanly");
+        tracing::warn!(
+            wal_left,
+            "Plex left its WAL behind: it did not stop cleanly"
+        );
     } else {
         tracing::info!("Plex stopped cleanly: no WAL left behind");
     }
