@@ -80,11 +80,6 @@ pub enum PlexProcess {
 /// Who may talk to the Plex of a run without a token: loopback only.
 pub const LOOPBACK_NETWORK: &str = "127.0.0.1/32";
 
-/// The runtime the VM test sets for the double (`PLEX_BURST_DOUBLE_LISTEN_IP`
-/// in the runner unit's environment): an address other than loopback, so
-/// the image's firewall, not the bind, is what keeps Plex unreachable.
-const DOUBLE_LISTEN_ENV: &str = "PLEX_BURST_DOUBLE_LISTEN_IP";
-
 /// Plex may take a while to finish writes and checkpoint on stop.
 const STOP_GRACE: Duration = Duration::from_secs(120);
 
@@ -204,7 +199,7 @@ fn start_double(binary: &Path, launch: &Launch) -> Result<Child> {
         .arg("--app-support")
         .arg(&launch.app_support)
         .arg("--listen")
-        .arg(format!("{}:{}", double_listen_ip()?, launch.port))
+        .arg(format!("127.0.0.1:{}", launch.port))
         // Like the container's ALLOWED_NETWORKS: the runner may talk to the
         // unclaimed server from loopback without a token.
         .arg("--allowed-networks")
@@ -225,16 +220,6 @@ fn start_double(binary: &Path, launch: &Launch) -> Result<Child> {
     }
     cmd.spawn()
         .with_context(|| format!("cannot start the Plex double {}", binary.display()))
-}
-
-/// Loopback, unless the VM test asks for another address.
-fn double_listen_ip() -> Result<std::net::IpAddr> {
-    match std::env::var(DOUBLE_LISTEN_ENV) {
-        Ok(ip) => ip
-            .parse()
-            .with_context(|| format!("{DOUBLE_LISTEN_ENV}={ip:?} is not an IP address")),
-        Err(_) => Ok(std::net::Ipv4Addr::LOCALHOST.into()),
-    }
 }
 
 /// Starts the container; returns the bridge gateway it sees the runner as.
