@@ -33,6 +33,17 @@ pub enum Command {
     /// The stand-in `Plex Media Scanner` process (started by the server).
     #[command(hide = true)]
     ScannerChild(ScannerChildArgs),
+    /// The stand-in Plex image's `/init`: pms-docker's first-run setup,
+    /// then the server as the plex user. Configured by the image's
+    /// variables (PLEX_UID, PLEX_GID, PLEX_CLAIM, ADVERTISE_IP,
+    /// ALLOWED_NETWORKS, ...); what `/init` runs (see `container`).
+    Init,
+    /// The stand-in Plex image's `/healthcheck.sh`: exit 0 when
+    /// `/identity` answers on Plex's port.
+    Healthcheck,
+    /// The stand-in Plex image's `Plex SQLite`: `[-readonly] DB SQL...`
+    /// with Plex's collations.
+    Sqlite(SqliteArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -112,6 +123,13 @@ pub struct ScannerChildArgs {
     /// What the real scanner would be doing (shown in its argv only).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub what: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SqliteArgs {
+    /// The sqlite3 shell's arguments, `-readonly` among them.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
 }
 
 fn positive_rate(text: &str) -> Result<f64, String> {

@@ -12,13 +12,16 @@
 //! Layout: `cli` (flags), `faults` (fault specs), `render` (XML/JSON),
 //! `web` (query, errors, tokens), `ids` (random ids, clock), `pms` (the
 //! server), `plextv` (the plex.tv double), `harness` (starting both from
-//! tests).
+//! tests), `container` (the double as the pms-docker image's `/init`),
+//! `sqlite_shell` (the image's `Plex SQLite`).
 
 pub mod cli;
+pub mod container;
 pub mod faults;
 pub mod harness;
 pub mod ids;
 pub mod plextv;
 pub mod pms;
 pub mod render;
+pub mod sqlite_shell;
 pub mod web;
