@@ -252,6 +252,14 @@ impl PlexTvDouble {
         serde_json::from_str(&reply.body).expect("JSON array of strings")
     }
 
+    /// A claim token's state in the double: `{"used": _, "expired": _}`
+    /// (null for a token it never issued).
+    pub fn claim(&self, token: &str) -> serde_json::Value {
+        let reply = get(&self.url("/__double/claims"), &[]).expect("plex.tv double answers");
+        let claims: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON object");
+        claims[token].clone()
+    }
+
     /// Every call the double received so far.
     pub fn calls(&self) -> Vec<serde_json::Value> {
         let reply = get(&self.url("/__double/calls"), &[]).expect("plex.tv double answers");

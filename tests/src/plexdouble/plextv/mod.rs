@@ -1,8 +1,9 @@
 //! The plex.tv double: `plex-double plextv`. One account (its token given
 //! on the command line), claim tokens that expire and work once, the
 //! devices (servers) claimed with them, and a record of every call for
-//! tests (`GET /__double/calls`) and of every token it issued
-//! (`GET /__double/tokens`: what a test greps logs for).
+//! tests (`GET /__double/calls`), of every token it issued
+//! (`GET /__double/tokens`: what a test greps logs for) and of each claim
+//! token's state (`GET /__double/claims`).
 
 mod routes;
 
@@ -32,6 +33,12 @@ pub struct PlexTvState {
 struct Claim {
     issued: Instant,
     used: bool,
+}
+
+impl Claim {
+    fn expired(&self, ttl: Duration) -> bool {
+        self.issued.elapsed() > ttl
+    }
 }
 
 /// A server registered on the account by a claim.

@@ -32,6 +32,7 @@ pub fn router(state: Shared) -> Router {
         .route("/devices/{file}", delete(delete_device))
         .route("/__double/calls", get(calls))
         .route("/__double/tokens", get(tokens))
+        .route("/__double/claims", get(claims))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             record,
@@ -39,13 +40,13 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-/// Records every call but those reading the record.
+/// Records every call but a test's reads of the double's own state.
 async fn record(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let method = request.method().to_string();
     let path = request.uri().path().to_string();
     let query = request.uri().query().map(redact_query).unwrap_or_default();
     let response = next.run(request).await;
-    if path != "/__double/calls" {
+    if !path.starts_with("/__double/") {
         locked(&state.calls).push(Call {
             method,
             path,
@@ -110,7 +111,7 @@ async fn exchange(
         if entry.used {
             return Err(ApiError::new(StatusCode::GONE, "claim token already used"));
         }
-        if entry.issued.elapsed() > state.claim_ttl {
+        if entry.expired(state.claim_ttl) {
             return Err(ApiError::new(StatusCode::GONE, "claim token expired"));
         }
         entry.used = true;
@@ -230,6 +231,19 @@ async fn delete_device(
 async fn tokens(State(state): State<Shared>) -> Response {
     let issued = locked(&state.issued).clone();
     json_response(&serde_json::json!(issued))
+}
+
+/// Each claim token issued, used or past its lifetime: what a test waits
+/// on rather than sleeping out the lifetime.
+async fn claims(State(state): State<Shared>) -> Response {
+    let claims: serde_json::Map<String, serde_json::Value> = locked(&state.claims)
+        .iter()
+        .map(|(token, claim)| {
+            let view = json!({ "used": claim.used, "expired": claim.expired(state.claim_ttl) });
+            (token.clone(), view)
+        })
+        .collect();
+    json_response(&serde_json::Value::Object(claims))
 }
 
 async fn calls(State(state): State<Shared>) -> Response {

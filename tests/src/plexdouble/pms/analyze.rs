@@ -40,10 +40,7 @@ pub fn section(state: &State, section_id: i64, cancel: Arc<AtomicBool>) -> Resul
         section.name
     ));
     if state.faults.stuck_activity {
-        state.log.warn(format!(
-            "fault stuck-activity: the analysis of section {section_id} will never finish"
-        ));
-        work.freeze();
+        work.freeze(state, &format!("the analysis of section {section_id}"));
         return Ok(());
     }
     let items: Vec<i64> = state.db.read(|conn| {

@@ -259,10 +259,7 @@ fn deep_analysis(state: &State, cancel: Arc<AtomicBool>) {
     );
     work.activity.progress(0);
     if state.faults.stuck_activity {
-        state
-            .log
-            .warn("fault stuck-activity: DeepMediaAnalysis will never finish");
-        work.freeze();
+        work.freeze(state, "DeepMediaAnalysis");
         return;
     }
     let total = state.config.deep_analysis_duration;

@@ -18,6 +18,9 @@ use super::work::Work;
 
 /// Under the `stuck-sonic` fault, tracks analysed before progress stops.
 const STUCK_AFTER: usize = 3;
+/// Ticks between two "no progress" lines while stuck: the double's own
+/// count of the time it spent stuck, which a test waits on.
+const STUCK_REPORT: u32 = 10;
 const TICK: Duration = Duration::from_millis(100);
 
 /// Live tracks of music libraries: the join leaves out theme songs (tracks
@@ -85,7 +88,7 @@ fn analyse(state: &State, cancel: Arc<AtomicBool>) -> Result<()> {
     let mut done = 0;
     let mut budget = 0.0;
     let mut last = Instant::now();
-    let mut stuck_logged = false;
+    let mut stuck_ticks = 0;
     work.progress(already, total);
     work.activity
         .subtitle(format!("{already} of {total} tracks"));
@@ -100,11 +103,15 @@ fn analyse(state: &State, cancel: Arc<AtomicBool>) -> Result<()> {
         if state.faults.stuck_sonic {
             allowed = allowed.min(STUCK_AFTER.saturating_sub(done));
             if allowed == 0 {
-                if !stuck_logged {
+                stuck_ticks += 1;
+                if stuck_ticks == 1 {
                     state
                         .log
                         .warn("fault stuck-sonic: Sonic analysis stops making progress");
-                    stuck_logged = true;
+                } else if stuck_ticks % STUCK_REPORT == 0 {
+                    state.log.warn(format!(
+                        "fault stuck-sonic: no progress for {stuck_ticks} ticks"
+                    ));
                 }
                 continue;
             }

@@ -72,11 +72,23 @@ impl Work {
         !self.stopped()
     }
 
-    /// The `stuck-activity` fault: the work never finishes. Its activity
-    /// (progress frozen) and scanner stay, no DB work is done, and a cancel
-    /// is ignored as a hung Plex ignores it; only the server's stop ends it.
-    pub fn freeze(&self) {
+    /// The `stuck-activity` fault: the work (`what`) never finishes. Its
+    /// activity (progress frozen) and scanner stay, no DB work is done, and
+    /// a cancel is ignored as a hung Plex ignores it; only the server's
+    /// stop ends it. The log says when the frozen work saw a cancel: what a
+    /// test waits on before it checks that nothing moved.
+    pub fn freeze(&self, state: &State, what: &str) {
+        state
+            .log
+            .warn(format!("fault stuck-activity: {what} will never finish"));
+        let mut cancel_seen = false;
         while !self.stopping.load(Ordering::SeqCst) {
+            if !cancel_seen && self.cancel.load(Ordering::SeqCst) {
+                state
+                    .log
+                    .warn(format!("fault stuck-activity: {what} ignores its cancel"));
+                cancel_seen = true;
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }

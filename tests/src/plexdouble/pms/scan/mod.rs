@@ -140,10 +140,7 @@ fn scan(
         path.map_or("all locations".into(), |p| p.display().to_string())
     ));
     if state.faults.stuck_activity {
-        state.log.warn(format!(
-            "fault stuck-activity: the scan of section {section_id} will never finish"
-        ));
-        work.freeze();
+        work.freeze(state, &format!("the scan of section {section_id}"));
         return Ok(false);
     }
 
