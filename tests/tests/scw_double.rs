@@ -798,7 +798,7 @@ fn iam_keys_authenticate_within_their_scope_until_deleted() {
 fn expired_keys_fail_and_past_expiries_are_refused() {
     let double = start();
     let project = double.project_id().to_string();
-    let (_, secret) = make_key(
+    let (access, secret) = make_key(
         &double,
         &["InstancesFullAccess"],
         Some(&[&project]),
@@ -808,7 +808,15 @@ fn expired_keys_fail_and_past_expiries_are_refused() {
         &double.api_as(&secret, "GET", &instance("/servers"), None),
         200,
     );
-    std::thread::sleep(Duration::from_millis(2100));
+    // Past its expiry by the double's own clock (its state dump says so),
+    // not by a sleep of this test's.
+    wait_for("the key to expire", WAIT, || {
+        let state = double.state();
+        let keys = state["api_keys"].as_array().unwrap();
+        keys.iter()
+            .any(|k| k["access_key"] == access.as_str() && k["expired"] == true)
+            .then_some(())
+    });
     let expired = expect(
         &double.api_as(&secret, "GET", &instance("/servers"), None),
         401,
@@ -1084,9 +1092,15 @@ fn a_guest_halt_leaves_the_server_running_until_the_api_stops_it() {
     let running = running_server(&double, "halting");
     let id = running["id"].as_str().unwrap();
     double.guest_halt(id);
-    std::thread::sleep(Duration::from_millis(500));
+    // Once no state change is left to come (the double counts them),
+    // "still running" is the halt's outcome, not a look taken too soon.
+    let state = wait_for("no transition left pending", WAIT, || {
+        let state = double.state();
+        (state["pending_transitions"] == 0).then_some(state)
+    });
+    assert_eq!(state["servers"][0]["state"], "running");
+    assert_eq!(state["servers"][0]["guest_halted"], true);
     assert_eq!(server(&double, id)["state"], "running");
-    assert_eq!(double.state()["servers"][0]["guest_halted"], true);
     expect(&action(&double, id, "poweroff"), 202);
     wait_state(&double, id, "stopped");
     assert_eq!(double.state()["servers"][0]["guest_halted"], false);

@@ -3,6 +3,7 @@
 //! a dump of the whole state without secrets.
 
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use axum::Router;
@@ -202,6 +203,7 @@ async fn state(State(double): State<Shared>) -> ApiResult {
             "faults": world.faults,
             "metadata_server_id": world.default_metadata_server_id(),
             "metadata_addresses": world.metadata_addresses,
+            "pending_transitions": double.pending.load(Ordering::SeqCst),
         }),
     ))
 }

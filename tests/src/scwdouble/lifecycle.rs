@@ -3,9 +3,12 @@
 //! command starts), `stopping` becomes `stopped` or is gone (terminate),
 //! snapshots become `available` (and again once their image is gone),
 //! deleted volumes disappear.
-//! A server's timer carries its generation so a later action wins.
+//! A server's timer carries its generation so a later action wins. The
+//! changes still to come are counted (`pending_transitions` in the state
+//! dump).
 
 use std::process::Stdio;
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use nix::sys::signal::Signal;
@@ -15,12 +18,15 @@ use super::state::{
     PublicIp, RUNNING, STARTING, STOPPED, STOPPED_IN_PLACE, STOPPING, Server, Shared, World,
 };
 
-/// Runs `change` on the world after the transition delay.
+/// Runs `change` on the world after the transition delay, counted in
+/// `pending` until it has run.
 fn later(double: &Shared, change: impl FnOnce(&Shared) + Send + 'static) {
     let double = double.clone();
+    double.pending.fetch_add(1, Ordering::SeqCst);
     tokio::spawn(async move {
         tokio::time::sleep(double.config.delay).await;
         change(&double);
+        double.pending.fetch_sub(1, Ordering::SeqCst);
     });
 }
 

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -33,6 +34,10 @@ pub struct Config {
 pub struct Double {
     pub config: Config,
     world: Mutex<World>,
+    /// State changes scheduled and not yet applied (`lifecycle::later`):
+    /// zero means nothing will change on its own, which a test waits on
+    /// rather than sleeping.
+    pub pending: AtomicUsize,
 }
 
 pub type Shared = Arc<Double>;
@@ -42,6 +47,7 @@ impl Double {
         Double {
             config,
             world: Mutex::new(World::seeded()),
+            pending: AtomicUsize::new(0),
         }
     }
 
