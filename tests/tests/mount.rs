@@ -211,15 +211,26 @@ fn fast_limits() -> ProbeLimits {
     }
 }
 
-/// Runs `f` on a thread and fails the test if it takes longer than `limit`
-/// (a listing on a broken mount must not hang the test).
-fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+/// How long a call may take before the test calls it hung: a hang guard,
+/// not a timing test (minutes, far beyond a busy machine's slowness).
+const HANG_GUARD: Duration = Duration::from_secs(180);
+
+/// Runs `f` on a thread and fails the test if it hangs (a call on a
+/// broken mount must not hang the test).
+fn within<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
     });
-    rx.recv_timeout(limit)
-        .unwrap_or_else(|_| panic!("no answer within {limit:?}"))
+    rx.recv_timeout(HANG_GUARD)
+        .unwrap_or_else(|_| panic!("hang guard: {what} still blocked after {HANG_GUARD:?}"))
+}
+
+/// Awaits `call`, failing the test if it hangs.
+async fn guarded<T>(what: &str, call: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(HANG_GUARD, call)
+        .await
+        .unwrap_or_else(|_| panic!("hang guard: {what} still running after {HANG_GUARD:?}"))
 }
 
 /// Every file and folder under `dir`, as paths relative to it.
@@ -280,7 +291,6 @@ async fn a_mount_lists_reads_and_probes_healthy() {
     assert_healthy(&health);
     assert_eq!((health.dirs_listed, health.dirs_total), (4, 4));
     assert_eq!((health.anchors_read, health.anchors_total), (6, 6));
-    assert!(Duration::from_millis(health.total_ms) < limits.bound(6));
     // Serialisable for status reports.
     let json = serde_json::to_value(&health).unwrap();
     assert_eq!(json["verdict"], "healthy");
@@ -349,18 +359,22 @@ async fn a_degraded_mount_still_lists_but_fails_the_probe_in_bounds() {
 
     // Every object GET hangs (listings are `GET /bucket?...`, unaffected).
     proxy.set(Some(
-        Plan::new(Fault::Stall(Duration::from_secs(30)), When::Always)
-            .matching(&format!("GET /{BUCKET}/")),
+        Plan::new(Fault::Stall(HANG_GUARD), When::Always).matching(&format!("GET /{BUCKET}/")),
     ));
     let mount_point = world.mount_point.clone();
-    let after = within(Duration::from_secs(5), move || walk(&mount_point).unwrap());
+    let after = within("the listing", move || walk(&mount_point).unwrap());
     assert_eq!(after, before, "the listing still looks complete");
     let started = Instant::now();
-    let health = mount.probe(&targets, &limits).await;
-    let took = started.elapsed();
-    eprintln!("stalled GETs: {} in {took:?}", health.summary());
+    let health = guarded("the probe", mount.probe(&targets, &limits)).await;
+    eprintln!(
+        "stalled GETs: {} in {:?}",
+        health.summary(),
+        started.elapsed()
+    );
     assert_eq!(health.verdict, Verdict::Degraded, "{}", health.summary());
-    assert!(took < limits.bound(6) + Duration::from_secs(1), "{took:?}");
+    // In bounds: it returned while its reads still hang (the proxy holds
+    // each, and every retry, as long as the hang guard), by its timeouts.
+    assert!(health.blocked_calls > 0, "the stalled reads are still out");
     assert_eq!(health.anchors_read, 0);
     assert_eq!(
         health.dirs_listed, health.dirs_total,
@@ -378,7 +392,6 @@ async fn a_degraded_mount_still_lists_but_fails_the_probe_in_bounds() {
             format!("{}: no answer within 2s", anchor.display())
         );
     }
-    assert!(health.blocked_calls > 0, "the stalled reads are still out");
 
     // Everything fails now, listings included: the dir-cache still answers.
     proxy.set(Some(Plan::new(Fault::Status(503), When::Always)));
@@ -409,18 +422,16 @@ async fn a_dead_mount_is_a_mount_failure_and_remount_heals_it() {
         .status()
         .unwrap();
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while mount.is_alive() {
-        assert!(
-            Instant::now() < deadline,
-            "rclone still alive after kill -9"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    guarded("rclone's death after kill -9", async {
+        while mount.is_alive() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     // The kernel keeps the dead mount: reads say "not connected".
     assert!(is_mounted(&world.mount_point).unwrap());
     let anchor = targets.anchors[0].clone();
-    let error = within(Duration::from_secs(5), move || {
+    let error = within("a read on the dead mount", move || {
         std::fs::read(anchor).unwrap_err()
     });
     assert_eq!(error.kind(), std::io::ErrorKind::NotConnected, "{error}");
@@ -471,21 +482,27 @@ async fn a_dead_mount_is_a_mount_failure_and_remount_heals_it() {
 async fn start_refuses_with_a_clear_error_and_leaves_nothing_mounted() {
     let world = World::new();
 
-    // rclone exits at once: the mount point holds a stray file.
+    // rclone exits at once: the mount point holds a stray file. With a
+    // start limit past the hang guard, only a start that sees the exit
+    // (not one that waits out its limit) returns.
     std::fs::create_dir_all(&world.mount_point).unwrap();
     std::fs::write(world.mount_point.join("stray.txt"), b"x").unwrap();
+    let mut spec = world.spec();
+    spec.limits.start = HANG_GUARD * 10;
     let started = Instant::now();
-    let error = Mount::start(world.spec(), &CancellationToken::new())
-        .await
-        .err()
-        .expect("rclone refuses a non-empty mount point");
+    let error = guarded(
+        "a start whose rclone exited",
+        Mount::start(spec, &CancellationToken::new()),
+    )
+    .await
+    .err()
+    .expect("rclone refuses a non-empty mount point");
     eprintln!("{error} ({:?})", started.elapsed());
     let MountError::RcloneExited { log_tail, .. } = &error else {
         panic!("unexpected error: {error}");
     };
     assert!(log_tail.contains("is not empty"), "{log_tail}");
     assert!(!error.to_string().contains('\n'));
-    assert!(started.elapsed() < Duration::from_secs(5));
     assert!(!is_mounted(&world.mount_point).unwrap());
     std::fs::remove_file(world.mount_point.join("stray.txt")).unwrap();
 
@@ -547,9 +564,12 @@ async fn start_detaches_a_dead_mount_but_refuses_a_live_one() {
         .args(["-9", &pid.to_string()])
         .status()
         .unwrap();
-    while first.is_alive() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    guarded("rclone's death after kill -9", async {
+        while first.is_alive() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     let mut second = world.start().await;
     assert_eq!(world.stacked_mounts(), 1);
     // The old handle must not take the new mount with it.
@@ -607,10 +627,7 @@ fn anchors_are_live_files_under_the_mount_spread_over_libraries() {
     let under_root = live.iter().filter(|f| f.starts_with("/mnt/media/")).count();
 
     for _ in 0..20 {
-        let started = Instant::now();
         let picked = anchors::sample(&db, 8, Path::new(root)).unwrap();
-        let took = started.elapsed();
-        assert!(took < Duration::from_millis(200), "{took:?}");
         let texts: BTreeSet<String> = picked.iter().map(|p| p.display().to_string()).collect();
         assert_eq!(texts.len(), 8, "distinct: {picked:?}");
         assert!(texts.iter().all(|f| live.contains(f)), "live: {picked:?}");
