@@ -33,6 +33,9 @@ pub enum Fault {
     Status(u16),
     /// Hold the request unanswered this long, then close.
     Stall(Duration),
+    /// Forward the answer's head and this many body bytes, then send
+    /// nothing more and hold the connection open (a stall mid-body).
+    StallAfterBody(u64),
 }
 
 /// Which of the matching requests get the fault.
@@ -234,7 +237,12 @@ async fn handle(
             tokio::time::sleep(duration).await;
             Ok(())
         }
-        Some(Fault::ResetAfterBody(n)) => forward(client, upstream, &text, &rest, Some(n)).await,
+        Some(Fault::ResetAfterBody(n)) => {
+            forward(client, upstream, &text, &rest, Some(Cut::Reset(n))).await
+        }
+        Some(Fault::StallAfterBody(n)) => {
+            forward(client, upstream, &text, &rest, Some(Cut::Stall(n))).await
+        }
         None => forward(client, upstream, &text, &rest, None).await,
     }
 }
@@ -281,12 +289,19 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim())
 }
 
+/// Where an answer's body is cut short, and how.
+#[derive(Clone, Copy)]
+enum Cut {
+    Reset(u64),
+    Stall(u64),
+}
+
 async fn forward(
     mut client: TcpStream,
     upstream: SocketAddr,
     head: &str,
     rest: &[u8],
-    reset_after: Option<u64>,
+    cut: Option<Cut>,
 ) -> io::Result<()> {
     let mut server = TcpStream::connect(upstream).await?;
     server.write_all(one_shot_head(head).as_bytes()).await?;
@@ -301,13 +316,18 @@ async fn forward(
         std::future::pending::<()>().await
     };
     let download = async {
-        match reset_after {
+        match cut {
             None => {
                 tokio::io::copy(&mut server_rd, &mut client_wr).await?;
                 client_wr.shutdown().await?;
                 Ok(false)
             }
-            Some(limit) => copy_then_cut(&mut server_rd, &mut client_wr, limit).await,
+            Some(Cut::Reset(limit)) => copy_then_cut(&mut server_rd, &mut client_wr, limit).await,
+            Some(Cut::Stall(limit)) => {
+                copy_upto(&mut server_rd, &mut client_wr, limit).await?;
+                // Held until the proxy stops.
+                std::future::pending().await
+            }
         }
     };
     let cut = tokio::select! {
@@ -326,9 +346,22 @@ async fn forward(
     Ok(())
 }
 
-/// Forwards the answer's head and `limit` body bytes. True when it stopped
-/// short of the end (the caller then resets the connection).
+/// Forwards the answer's head and `limit` body bytes, then ends the
+/// stream. True when it stopped short of the end (the caller then resets
+/// the connection).
 async fn copy_then_cut(
+    from: &mut (impl AsyncReadExt + Unpin),
+    to: &mut (impl AsyncWriteExt + Unpin),
+    limit: u64,
+) -> io::Result<bool> {
+    let short = copy_upto(from, to, limit).await?;
+    to.shutdown().await?;
+    Ok(short)
+}
+
+/// Forwards the answer's head and at most `limit` body bytes. True when
+/// it stopped short of the end.
+async fn copy_upto(
     from: &mut (impl AsyncReadExt + Unpin),
     to: &mut (impl AsyncWriteExt + Unpin),
     limit: u64,
@@ -339,7 +372,6 @@ async fn copy_then_cut(
     loop {
         let n = from.read(&mut buf).await?;
         if n == 0 {
-            to.shutdown().await?;
             return Ok(false);
         }
         let mut data = &buf[..n];
@@ -363,7 +395,6 @@ async fn copy_then_cut(
         let room = limit.saturating_sub(sent);
         if (data.len() as u64) > room {
             to.write_all(&data[..room as usize]).await?;
-            to.shutdown().await?;
             return Ok(true);
         }
         to.write_all(data).await?;
@@ -434,7 +465,8 @@ fn reset(stream: TcpStream) {
 }
 
 /// `FAULT[,first=N|,every=K][,match=TEXT]` where FAULT is `none`, `reset`,
-/// `reset-after=BYTES`, `500`, `503` or `stall=SECONDS`. Used by the
+/// `reset-after=BYTES`, `500`, `503`, `stall=SECONDS` or
+/// `stall-after=BYTES`. Used by the
 /// `s3-fault-proxy` binary.
 pub fn parse_plan(spec: &str) -> Result<Option<Plan>, String> {
     // Only line ends are stripped: a `match=` text may end in a space (`GET `).
@@ -447,9 +479,10 @@ pub fn parse_plan(spec: &str) -> Result<Option<Plan>, String> {
         other => match other.split_once('=') {
             Some(("reset-after", n)) => Fault::ResetAfterBody(number(n)?),
             Some(("stall", secs)) => Fault::Stall(Duration::from_secs(number(secs)?)),
+            Some(("stall-after", n)) => Fault::StallAfterBody(number(n)?),
             _ => {
                 return Err(format!(
-                    "unknown fault {other:?} (none, reset, reset-after=N, 500, 503, stall=S)"
+                    "unknown fault {other:?} (none, reset, reset-after=N, 500, 503, stall=S, stall-after=N)"
                 ));
             }
         },
@@ -510,6 +543,10 @@ mod tests {
         assert_eq!(
             parse_plan("reset-after=1000,every=2,match=GET ").unwrap(),
             Some(Plan::new(Fault::ResetAfterBody(1000), When::EveryKth(2)).matching("GET "))
+        );
+        assert_eq!(
+            parse_plan("stall-after=4096,first=1").unwrap(),
+            Some(Plan::new(Fault::StallAfterBody(4096), When::FirstN(1)))
         );
         assert!(parse_plan("explode").is_err());
         assert!(parse_plan("500,often").is_err());

@@ -21,7 +21,7 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:0")]
     listen: SocketAddr,
     /// FAULT[,first=N|,every=K][,match=TEXT]; FAULT: none, reset,
-    /// reset-after=BYTES, 500, 503, stall=SECONDS.
+    /// reset-after=BYTES, 500, 503, stall=SECONDS, stall-after=BYTES.
     #[arg(long, default_value = "none")]
     plan: String,
     /// Exit when stdin ends (default: keep running until killed).
