@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::bucket::BucketReads;
 use super::health::classify;
 use super::logtail;
 use super::mountinfo;
@@ -52,6 +53,8 @@ pub struct Mount {
     /// own mount (a dropped old handle must not take a newer one with it).
     owns_mount: bool,
     dog: Watchdog,
+    /// The probe's reads that no cache answers.
+    bucket: BucketReads,
 }
 
 impl Mount {
@@ -63,6 +66,7 @@ impl Mount {
     pub async fn start(spec: MountSpec, cancel: &CancellationToken) -> Result<Mount, MountError> {
         let mut mount = Mount {
             invocation: RcloneInvocation::new(&spec),
+            bucket: BucketReads::new(&spec),
             spec,
             process: None,
             owns_mount: false,
@@ -95,8 +99,9 @@ impl Mount {
     /// Checks the mount (lessons.md 1, 3): a live FUSE mount with rclone
     /// behind it; the root and `targets.dirs` list within
     /// `limits.list_timeout`; the anchor files give bytes within
-    /// `limits.read_timeout` each, for at least the quorum. Takes at most
-    /// [`ProbeLimits::bound`]. Never fails: problems are in the [`Health`].
+    /// `limits.read_timeout` each, through the mount and from the bucket
+    /// (rclone's cache may hold them), for at least the quorum. Takes at
+    /// most [`ProbeLimits::bound`]. Never fails: problems are in the [`Health`].
     pub async fn probe(&self, targets: &ProbeTargets, limits: &ProbeLimits) -> Health {
         let rclone = match &self.process {
             Some(p) => match p.exit_status() {
@@ -105,7 +110,15 @@ impl Mount {
             },
             None => Rclone::NotStarted,
         };
-        let health = probe::probe(&self.spec.mount_point, rclone, targets, limits, &self.dog).await;
+        let health = probe::probe(
+            &self.spec.mount_point,
+            rclone,
+            targets,
+            limits,
+            &self.dog,
+            Some(&self.bucket),
+        )
+        .await;
         if !health.is_healthy() {
             tracing::warn!(mount_point = %self.spec.mount_point.display(), "{}", health.summary());
         }

@@ -78,8 +78,9 @@ pub struct Health {
     /// Folders listed successfully, of those tried (the mount root first).
     pub dirs_listed: usize,
     pub dirs_total: usize,
-    /// Anchor files read successfully, of those given; `anchors_required`
-    /// is what the quorum asked for.
+    /// Anchor files read successfully (through the mount and from the
+    /// bucket), of those given; `anchors_required` is what the quorum
+    /// asked for.
     pub anchors_read: usize,
     pub anchors_total: usize,
     pub anchors_required: usize,

@@ -6,13 +6,15 @@
 //!   environment (`command.rs` holds every flag and its reason).
 //! - [`Mount`] owns the rclone child: `start`, `probe`, `remount`, `stop`.
 //! - [`Health`] is what a probe found: a live FUSE mount, a bounded listing,
-//!   and real reads of "anchor" files the DB says exist.
+//!   and real reads of "anchor" files the DB says exist, through the mount
+//!   and from the bucket (rclone's cache may answer the first).
 //!
 //! Any call into a FUSE file system can block forever, so every one of them
 //! runs on a dedicated thread that is abandoned after its timeout
 //! (`watchdog.rs`); nothing here holds a lock across such a call, and every
 //! wait is bounded and cancellable.
 
+mod bucket;
 mod command;
 mod error;
 mod handle;

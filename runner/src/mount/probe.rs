@@ -1,8 +1,9 @@
 //! The health probe (lessons.md 1 and 3): is it a live FUSE mount with
 //! rclone behind it, does it list, and does it serve the bytes of files
-//! the DB says exist? Each call on the mount runs on its own thread with a
-//! timeout ([`super::watchdog`]), so a hung mount costs the probe its
-//! bounds, never more.
+//! the DB says exist, and does the bucket behind it (a read through the
+//! mount may come from rclone's cache: `bucket.rs`)? Each call on the mount
+//! runs on its own thread with a timeout ([`super::watchdog`]), so a hung
+//! mount costs the probe its bounds, never more.
 
 use std::fs::File;
 use std::io;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
+use super::bucket::BucketReads;
 use super::health::{Health, Problem, ProblemKind, Verdict, classify, no_answer};
 use super::mountinfo;
 use super::watchdog::{Outcome, Watchdog};
@@ -61,7 +63,8 @@ pub enum ReadAt {
 pub struct ProbeLimits {
     /// For each folder listing (all run at once).
     pub list_timeout: Duration,
-    /// For each anchor read (open, size, read).
+    /// For each anchor read (open, size, read), and again for the read of
+    /// its object from the bucket.
     pub read_timeout: Duration,
     pub read_bytes: usize,
     pub read_at: ReadAt,
@@ -101,14 +104,15 @@ impl ProbeLimits {
 
     /// The longest a probe of `anchors` files can take, setup aside: one
     /// listing round (two without anchors: the search for some), then the
-    /// reads in waves of `parallel`.
+    /// reads in waves of `parallel`, each a read through the mount and one
+    /// from the bucket.
     pub fn bound(&self, anchors: usize) -> Duration {
         let (listings, reads) = match anchors {
             0 => (2, self.discover),
             n => (1, n),
         };
         let waves = reads.div_ceil(self.parallel.max(1)) as u32;
-        self.list_timeout * listings + self.read_timeout * waves
+        self.list_timeout * listings + self.read_timeout * 2 * waves
     }
 
     fn required(&self, total: usize) -> usize {
@@ -127,13 +131,15 @@ pub(crate) enum Rclone {
 }
 
 /// Runs every check; never fails, never exceeds [`ProbeLimits::bound`]
-/// (plus the cost of reading `/proc/self/mountinfo`).
+/// (plus the cost of reading `/proc/self/mountinfo`). An anchor counts as
+/// read when the mount served it and, with `bucket`, so did the bucket.
 pub(crate) async fn probe(
     mount_point: &Path,
     rclone: Rclone,
     targets: &ProbeTargets,
     limits: &ProbeLimits,
     dog: &Watchdog,
+    bucket: Option<&BucketReads>,
 ) -> Health {
     let started = Instant::now();
     let mut problems = Vec::new();
@@ -202,7 +208,8 @@ pub(crate) async fn probe(
         };
         health.anchors_total = anchors.len();
         health.anchors_required = limits.required(anchors.len());
-        let (read, slowest) = read_anchors(mount_point, &anchors, limits, dog, &mut problems).await;
+        let (read, slowest) =
+            read_anchors(mount_point, &anchors, limits, dog, bucket, &mut problems).await;
         health.anchors_read = read;
         health.slowest_read_ms = millis(slowest);
         health.reads_ms = millis(reading.elapsed());
@@ -267,13 +274,14 @@ async fn list_dirs(
     listed
 }
 
-/// Reads each anchor, `limits.parallel` at a time; returns how many were
-/// read and the slowest read.
+/// Reads each anchor, `limits.parallel` at a time, through the mount and
+/// then from `bucket`; returns how many were read and the slowest read.
 async fn read_anchors(
     mount_point: &Path,
     anchors: &[PathBuf],
     limits: &ProbeLimits,
     dog: &Watchdog,
+    bucket: Option<&BucketReads>,
     problems: &mut Vec<Problem>,
 ) -> (usize, Duration) {
     let reads = anchors.iter().enumerate().map(|(i, anchor)| {
@@ -290,9 +298,17 @@ async fn read_anchors(
                     read_anchor(&path, bytes, at)
                 })
                 .await;
-            let result = match outcome {
-                Outcome::Done(Ok(_)) => Ok(()),
-                other => Err(failure(&anchor, other.into_failure(), limits.read_timeout)),
+            let result = match (outcome, bucket) {
+                (Outcome::Done(Ok(_)), None) => Ok(()),
+                (Outcome::Done(Ok(_)), Some(bucket)) => bucket
+                    .read(mount_point, &anchor, limits.read_bytes, limits.read_timeout)
+                    .await
+                    .map_err(|(kind, detail)| Problem {
+                        kind,
+                        path: anchor.display().to_string(),
+                        detail,
+                    }),
+                (other, _) => Err(failure(&anchor, other.into_failure(), limits.read_timeout)),
             };
             (i, started.elapsed(), result)
         }
@@ -478,10 +494,11 @@ mod tests {
             parallel: 4,
             ..ProbeLimits::default()
         };
-        // No anchors: a search listing, then `discover` (4) reads.
-        assert_eq!(limits.bound(0), Duration::from_secs(7));
-        assert_eq!(limits.bound(4), Duration::from_secs(5));
-        assert_eq!(limits.bound(5), Duration::from_secs(8));
+        // No anchors: a search listing, then `discover` (4) reads, each
+        // through the mount and from the bucket.
+        assert_eq!(limits.bound(0), Duration::from_secs(10));
+        assert_eq!(limits.bound(4), Duration::from_secs(8));
+        assert_eq!(limits.bound(5), Duration::from_secs(14));
         assert_eq!(limits.required(6), 6);
         let some = ProbeLimits {
             quorum: Quorum::AtLeast(3),
@@ -514,6 +531,7 @@ mod tests {
             &ProbeTargets::new(vec![anchor]),
             &ProbeLimits::default(),
             &Watchdog::new(4),
+            None,
         )
         .await;
         assert_eq!(health.verdict, Verdict::MountFailure);
