@@ -50,6 +50,8 @@ struct Scanned {
     remounts: u32,
     before: std::collections::BTreeMap<String, u64>,
     after: std::collections::BTreeMap<String, u64>,
+    /// The deletion guard's verdict on this library's scan.
+    guard: guard::Verdict,
 }
 
 pub(super) async fn run(ctx: &RunContext) -> Result<Value> {
@@ -100,6 +102,7 @@ pub(super) async fn run(ctx: &RunContext) -> Result<Value> {
             remounts,
             before: live_counts(before.library(&section.title)),
             after: live_counts(after.library(&section.title)),
+            guard: verdict.clone(),
         });
         if !verdict.passed {
             // Stop all Plex work now: nothing more may happen to this DB.
@@ -123,6 +126,11 @@ pub(super) async fn run(ctx: &RunContext) -> Result<Value> {
         for loss in &verdict.losses {
             tracing::warn!("within the guard's limits: {loss}");
         }
+        tracing::info!(
+            "deletion guard: {:?} passed ({} losses within the limits)",
+            section.title,
+            verdict.losses.len()
+        );
     }
     Ok(json!({ "preflight": preflight, "libraries": scanned }))
 }
@@ -168,8 +176,8 @@ impl Ask<'_> {
 }
 
 /// Asks Plex for `ask` on one section and waits until it is idle again.
-/// A failed health probe meanwhile cancels the work, remounts, and asks
-/// again.
+/// A failed health probe meanwhile, or once Plex is idle, cancels the
+/// work, remounts, and asks again.
 async fn watch_one(
     ctx: &RunContext,
     session: &mut Session,
@@ -218,7 +226,17 @@ async fn watch_one(
             let signature = scan_signature(ctx, &section.title, &busy).await?;
             match watch.observe(busy.is_idle(), signature) {
                 Progress::Working => {}
-                Progress::Idle => break 'scan,
+                // A scan that ended over a dead mount took its unreadable
+                // files for deleted ones: it is trusted only if the mount
+                // still reads now, else it runs again on the new mount
+                // (the rescan finds the files and makes them available).
+                Progress::Idle => {
+                    if session.check_mount(true).await? {
+                        remounts += 1;
+                        continue 'scan;
+                    }
+                    break 'scan;
+                }
                 Progress::Stalled(for_how_long) => {
                     let _ = session.api().cancel_refresh(&key).await;
                     bail!(
