@@ -9,7 +9,8 @@ use plex_burst_tests::scwdouble::harness::{
 use serde_json::{Value, json};
 
 const ZONE: &str = "fr-par-1";
-const WAIT: Duration = Duration::from_secs(10);
+/// How long an awaited state may take: a hang guard, not a timing test.
+const WAIT: Duration = Duration::from_secs(120);
 const GB: u64 = 1_000_000_000;
 
 fn start() -> ScwDouble {
