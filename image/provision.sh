@@ -79,7 +79,11 @@ case "$PLEX_RUNTIME" in
 docker)
     # Pre-pulled at bake time: a pull at run time outlived the claim token
     # (lessons.md 8).
-    apt-get install -q -y --no-install-recommends docker.io
+    # apparmor is only recommended, yet with AppArmor on in Debian's kernel
+    # dockerd refuses every container without its parser (seen in the VM
+    # test: "AppArmor enabled on system but the docker-default profile
+    # could not be loaded").
+    apt-get install -q -y --no-install-recommends docker.io apparmor
     systemctl enable docker
     if [ -n "${PLEX_IMAGE_ARCHIVE_URL:-}" ]; then
         # Where the registry is out of reach (the VM test): the image from

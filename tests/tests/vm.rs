@@ -2,9 +2,13 @@
 //! Scaleway's Debian bookworm) with the real builder user data and
 //! `image/provision.sh`, then launches runs whose user data it renders, each
 //! booted in QEMU as Scaleway boots it (tests/vm/hypervisor.py, run by the
-//! Scaleway double at poweron). In the guest, cloud-init reads the Scaleway
+//! Scaleway double at poweron). The image runs Plex as production does, in
+//! Docker: the recipe installs Debian's docker.io and loads a stand-in of
+//! the pinned `plexinc/pms-docker` image (tests/src/plex_image.rs: the Plex
+//! double inside, with the real image's contract) where Scaleway's builder
+//! pulls the real one. In the guest, cloud-init reads the Scaleway
 //! datasource from the metadata double at 169.254.42.42, systemd starts the
-//! runner, which mounts the media with rclone, supervises the Plex double,
+//! runner, which mounts the media with rclone, starts the Plex container,
 //! uploads its result and terminates its own server through the API.
 //!
 //! Needs root, QEMU and the network namespace `scripts/vm-e2e` makes (it
@@ -21,6 +25,7 @@ use plex_burst_tests::bootstrap_world::{
 use plex_burst_tests::fixture::{
     LibraryKind, LibrarySpec, Spec, write_app_support, write_media_tree,
 };
+use plex_burst_tests::plex_image;
 use plex_burst_tests::plexdouble::harness::PlexTvDouble;
 use plex_burst_tests::s3server::{ACCESS_KEY, S3Server};
 use plex_burst_tests::scwdouble::harness::{ScwDouble, ScwOptions};
@@ -36,6 +41,9 @@ const TRACKS: u64 = 300;
 const SONIC_RATE: &str = "4";
 /// The guest's side of the test network (tests/vm/net.sh).
 const GATEWAY: &str = "10.77.0.1";
+/// Plex's user and group in the container (PLEX_UID/PLEX_GID): not the
+/// runner's, so that ownership is seen to be set.
+const PLEX_UID: u32 = 990;
 
 fn env(name: &str) -> String {
     std::env::var(name)
@@ -88,17 +96,6 @@ impl World {
         let disks = dir.path().join("disks");
         let inject = dir.path().join("inject");
         std::fs::create_dir_all(&disks).unwrap();
-        write_tree(
-            &inject,
-            "etc/systemd/system/plex-burst-runner.service.d/plex-double.conf",
-            &format!(
-                "# The VM test's setting of the Plex double (not in the image):\n\
-                 # it listens on every address, so the image's firewall, not the\n\
-                 # bind, is what the port scan meets.\n\
-                 [Service]\nEnvironment=PLEX_DOUBLE_SONIC_RATE={SONIC_RATE}\n\
-                 Environment=PLEX_BURST_DOUBLE_LISTEN_IP=0.0.0.0\n"
-            ),
-        );
         // The sandboxing and the firewall as the guest has them, on its
         // console (the journal goes there), once the run's units started.
         write_tree(
@@ -196,6 +193,7 @@ secret_key_env = "TEST_S3_SECRET"
 
 [image]
 runner_binary = "{runner}"
+plex_image_archive = "{plex_image}"
 rclone_url = "http://{GATEWAY}/artifacts/rclone.zip"
 rclone_sha256 = "{rclone_sha256}"
 build_timeout = "30m"
@@ -221,10 +219,16 @@ probe_timeout = "20s"
 health_interval = "30s"
 
 [run.plex]
-runtime = "double"
-double_binary = "{double}"
+runtime = "docker"
 plextv_url = "{plextv}"
 claim = true
+uid = {PLEX_UID}
+gid = {PLEX_UID}
+
+[run.plex.container_env]
+# The double's settings (real Plex knows where plex.tv is).
+PLEX_DOUBLE_PLEXTV_URL = "{plextv}"
+PLEX_DOUBLE_SONIC_RATE = "{SONIC_RATE}"
 
 [[run.path_mapping]]
 from = "/data/media"
@@ -248,10 +252,46 @@ snapshot_interval = "20s"
             home_plex = HomePlex::script().display(),
             ctl = self.home.ctl.display(),
             addr = self.home.addr,
-            double = self.stripped("plex-double").display(),
+            plex_image = self.plex_image().display(),
             plextv = self.plextv_url,
         );
         std::fs::write(self.config_path(), toml).unwrap();
+    }
+
+    /// Where the stand-in of the Plex image is built.
+    fn plex_image(&self) -> PathBuf {
+        self.dir.path().join("pms-docker.tar")
+    }
+
+    /// Builds the stand-in of `plexinc/pms-docker:<the reference's Plex
+    /// version>`, which the builder loads where Scaleway's pulls.
+    fn build_plex_image(&self) {
+        let reference = self.s3.data_dir().join(BUCKET).join("reference");
+        let manifest = std::fs::read_dir(&reference)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(".manifest.json"))
+            .expect("the reference's manifest");
+        let manifest: Value = serde_json::from_slice(&std::fs::read(manifest).unwrap()).unwrap();
+        let version = manifest["plex_version"]
+            .as_str()
+            .expect("the home Plex version");
+        let double = self.stripped("plex-double");
+        let image = plex_image::build(
+            &plex_image::Spec {
+                version,
+                double: &double,
+                env: &[("PLEX_DOUBLE_VERSION", version)],
+            },
+            &self.plex_image(),
+        )
+        .unwrap();
+        eprintln!(
+            "vm-e2e saw: the stand-in {} built, {} MB",
+            image.tag,
+            image.size / 1_000_000
+        );
     }
 
     /// A workspace binary without its debug sections: what an image
@@ -610,6 +650,181 @@ fn sandboxing_in_effect(console: &str) {
     eprintln!("vm-e2e saw: {runner}\nvm-e2e saw: {deadman}\nvm-e2e saw: {firewall}");
 }
 
+/// The checks of what only Docker has, run in the guest beside run A (not
+/// in the image): the published port, the DB's owner, the media as the
+/// container sees them (through its root in /proc), before and after
+/// rclone is killed while Plex scans and the runner remounts it, then
+/// Plex killed inside its container, which the runner must revive.
+const DOCKER_CHECKS: &str = r#"#!/bin/sh
+say() { echo "pb-test: $*"; }
+container() { docker ps --filter name=plex-burst- --format '{{.Names}}' | head -n1; }
+until c=$(container) && [ -n "$c" ]; do sleep 1; done
+pid=$(docker inspect -f '{{.State.Pid}}' "$c")
+say "container $c ports: $(docker port "$c" | tr '
+' ' ')"
+config=$(docker inspect -f '{{range .Mounts}}{{if eq .Destination "/config"}}{{.Source}}{{end}}{{end}}' "$c")
+db="$config/Library/Application Support/Plex Media Server/Plug-in Support/Databases/com.plexapp.plugins.library.db"
+until [ -e "$db" ]; do sleep 1; done
+say "db owner $(stat -c %u:%g "$db")"
+media() { # what the container sees of the media
+    if out=$(ls "/proc/$pid/root/mnt/media" 2>&1); then
+        echo "$(printf '%s
+' "$out" | grep -c .) entries"
+    else
+        echo "unreadable: $out"
+    fi
+}
+say "the container sees the media: $(media)"
+n=0
+until pgrep -f 'Plex Media Scanner' >/dev/null || [ $n -ge 1200 ]; do sleep 0.1; n=$((n + 1)); done
+old=$(pgrep -x rclone)
+pkill -KILL -x rclone
+if [ $n -lt 1200 ]; then say "rclone $old killed while Plex scans"; else say "rclone $old killed, no scanner seen"; fi
+# Remounted when the host lists the media again (an empty folder first).
+until new=$(pgrep -x rclone) && [ "$new" != "$old" ] && [ -n "$(ls /mnt/media 2>/dev/null)" ]; do sleep 1; done
+n=0
+until media | grep -q '^[1-9]' || [ $n -ge 30 ]; do sleep 1; n=$((n + 1)); done
+say "after the remount the container sees the media: $(media)"
+kill -KILL "$pid"
+say "Plex (pid $pid, the container's init) killed"
+until c=$(container) && [ -n "$c" ] && [ "$(docker inspect -f '{{.State.Pid}}' "$c")" != "$pid" ]; do sleep 1; done
+say "Plex revived in a new container"
+"#;
+
+/// A test unit in the guest: `script` run once the runner started.
+fn inject_unit(inject: &Path, name: &str, what: &str, script: &str) {
+    write_tree(inject, &format!("usr/local/lib/pb-test/{name}.sh"), script);
+    write_tree(
+        inject,
+        &format!("etc/systemd/system/{name}.service"),
+        &format!(
+            "# {what} (not in the image).\n\
+             [Unit]\nAfter=plex-burst-runner.service\n[Service]\nType=simple\n\
+             ExecStart=/bin/sh /usr/local/lib/pb-test/{name}.sh\n"
+        ),
+    );
+    let wants = inject.join("etc/systemd/system/multi-user.target.wants");
+    std::fs::create_dir_all(&wants).unwrap();
+    std::os::unix::fs::symlink(
+        format!("/etc/systemd/system/{name}.service"),
+        wants.join(format!("{name}.service")),
+    )
+    .unwrap();
+}
+
+/// Later guests do without it.
+fn remove_unit(inject: &Path, name: &str) {
+    for path in [
+        format!("usr/local/lib/pb-test/{name}.sh"),
+        format!("etc/systemd/system/{name}.service"),
+        format!("etc/systemd/system/multi-user.target.wants/{name}.service"),
+    ] {
+        std::fs::remove_file(inject.join(path)).unwrap();
+    }
+}
+
+/// The line of the guest's console that starts with `pb-test: {prefix}`.
+fn console_line(console: &str, prefix: &str) -> String {
+    let marker = format!("pb-test: {prefix}");
+    console
+        .lines()
+        .find_map(|l| l.find(&marker).map(|at| l[at..].to_string()))
+        .unwrap_or_else(|| {
+            panic!(
+                "the guest said nothing of {prefix:?}:\n{}",
+                tail(console, 80)
+            )
+        })
+}
+
+/// What run A showed of Plex in Docker, on its console and in its logs.
+fn docker_checks(console: &str, logs: &[(String, String)], run_id: &str) {
+    let ports = console_line(console, "container ");
+    assert!(
+        ports.contains(&format!(
+            "plex-burst-{run_id} ports: 32400/tcp -> 127.0.0.1:"
+        )),
+        "{ports}"
+    );
+    assert!(
+        !ports.contains("0.0.0.0") && !ports.contains("[::]"),
+        "{ports}"
+    );
+    let owner = console_line(console, "db owner");
+    assert!(
+        owner.ends_with(&format!("{PLEX_UID}:{PLEX_UID}")),
+        "{owner}"
+    );
+    let seen = |what: &str| {
+        let line = console_line(console, what);
+        let entries: u32 = line
+            .rsplit_once(": ")
+            .and_then(|(_, n)| n.strip_suffix(" entries"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(entries > 0, "{line}");
+        line
+    };
+    let before = seen("the container sees the media");
+    let killed = console_line(console, "rclone ");
+    assert!(killed.ends_with("killed while Plex scans"), "{killed}");
+    let after = seen("after the remount the container sees the media");
+    let revived = console_line(console, "Plex revived");
+    let log = |name: &str| {
+        &logs
+            .iter()
+            .find(|l| l.0 == name)
+            .unwrap_or_else(|| panic!("{name} not shipped"))
+            .1
+    };
+    let runner = log("runner.log");
+    let line = |what: &str| {
+        runner
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} in the runner's log:\n{}", tail(runner, 60)))
+    };
+    assert!(line("remounting").contains("mount"));
+    assert!(line("restarting Plex").contains("container"));
+    let scanners = runner
+        .lines()
+        .find(|l| l.contains("scan done") && !l.contains("scanner_processes=0"))
+        .unwrap_or_else(|| {
+            panic!(
+                "the runner saw no scanner process in the container:\n{}",
+                tail(runner, 60)
+            )
+        });
+    let integrity = line("integrity of the reference DB");
+    assert!(integrity.contains("Plex SQLite"), "{integrity}");
+    line("Plex stopped cleanly");
+    // Both containers' consoles: the one Plex was killed in, the last one.
+    let console_log = log("plex-console.log");
+    assert_eq!(
+        console_log.matches("===== docker logs of").count(),
+        2,
+        "{console_log}"
+    );
+    eprintln!(
+        "vm-e2e saw: {ports}\nvm-e2e saw: {owner}\nvm-e2e saw: {before}\nvm-e2e saw: {killed}\n\
+         vm-e2e saw: {after}\nvm-e2e saw: {revived}\nvm-e2e saw: {scanners}\nvm-e2e saw: {integrity}"
+    );
+}
+
+/// No guest of the test looked up a name of a container registry: the
+/// image was loaded at bake time and nothing pulls at run time.
+fn no_registry_lookup() {
+    let log = Path::new(&env("PB_VM_NET")).join("dnsmasq.log");
+    let log = std::fs::read_to_string(&log).unwrap();
+    let queries: Vec<&str> = log.lines().filter(|l| l.contains(" query[")).collect();
+    let registry: Vec<&&str> = queries.iter().filter(|l| l.contains("docker")).collect();
+    assert!(registry.is_empty(), "registry lookups: {registry:#?}");
+    eprintln!(
+        "vm-e2e saw: {} DNS queries from the guests, none of a registry",
+        queries.len()
+    );
+}
+
 fn write_tree(root: &Path, path: &str, content: &str) {
     let path = root.join(path);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -642,6 +857,7 @@ fn analysed(stats: &Value) -> u64 {
 fn the_baked_image_boots_runs_survives_a_hard_reset_and_is_ended_by_its_dead_man() {
     let w = World::new();
     w.ok(&["snapshot"]);
+    w.build_plex_image();
 
     // A bake that fails in the guest says why, with the guest's cloud-init
     // status and journal, and leaves no builder behind.
@@ -669,7 +885,14 @@ fn the_baked_image_boots_runs_survives_a_hard_reset_and_is_ended_by_its_dead_man
     w.ok(&["image", "build"]);
     timing("bake (boot + provision)", started.elapsed());
 
-    // 1. A run, uninterrupted.
+    // 1. A run, uninterrupted but for what Docker must survive: rclone
+    // killed while Plex scans, Plex killed inside its container.
+    inject_unit(
+        &w.inject,
+        "pb-test-docker",
+        "The VM test's checks of Plex in Docker",
+        DOCKER_CHECKS,
+    );
     let started = Instant::now();
     let run_a = w.launch();
     let server_a = w.server(&run_a).expect("the run's server")["id"]
@@ -731,15 +954,22 @@ fn the_baked_image_boots_runs_survives_a_hard_reset_and_is_ended_by_its_dead_man
         metadata[read]["source_port"]
     );
 
+    remove_unit(&w.inject, "pb-test-docker");
     let stats_a = w.result_stats(&run_a);
     assert_eq!(analysed(&stats_a["before"]), 90, "{stats_a}");
     assert_eq!(analysed(&stats_a["after"]), TRACKS, "{stats_a}");
     let logs = w.shipped_logs(&run_a);
+    docker_checks(
+        &std::fs::read_to_string(w.disks.join(&server_a).join("console.log")).unwrap(),
+        &logs,
+        &run_a,
+    );
     let names: Vec<&str> = logs.iter().map(|l| l.0.as_str()).collect();
     for name in [
         "runner.log",
         "journal.txt",
         "rclone.log",
+        "plex-console.log",
         "plex/Plex Media Server.log",
     ] {
         assert!(names.contains(&name), "{name} not shipped: {names:?}");
@@ -808,21 +1038,13 @@ fn the_baked_image_boots_runs_survives_a_hard_reset_and_is_ended_by_its_dead_man
     // at the run's deadline plus its grace the dead-man ships the logs and
     // terminates the instance.
     w.write_config("4m", &w.rclone_sha256());
-    write_tree(
+    inject_unit(
         &w.inject,
-        "etc/systemd/system/pb-test-freeze.service",
-        "# The VM test freezes the runner once Plex runs (not in the image).\n\
-         [Unit]\nAfter=plex-burst-runner.service\n[Service]\nType=simple\n\
-         ExecStart=/bin/sh -c 'until pgrep -x plex-double; do sleep 2; done; \
-         systemctl kill --kill-who=main --signal=SIGSTOP plex-burst-runner.service'\n",
+        "pb-test-freeze",
+        "The VM test freezes the runner once Plex runs",
+        "until docker ps -q --filter name=plex-burst- | grep -q .; do sleep 2; done\n\
+         systemctl kill --kill-who=main --signal=SIGSTOP plex-burst-runner.service\n",
     );
-    let wants = w.inject.join("etc/systemd/system/multi-user.target.wants");
-    std::fs::create_dir_all(&wants).unwrap();
-    std::os::unix::fs::symlink(
-        "/etc/systemd/system/pb-test-freeze.service",
-        wants.join("pb-test-freeze.service"),
-    )
-    .unwrap();
     let run_c = w.launch();
     let server_c = w.server(&run_c).unwrap()["id"].as_str().unwrap().to_owned();
     let started = Instant::now();
@@ -864,4 +1086,5 @@ fn the_baked_image_boots_runs_survives_a_hard_reset_and_is_ended_by_its_dead_man
         status["last_error"]
     );
     w.assert_no_secret(&run_c);
+    no_registry_lookup();
 }

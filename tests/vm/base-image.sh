@@ -21,8 +21,9 @@ GUEST_MIRROR=http://10.77.0.1/debian
 # (apt installs them after debootstrap: debootstrap's resolver misses
 # virtual packages cloud-init's dependencies need.)
 BASE_PACKAGES="systemd-sysv udev dbus linux-image-cloud-amd64 initramfs-tools cloud-init ifupdown isc-dhcp-client curl ca-certificates netbase iproute2 procps kmod less sudo locales"
-# The packages image/provision.sh installs (its `packages` step).
-RECIPE_PACKAGES="ca-certificates curl fuse3 unzip sqlite3 nftables"
+# The packages image/provision.sh installs (its `packages` step, and
+# Docker for the Plex container in its `plex` step).
+RECIPE_PACKAGES="ca-certificates curl fuse3 unzip sqlite3 nftables docker.io apparmor"
 DISK_SIZE=3G
 
 # The host's own Debian mirror, unless one is given.

@@ -6,6 +6,9 @@
 # STATE_DIR/hosts; an unknown guest gets none), 169.254.42.42 (Scaleway's
 # metadata address) on the gateway for the metadata double, and the guest's
 # Debian mirror (the base image's mirror/ and the test's artifacts) over HTTP.
+# Its DNS knows no name (no upstream) but logs every query: the guests
+# reach everything by address, and the VM test checks that none looked up
+# a container registry.
 # Everything the test starts afterwards runs inside the namespace, so the
 # guest's traffic never leaves it, and a tap (unlike QEMU's user
 # networking) keeps the guest's source ports: the metadata double checks
@@ -41,11 +44,10 @@ up)
     ip -n "$ns" addr add $GATEWAY/24 dev $BRIDGE
     ip -n "$ns" addr add $METADATA/32 dev $BRIDGE
     ip -n "$ns" link set $BRIDGE up
-    # No DNS (port 0): the guest reaches everything by address.
-    ip netns exec "$ns" dnsmasq --conf-file=/dev/null --port=0 \
+    ip netns exec "$ns" dnsmasq --conf-file=/dev/null --no-resolv --no-hosts --log-queries \
         --interface=$BRIDGE --bind-interfaces --except-interface=lo \
         --dhcp-range=10.77.0.0,static,255.255.255.0,12h --dhcp-hostsdir="$state/hosts" \
-        --dhcp-option=option:router,$GATEWAY \
+        --dhcp-option=option:router,$GATEWAY --dhcp-option=option:dns-server,$GATEWAY \
         --dhcp-leasefile="$state/leases" --pid-file="$state/dnsmasq.pid" \
         --log-dhcp --log-facility="$state/dnsmasq.log"
     ip netns exec "$ns" python3 -m http.server 80 --bind $GATEWAY --directory "$www" \
