@@ -52,6 +52,15 @@ impl<'de> de::Deserializer<'de> for Recorder<'_> {
         visitor.visit_seq(OneElement(Some(self)))
     }
 
+    /// A free-form map (`plex.container_env`) has no keys of the schema's.
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_map(Fields {
+            recorder: self,
+            fields: &[],
+            next: 0,
+        })
+    }
+
     fn deserialize_enum<V: Visitor<'de>>(
         self,
         _: &'static str,
@@ -93,7 +102,7 @@ impl<'de> de::Deserializer<'de> for Recorder<'_> {
 
     forward_to_deserialize_any! {
         i8 i16 i32 i64 i128 u8 u128 f32 char bytes byte_buf unit unit_struct
-        newtype_struct tuple tuple_struct map identifier ignored_any
+        newtype_struct tuple tuple_struct identifier ignored_any
     }
 }
 
