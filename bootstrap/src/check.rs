@@ -18,6 +18,7 @@ pub fn check(cfg: &BootstrapConfig) -> Result<()> {
         metadata_url: cfg.scaleway.metadata_url.clone(),
         keep_on_failure: cfg.scaleway.keep_on_failure,
         dead_man_grace: cfg.scaleway.dead_man_grace,
+        canary: None,
     };
     println!("bootstrap.toml is valid.");
     println!(

@@ -45,6 +45,11 @@ pub enum Command {
         /// Print the plan and the cost estimate; create nothing.
         #[arg(long)]
         dry_run: bool,
+        /// A rehearsal for cents: the same launch on `[canary]`'s cheap
+        /// type and short deadline, each library's first folder scanned,
+        /// Sonic on a few tracks; `fetch --canary` judges it.
+        #[arg(long)]
+        canary: bool,
         /// Reference archive key (default: what `snapshot` writes).
         #[arg(long)]
         reference: Option<String>,
@@ -79,6 +84,11 @@ pub enum Command {
         /// on the bucket's launch record, each deletion still checked.
         #[arg(long)]
         trust_bucket_record: bool,
+        /// Judge a canary: download and check its result, merge it into a
+        /// scratch copy (the home Plex is not touched), clean the cloud,
+        /// print and record the verdict.
+        #[arg(long, conflicts_with_all = ["dry_run", "delete_checkpoints"])]
+        canary: bool,
     },
     /// List what plex-burst left billed in the cloud; delete with --yes.
     Sweep {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use runner::s3::{Bucket, Tuning};
-use runner::scaleway::{Client, Server, ServerAction, ServerState, Zone};
+use runner::scaleway::{Client, ScwError, Server, ServerAction, ServerState, Zone};
 
 use crate::config::BootstrapConfig;
 
@@ -48,9 +48,21 @@ pub fn poll_interval() -> Duration {
 /// `sbs_volume` detached and billed, so the server is stopped, deleted,
 /// and its volumes deleted once released.
 pub async fn destroy_server(client: &Client, zone: &Zone, server: &Server) -> Result<()> {
-    let mut current = match client.get_server(zone, &server.id).await? {
-        Some(s) => s,
-        None => return delete_volumes(client, zone, server).await,
+    match stop_and_delete(client, zone, server).await {
+        Ok(()) => {}
+        // A run that ends itself deletes its server meanwhile: gone is
+        // what was wanted.
+        Err(e) if e.is_not_found() || matches!(e, ScwError::Gone { .. }) => {}
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("cannot delete server {}", server.id)));
+        }
+    }
+    delete_volumes(client, zone, server).await
+}
+
+async fn stop_and_delete(client: &Client, zone: &Zone, server: &Server) -> Result<(), ScwError> {
+    let Some(mut current) = client.get_server(zone, &server.id).await? else {
+        return Ok(());
     };
     if matches!(current.state, ServerState::Starting | ServerState::Stopping) {
         current = client
@@ -66,8 +78,7 @@ pub async fn destroy_server(client: &Client, zone: &Zone, server: &Server) -> Re
     if current.state == ServerState::Running {
         client
             .server_action(zone, &server.id, ServerAction::Poweroff)
-            .await
-            .with_context(|| format!("cannot power off server {}", server.id))?;
+            .await?;
         client
             .wait_server(
                 zone,
@@ -78,11 +89,7 @@ pub async fn destroy_server(client: &Client, zone: &Zone, server: &Server) -> Re
             )
             .await?;
     }
-    client
-        .delete_server(zone, &server.id)
-        .await
-        .with_context(|| format!("cannot delete server {}", server.id))?;
-    delete_volumes(client, zone, server).await
+    client.delete_server(zone, &server.id).await
 }
 
 /// Deletes the block volumes `server` had, waiting for each to be released.

@@ -2,11 +2,13 @@
 //! come from the Sonic work left in the reference and the rate earlier runs
 //! measured (their last `status.json`), else an assumed rate, said so.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use runner::archive::Manifest;
 use runner::plexdb::stats::Stats;
 use runner::s3::Bucket;
+use runner::scaleway::ServerType;
 
 use crate::config::BootstrapConfig;
 use crate::runs::{self, LaunchRecord};
@@ -37,6 +39,19 @@ impl fmt::Display for Estimate {
     }
 }
 
+impl Estimate {
+    /// A run bounded by `deadline` (a canary's): what it costs at most.
+    pub fn at_most(deadline: std::time::Duration, hourly_price: f64, gb: u64) -> Estimate {
+        let hours = deadline.as_secs_f64() / 3600.0;
+        let per_hour = hourly(hourly_price, gb);
+        Estimate {
+            hours,
+            eur: hours * per_hour,
+            basis: format!("at most its deadline; EUR {per_hour:.4}/h"),
+        }
+    }
+}
+
 /// Hourly cost of a server at `hourly_price` with a `gb` root volume.
 pub fn hourly(hourly_price: f64, gb: u64) -> f64 {
     hourly_price + gb as f64 * VOLUME_EUR_PER_GB_HOUR
@@ -47,8 +62,11 @@ pub async fn estimate(
     bucket: &Bucket,
     reference: Option<&Manifest>,
     earlier: &[LaunchRecord],
-    hourly_price: f64,
+    types: &BTreeMap<String, ServerType>,
 ) -> Estimate {
+    let hourly_price = types
+        .get(&cfg.scaleway.commercial_type)
+        .map_or(0.0, |t| t.hourly_price);
     let per_hour = hourly(hourly_price, cfg.scaleway.root_volume_gb);
     let deadline_hours = cfg.run_settings().run_deadline().as_secs_f64() / 3600.0;
     let left = reference
@@ -63,8 +81,8 @@ pub async fn estimate(
             "Sonic work unknown (reference without stats): up to the deadline".to_owned(),
         ),
         (true, Some(left)) => {
-            let (rate, source) = match measured_rate(cfg, bucket, earlier).await {
-                Some((rate, run)) => (rate, format!("measured by run {run}")),
+            let (rate, source) = match measured_rate(cfg, bucket, earlier, types).await {
+                Some(measured) => measured,
                 None => (
                     ASSUMED_TRACKS_PER_HOUR,
                     "assumed: no earlier run measured one".into(),
@@ -84,17 +102,40 @@ pub async fn estimate(
     }
 }
 
-/// The Sonic rate the most recent run with one reported.
+/// How much faster Sonic runs on `target` than on `measured_on`: the
+/// ratio of their vCPUs (Sonic is CPU-bound).
+pub fn vcpu_scale(types: &BTreeMap<String, ServerType>, measured_on: &str, target: &str) -> Option<f64> {
+    let cpus = |t: &str| types.get(t).map(|t| f64::from(t.ncpus.max(1)));
+    Some(cpus(target)? / cpus(measured_on)?)
+}
+
+/// The Sonic rate the most recent run with one reported, on the
+/// configured type: a rate measured on another type (a canary's) is
+/// scaled by the vCPUs of the two (Sonic is CPU-bound; an assumption,
+/// said in the basis).
 async fn measured_rate(
     cfg: &BootstrapConfig,
     bucket: &Bucket,
     earlier: &[LaunchRecord],
+    types: &BTreeMap<String, ServerType>,
 ) -> Option<(f64, String)> {
+    let target = &cfg.scaleway.commercial_type;
     for record in earlier.iter().rev() {
         if let Ok(Some(status)) = runs::status(cfg, bucket, &record.run_id).await
             && let Some(rate) = status.sonic.map(|s| s.tracks_per_hour).filter(|r| *r > 0.0)
         {
-            return Some((rate, record.run_id.clone()));
+            let run = &record.run_id;
+            if record.commercial_type == *target {
+                return Some((rate, format!("measured by run {run}")));
+            }
+            let scale = vcpu_scale(types, &record.commercial_type, target)?;
+            return Some((
+                rate * scale,
+                format!(
+                    "measured by run {run} on {} at {rate:.0} tracks/h, scaled by vCPUs x{scale:.1}",
+                    record.commercial_type
+                ),
+            ));
         }
     }
     None

@@ -20,6 +20,7 @@ use runner::run::status::RunState;
 use runner::s3::Bucket;
 use runner::scaleway::Client;
 
+use crate::canary::{self, HomeChecks};
 use crate::cloud;
 use crate::config::BootstrapConfig;
 use crate::grants;
@@ -55,17 +56,136 @@ pub async fn fetch(cfg: &BootstrapConfig, run: Option<&str>, opts: &FetchOptions
     let bucket = cloud::bucket(cfg);
     let run_id = match run {
         Some(id) => id.to_owned(),
-        None => latest(cfg, &bucket).await?.run_id,
+        None => latest(cfg, &bucket, false).await?.run_id,
     };
     let record = runs::trusted(cfg, &bucket, &run_id, opts.trust_bucket_record).await?;
     let run_id = record.run_id.clone();
+    if record.canary.is_some() {
+        bail!(
+            "run {run_id} is a canary: its result is never installed; `bootstrap fetch --canary {run_id}` judges it"
+        );
+    }
     if record.state == LaunchState::Fetched && !opts.dry_run {
         bail!("run {run_id} was already fetched and installed");
     }
     if opts.wait {
         wait_finished(cfg, &bucket, &run_id).await?;
     }
-    let done = finished_result(cfg, &bucket, &run_id).await?;
+    let Downloaded {
+        plan,
+        plex,
+        incoming,
+    } = download(cfg, &bucket, &record).await?;
+    if opts.dry_run {
+        let preview = tokio::task::spawn_blocking({
+            let plan = plan.clone();
+            move || home::install::plan_install(&plan)
+        })
+        .await??;
+        println!("{preview}");
+        remove_stale(&incoming)?;
+        println!("dry run: the home DB was not touched");
+        return Ok(());
+    }
+    let report = tokio::task::spawn_blocking(move || home::install::install(&plan, &plex))
+        .await
+        .context("the install thread panicked")?;
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            let _ = remove_stale(&incoming);
+            return Err(anyhow::anyhow!(e).context(format!("run {run_id} was not installed")));
+        }
+    };
+    println!("{report}");
+
+    // Installed: a second fetch must not install it again, whatever the
+    // cleanup below does.
+    let mut record = record;
+    record.state = LaunchState::Fetched;
+    record.save(cfg, &bucket).await?;
+    clean_cloud(cfg, &client, &bucket, &record, opts.delete_checkpoints)
+        .await
+        .with_context(|| {
+            format!("run {run_id} is installed, but cleaning the cloud failed: `bootstrap sweep` lists what is left")
+        })?;
+    println!("run {run_id} installed; the cloud side is cleaned up");
+    Ok(())
+}
+
+/// `fetch --canary`: the canary's result checked at home in a scratch
+/// copy (never installed), the cloud cleaned, the verdict printed and
+/// recorded. Fails when the canary did.
+pub async fn fetch_canary(cfg: &BootstrapConfig, run: Option<&str>, wait: bool) -> Result<()> {
+    let client = cloud::client(cfg)?;
+    let bucket = cloud::bucket(cfg);
+    let run_id = match run {
+        Some(id) => id.to_owned(),
+        None => latest(cfg, &bucket, true).await?.run_id,
+    };
+    let mut record = runs::trusted(cfg, &bucket, &run_id, false).await?;
+    if record.canary.is_none() {
+        bail!("run {run_id} is not a canary: `bootstrap fetch {run_id}` installs its result");
+    }
+    if wait {
+        wait_finished(cfg, &bucket, &run_id).await?;
+    }
+    let failed = runs::status(cfg, &bucket, &run_id)
+        .await?
+        .is_some_and(|s| s.state == RunState::Failed);
+    let home = match runs::outcome(cfg, &bucket, &run_id).await? {
+        Outcome::Done => Some(match rehearse(cfg, &bucket, &record).await {
+            Ok(line) => HomeChecks::Passed(line),
+            Err(e) => HomeChecks::Failed(format!("{e:#}")),
+        }),
+        Outcome::Pending if !failed => bail!(
+            "canary {run_id} has not finished: wait with `bootstrap fetch --canary {run_id} --wait`"
+        ),
+        _ => None,
+    };
+    clean_cloud(cfg, &client, &bucket, &record, false)
+        .await
+        .with_context(|| {
+            format!("canary {run_id}: cleaning the cloud failed: `bootstrap sweep` lists what is left")
+        })?;
+    let verdict = canary::judge_now(cfg, &client, &bucket, &record, home.as_ref()).await?;
+    println!("{}", verdict.lines.join("\n"));
+    let passed = verdict.passed;
+    record.canary = Some(canary::CanaryRecord {
+        verdict: Some(verdict),
+    });
+    record.state = LaunchState::Fetched;
+    record.save(cfg, &bucket).await?;
+    if !passed {
+        bail!("canary {run_id} failed: the line marked FAILED says where and what to change");
+    }
+    println!("canary {run_id} passed; the cloud side is cleaned up");
+    Ok(())
+}
+
+/// The canary's result downloaded into a scratch copy and checked there.
+async fn rehearse(cfg: &BootstrapConfig, bucket: &Bucket, record: &LaunchRecord) -> Result<String> {
+    let Downloaded { plan, incoming, .. } = download(cfg, bucket, record).await?;
+    let checked = tokio::task::spawn_blocking({
+        let plan = plan.clone();
+        move || home::rehearse::rehearse(&plan)
+    })
+    .await
+    .context("the home checks panicked")?;
+    remove_stale(&incoming)?;
+    checked.map_err(anyhow::Error::msg)
+}
+
+/// A verified result beside the home `Databases`, and the plan to install it.
+struct Downloaded {
+    plan: home::install::InstallPlan,
+    plex: home::HomePlex,
+    incoming: std::path::PathBuf,
+}
+
+async fn download(cfg: &BootstrapConfig, bucket: &Bucket, record: &LaunchRecord) -> Result<Downloaded> {
+    let run_id = &record.run_id;
+    let done = finished_result(cfg, &bucket, run_id).await?;
     let manifest = runner::transfer::fetch_manifest(&bucket, &done.manifest_key).await?;
     if manifest.archive.sha256 != done.archive_sha256 {
         bail!(
@@ -121,41 +241,11 @@ pub async fn fetch(cfg: &BootstrapConfig, run: Option<&str>, opts: &FetchOptions
         // Plex's own SQLite checks the FTS tables too.
         plex_sqlite: plex.control.plex_sqlite(),
     };
-    if opts.dry_run {
-        let preview = tokio::task::spawn_blocking({
-            let plan = plan.clone();
-            move || home::install::plan_install(&plan)
-        })
-        .await??;
-        println!("{preview}");
-        remove_stale(&incoming)?;
-        println!("dry run: the home DB was not touched");
-        return Ok(());
-    }
-    let report = tokio::task::spawn_blocking(move || home::install::install(&plan, &plex))
-        .await
-        .context("the install thread panicked")?;
-    let report = match report {
-        Ok(report) => report,
-        Err(e) => {
-            let _ = remove_stale(&incoming);
-            return Err(anyhow::anyhow!(e).context(format!("run {run_id} was not installed")));
-        }
-    };
-    println!("{report}");
-
-    // Installed: a second fetch must not install it again, whatever the
-    // cleanup below does.
-    let mut record = record;
-    record.state = LaunchState::Fetched;
-    record.save(cfg, &bucket).await?;
-    clean_cloud(cfg, &client, &bucket, &record, opts.delete_checkpoints)
-        .await
-        .with_context(|| {
-            format!("run {run_id} is installed, but cleaning the cloud failed: `bootstrap sweep` lists what is left")
-        })?;
-    println!("run {run_id} installed; the cloud side is cleaned up");
-    Ok(())
+    Ok(Downloaded {
+        plan,
+        plex,
+        incoming,
+    })
 }
 
 /// Plex migrates its DB forward only (lessons.md 24): a result made by a
@@ -192,13 +282,13 @@ fn version_numbers(version: &str) -> Vec<u64> {
         .collect()
 }
 
-/// The most recent launched run not yet fetched.
-async fn latest(cfg: &BootstrapConfig, bucket: &Bucket) -> Result<LaunchRecord> {
+/// The most recent launched run (a canary or not) not yet fetched.
+async fn latest(cfg: &BootstrapConfig, bucket: &Bucket, canary: bool) -> Result<LaunchRecord> {
     runs::all(cfg, bucket)
         .await?
         .into_iter()
         .rev()
-        .find(|r| r.state == LaunchState::Launched)
+        .find(|r| r.state == LaunchState::Launched && r.canary.is_some() == canary)
         .context("no launched run waiting to be fetched (name one: `bootstrap fetch RUN`)")
 }
 

@@ -21,6 +21,7 @@ use runner::scaleway::{
     Client, CreateSecurityGroup, CreateServer, RootVolume, ServerAction, ServerState, VolumeType,
 };
 
+use crate::canary::{self, CanaryRecord};
 use crate::cloud;
 use crate::config::{BootstrapConfig, RunParams, RunSecrets};
 use crate::estimate::{self, Estimate};
@@ -42,6 +43,9 @@ fn key_margin(cfg: &BootstrapConfig) -> Duration {
 
 pub struct LaunchOptions {
     pub dry_run: bool,
+    /// A rehearsal (`[canary]`): the cheapest type, a short deadline, a
+    /// slice of the work (`canary.rs`).
+    pub canary: bool,
     /// Reference archive key; default `<reference_prefix>plex-db.tar.zst`.
     pub reference: Option<String>,
     /// Refuse to bake an image (fail instead when none matches).
@@ -51,6 +55,8 @@ pub struct LaunchOptions {
 /// What the checks found: everything a launch needs, nothing created yet.
 struct Plan {
     run_id: String,
+    commercial_type: String,
+    fingerprint: String,
     reference: Option<Reference>,
     plex_version: String,
     recipe: Recipe,
@@ -70,8 +76,22 @@ pub async fn launch(cfg: &BootstrapConfig, opts: &LaunchOptions) -> Result<()> {
     let bucket = cloud::bucket(cfg);
 
     clean_interrupted_launches(cfg, &client, &bucket, opts.dry_run).await?;
-    let plan = check(cfg, &client, &bucket, opts).await?;
-    print_plan(cfg, &plan);
+    // A canary that fails before its run exists says so as its verdict.
+    let said = |step: &'static str| {
+        move |e: anyhow::Error| {
+            if opts.canary {
+                println!("{}", canary::launch_failed(step, &e));
+            }
+            e
+        }
+    };
+    let plan = check(cfg, &client, &bucket, opts)
+        .await
+        .map_err(said("checks"))?;
+    print_plan(cfg, &plan, opts.canary);
+    if !opts.canary {
+        println!("{}", canary::proof(&canary::home_records(cfg), &plan.fingerprint));
+    }
     if opts.dry_run {
         println!("dry run: nothing created");
         return Ok(());
@@ -82,17 +102,19 @@ pub async fn launch(cfg: &BootstrapConfig, opts: &LaunchOptions) -> Result<()> {
             "no image for this recipe ({}) and --no-build was given: run `bootstrap image build`",
             &plan.recipe.hash[..12]
         ),
-        None => image::ensure(cfg, &plan.recipe).await?,
+        None => image::ensure(cfg, &plan.recipe)
+            .await
+            .map_err(said("image"))?,
     };
 
     let now = SystemTime::now();
-    let deadline = now + cfg.run_settings().run_deadline();
+    let deadline = now + run_deadline(cfg, opts.canary);
     let mut record = LaunchRecord {
         run_id: plan.run_id.clone(),
         state: LaunchState::Creating,
         zone: cfg.scaleway.zone.to_string(),
         project_id: cfg.scaleway.project_id.clone(),
-        commercial_type: cfg.scaleway.commercial_type.clone(),
+        commercial_type: plan.commercial_type.clone(),
         hourly_price: Some(plan.hourly_price),
         root_volume_gb: cfg.scaleway.root_volume_gb,
         image_id: Some(image.id.clone()),
@@ -110,6 +132,8 @@ pub async fn launch(cfg: &BootstrapConfig, opts: &LaunchOptions) -> Result<()> {
         reference_key: plan.reference.as_ref().map(|r| r.archive_key.clone()),
         plex_version: plan.plex_version.clone(),
         bootstrap_version: env!("CARGO_PKG_VERSION").into(),
+        fingerprint: Some(plan.fingerprint.clone()),
+        canary: opts.canary.then(CanaryRecord::default),
     };
     record.save(cfg, &bucket).await?;
 
@@ -120,9 +144,20 @@ pub async fn launch(cfg: &BootstrapConfig, opts: &LaunchOptions) -> Result<()> {
         &plan,
         &mut record,
         deadline + key_margin(cfg),
+        opts.canary,
     )
     .await
     {
+        Ok(()) if opts.canary => {
+            println!(
+                "canary {} launched: server {} powering on; `bootstrap status {} --watch` follows it, `bootstrap fetch --canary {}` judges it and cleans up",
+                plan.run_id,
+                record.server_id.as_deref().unwrap_or("?"),
+                plan.run_id,
+                plan.run_id
+            );
+            Ok(())
+        }
         Ok(()) => {
             println!(
                 "run {} launched: server {} powering on; follow it with `bootstrap status {} --watch`",
@@ -133,6 +168,7 @@ pub async fn launch(cfg: &BootstrapConfig, opts: &LaunchOptions) -> Result<()> {
             Ok(())
         }
         Err(e) => {
+            let e = said("create")(e);
             let cleaned = abandon(cfg, &client, &bucket, &mut record).await;
             match cleaned {
                 Ok(()) => Err(e.context(format!(
@@ -165,11 +201,14 @@ async fn check(
         .server_types(zone)
         .await
         .context("cannot read the server catalogue")?;
-    let hourly_price = match types.get(&cfg.scaleway.commercial_type) {
+    let (commercial_type, key) = match opts.canary {
+        true => (&cfg.canary.commercial_type, "canary.commercial_type"),
+        false => (&cfg.scaleway.commercial_type, "scaleway.commercial_type"),
+    };
+    let hourly_price = match types.get(commercial_type) {
         Some(t) => t.hourly_price,
         None => bail!(
-            "scaleway.commercial_type: {:?} is not offered in {zone} (offered: {})",
-            cfg.scaleway.commercial_type,
+            "{key}: {commercial_type:?} is not offered in {zone} (offered: {})",
             types.keys().cloned().collect::<Vec<_>>().join(", ")
         ),
     };
@@ -185,16 +224,28 @@ async fn check(
     let image = image::find(client, cfg, &recipe).await?;
     let run_id = runs::new_run_id(cfg, bucket).await?;
     let earlier = runs::all(cfg, bucket).await.unwrap_or_default();
-    let estimate = estimate::estimate(
+    let estimate = match opts.canary {
+        true => Estimate::at_most(cfg.canary.deadline, hourly_price, cfg.scaleway.root_volume_gb),
+        false => {
+            estimate::estimate(
+                cfg,
+                bucket,
+                reference.as_ref().map(|r| &r.manifest),
+                &earlier,
+                &types,
+            )
+            .await
+        }
+    };
+    let fingerprint = canary::fingerprint(
         cfg,
-        bucket,
-        reference.as_ref().map(|r| &r.manifest),
-        &earlier,
-        hourly_price,
-    )
-    .await;
+        &recipe.hash,
+        reference.as_ref().map(|r| (r.archive_key.as_str(), &r.manifest)),
+    );
     Ok(Plan {
         run_id,
+        commercial_type: commercial_type.clone(),
+        fingerprint,
         reference,
         plex_version,
         recipe,
@@ -274,11 +325,17 @@ async fn media_readable(cfg: &BootstrapConfig) -> Result<()> {
     }
 }
 
-fn print_plan(cfg: &BootstrapConfig, plan: &Plan) {
-    println!("run {}", plan.run_id);
+fn print_plan(cfg: &BootstrapConfig, plan: &Plan, canary: bool) {
+    match canary {
+        true => println!(
+            "canary run {} (each library's first folder scanned, Sonic on {} tracks)",
+            plan.run_id, cfg.canary.sonic_tracks
+        ),
+        false => println!("run {}", plan.run_id),
+    }
     println!(
         "  server     {} in {} at EUR {:.4}/h, root volume {} GB",
-        cfg.scaleway.commercial_type,
+        plan.commercial_type,
         cfg.scaleway.zone,
         plan.hourly_price,
         cfg.scaleway.root_volume_gb
@@ -302,11 +359,19 @@ fn print_plan(cfg: &BootstrapConfig, plan: &Plan) {
     }
     println!(
         "  deadline   {} (the dead-man ends the instance {} later; per-run key expires {} later)",
-        humantime::format_duration(cfg.run_settings().run_deadline()),
+        humantime::format_duration(run_deadline(cfg, canary)),
         humantime::format_duration(cfg.scaleway.dead_man_grace),
         humantime::format_duration(key_margin(cfg))
     );
     println!("  estimate   {}", plan.estimate);
+}
+
+/// The run's deadline: a canary's own, short one.
+fn run_deadline(cfg: &BootstrapConfig, canary: bool) -> Duration {
+    match canary {
+        true => cfg.canary.deadline,
+        false => cfg.run_settings().run_deadline(),
+    }
 }
 
 /// Key, server, user data, poweron; each recorded as soon as it exists.
@@ -317,6 +382,7 @@ async fn create(
     plan: &Plan,
     record: &mut LaunchRecord,
     key_expires: SystemTime,
+    canary: bool,
 ) -> Result<()> {
     let zone = &cfg.scaleway.zone;
     let keys = grants::grant(cfg, client, bucket, &plan.run_id, key_expires).await?;
@@ -336,6 +402,7 @@ async fn create(
         metadata_url: cfg.scaleway.metadata_url.clone(),
         keep_on_failure: cfg.scaleway.keep_on_failure,
         dead_man_grace: cfg.scaleway.dead_man_grace,
+        canary: canary.then(|| cfg.canary.clone()),
     };
     let run_toml = cfg.render_run_toml(&params).map_err(anyhow::Error::msg)?;
     let secrets = RunSecrets {
@@ -382,7 +449,7 @@ async fn create(
             zone,
             &CreateServer {
                 name: guard::run_name(&plan.run_id),
-                commercial_type: cfg.scaleway.commercial_type.clone(),
+                commercial_type: plan.commercial_type.clone(),
                 image: record.image_id.clone().unwrap_or_default(),
                 project: cfg.scaleway.project_id.clone(),
                 tags: vec![TAG.into(), run_tag(&plan.run_id)],

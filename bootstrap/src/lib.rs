@@ -3,6 +3,7 @@
 //! is the runner's library, shared with the instance.
 
 pub mod bucket_policy;
+pub mod canary;
 pub mod check;
 pub mod cloud;
 pub mod config;

@@ -43,11 +43,13 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Snapshot { stop_plex } => snapshot::snapshot(&cfg, stop_plex).await,
         Command::Launch {
             dry_run,
+            canary,
             reference,
             no_build,
         } => {
             let opts = launch::LaunchOptions {
                 dry_run,
+                canary,
                 reference,
                 no_build,
             };
@@ -63,7 +65,11 @@ async fn run(cli: Cli) -> Result<()> {
             dry_run,
             delete_checkpoints,
             trust_bucket_record,
+            canary,
         } => {
+            if canary {
+                return fetch::fetch_canary(&cfg, run.as_deref(), wait).await;
+            }
             let opts = fetch::FetchOptions {
                 wait,
                 dry_run,

@@ -67,6 +67,13 @@ pub struct LaunchRecord {
     pub reference_key: Option<String>,
     pub plex_version: String,
     pub bootstrap_version: String,
+    /// The image recipe, reference and config the run was launched with,
+    /// hashed (`canary::fingerprint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// Set for a canary (`launch --canary`), with its verdict once judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<crate::canary::CanaryRecord>,
     /// Whether this record is the copy kept at home (set by [`trusted`]),
     /// not one only the bucket had.
     #[serde(skip)]
@@ -222,6 +229,23 @@ pub async fn status(
     run_id: &str,
 ) -> Result<Option<Status>> {
     let key = cfg.run_key(run_id, "status.json");
+    if bucket.head(&key).await?.is_none() {
+        return Ok(None);
+    }
+    let bytes = bucket.get_bytes(&key).await?;
+    Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+        format!("s3://{}/{key} is unreadable", bucket.name())
+    })?))
+}
+
+/// The run's checkpoint as the runner mirrored it (phases done, their
+/// times and outputs), if it wrote one.
+pub async fn checkpoint(
+    cfg: &BootstrapConfig,
+    bucket: &Bucket,
+    run_id: &str,
+) -> Result<Option<runner::run::checkpoint::Checkpoint>> {
+    let key = cfg.run_key(run_id, runner::run::snapshot::MIRRORED_CHECKPOINT);
     if bucket.head(&key).await?.is_none() {
         return Ok(None);
     }

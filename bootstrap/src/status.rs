@@ -263,6 +263,17 @@ pub async fn status(
         let record = LaunchRecord::load(cfg, &bucket, run_id).await?;
         let view = RunView::load(cfg, &client, &bucket, record).await?;
         println!("{}", view.details());
+        // A canary's verdict: the one `fetch --canary` recorded, else as
+        // things stand.
+        if let Some(canary) = &view.record.canary {
+            let verdict = match &canary.verdict {
+                Some(v) => v.clone(),
+                None => {
+                    crate::canary::judge_now(cfg, &client, &bucket, &view.record, None).await?
+                }
+            };
+            println!("{}", verdict.lines.join("\n"));
+        }
         match watch {
             Some(every) if !view.finished() => {
                 println!();

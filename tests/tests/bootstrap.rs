@@ -33,6 +33,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
+#[path = "bootstrap/canary.rs"]
+mod canary;
+
 const BUCKET: &str = "plex-burst";
 const MEDIA: &str = "media";
 const ACCOUNT_TOKEN: &str = "account-token-for-bootstrap-tests-0123";
@@ -70,6 +73,12 @@ struct WorldOptions {
     run_deadline: &'static str,
     /// Faults of the Plex double on the instance (`PLEX_DOUBLE_FAULT`).
     plex_fault: &'static str,
+    /// How many runs the world launches (each mints two keys).
+    launches: usize,
+    /// Arguments of the plex.tv double.
+    plextv_args: &'static [&'static str],
+    /// Tracks per second the instance's Plex double analyses.
+    sonic_rate: u32,
 }
 
 impl Default for WorldOptions {
@@ -79,6 +88,9 @@ impl Default for WorldOptions {
             root_volume_gb: 20,
             run_deadline: "2h",
             plex_fault: "",
+            launches: 1,
+            plextv_args: &[],
+            sonic_rate: 5000,
         }
     }
 }
@@ -95,13 +107,13 @@ impl World {
         );
         let dir = tempfile::tempdir().unwrap();
         // A launch mints the run's key, then its media key.
-        let (run_key, media_key) = (run_key(), run_key());
-        let s3 = S3Server::start_with(&[
-            "--auth-key",
-            &format!("{},{}", run_key.0, run_key.1),
-            "--auth-key",
-            &format!("{},{}", media_key.0, media_key.1),
-        ]);
+        let pool: Vec<(String, String)> = (0..2 * opts.launches).map(|_| run_key()).collect();
+        let (run_key, media_key) = (pool[0].clone(), pool[1].clone());
+        let auth: Vec<String> = pool
+            .iter()
+            .flat_map(|(a, s)| ["--auth-key".to_owned(), format!("{a},{s}")])
+            .collect();
+        let s3 = S3Server::start_with(&auth.iter().map(String::as_str).collect::<Vec<_>>());
         s3.create_bucket(BUCKET);
         s3.create_bucket(MEDIA);
         write_media_tree(&s3.data_dir().join(MEDIA), &spec()).unwrap();
@@ -112,10 +124,11 @@ impl World {
         let instances = dir.path().join("instances");
         std::fs::create_dir_all(&instances).unwrap();
         let hook = format!(
-            "PB_INSTANCE_ROOT='{}' PB_RUNNER='{}' PLEX_BURST_RCLONE='{}' PLEX_DOUBLE_SONIC_RATE=5000 {} python3 '{}'",
+            "PB_INSTANCE_ROOT='{}' PB_RUNNER='{}' PLEX_BURST_RCLONE='{}' PLEX_DOUBLE_SONIC_RATE={} {} python3 '{}'",
             instances.display(),
             workspace_bin("runner").display(),
             rclone_path().display(),
+            opts.sonic_rate,
             match opts.plex_fault {
                 "" => String::new(),
                 fault => format!("PLEX_DOUBLE_FAULT='{fault}'"),
@@ -127,12 +140,12 @@ impl World {
             quota_volumes_gb: opts.quota_volumes_gb,
             on_poweron: Some(hook),
             metadata: true,
-            api_key_pool: vec![run_key.clone(), media_key.clone()],
+            api_key_pool: pool,
             // Everyone reaches S3 through Object Storage's access control.
             s3_front: Some((s3.addr().to_string(), ACCESS_KEY.to_owned())),
             ..ScwOptions::default()
         });
-        let plextv = PlexTvDouble::start(ACCOUNT_TOKEN, &[]);
+        let plextv = PlexTvDouble::start(ACCOUNT_TOKEN, opts.plextv_args);
         let world = World {
             dir,
             outputs: Default::default(),

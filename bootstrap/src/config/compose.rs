@@ -73,6 +73,8 @@ pub struct RunParams {
     pub metadata_url: Option<String>,
     pub keep_on_failure: bool,
     pub dead_man_grace: std::time::Duration,
+    /// A rehearsal's slice of the work, for `launch --canary`.
+    pub canary: Option<super::CanarySettings>,
 }
 
 impl RunParams {
@@ -90,6 +92,7 @@ impl RunParams {
             metadata_url: scaleway.metadata_url.clone(),
             keep_on_failure: scaleway.keep_on_failure,
             dead_man_grace: scaleway.dead_man_grace,
+            canary: None,
         }
     }
 }
@@ -128,6 +131,10 @@ impl RunSecrets {
             None => "# the run does not claim its server: no plex.tv token\n".into(),
         }
     }
+}
+
+pub(super) fn is_credential_key(key: &str) -> bool {
+    CREDENTIAL_KEYS.contains(&key)
 }
 
 /// True for the variables a run's secrets arrive in.
@@ -190,6 +197,51 @@ fn media_key(doc: &mut toml::Table, s3: &toml::Table) {
     }
 }
 
+/// A canary's run: its `[canary]` table, its own deadline (budgets longer
+/// than it dropped: the runner caps its defaults), and none of the
+/// optional long work (deep scan, metadata refresh, media analysis).
+fn canary_slice(doc: &mut toml::Table, canary: &super::CanarySettings) {
+    let mut table = toml::Table::new();
+    table.insert("sonic_tracks".into(), (canary.sonic_tracks as i64).into());
+    if !canary.folders.is_empty() {
+        table.insert("folders".into(), canary.folders.clone().into());
+    }
+    doc.insert("canary".into(), table.into());
+    if let toml::Value::Table(phases) = doc
+        .entry("phases")
+        .or_insert_with(|| toml::Table::new().into())
+    {
+        for long in ["deep_scan", "refresh_metadata", "analysis"] {
+            phases.insert(long.into(), false.into());
+        }
+    }
+    if let toml::Value::Table(deadlines) = doc
+        .entry("deadlines")
+        .or_insert_with(|| toml::Table::new().into())
+    {
+        drop_longer(deadlines, canary.deadline);
+        deadlines.insert(
+            "run".into(),
+            humantime::format_duration(canary.deadline)
+                .to_string()
+                .into(),
+        );
+    }
+}
+
+/// Removes the durations longer than `limit`, in nested tables too.
+fn drop_longer(table: &mut toml::Table, limit: std::time::Duration) {
+    table.retain(|_, v| match v {
+        toml::Value::String(s) => humantime::parse_duration(s).map_or(true, |d| d <= limit),
+        _ => true,
+    });
+    for (_, value) in table.iter_mut() {
+        if let toml::Value::Table(t) = value {
+            drop_longer(t, limit);
+        }
+    }
+}
+
 /// The run's `run.toml`. `keep_s3_credentials`: keep `[s3]`'s own
 /// credential keys and home paths (bootstrap's view); the instance's copy
 /// has neither.
@@ -235,6 +287,10 @@ pub(super) fn compose(
             plex.insert("credentials_file".into(), RUN_PLEXTV_PATH.into());
             plex.insert("forget_token_after_claim".into(), true.into());
         }
+    }
+
+    if let Some(canary) = &params.canary {
+        canary_slice(&mut doc, canary);
     }
 
     // Nothing secret stays on the disk, which outlives the instance.

@@ -34,6 +34,7 @@ pub struct BootstrapConfig {
     pub scaleway: ScalewaySettings,
     pub image: ImageSettings,
     pub home: HomeSettings,
+    pub canary: CanarySettings,
     /// `[s3]` as written (home credentials included).
     s3_table: toml::Table,
     /// `[run]` as written.
@@ -57,6 +58,23 @@ pub struct ScalewaySettings {
     /// The run's dead-man ends its instance this long after the deadline.
     pub dead_man_grace: Duration,
 }
+
+/// `[canary]`: what `launch --canary` runs instead of the real run.
+#[derive(Debug, Clone)]
+pub struct CanarySettings {
+    /// The smallest type that runs Plex: minutes cost cents.
+    pub commercial_type: String,
+    pub deadline: Duration,
+    pub sonic_tracks: u64,
+    pub folders: Vec<String>,
+}
+
+/// DEV1-S (2 vCPU, 2 GB): the cheapest type Plex and Sonic run on;
+/// whether a 2 GB instance holds the user's DB in Plex is what the canary
+/// finds out (set `[canary] commercial_type` to DEV1-M otherwise).
+pub const CANARY_COMMERCIAL_TYPE: &str = "DEV1-S";
+const CANARY_DEADLINE: Duration = Duration::from_secs(45 * 60);
+const CANARY_SONIC_TRACKS: u64 = 50;
 
 #[derive(Debug, Clone)]
 pub struct ImageSettings {
@@ -146,6 +164,7 @@ impl BootstrapConfig {
         let scaleway = scaleway_settings(&raw.scaleway, env)?;
         let image = image_settings(&raw.image, &scaleway)?;
         let home = home_settings(&raw.home)?;
+        let canary = canary_settings(raw.canary)?;
         compose::check_run_table(&raw.run)?;
         let plex_token = plex_token(&raw.scaleway, &raw.run, env)?;
 
@@ -160,6 +179,7 @@ impl BootstrapConfig {
             scaleway,
             image,
             home,
+            canary,
             s3_table: raw.s3,
             run_table: raw.run,
             checked,
@@ -198,6 +218,18 @@ impl BootstrapConfig {
     /// The plex.tv account token, when the run claims its server.
     pub fn plex_token(&self) -> Option<&Secret> {
         self.plex_token.as_ref()
+    }
+
+    /// What the user configured for runs, as canonical text: `[s3]`
+    /// without its credentials, and `[run]`. A canary proves a later run
+    /// configured the same (`canary.rs`).
+    pub fn run_identity(&self) -> String {
+        let mut s3 = self.s3_table.clone();
+        s3.retain(|k, _| !compose::is_credential_key(k));
+        let mut doc = toml::Table::new();
+        doc.insert("s3".into(), s3.into());
+        doc.insert("run".into(), self.run_table.clone().into());
+        toml::to_string(&doc).expect("a TOML table serialises")
     }
 
     /// The run's `run.toml`, checked by the runner's validation.
@@ -345,6 +377,32 @@ fn image_settings(
             .clone()
             .unwrap_or_else(|| scaleway.commercial_type.clone()),
         build_timeout,
+    })
+}
+
+fn canary_settings(raw: raw::RawCanary) -> Result<CanarySettings, String> {
+    let commercial_type = raw
+        .commercial_type
+        .unwrap_or_else(|| CANARY_COMMERCIAL_TYPE.into());
+    if commercial_type.trim().is_empty() {
+        return Err("canary.commercial_type: is empty".into());
+    }
+    let deadline = raw.deadline.unwrap_or(CANARY_DEADLINE);
+    if !(Duration::from_secs(10 * 60)..=Duration::from_secs(6 * 3600)).contains(&deadline) {
+        return Err(format!(
+            "canary.deadline: {} is outside 10m-6h (a rehearsal of minutes)",
+            humantime::format_duration(deadline)
+        ));
+    }
+    let sonic_tracks = raw.sonic_tracks.unwrap_or(CANARY_SONIC_TRACKS);
+    if sonic_tracks == 0 {
+        return Err("canary.sonic_tracks: must be at least 1".into());
+    }
+    Ok(CanarySettings {
+        commercial_type,
+        deadline,
+        sonic_tracks,
+        folders: raw.folders,
     })
 }
 

@@ -13,6 +13,20 @@ pub struct RawBootstrap {
     pub image: RawImage,
     pub home: RawHome,
     pub run: toml::Table,
+    #[serde(default)]
+    pub canary: RawCanary,
+}
+
+/// `[canary]`: the rehearsal `launch --canary` runs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCanary {
+    pub commercial_type: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub deadline: Option<std::time::Duration>,
+    pub sonic_tracks: Option<u64>,
+    #[serde(default)]
+    pub folders: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -29,6 +29,7 @@ fn params(cfg: &BootstrapConfig) -> RunParams {
         metadata_url: None,
         keep_on_failure: false,
         dead_man_grace: cfg.scaleway.dead_man_grace,
+        canary: None,
     }
 }
 

@@ -371,7 +371,7 @@ fn work(
 
 /// Applies the mappings; the copy `remap` insists on goes to a scratch
 /// folder beside the home one, removed afterwards.
-fn remap_incoming(plan: &InstallPlan) -> Result<RemapReport, runner::plexdb::PlexDbError> {
+pub(super) fn remap_incoming(plan: &InstallPlan) -> Result<RemapReport, runner::plexdb::PlexDbError> {
     let scratch = plan
         .databases_dir
         .with_file_name(format!(".plex-burst-remap-{}", std::process::id()));
@@ -384,7 +384,7 @@ fn remap_incoming(plan: &InstallPlan) -> Result<RemapReport, runner::plexdb::Ple
 
 /// The library DB's full check, and a plain one for the blobs DB (it has
 /// no virtual tables).
-fn check_incoming(
+pub(super) fn check_incoming(
     plan: &InstallPlan,
     plex_sqlite: Option<&PlexSqlite>,
 ) -> Result<IntegrityReport, String> {

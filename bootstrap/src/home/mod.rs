@@ -12,6 +12,7 @@ mod from_config;
 pub mod install;
 pub mod layout;
 pub mod preview;
+pub mod rehearse;
 pub mod snapshot;
 pub mod swap;
 

@@ -89,6 +89,10 @@ fn to_raw(cfg: &RunConfig) -> RawConfig {
                 .map(ToString::to_string)
                 .collect(),
         },
+        canary: cfg.canary.as_ref().map(|c| RawCanary {
+            sonic_tracks: Some(c.sonic_tracks),
+            folders: c.folders.iter().map(ToString::to_string).collect(),
+        }),
     }
 }
 

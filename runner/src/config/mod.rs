@@ -46,6 +46,7 @@ pub struct RunConfig {
     guard: GuardLimits,
     termination: Termination,
     wipe: WipeSettings,
+    canary: Option<Canary>,
 }
 
 impl RunConfig {
@@ -127,6 +128,11 @@ impl RunConfig {
 
     pub fn termination(&self) -> &Termination {
         &self.termination
+    }
+
+    /// Set when the run is a canary (`bootstrap launch --canary`).
+    pub fn canary(&self) -> Option<&Canary> {
+        self.canary.as_ref()
     }
 
     pub fn wipe(&self) -> &WipeSettings {

@@ -34,6 +34,7 @@ pub struct RawConfig {
     pub termination: RawTermination,
     #[serde(default)]
     pub wipe: RawWipe,
+    pub canary: Option<RawCanary>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
@@ -174,6 +175,15 @@ pub struct RawPhases {
     pub analysis: Option<bool>,
     pub sonic: Option<bool>,
     pub refresh_metadata: Option<bool>,
+}
+
+/// `[canary]`: a rehearsal run on a slice of the work.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCanary {
+    pub sonic_tracks: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub folders: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

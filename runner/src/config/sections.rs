@@ -297,6 +297,18 @@ pub struct Phases {
     pub refresh_metadata: bool,
 }
 
+/// `[canary]`: the run is a rehearsal. Each library's scan is a partial
+/// scan of one folder (after a read check of its first files through the
+/// mount), Sonic stops after `sonic_tracks` and a missing Plex Pass fails
+/// the run instead of skipping Sonic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canary {
+    pub sonic_tracks: u64,
+    /// The folders to scan, as Plex sees them (mapped); a library without
+    /// one of them scans the first folder at the top of its locations.
+    pub folders: Vec<AbsPath>,
+}
+
 /// `[deadlines]`: every value is > 0 and no phase outlives `run`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadlines {

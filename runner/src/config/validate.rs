@@ -76,6 +76,10 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
     let guard = guard(raw.guard)?;
     let termination = termination(raw.termination, env)?;
     let wipe = wipe(raw.wipe)?;
+    let canary = raw
+        .canary
+        .map(|c| canary(c, &path_mappings))
+        .transpose()?;
     Ok(RunConfig {
         run_id,
         work_dir,
@@ -90,6 +94,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
         guard,
         termination,
         wipe,
+        canary,
     })
 }
 
@@ -615,6 +620,39 @@ fn path_mappings(raw: Vec<RawPathMapping>) -> Result<Vec<PathMapping>> {
         mappings.push(mapping);
     }
     Ok(mappings)
+}
+
+/// Sonic on this many tracks measures a rate (the default: enough to
+/// average a few albums, minutes on the smallest instance).
+const CANARY_SONIC_TRACKS: u64 = 50;
+
+/// Folders are written as home paths (or instance paths): mapped as the
+/// DB's paths are, so they name what Plex sees.
+fn canary(raw: RawCanary, mappings: &[PathMapping]) -> Result<Canary> {
+    let sonic_tracks = raw.sonic_tracks.unwrap_or(CANARY_SONIC_TRACKS);
+    if sonic_tracks == 0 {
+        return Err(invalid(
+            "canary.sonic_tracks",
+            "must be at least 1 (phases.sonic = false skips Sonic)",
+        ));
+    }
+    let folders = raw
+        .folders
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let key = format!("canary.folders[{i}]");
+            let folder: AbsPath = parse(&key, f)?;
+            parse(
+                &key,
+                &crate::plexdb::mapped_path(mappings, folder.as_str()),
+            )
+        })
+        .collect::<Result<_>>()?;
+    Ok(Canary {
+        sonic_tracks,
+        folders,
+    })
 }
 
 fn phases(raw: RawPhases) -> Result<Phases> {

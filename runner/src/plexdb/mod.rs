@@ -28,6 +28,15 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 pub use coverage::CoverageReport;
 pub use integrity::IntegrityReport;
 pub use paths::PathMapping;
+
+/// `path` as the run's Plex sees it: the mapping that covers it applied
+/// (mappings that do not validate together map nothing).
+pub fn mapped_path(mappings: &[PathMapping], path: &str) -> String {
+    match paths::Mapper::new(mappings) {
+        Ok(mapper) => mapper.apply(path),
+        Err(_) => path.to_string(),
+    }
+}
 pub use plex_sqlite::PlexSqlite;
 pub use remap::RemapReport;
 pub use repair::RepairReport;

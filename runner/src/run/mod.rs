@@ -4,6 +4,7 @@
 //! checkpoint does not record as done.
 
 mod analysis;
+mod canary;
 pub mod checkpoint;
 pub mod deadman;
 mod guard;
@@ -14,7 +15,7 @@ mod phases;
 pub mod report;
 mod scan;
 mod session;
-mod snapshot;
+pub mod snapshot;
 mod sonic;
 pub mod status;
 mod watch;
@@ -256,8 +257,9 @@ pub async fn execute(mut cfg: RunConfig) -> Result<Report> {
 
     let outcome = run_phases(&ctx, &mut ckpt, &mut sigterm, &mut sigint).await;
     // Past the deadline every restart would fail at once: a failed run is
-    // over, and so is the instance (unless kept for inspection).
-    let over = outcome.is_err() && Instant::now() >= deadline;
+    // over, and so is the instance (unless kept for inspection). A canary
+    // is over at its first failure: its verdict is wanted in minutes.
+    let over = outcome.is_err() && (Instant::now() >= deadline || ctx.cfg.canary().is_some());
     // Whatever happened, Plex and the mount stop before the runner exits
     // (a restart resumes from the checkpoint); a run that is over signs
     // its server out of plex.tv first.

@@ -20,7 +20,8 @@
 //! - `phases.refresh_metadata`: `force=1`, "Refresh All Metadata" (a scan,
 //!   then every item's metadata downloaded again: hours for 450k tracks),
 //!   under its own budget, `deadlines.refresh_metadata`. Never part of a
-//!   scan.
+//!   scan;
+//! - a canary (`[canary]`): only a partial scan of one folder (`canary.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::RunContext;
-use super::guard;
+use super::{canary, guard};
 use super::session::{Session, call};
 use super::watch::{Progress, Watch};
 use crate::config::{LibraryType, Mode};
@@ -42,8 +43,11 @@ struct Scanned {
     library: String,
     section: String,
     seconds: f64,
-    /// Partial scans of `phases.deep_scan`.
+    /// Partial scans (`phases.deep_scan`, a canary's one folder).
     folders: usize,
+    /// A canary's one folder.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    canary_folder: Option<String>,
     /// `phases.refresh_metadata`: how long the refresh took.
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata_refresh_seconds: Option<f64>,
@@ -77,11 +81,15 @@ pub(super) async fn run(ctx: &RunContext) -> Result<Value> {
         let kind = library_type(&section.kind)?;
         let budget = ctx.cfg.deadlines().scan_for(kind);
         let before = db_stats(ctx).await?;
-        let folders = match ctx.cfg.phases().deep_scan {
-            true => top_folders(ctx, section).await?,
-            false => Vec::new(),
+        let folders = match (ctx.cfg.canary(), ctx.cfg.phases().deep_scan) {
+            (Some(c), _) => vec![canary::folder(ctx, c, section).await?],
+            (None, true) => top_folders(ctx, section).await?,
+            (None, false) => Vec::new(),
         };
-        let ask = Ask::Scan { folders: &folders };
+        let ask = Ask::Scan {
+            whole: ctx.cfg.canary().is_none(),
+            folders: &folders,
+        };
         let (seconds, mut remounts) = watch_one(ctx, session, section, ask, budget).await?;
         let mut metadata_refresh_seconds = None;
         if ctx.cfg.phases().refresh_metadata {
@@ -98,6 +106,7 @@ pub(super) async fn run(ctx: &RunContext) -> Result<Value> {
             section: section.key.to_string(),
             seconds,
             folders: folders.len(),
+            canary_folder: ctx.cfg.canary().and(folders.first().cloned()),
             metadata_refresh_seconds,
             remounts,
             before: live_counts(before.library(&section.title)),
@@ -138,8 +147,10 @@ pub(super) async fn run(ctx: &RunContext) -> Result<Value> {
 /// What one library is asked (see the module's comment).
 #[derive(Clone, Copy)]
 enum Ask<'a> {
-    /// The scan, then a partial scan of each of `folders`.
+    /// The scan (unless not `whole`), then a partial scan of each of
+    /// `folders`.
     Scan {
+        whole: bool,
         folders: &'a [String],
     },
     RefreshMetadata,
@@ -155,8 +166,10 @@ impl Ask<'_> {
 
     async fn send(self, session: &Session, key: &str) -> Result<(), crate::plex::PlexError> {
         match self {
-            Ask::Scan { folders } => {
-                call("start a scan", || session.api().scan(key, None)).await?;
+            Ask::Scan { whole, folders } => {
+                if whole {
+                    call("start a scan", || session.api().scan(key, None)).await?;
+                }
                 for folder in folders {
                     call("start a folder scan", || {
                         session.api().scan(key, Some(folder))

@@ -6,7 +6,8 @@
 //! counted in the DB; rate and ETA go to `status.json`; a consistent DB
 //! snapshot goes to S3 every `snapshot_interval`. The phase ends when every
 //! track is analysed, at its deadline, or when progress stalls: what was
-//! analysed is kept in every case.
+//! analysed is kept in every case. A canary ends it after its
+//! `sonic_tracks`, and fails without Plex Pass (a real run skips Sonic).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -49,10 +50,14 @@ pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
     let session = guard.as_mut().context("no Plex session")?;
     let account = call("read the Plex account", || session.api().account()).await?;
     if !account.subscription_active.0 {
-        let line = format!(
-            "Sonic skipped: the Plex account {:?} has no active Plex Pass (subscription state {:?})",
+        let no_pass = format!(
+            "the Plex account {:?} has no active Plex Pass (subscription state {:?})",
             account.username, account.subscription_state
         );
+        if ctx.cfg.canary().is_some() {
+            anyhow::bail!("Sonic cannot run: {no_pass}");
+        }
+        let line = format!("Sonic skipped: {no_pass}");
         tracing::warn!("{line}");
         return Ok(json!({ "skipped": line, "analysed": analysed, "tracks": tracks }));
     }
@@ -72,8 +77,13 @@ pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
     })
     .await?;
     tracing::info!(analysed, tracks, "Sonic analysis started");
-
+    // The rate counts from here: settling took time that analysed nothing.
+    let sonic_started = Instant::now();
     let analysed_before = analysed;
+    let target = ctx
+        .cfg
+        .canary()
+        .map_or(tracks, |c| tracks.min(analysed + c.sonic_tracks));
     let mut rate = Rate::default();
     rate.add(Instant::now(), analysed);
     let mut watch = Watch::new(ctx, started, end.saturating_duration_since(started));
@@ -93,6 +103,9 @@ pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
         publish(ctx, analysed, tracks, &rate).await;
         if analysed >= tracks {
             break ("done", analysed);
+        }
+        if analysed >= target {
+            break ("canary", analysed);
         }
         if last_snapshot.elapsed() >= ctx.cfg.deadlines().snapshot_interval {
             snapshot::take(ctx, ckpt, analysed).await?;
@@ -128,7 +141,7 @@ pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
         }
     };
     let _ = session.api().stop_butler_task(TASK).await;
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = sonic_started.elapsed().as_secs_f64();
     let per_hour = (analysed - analysed_before) as f64 * 3600.0 / seconds.max(1.0);
     tracing::info!(outcome, analysed, per_hour, "Sonic phase over");
     Ok(json!({

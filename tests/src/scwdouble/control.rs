@@ -28,6 +28,7 @@ pub fn router() -> Router<Shared> {
         .route("/__double/fail", post(fail))
         .route("/__double/servers/{id}/guest-halt", post(guest_halt))
         .route("/__double/metadata/bind", post(bind))
+        .route("/__double/s3/cold", post(cold))
 }
 
 async fn calls(State(double): State<Shared>) -> ApiResult {
@@ -127,6 +128,19 @@ async fn bind(State(double): State<Shared>, bytes: Bytes) -> ApiResult {
         }
         (None, id) => world.metadata_bound = id,
     }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `{"bucket": B, "prefix": P}`: the objects under `P` move to the
+/// GLACIER storage class (what a lifecycle rule does to media left
+/// untouched): the S3 front refuses to read them until "restored".
+async fn cold(State(double): State<Shared>, bytes: Bytes) -> ApiResult {
+    let body = Body::parse(&bytes, &["bucket", "prefix"])?;
+    let bucket = body
+        .opt_str("bucket")?
+        .ok_or_else(|| ScwError::invalid_request("bucket: required"))?;
+    let prefix = body.opt_str("prefix")?.unwrap_or_default();
+    double.world().cold_prefixes.push((bucket, prefix));
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

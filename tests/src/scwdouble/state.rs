@@ -245,6 +245,9 @@ pub struct World {
     pub guests: std::collections::HashMap<String, i32>,
     /// Bucket → its policy, kept by the S3 front.
     pub bucket_policies: BTreeMap<String, super::s3front::BucketPolicy>,
+    /// `(bucket, key prefix)` of objects in the GLACIER storage class
+    /// (`POST /__double/s3/cold`): listed and HEADed, never read.
+    pub cold_prefixes: Vec<(String, String)>,
 }
 
 impl World {

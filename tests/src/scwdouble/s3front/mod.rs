@@ -181,6 +181,9 @@ fn decide(
         ));
     }
     let bucket = op.bucket.clone().unwrap_or_default();
+    if let Some(refused) = cold_read(&world, method, &op) {
+        return refused;
+    }
     let Some(policy) = world.bucket_policies.get(&bucket) else {
         return Verdict::Forward;
     };
@@ -228,6 +231,24 @@ fn decide(
         }
     }
     Verdict::Forward
+}
+
+/// A GET of an object in the GLACIER class, as AWS documents it and
+/// Scaleway follows: 403 `InvalidObjectState` until the object is
+/// restored (a HEAD still answers).
+fn cold_read(world: &World, method: &Method, op: &Op) -> Option<Verdict> {
+    let (bucket, key) = (op.bucket.as_deref()?, op.key.as_deref()?);
+    let cold = world
+        .cold_prefixes
+        .iter()
+        .any(|(b, p)| b == bucket && key.starts_with(p.as_str()));
+    (cold && op.name == "GetObject" && method == Method::GET).then(|| {
+        Verdict::Refuse(
+            StatusCode::FORBIDDEN,
+            "InvalidObjectState",
+            "The operation is not valid for the object's storage class".into(),
+        )
+    })
 }
 
 async fn handle(
