@@ -43,7 +43,11 @@ pub struct Verdict {
 
 /// The image recipe, the reference and the run's configuration, hashed:
 /// the same fingerprint means the canary ran what the real run will.
-pub fn fingerprint(cfg: &BootstrapConfig, recipe: &str, reference: Option<(&str, &Manifest)>) -> String {
+pub fn fingerprint(
+    cfg: &BootstrapConfig,
+    recipe: &str,
+    reference: Option<(&str, &Manifest)>,
+) -> String {
     let mut h = Sha256::new();
     h.update(recipe.as_bytes());
     if let Some((key, manifest)) = reference {
@@ -136,7 +140,7 @@ fn fix(step: &str, why: &str) -> String {
     } else if has("reference") {
         "`bootstrap snapshot` writes the reference a delta run starts from".into()
     } else if step == "image" {
-        "the builder's log is printed above: fix [image] (rclone_sha256, plex_image_digest) and run `bootstrap image build`".into()
+        "the builder's log is shown with the error: fix [image] (rclone_sha256, plex_image_digest) and run `bootstrap image build`".into()
     } else {
         "the runner's log (the end of it below, or `bootstrap status RUN`) says what happened before".into()
     }
@@ -180,7 +184,10 @@ pub fn judge(
         .status
         .as_ref()
         .filter(|s| s.state == RunState::Failed)
-        .and_then(|s| s.phase.map(|p| (p, s.last_error.clone().unwrap_or_default())));
+        .and_then(|s| {
+            s.phase
+                .map(|p| (p, s.last_error.clone().unwrap_or_default()))
+        });
     let mut sonic = None;
     for phase in Phase::ALL {
         let done = ckpt.and_then(|c| c.done.iter().find(|r| r.phase == phase));
@@ -189,9 +196,17 @@ pub fn judge(
                 if phase == Phase::Sonic {
                     sonic = Some(r.output.clone());
                 }
-                Step::new(phase.name(), StepResult::Passed, Some(r.seconds), detail(phase, &r.output))
+                Step::new(
+                    phase.name(),
+                    StepResult::Passed,
+                    Some(r.seconds),
+                    detail(phase, &r.output),
+                )
             }
-            (None, Some((p, why))) if *p == phase => Step::failed(phase.name(), why.clone()),
+            (None, Some((p, why))) if *p == phase => {
+                let prefix = format!("phase {phase} failed: ");
+                Step::failed(phase.name(), why.trim_start_matches(&prefix).to_owned())
+            }
             (None, _) => Step::new(phase.name(), StepResult::NotReached, None, String::new()),
         };
         steps.push(step);
@@ -203,23 +218,35 @@ pub fn judge(
             "plex",
             StepResult::Passed,
             None,
-            format!("the pinned image ran, claimed as server {server}"),
+            format!("Plex ran and was claimed on the plex.tv account as server {server}"),
         ));
     }
     let ran = matches!(view.outcome, Outcome::Done);
     steps.push(match (&view.server, ran || failed_phase.is_some()) {
-        (None, _) => Step::new("ended", StepResult::Passed, None, "the instance ended itself".into()),
+        (None, _) => Step::new(
+            "ended",
+            StepResult::Passed,
+            None,
+            "the instance ended itself".into(),
+        ),
         (Some(_), true) => Step::failed(
             "ended",
             "the run is over but its server still exists (billed)".into(),
         ),
         (Some(_), false) => Step::new("ended", StepResult::NotReached, None, String::new()),
     });
-    steps.push(match (view.log_tail.is_empty(), ran || failed_phase.is_some()) {
-        (false, _) => Step::new("logs", StepResult::Passed, None, "shipped to the bucket".into()),
-        (true, true) => Step::failed("logs", "the run shipped no logs".into()),
-        (true, false) => Step::new("logs", StepResult::NotReached, None, String::new()),
-    });
+    steps.push(
+        match (view.log_tail.is_empty(), ran || failed_phase.is_some()) {
+            (false, _) => Step::new(
+                "logs",
+                StepResult::Passed,
+                None,
+                "shipped to the bucket".into(),
+            ),
+            (true, true) => Step::failed("logs", "the run shipped no logs".into()),
+            (true, false) => Step::new("logs", StepResult::NotReached, None, String::new()),
+        },
+    );
     steps.push(match home {
         Some(HomeChecks::Passed(d)) => Step::new("home", StepResult::Passed, None, d.clone()),
         Some(HomeChecks::Failed(why)) => Step::failed("home", why.clone()),
@@ -241,7 +268,10 @@ pub fn judge(
         _ => format!("canary {id}: under way"),
     }];
     lines.extend(steps.iter().map(ToString::to_string));
-    if let Some(line) = sonic.as_ref().and_then(|s| real_run_estimate(cfg, view, s, types)) {
+    if let Some(line) = sonic
+        .as_ref()
+        .and_then(|s| real_run_estimate(cfg, view, s, types))
+    {
         lines.push(line);
     }
     if !passed && !view.log_tail.is_empty() {
@@ -283,14 +313,23 @@ fn detail(phase: Phase, output: &Value) -> String {
         Phase::Scan => {
             let folders: Vec<&str> = output["libraries"]
                 .as_array()
-                .map(|l| l.iter().filter_map(|l| l["canary_folder"].as_str()).collect())
+                .map(|l| {
+                    l.iter()
+                        .filter_map(|l| l["canary_folder"].as_str())
+                        .collect()
+                })
                 .unwrap_or_default();
-            format!("{} folder(s) scanned: {}", folders.len(), folders.join(", "))
+            format!(
+                "{} folder(s) scanned: {}",
+                folders.len(),
+                folders.join(", ")
+            )
         }
         Phase::Sonic => format!(
-            "{} tracks analysed at {} tracks/h",
-            output["analysed"].as_u64().unwrap_or(0) - output["analysed_before"].as_u64().unwrap_or(0),
-            output["tracks_per_hour"]
+            "{} tracks analysed at {:.0} tracks/h",
+            output["analysed"].as_u64().unwrap_or(0)
+                - output["analysed_before"].as_u64().unwrap_or(0),
+            output["tracks_per_hour"].as_f64().unwrap_or(0.0)
         ),
         _ => String::new(),
     }
@@ -306,7 +345,9 @@ fn real_run_estimate(
     types: &std::collections::BTreeMap<String, ServerType>,
 ) -> Option<String> {
     let rate = sonic["tracks_per_hour"].as_f64().filter(|r| *r > 0.0)?;
-    let left = sonic["tracks"].as_u64()?.saturating_sub(sonic["analysed_before"].as_u64()?);
+    let left = sonic["tracks"]
+        .as_u64()?
+        .saturating_sub(sonic["analysed_before"].as_u64()?);
     let real = &cfg.scaleway.commercial_type;
     let scale = estimate::vcpu_scale(types, &view.record.commercial_type, real)?;
     let real_rate = rate * scale;

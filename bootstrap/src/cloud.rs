@@ -54,7 +54,9 @@ pub async fn destroy_server(client: &Client, zone: &Zone, server: &Server) -> Re
         // what was wanted.
         Err(e) if e.is_not_found() || matches!(e, ScwError::Gone { .. }) => {}
         Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!("cannot delete server {}", server.id)));
+            return Err(
+                anyhow::Error::new(e).context(format!("cannot delete server {}", server.id))
+            );
         }
     }
     delete_volumes(client, zone, server).await

@@ -104,7 +104,11 @@ pub async fn estimate(
 
 /// How much faster Sonic runs on `target` than on `measured_on`: the
 /// ratio of their vCPUs (Sonic is CPU-bound).
-pub fn vcpu_scale(types: &BTreeMap<String, ServerType>, measured_on: &str, target: &str) -> Option<f64> {
+pub fn vcpu_scale(
+    types: &BTreeMap<String, ServerType>,
+    measured_on: &str,
+    target: &str,
+) -> Option<f64> {
     let cpus = |t: &str| types.get(t).map(|t| f64::from(t.ncpus.max(1)));
     Some(cpus(target)? / cpus(measured_on)?)
 }

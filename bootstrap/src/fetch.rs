@@ -143,12 +143,18 @@ pub async fn fetch_canary(cfg: &BootstrapConfig, run: Option<&str>, wait: bool) 
         ),
         _ => None,
     };
+    // Judged before the cleanup: whether the instance ended itself is
+    // part of the verdict (a failed run ships its logs and ends just after
+    // its status says so).
+    wait_server_gone(cfg, &client, &record).await?;
+    let verdict = canary::judge_now(cfg, &client, &bucket, &record, home.as_ref()).await?;
     clean_cloud(cfg, &client, &bucket, &record, false)
         .await
         .with_context(|| {
-            format!("canary {run_id}: cleaning the cloud failed: `bootstrap sweep` lists what is left")
+            format!(
+                "canary {run_id}: cleaning the cloud failed: `bootstrap sweep` lists what is left"
+            )
         })?;
-    let verdict = canary::judge_now(cfg, &client, &bucket, &record, home.as_ref()).await?;
     println!("{}", verdict.lines.join("\n"));
     let passed = verdict.passed;
     record.canary = Some(canary::CanaryRecord {
@@ -183,10 +189,14 @@ struct Downloaded {
     incoming: std::path::PathBuf,
 }
 
-async fn download(cfg: &BootstrapConfig, bucket: &Bucket, record: &LaunchRecord) -> Result<Downloaded> {
+async fn download(
+    cfg: &BootstrapConfig,
+    bucket: &Bucket,
+    record: &LaunchRecord,
+) -> Result<Downloaded> {
     let run_id = &record.run_id;
-    let done = finished_result(cfg, &bucket, run_id).await?;
-    let manifest = runner::transfer::fetch_manifest(&bucket, &done.manifest_key).await?;
+    let done = finished_result(cfg, bucket, run_id).await?;
+    let manifest = runner::transfer::fetch_manifest(bucket, &done.manifest_key).await?;
     if manifest.archive.sha256 != done.archive_sha256 {
         bail!(
             "run {run_id}: the manifest's archive digest ({}) is not the one DONE records ({}): the result is not installed",
@@ -216,7 +226,7 @@ async fn download(cfg: &BootstrapConfig, bucket: &Bucket, record: &LaunchRecord)
         incoming.display()
     );
     runner::transfer::pull_with_progress(
-        &bucket,
+        bucket,
         &done.archive_key,
         &incoming,
         Some(manifest.clone()),
@@ -292,14 +302,39 @@ async fn latest(cfg: &BootstrapConfig, bucket: &Bucket, canary: bool) -> Result<
         .context("no launched run waiting to be fetched (name one: `bootstrap fetch RUN`)")
 }
 
-/// Polls until the run has a result or has failed.
-async fn wait_finished(cfg: &BootstrapConfig, bucket: &Bucket, run_id: &str) -> Result<()> {
-    let every = Duration::from_millis(
+/// How long a finished run's server is given to end itself.
+const SELF_END: Duration = Duration::from_secs(5 * 60);
+
+/// Waits (bounded) until the run's server is gone.
+async fn wait_server_gone(
+    cfg: &BootstrapConfig,
+    client: &Client,
+    record: &LaunchRecord,
+) -> Result<()> {
+    let Some(id) = &record.server_id else {
+        return Ok(());
+    };
+    let until = std::time::Instant::now() + SELF_END;
+    while client.get_server(&cfg.scaleway.zone, id).await?.is_some()
+        && std::time::Instant::now() < until
+    {
+        tokio::time::sleep(poll_every()).await;
+    }
+    Ok(())
+}
+
+fn poll_every() -> Duration {
+    Duration::from_millis(
         std::env::var("PLEX_BURST_POLL_MS")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(60_000),
-    );
+    )
+}
+
+/// Polls until the run has a result or has failed.
+async fn wait_finished(cfg: &BootstrapConfig, bucket: &Bucket, run_id: &str) -> Result<()> {
+    let every = poll_every();
     let mut last = String::new();
     loop {
         if runs::outcome(cfg, bucket, run_id).await? != Outcome::Pending {

@@ -90,7 +90,10 @@ pub async fn launch(cfg: &BootstrapConfig, opts: &LaunchOptions) -> Result<()> {
         .map_err(said("checks"))?;
     print_plan(cfg, &plan, opts.canary);
     if !opts.canary {
-        println!("{}", canary::proof(&canary::home_records(cfg), &plan.fingerprint));
+        println!(
+            "{}",
+            canary::proof(&canary::home_records(cfg), &plan.fingerprint)
+        );
     }
     if opts.dry_run {
         println!("dry run: nothing created");
@@ -225,7 +228,11 @@ async fn check(
     let run_id = runs::new_run_id(cfg, bucket).await?;
     let earlier = runs::all(cfg, bucket).await.unwrap_or_default();
     let estimate = match opts.canary {
-        true => Estimate::at_most(cfg.canary.deadline, hourly_price, cfg.scaleway.root_volume_gb),
+        true => Estimate::at_most(
+            cfg.canary.deadline,
+            hourly_price,
+            cfg.scaleway.root_volume_gb,
+        ),
         false => {
             estimate::estimate(
                 cfg,
@@ -240,7 +247,9 @@ async fn check(
     let fingerprint = canary::fingerprint(
         cfg,
         &recipe.hash,
-        reference.as_ref().map(|r| (r.archive_key.as_str(), &r.manifest)),
+        reference
+            .as_ref()
+            .map(|r| (r.archive_key.as_str(), &r.manifest)),
     );
     Ok(Plan {
         run_id,
@@ -335,10 +344,7 @@ fn print_plan(cfg: &BootstrapConfig, plan: &Plan, canary: bool) {
     }
     println!(
         "  server     {} in {} at EUR {:.4}/h, root volume {} GB",
-        plan.commercial_type,
-        cfg.scaleway.zone,
-        plan.hourly_price,
-        cfg.scaleway.root_volume_gb
+        plan.commercial_type, cfg.scaleway.zone, plan.hourly_price, cfg.scaleway.root_volume_gb
     );
     match &plan.reference {
         Some(r) => println!(

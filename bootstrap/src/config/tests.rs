@@ -283,3 +283,45 @@ fn rclone_sha256_is_required_and_the_url_and_plex_digest_are_checked() {
         assert!(!err.contains('\n'), "{err}");
     }
 }
+
+#[test]
+fn a_canary_renders_a_slice_the_runner_accepts_with_its_own_deadline() {
+    let text = EXAMPLE.replace(
+        "[run.phases]\nscan = true",
+        "[run.phases]\ndeep_scan = true\nrefresh_metadata = true\nscan = true",
+    );
+    let text = format!(
+        "{}\n[run.deadlines.scan_per_type]\nartist = \"30h\"\nphoto = \"20m\"\n",
+        text.replace(
+            "# folders = [\"/media/music/Miles Davis\"]",
+            "folders = [\"/media/music/Miles Davis\"]"
+        )
+    );
+    let cfg = parse(&text).unwrap();
+    assert_eq!(cfg.canary.commercial_type, "DEV1-S");
+    assert_eq!(cfg.canary.deadline, Duration::from_secs(45 * 60));
+    let mut p = params(&cfg);
+    p.canary = Some(cfg.canary.clone());
+    let toml = cfg.render_run_toml(&p).unwrap();
+    let run = RunConfig::from_toml_str(&toml, &|var| {
+        compose::run_secret_var(var).then(|| "x-placeholder".to_owned())
+    })
+    .unwrap();
+    let canary = run.canary().expect("a canary table");
+    assert_eq!(canary.sonic_tracks, 50);
+    // Named as home paths, mapped to where Plex sees them.
+    assert_eq!(canary.folders[0].as_str(), "/mnt/media/music/Miles Davis");
+    assert_eq!(run.run_deadline(), Duration::from_secs(45 * 60));
+    assert!(!run.phases().deep_scan && !run.phases().refresh_metadata);
+    assert!(run.phases().scan && run.phases().sonic);
+    // The 30 h budget is gone (the runner caps its default), 20 m stays.
+    assert!(!toml.contains("30h"), "{toml}");
+    assert!(toml.contains("photo = \"20m\""), "{toml}");
+    // A real launch's config has no canary table.
+    assert!(rendered(&cfg).canary().is_none());
+
+    let bad = parse(&text.replace("sonic_tracks = 50", "sonic_tracks = 0")).unwrap_err();
+    assert!(bad.contains("canary.sonic_tracks"), "{bad}");
+    let bad = parse(&text.replace("deadline = \"45m\"", "deadline = \"3d\"")).unwrap_err();
+    assert!(bad.contains("canary.deadline"), "{bad}");
+}

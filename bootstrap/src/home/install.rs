@@ -371,7 +371,9 @@ fn work(
 
 /// Applies the mappings; the copy `remap` insists on goes to a scratch
 /// folder beside the home one, removed afterwards.
-pub(super) fn remap_incoming(plan: &InstallPlan) -> Result<RemapReport, runner::plexdb::PlexDbError> {
+pub(super) fn remap_incoming(
+    plan: &InstallPlan,
+) -> Result<RemapReport, runner::plexdb::PlexDbError> {
     let scratch = plan
         .databases_dir
         .with_file_name(format!(".plex-burst-remap-{}", std::process::id()));

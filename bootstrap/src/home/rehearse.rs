@@ -37,8 +37,7 @@ pub fn rehearse(plan: &InstallPlan) -> Result<String, String> {
         }
     }
     Ok(format!(
-        "the result merged into a scratch copy ({} watch-state rows), integrity {:?}, {checked} library counts as the run recorded; the home Plex untouched",
+        "the result merged into a scratch copy ({} watch-state rows), integrity {integrity}, {checked} library counts as the run recorded; the home Plex untouched",
         merged.settings_updated + merged.settings_inserted,
-        integrity.method
     ))
 }

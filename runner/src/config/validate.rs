@@ -76,10 +76,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
     let guard = guard(raw.guard)?;
     let termination = termination(raw.termination, env)?;
     let wipe = wipe(raw.wipe)?;
-    let canary = raw
-        .canary
-        .map(|c| canary(c, &path_mappings))
-        .transpose()?;
+    let canary = raw.canary.map(|c| canary(c, &path_mappings)).transpose()?;
     Ok(RunConfig {
         run_id,
         work_dir,
@@ -643,10 +640,7 @@ fn canary(raw: RawCanary, mappings: &[PathMapping]) -> Result<Canary> {
         .map(|(i, f)| {
             let key = format!("canary.folders[{i}]");
             let folder: AbsPath = parse(&key, f)?;
-            parse(
-                &key,
-                &crate::plexdb::mapped_path(mappings, folder.as_str()),
-            )
+            parse(&key, &crate::plexdb::mapped_path(mappings, folder.as_str()))
         })
         .collect::<Result<_>>()?;
     Ok(Canary {

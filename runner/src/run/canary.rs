@@ -19,7 +19,11 @@ const READ_BYTES: usize = 256 * 1024;
 
 /// The folder of `section` the canary scans, checked readable.
 pub(super) async fn folder(ctx: &RunContext, canary: &Canary, section: &Section) -> Result<String> {
-    let locations: Vec<PathBuf> = section.locations.iter().map(|l| l.path.clone().into()).collect();
+    let locations: Vec<PathBuf> = section
+        .locations
+        .iter()
+        .map(|l| l.path.clone().into())
+        .collect();
     let named: Vec<PathBuf> = canary.folders.iter().map(|f| f.to_path_buf()).collect();
     let title = section.title.clone();
     let work = tokio::task::spawn_blocking(move || -> Result<(PathBuf, usize)> {
@@ -28,15 +32,13 @@ pub(super) async fn folder(ctx: &RunContext, canary: &Canary, section: &Section)
         Ok((folder, read))
     });
     let within = ctx.cfg.media().probe_timeout * READ_FILES as u32;
-    let (folder, read) = tokio::time::timeout(within, work)
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "the canary's folder of {:?} did not answer through the media mount within {}",
-                section.title,
-                humantime::format_duration(within)
-            )
-        })???;
+    let (folder, read) = tokio::time::timeout(within, work).await.map_err(|_| {
+        anyhow::anyhow!(
+            "the canary's folder of {:?} did not answer through the media mount within {}",
+            section.title,
+            humantime::format_duration(within)
+        )
+    })???;
     let folder = folder.to_string_lossy().into_owned();
     tracing::info!(library = %section.title, folder, files_read = read, "canary: a partial scan of one folder");
     Ok(folder)

@@ -30,9 +30,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::RunContext;
-use super::{canary, guard};
 use super::session::{Session, call};
 use super::watch::{Progress, Watch};
+use super::{canary, guard};
 use crate::config::{LibraryType, Mode};
 use crate::plex::api::Section;
 use crate::plexdb::stats::{self, LibraryStats, Stats};

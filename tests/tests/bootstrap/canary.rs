@@ -85,7 +85,10 @@ fn a_canary_proves_the_launch_and_each_failure_names_its_step_and_its_fix() {
     assert!(!out.status.success());
     let stdout = text(&out.stdout);
     let (line, fix) = failed_step(&stdout, "image");
-    assert!(line.contains("provisioning failed at step \"plex\""), "{line}");
+    assert!(
+        line.contains("provisioning failed at step \"plex\""),
+        "{line}"
+    );
     assert!(fix.contains("bootstrap image build"), "{fix}");
     std::fs::remove_file(w.dir.path().join("instances/fail-build")).unwrap();
     assert!(
@@ -151,7 +154,10 @@ fn a_canary_proves_the_launch_and_each_failure_names_its_step_and_its_fix() {
     let refused = w.fails(&["fetch", &run_id]);
     assert!(refused.contains("is a canary"), "{refused}");
     let status = w.ok(&["status", &run_id]);
-    assert!(status.contains(&format!("canary {run_id}: PASSED")), "{status}");
+    assert!(
+        status.contains(&format!("canary {run_id}: PASSED")),
+        "{status}"
+    );
 
     // The real launch now knows it is proved.
     let plan = w.ok(&["launch", "--dry-run"]);
@@ -182,6 +188,11 @@ fn a_canary_proves_the_launch_and_each_failure_names_its_step_and_its_fix() {
         verdict.contains("-       package  : not reached"),
         "{verdict}"
     );
+    // A canary is over at its first failure: the instance ended itself.
+    assert!(
+        verdict.contains("ok      ended    : the instance ended itself"),
+        "{verdict}"
+    );
     assert_eq!(
         w.launch_json(&cold_run)["canary"]["verdict"]["passed"],
         false
@@ -189,7 +200,10 @@ fn a_canary_proves_the_launch_and_each_failure_names_its_step_and_its_fix() {
 
     // A library root outside the mount: the path mapping is the fix.
     let config = std::fs::read_to_string(w.config_path()).unwrap();
-    let unmapped = config.replace("[[run.path_mapping]]\nfrom = \"/data/media\"", "[[run.path_mapping]]\nfrom = \"/data/elsewhere\"");
+    let unmapped = config.replace(
+        "[[run.path_mapping]]\nfrom = \"/data/media\"",
+        "[[run.path_mapping]]\nfrom = \"/data/elsewhere\"",
+    );
     assert_ne!(config, unmapped);
     std::fs::write(w.config_path(), unmapped).unwrap();
     let out = w.bootstrap(&["launch", "--canary"]);
