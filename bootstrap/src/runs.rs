@@ -228,14 +228,7 @@ pub async fn status(
     bucket: &Bucket,
     run_id: &str,
 ) -> Result<Option<Status>> {
-    let key = cfg.run_key(run_id, "status.json");
-    if bucket.head(&key).await?.is_none() {
-        return Ok(None);
-    }
-    let bytes = bucket.get_bytes(&key).await?;
-    Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
-        format!("s3://{}/{key} is unreadable", bucket.name())
-    })?))
+    run_json(cfg, bucket, run_id, "status.json").await
 }
 
 /// The run's checkpoint as the runner mirrored it (phases done, their
@@ -245,7 +238,18 @@ pub async fn checkpoint(
     bucket: &Bucket,
     run_id: &str,
 ) -> Result<Option<runner::run::checkpoint::Checkpoint>> {
-    let key = cfg.run_key(run_id, runner::run::snapshot::MIRRORED_CHECKPOINT);
+    let name = runner::run::snapshot::MIRRORED_CHECKPOINT;
+    run_json(cfg, bucket, run_id, name).await
+}
+
+/// `runs/<run_id>/<name>` parsed, if the run wrote it.
+async fn run_json<T: serde::de::DeserializeOwned>(
+    cfg: &BootstrapConfig,
+    bucket: &Bucket,
+    run_id: &str,
+    name: &str,
+) -> Result<Option<T>> {
+    let key = cfg.run_key(run_id, name);
     if bucket.head(&key).await?.is_none() {
         return Ok(None);
     }

@@ -28,15 +28,6 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 pub use coverage::CoverageReport;
 pub use integrity::IntegrityReport;
 pub use paths::PathMapping;
-
-/// `path` as the run's Plex sees it: the mapping that covers it applied
-/// (mappings that do not validate together map nothing).
-pub fn mapped_path(mappings: &[PathMapping], path: &str) -> String {
-    match paths::Mapper::new(mappings) {
-        Ok(mapper) => mapper.apply(path),
-        Err(_) => path.to_string(),
-    }
-}
 pub use plex_sqlite::PlexSqlite;
 pub use remap::RemapReport;
 pub use repair::RepairReport;
@@ -136,6 +127,15 @@ impl PlexDbError {
             path: path.to_path_buf(),
             source,
         }
+    }
+}
+
+/// `path` as the run's Plex sees it: the mapping that covers it applied
+/// (mappings that do not validate together map nothing).
+pub fn mapped_path(mappings: &[PathMapping], path: &str) -> String {
+    match paths::Mapper::new(mappings) {
+        Ok(mapper) => mapper.apply(path),
+        Err(_) => path.to_string(),
     }
 }
 
