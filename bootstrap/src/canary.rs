@@ -58,14 +58,14 @@ pub fn fingerprint(
 }
 
 /// One step of a verdict.
-pub struct Step {
-    pub name: String,
-    pub result: StepResult,
-    pub seconds: Option<f64>,
-    pub detail: String,
+struct Step {
+    name: String,
+    result: StepResult,
+    seconds: Option<f64>,
+    detail: String,
 }
 
-pub enum StepResult {
+enum StepResult {
     Passed,
     Failed { why: String },
     NotReached,
@@ -81,7 +81,7 @@ impl Step {
         }
     }
 
-    pub fn failed(name: &str, why: String) -> Step {
+    fn failed(name: &str, why: String) -> Step {
         Step::new(name, StepResult::Failed { why }, None, String::new())
     }
 
@@ -162,7 +162,7 @@ pub enum HomeChecks {
 
 /// The verdict on the run `view` shows, with the home checks when
 /// `fetch --canary` made them. `types`: the catalogue, for the estimate.
-pub fn judge(
+fn judge(
     cfg: &BootstrapConfig,
     view: &RunView,
     ckpt: Option<&Checkpoint>,
@@ -285,23 +285,22 @@ pub fn judge(
     }
 }
 
-/// The verdict as things stand: the run's status, its mirrored
-/// checkpoint, its server, its logs and the catalogue.
+/// The verdict on `view` as things stand, with the run's mirrored
+/// checkpoint and the catalogue.
 pub async fn judge_now(
     cfg: &BootstrapConfig,
     client: &Client,
     bucket: &Bucket,
-    record: &LaunchRecord,
+    view: &RunView,
     home: Option<&HomeChecks>,
 ) -> anyhow::Result<Verdict> {
-    let view = RunView::load(cfg, client, bucket, record.clone()).await?;
-    let ckpt = crate::runs::checkpoint(cfg, bucket, &record.run_id).await?;
+    let ckpt = crate::runs::checkpoint(cfg, bucket, &view.record.run_id).await?;
     // The estimate is a bonus: a verdict without it is still a verdict.
     let types = client
         .server_types(&cfg.scaleway.zone)
         .await
         .unwrap_or_default();
-    Ok(judge(cfg, &view, ckpt.as_ref(), home, &types))
+    Ok(judge(cfg, view, ckpt.as_ref(), home, &types))
 }
 
 /// A phase's output in a few words.

@@ -29,6 +29,7 @@ use crate::home;
 use crate::plex_account;
 use crate::progress;
 use crate::runs::{self, LaunchRecord, LaunchState, Outcome};
+use crate::status::RunView;
 
 pub struct FetchOptions {
     pub wait: bool,
@@ -147,7 +148,8 @@ pub async fn fetch_canary(cfg: &BootstrapConfig, run: Option<&str>, wait: bool) 
     // part of the verdict (a failed run ships its logs and ends just after
     // its status says so).
     wait_server_gone(cfg, &client, &record).await?;
-    let verdict = canary::judge_now(cfg, &client, &bucket, &record, home.as_ref()).await?;
+    let view = RunView::load(cfg, &client, &bucket, record.clone()).await?;
+    let verdict = canary::judge_now(cfg, &client, &bucket, &view, home.as_ref()).await?;
     clean_cloud(cfg, &client, &bucket, &record, false)
         .await
         .with_context(|| {
@@ -172,12 +174,9 @@ pub async fn fetch_canary(cfg: &BootstrapConfig, run: Option<&str>, wait: bool) 
 /// The canary's result downloaded into a scratch copy and checked there.
 async fn rehearse(cfg: &BootstrapConfig, bucket: &Bucket, record: &LaunchRecord) -> Result<String> {
     let Downloaded { plan, incoming, .. } = download(cfg, bucket, record).await?;
-    let checked = tokio::task::spawn_blocking({
-        let plan = plan.clone();
-        move || home::rehearse::rehearse(&plan)
-    })
-    .await
-    .context("the home checks panicked")?;
+    let checked = tokio::task::spawn_blocking(move || home::rehearse::rehearse(&plan))
+        .await
+        .context("the home checks panicked")?;
     remove_stale(&incoming)?;
     checked.map_err(anyhow::Error::msg)
 }
@@ -318,23 +317,19 @@ async fn wait_server_gone(
     while client.get_server(&cfg.scaleway.zone, id).await?.is_some()
         && std::time::Instant::now() < until
     {
-        tokio::time::sleep(poll_every()).await;
+        tokio::time::sleep(cloud::poll_interval()).await;
     }
     Ok(())
 }
 
-fn poll_every() -> Duration {
-    Duration::from_millis(
+/// Polls until the run has a result or has failed.
+async fn wait_finished(cfg: &BootstrapConfig, bucket: &Bucket, run_id: &str) -> Result<()> {
+    let every = Duration::from_millis(
         std::env::var("PLEX_BURST_POLL_MS")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(60_000),
-    )
-}
-
-/// Polls until the run has a result or has failed.
-async fn wait_finished(cfg: &BootstrapConfig, bucket: &Bucket, run_id: &str) -> Result<()> {
-    let every = poll_every();
+    );
     let mut last = String::new();
     loop {
         if runs::outcome(cfg, bucket, run_id).await? != Outcome::Pending {

@@ -55,6 +55,8 @@ pub struct LaunchOptions {
 /// What the checks found: everything a launch needs, nothing created yet.
 struct Plan {
     run_id: String,
+    /// A canary's rehearsal (`LaunchOptions::canary`).
+    canary: bool,
     commercial_type: String,
     fingerprint: String,
     reference: Option<Reference>,
@@ -88,7 +90,7 @@ pub async fn launch(cfg: &BootstrapConfig, opts: &LaunchOptions) -> Result<()> {
     let plan = check(cfg, &client, &bucket, opts)
         .await
         .map_err(said("checks"))?;
-    print_plan(cfg, &plan, opts.canary);
+    print_plan(cfg, &plan);
     if !opts.canary {
         println!(
             "{}",
@@ -111,7 +113,7 @@ pub async fn launch(cfg: &BootstrapConfig, opts: &LaunchOptions) -> Result<()> {
     };
 
     let now = SystemTime::now();
-    let deadline = now + run_deadline(cfg, opts.canary);
+    let deadline = now + run_deadline(cfg, plan.canary);
     let mut record = LaunchRecord {
         run_id: plan.run_id.clone(),
         state: LaunchState::Creating,
@@ -147,7 +149,6 @@ pub async fn launch(cfg: &BootstrapConfig, opts: &LaunchOptions) -> Result<()> {
         &plan,
         &mut record,
         deadline + key_margin(cfg),
-        opts.canary,
     )
     .await
     {
@@ -226,7 +227,6 @@ async fn check(
     let recipe = Recipe::new(cfg, &plex_version)?;
     let image = image::find(client, cfg, &recipe).await?;
     let run_id = runs::new_run_id(cfg, bucket).await?;
-    let earlier = runs::all(cfg, bucket).await.unwrap_or_default();
     let estimate = match opts.canary {
         true => Estimate::at_most(
             cfg.canary.deadline,
@@ -234,6 +234,7 @@ async fn check(
             cfg.scaleway.root_volume_gb,
         ),
         false => {
+            let earlier = runs::all(cfg, bucket).await.unwrap_or_default();
             estimate::estimate(
                 cfg,
                 bucket,
@@ -253,6 +254,7 @@ async fn check(
     );
     Ok(Plan {
         run_id,
+        canary: opts.canary,
         commercial_type: commercial_type.clone(),
         fingerprint,
         reference,
@@ -334,8 +336,8 @@ async fn media_readable(cfg: &BootstrapConfig) -> Result<()> {
     }
 }
 
-fn print_plan(cfg: &BootstrapConfig, plan: &Plan, canary: bool) {
-    match canary {
+fn print_plan(cfg: &BootstrapConfig, plan: &Plan) {
+    match plan.canary {
         true => println!(
             "canary run {} (each library's first folder scanned, Sonic on {} tracks)",
             plan.run_id, cfg.canary.sonic_tracks
@@ -365,7 +367,7 @@ fn print_plan(cfg: &BootstrapConfig, plan: &Plan, canary: bool) {
     }
     println!(
         "  deadline   {} (the dead-man ends the instance {} later; per-run key expires {} later)",
-        humantime::format_duration(run_deadline(cfg, canary)),
+        humantime::format_duration(run_deadline(cfg, plan.canary)),
         humantime::format_duration(cfg.scaleway.dead_man_grace),
         humantime::format_duration(key_margin(cfg))
     );
@@ -388,7 +390,6 @@ async fn create(
     plan: &Plan,
     record: &mut LaunchRecord,
     key_expires: SystemTime,
-    canary: bool,
 ) -> Result<()> {
     let zone = &cfg.scaleway.zone;
     let keys = grants::grant(cfg, client, bucket, &plan.run_id, key_expires).await?;
@@ -408,7 +409,7 @@ async fn create(
         metadata_url: cfg.scaleway.metadata_url.clone(),
         keep_on_failure: cfg.scaleway.keep_on_failure,
         dead_man_grace: cfg.scaleway.dead_man_grace,
-        canary: canary.then(|| cfg.canary.clone()),
+        canary: plan.canary.then(|| cfg.canary.clone()),
     };
     let run_toml = cfg.render_run_toml(&params).map_err(anyhow::Error::msg)?;
     let secrets = RunSecrets {

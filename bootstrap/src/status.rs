@@ -268,7 +268,7 @@ pub async fn status(
         if let Some(canary) = &view.record.canary {
             let verdict = match &canary.verdict {
                 Some(v) => v.clone(),
-                None => crate::canary::judge_now(cfg, &client, &bucket, &view.record, None).await?,
+                None => crate::canary::judge_now(cfg, &client, &bucket, &view, None).await?,
             };
             println!("{}", verdict.lines.join("\n"));
         }
