@@ -9,7 +9,7 @@ use std::process::Command;
 
 use plex_burst_tests::fixture::{
     self, ACCOUNT_IDS, LibraryKind, Spec, TreeFilter, generate_db, generate_db_for, real_db_path,
-    write_app_support, write_media_subset, write_media_tree,
+    write_app_support, write_app_support_sized, write_media_subset, write_media_tree,
 };
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
@@ -1075,6 +1075,173 @@ fn the_app_support_folder_is_shaped_like_plex() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("already exists"), "{error}");
+}
+
+#[test]
+fn a_sized_databases_folder_adds_up_with_sonic_blobs_and_dated_backups() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Spec::tiny();
+    let size = fixture::FolderSize {
+        total_bytes: 60_000_000,
+        dated_backups: 2,
+    };
+    let app = write_app_support_sized(dir.path(), &spec, size).unwrap();
+    let mut total = 0;
+    let mut dated = BTreeSet::new();
+    for entry in std::fs::read_dir(&app.databases).unwrap() {
+        let entry = entry.unwrap();
+        total += entry.metadata().unwrap().len();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some((db, date)) = name.rsplit_once(".db-") {
+            dated.insert(format!("{db}.db {date}"));
+        }
+    }
+    // Within 5% of the size asked for: SQLite pages round each DB up.
+    let asked = size.total_bytes as f64;
+    assert!(
+        (total as f64 - asked).abs() < asked * 0.05,
+        "{total} bytes for {asked}"
+    );
+    assert_eq!(
+        dated,
+        BTreeSet::from([
+            "com.plexapp.plugins.library.blobs.db 2026-11-17".to_string(),
+            "com.plexapp.plugins.library.blobs.db 2026-11-20".to_string(),
+            "com.plexapp.plugins.library.db 2026-11-17".to_string(),
+            "com.plexapp.plugins.library.db 2026-11-20".to_string(),
+        ])
+    );
+    // One Sonic blob per analysed track, linked to it.
+    let blobs = open(&app.databases.join("com.plexapp.plugins.library.blobs.db"));
+    let library = open(&app.library_db);
+    let analysed = strings(
+        &library,
+        "SELECT CAST(id AS TEXT) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL
+         AND extra_data LIKE '%musicAnalysisVersion%' ORDER BY id",
+    );
+    let linked = strings(
+        &blobs,
+        "SELECT CAST(linked_id AS TEXT) FROM blobs WHERE linked_type = 'metadata_item' ORDER BY linked_id",
+    );
+    assert_eq!(linked, analysed);
+    assert!(!analysed.is_empty());
+    let check: String = blobs
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    // Too small a folder is refused in one line, naming the sizes.
+    let error = write_app_support_sized(
+        &dir.path().join("small"),
+        &spec,
+        fixture::FolderSize {
+            total_bytes: 1_000_000,
+            dated_backups: 3,
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("too small"), "{error}");
+    assert_eq!(error.lines().count(), 1, "{error}");
+}
+
+#[test]
+fn music_carries_its_tag_volume_and_audio_streams_their_attributes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, summary) = tiny_db(dir.path());
+    let conn = open(&path);
+    let tagged = |kind: i64, tag_type: i64| {
+        count(
+            &conn,
+            &format!(
+                "SELECT count(DISTINCT m.id) FROM metadata_items m JOIN taggings g ON g.metadata_item_id = m.id
+                 JOIN tags t ON t.id = g.tag_id WHERE m.metadata_type = {kind} AND t.tag_type = {tag_type}"
+            ),
+        )
+    };
+    let items = |kind: i64| {
+        count(
+            &conn,
+            &format!(
+                "SELECT count(*) FROM metadata_items WHERE metadata_type = {kind} AND library_section_id > 0"
+            ),
+        )
+    };
+    // Moods (300) on artists, albums and tracks; styles (301) on artists
+    // and albums; similar artists (305); every library track's guid (314).
+    for (kind, tag_type) in [
+        (8, 300),
+        (9, 300),
+        (10, 300),
+        (8, 301),
+        (9, 301),
+        (8, 305),
+        (10, 314),
+    ] {
+        assert_eq!(
+            tagged(kind, tag_type),
+            items(kind),
+            "type {kind}, tag {tag_type}"
+        );
+    }
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(DISTINCT tag) FROM tags WHERE tag_type = 314 AND tag LIKE 'mbid://%'"
+        ),
+        items(10)
+    );
+    // No item is tagged twice with one tag.
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM (SELECT 1 FROM taggings GROUP BY metadata_item_id, tag_id HAVING count(*) > 1)"
+        ),
+        0
+    );
+    // Every audio stream has its attributes, in JSON with the `url` mirror;
+    // loudness ones exactly where loudness was analysed.
+    let audio = count(
+        &conn,
+        "SELECT count(*) FROM media_streams WHERE stream_type_id = 2",
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM media_streams WHERE stream_type_id = 2
+                      AND json_extract(extra_data, '$.\"ma:samplingRate\"') IN ('44100', '48000')
+                      AND json_extract(extra_data, '$.url') LIKE 'ma%3AaudioChannelLayout=%'"
+        ),
+        audio
+    );
+    let loud = count(
+        &conn,
+        "SELECT count(*) FROM media_streams s JOIN media_items i ON i.id = s.media_item_id
+         JOIN metadata_items m ON m.id = i.metadata_item_id
+         WHERE s.stream_type_id = 2 AND s.extra_data LIKE '%ma:loudness\"%'
+           AND m.extra_data LIKE '%loudnessAnalysisVersion%'",
+    );
+    assert_eq!(
+        loud,
+        count(
+            &conn,
+            "SELECT count(*) FROM media_streams WHERE extra_data LIKE '%ma:loudness\"%'"
+        )
+    );
+    assert!(
+        loud >= summary.sonic_analysed,
+        "{loud} < {}",
+        summary.sonic_analysed
+    );
+}
+
+#[test]
+fn a_scaled_spec_scales_every_count() {
+    let quarter = Spec::user_size().scaled_by(0.25).unwrap();
+    let items: u32 = quarter.libraries[0].locations.iter().map(|l| l.items).sum();
+    assert_eq!(items, 114_134);
+    assert_eq!(quarter.libraries[4].locations[1].items, 842);
+    assert!(Spec::tiny().scaled_by(0.0).is_err());
+    assert!(Spec::tiny().scaled_by(f64::NAN).is_err());
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! plex-fixture db --preset demo --schema 1.41.3 OUT.db
 //! plex-fixture media --preset user --max-files 5000 DIR
 //! plex-fixture app-support --preset demo DIR
+//! plex-fixture app-support --preset user --scale 0.25 --databases-gb 3.75 DIR
 //! ```
 
 use std::path::PathBuf;
@@ -52,6 +53,13 @@ enum Command {
     AppSupport {
         #[command(flatten)]
         spec: SpecArgs,
+        /// Make the Databases folder this size (live DBs and dated backups):
+        /// the blobs DB's Sonic data fills what the library DB leaves.
+        #[arg(long)]
+        databases_gb: Option<f64>,
+        /// Dated backups of each DB, with --databases-gb.
+        #[arg(long, default_value_t = fixture::FolderSize::USER.dated_backups, requires = "databases_gb")]
+        dated_backups: u32,
         dir: PathBuf,
     },
 }
@@ -68,6 +76,10 @@ struct SpecArgs {
     seed: Option<u64>,
     #[arg(long)]
     media_root: Option<String>,
+    /// Every item count times this (e.g. 0.25 for a quarter of the user's
+    /// library).
+    #[arg(long)]
+    scale: Option<f64>,
 }
 
 impl SpecArgs {
@@ -87,8 +99,22 @@ impl SpecArgs {
         if let Some(root) = &self.media_root {
             spec.media_root = root.clone();
         }
-        Ok(spec)
+        match self.scale {
+            Some(factor) => spec.scaled_by(factor),
+            None => Ok(spec),
+        }
     }
+}
+
+/// Each file of the Databases folder with its size in bytes.
+fn folder_files(dir: &std::path::Path) -> Result<serde_json::Value> {
+    let mut files = serde_json::Map::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        files.insert(name, entry.metadata()?.len().into());
+    }
+    Ok(files.into())
 }
 
 fn main() {
@@ -118,9 +144,25 @@ fn run(cli: Cli) -> Result<()> {
             let summary = fixture::write_media_subset(&dir, &spec.resolve()?, &filter)?;
             json!({ "dir": dir, "summary": summary })
         }
-        Command::AppSupport { spec, dir } => {
-            let app = fixture::write_app_support(&dir, &spec.resolve()?)?;
-            json!({ "app_support": app.dir, "library_db": app.library_db, "summary": app.summary })
+        Command::AppSupport {
+            spec,
+            databases_gb,
+            dated_backups,
+            dir,
+        } => {
+            let spec = spec.resolve()?;
+            let app = match databases_gb {
+                Some(gb) => {
+                    let size = fixture::FolderSize {
+                        total_bytes: (gb * 1e9) as u64,
+                        dated_backups,
+                    };
+                    fixture::write_app_support_sized(&dir, &spec, size)?
+                }
+                None => fixture::write_app_support(&dir, &spec)?,
+            };
+            let files = folder_files(&app.databases)?;
+            json!({ "app_support": app.dir, "library_db": app.library_db, "databases": files, "summary": app.summary })
         }
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
