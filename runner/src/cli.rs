@@ -1,5 +1,6 @@
 //! The `runner` command line: clap types only; `main.rs` dispatches.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -50,6 +51,9 @@ pub enum DbCommand {
         /// Use the `Plex SQLite` inside this Plex image (`docker run`).
         #[arg(long)]
         plex_image: Option<String>,
+        /// Threads for the per-table check (default: one per core).
+        #[arg(long, value_name = "N")]
+        jobs: Option<NonZeroUsize>,
     },
     /// Items per library and per type, deleted/unavailable, Sonic progress.
     Stats { db: PathBuf },
@@ -70,6 +74,17 @@ pub enum DbCommand {
         #[arg(long)]
         backup_dir: Option<PathBuf>,
         /// Count the rows that would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Copy into INTO the watch state HOME recorded after --since (one transaction).
+    MergeWatch {
+        home: PathBuf,
+        into: PathBuf,
+        /// Unix seconds: only home rows touched after this are merged.
+        #[arg(long)]
+        since: i64,
+        /// Count what would be merged; write nothing.
         #[arg(long)]
         dry_run: bool,
     },

@@ -98,11 +98,16 @@ fn db(command: DbCommand) -> Result<()> {
             db,
             plex_sqlite,
             plex_image,
+            jobs,
         } => {
             let tool = plex_sqlite
                 .map(plexdb::PlexSqlite::Program)
                 .or(plex_image.map(plexdb::PlexSqlite::Image));
-            print_json(&plexdb::integrity::check(&db, tool.as_ref())?)
+            let report = match jobs {
+                Some(jobs) => plexdb::integrity::check_with(&db, tool.as_ref(), jobs)?,
+                None => plexdb::integrity::check(&db, tool.as_ref())?,
+            };
+            print_json(&report)
         }
         DbCommand::Stats { db } => print_json(&plexdb::stats::collect(&db)?),
         DbCommand::Coverage { db, mount, maps } => {
@@ -130,6 +135,16 @@ fn db(command: DbCommand) -> Result<()> {
                 )?)
             }
         }
+        DbCommand::MergeWatch {
+            home,
+            into,
+            since,
+            dry_run,
+        } => print_json(&if dry_run {
+            plexdb::watchstate::preview(&home, &into, since)?
+        } else {
+            plexdb::watchstate::merge(&home, &into, since)?
+        }),
         DbCommand::Repair { db, backup_dir } => print_json(&plexdb::repair::recover(
             &db,
             &backup_dir.unwrap_or_else(|| beside(&db)),

@@ -348,6 +348,25 @@ fn every_runner_db_subcommand_works_on_every_real_db() {
             continue;
         }
         assert_eq!(report["method"], "per_table", "{v}: {report}");
+        let (ok, serial, stderr) = runner_db(&["check", path, "--jobs", "1"]);
+        assert!(ok, "{v}: {stderr}");
+        assert_eq!(serial, report, "{v}: one worker, another report");
+
+        // Home's watch state merged into a copy of itself: nothing to write.
+        let home = scratch.path().join(format!("home-{v}.db"));
+        std::fs::copy(&db, &home).unwrap();
+        let home = home.to_str().unwrap();
+        let (ok, mut previewed, stderr) =
+            runner_db(&["merge-watch", home, path, "--since", "0", "--dry-run"]);
+        assert!(ok, "{v}: {stderr}");
+        let (ok, merged, stderr) = runner_db(&["merge-watch", home, path, "--since", "0"]);
+        assert!(ok, "{v}: {stderr}");
+        assert_eq!(previewed["dry_run"], true, "{v}: {previewed}");
+        previewed["dry_run"] = false.into();
+        assert_eq!(previewed, merged, "{v}: preview and merge disagree");
+        for written in ["settings_inserted", "settings_updated", "views_inserted"] {
+            assert_eq!(merged[written], 0, "{v}: {merged}");
+        }
 
         let (ok, report, stderr) = runner_db(&["stats", path]);
         assert!(ok, "{v}: {stderr}");

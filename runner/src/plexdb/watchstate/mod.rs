@@ -33,18 +33,22 @@
 //! triggers only on `metadata_items` and `tags`): a write then fires
 //! nothing but the insert or update itself.
 
+mod guids;
+mod home;
 mod target;
 #[cfg(test)]
 mod tests;
 mod times;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
+use rusqlite::{Connection, TransactionBehavior, params, params_from_iter};
 use serde::{Deserialize, Serialize};
 
+use self::guids::{MissingGuids, Sections};
+use self::home::Home;
 use self::target::{Counter, open_read, refuse_foreign_schema};
 use self::times::latest;
 use super::{PlexDbError, ensure_plex_library, open_for_write, quote_ident};
@@ -114,16 +118,19 @@ impl WatchStateReport {
 }
 
 /// Copies into `into` the watch state `home` recorded after `since` (unix
-/// seconds), in one transaction. `home` is opened read-only.
+/// seconds), in one transaction. `home` is opened read-only and read as a
+/// stream: memory does not grow with the rows merged.
 pub fn merge(home: &Path, into: &Path, since: i64) -> Result<WatchStateReport, PlexDbError> {
     refuse_same_file(home, into)?;
-    let source = read_home(home, into, since)?;
+    // Whatever home holds that refuses the merge does so before the target
+    // is opened for writing.
+    let home = Home::open(home, &open_read(into)?, into, since)?;
     let mut conn = open_for_write(into)?;
     ensure_plex_library(&conn, into)?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| PlexDbError::sqlite(into, e))?;
-    let report = apply(&source, &tx, into, since, true)?;
+    let report = apply(&home, &tx, into, since, true)?;
     tx.commit().map_err(|e| PlexDbError::sqlite(into, e))?;
     tracing::info!(
         settings_updated = report.settings_updated,
@@ -138,9 +145,9 @@ pub fn merge(home: &Path, into: &Path, since: i64) -> Result<WatchStateReport, P
 /// What [`merge`] would do; writes nothing to either DB.
 pub fn preview(home: &Path, into: &Path, since: i64) -> Result<WatchStateReport, PlexDbError> {
     refuse_same_file(home, into)?;
-    let source = read_home(home, into, since)?;
     let conn = open_read(into)?;
-    apply(&source, &conn, into, since, false)
+    let home = Home::open(home, &conn, into, since)?;
+    apply(&home, &conn, into, since, false)
 }
 
 fn refuse_same_file(home: &Path, into: &Path) -> Result<(), PlexDbError> {
@@ -158,133 +165,10 @@ fn refuse_same_file(home: &Path, into: &Path) -> Result<(), PlexDbError> {
     Ok(())
 }
 
-/// Rows of one table, with the column names they follow and each row's
-/// latest time (`stamps[i]` for `rows[i]`).
-struct Rows {
-    columns: Vec<String>,
-    rows: Vec<Vec<Value>>,
-    stamps: Vec<i64>,
-}
-
-impl Rows {
-    fn index(&self, column: &str) -> Option<usize> {
-        self.columns.iter().position(|c| c == column)
-    }
-
-    fn get(&self, row: &[Value], column: &str) -> Value {
-        self.index(column)
-            .map(|i| row[i].clone())
-            .unwrap_or(Value::Null)
-    }
-}
-
-/// Rows by id, each with the column names its values follow.
-type RowsById = BTreeMap<i64, (Vec<String>, Vec<Value>)>;
-
-/// What home recorded after `since`, with the rows it may need to copy.
-struct HomeState {
-    /// One row per (guid, account_id), the latest.
-    settings: Rows,
-    views: Rows,
-    accounts: RowsById,
-    devices: RowsById,
-}
-
-fn read_home(home: &Path, into: &Path, since: i64) -> Result<HomeState, PlexDbError> {
-    let target = open_read(into)?;
-    let conn = open_read(home)?;
-    let sqlite = |e| PlexDbError::sqlite(home, e);
-    // One read transaction: every row comes from the same state.
-    conn.execute_batch("BEGIN").map_err(sqlite)?;
-
-    let mut settings_columns = shared_columns(&conn, home, &target, into, SETTINGS)?;
-    // The counter is the target's own: never copied (see the module comment).
-    settings_columns.retain(|c| c != COUNTER);
-    for key in ["guid", "account_id"] {
-        if !settings_columns.iter().any(|c| c == key) {
-            return Err(missing_column(home, SETTINGS, key));
-        }
-    }
-    let times = present(&TIME_COLUMNS, &settings_columns);
-    let settings = latest_per_key(select_since(
-        &conn,
-        home,
-        SETTINGS,
-        &settings_columns,
-        &times,
-        since,
-    )?);
-
-    let mut views_columns = shared_columns(&conn, home, &target, into, VIEWS)?;
-    views_columns.retain(|c| c != COUNTER);
-    for key in ["guid", "account_id", "viewed_at"] {
-        if !views_columns.iter().any(|c| c == key) {
-            return Err(missing_column(home, VIEWS, key));
-        }
-    }
-    let views = select_since(
-        &conn,
-        home,
-        VIEWS,
-        &views_columns,
-        &["viewed_at".into()],
-        since,
-    )?;
-
-    let mut account_ids: HashSet<i64> = HashSet::new();
-    for (rows, column) in [(&settings, "account_id"), (&views, "account_id")] {
-        account_ids.extend(
-            rows.rows
-                .iter()
-                .filter_map(|r| as_i64(&rows.get(r, column))),
-        );
-    }
-    let device_ids: HashSet<i64> = views
-        .rows
-        .iter()
-        .filter_map(|r| as_i64(&views.get(r, "device_id")))
-        .collect();
-    let accounts = rows_by_id(&conn, home, &target, into, "accounts", &account_ids)?;
-    let devices = rows_by_id(&conn, home, &target, into, "devices", &device_ids)?;
-    Ok(HomeState {
-        settings,
-        views,
-        accounts,
-        devices,
-    })
-}
-
-/// Keeps the latest row per (guid, account_id), so that duplicates at home
-/// cannot make a preview and a merge disagree.
-fn latest_per_key(mut settings: Rows) -> Rows {
-    let mut by_key: HashMap<(String, String), usize> = HashMap::new();
-    let (mut rows, mut stamps) = (Vec::new(), Vec::new());
-    let taken = std::mem::take(&mut settings.rows);
-    for (row, stamp) in taken.into_iter().zip(std::mem::take(&mut settings.stamps)) {
-        let key = (
-            key_text(&settings.get(&row, "guid")),
-            key_text(&settings.get(&row, "account_id")),
-        );
-        match by_key.get(&key) {
-            Some(&i) if stamps[i] > stamp => {}
-            Some(&i) => (rows[i], stamps[i]) = (row, stamp),
-            None => {
-                by_key.insert(key, rows.len());
-                rows.push(row);
-                stamps.push(stamp);
-            }
-        }
-    }
-    Rows {
-        rows,
-        stamps,
-        ..settings
-    }
-}
-
-/// Applies (or, with `write` false, only counts) `home` onto `conn`.
+/// Applies (or, with `write` false, only counts) `home` onto `conn`, row
+/// by row as home's rows come.
 fn apply(
-    home: &HomeState,
+    home: &Home,
     conn: &Connection,
     into: &Path,
     since: i64,
@@ -298,14 +182,15 @@ fn apply(
         ..WatchStateReport::default()
     };
     let mut counter = Counter::of(conn, into)?;
-    let mut sections = SectionsByGuid::default();
-    let mut guids_missing: HashSet<String> = HashSet::new();
-    let mut accounts_used: HashSet<i64> = HashSet::new();
-    let mut devices_used: HashSet<i64> = HashSet::new();
+    let mut sections = Sections::new(conn, into)?;
+    let guids_missing = MissingGuids::new(into)?;
+    // Few: a household's accounts and devices.
+    let mut accounts_used: BTreeSet<i64> = BTreeSet::new();
+    let mut devices_used: BTreeSet<i64> = BTreeSet::new();
 
     let settings = &home.settings;
-    let watch = present(&WATCH_COLUMNS, &settings.columns);
-    let times = present(&TIME_COLUMNS, &settings.columns);
+    let watch = present(&WATCH_COLUMNS, &settings.0);
+    let times = &home.settings_times;
     // `+account_id`: without statistics SQLite picks the account index (one
     // account holds nearly every row: a scan per lookup, minutes at the
     // user's size); the guid index finds the one or two rows at once.
@@ -315,7 +200,7 @@ fn apply(
             column_list(&[vec!["id".to_string()], watch.clone(), times.clone()].concat()),
         ))
         .map_err(sqlite)?;
-    let (insert_settings, counted) = insert_with_counter(conn, into, SETTINGS, &settings.columns)?;
+    let (insert_settings, counted) = insert_with_counter(conn, into, SETTINGS, &settings.0)?;
     let mut assigned = watch.clone();
     if counted {
         assigned.push(COUNTER.into());
@@ -327,7 +212,7 @@ fn apply(
         .collect::<Vec<_>>()
         .join(", ");
     let update_sql = format!("UPDATE {SETTINGS} SET {assignments} WHERE id = ?1");
-    for (row, &stamp) in settings.rows.iter().zip(&settings.stamps) {
+    home.each_setting(|row, stamp| {
         let (guid, account) = (settings.get(row, "guid"), settings.get(row, "account_id"));
         let home_values: Vec<Value> = watch.iter().map(|c| settings.get(row, c)).collect();
         let found: Vec<(i64, Vec<Value>, Vec<Value>)> = find
@@ -346,23 +231,22 @@ fn apply(
             .map_err(sqlite)?;
         let mut newest_target = None;
         for (_, _, stamps) in &found {
-            newest_target = newest_target.max(Some(latest(stamps, &times, into, SETTINGS)?));
+            newest_target = newest_target.max(Some(latest(stamps, times, into, SETTINGS)?));
         }
         match newest_target {
             None => {
                 if write {
-                    let mut values = row[..settings.columns.len()].to_vec();
+                    let mut values = row[..settings.0.len()].to_vec();
                     if counted {
                         values.push(counter.next(into)?);
                     }
-                    conn.execute(&insert_settings, params_from_iter(values))
-                        .map_err(sqlite)?;
+                    write_row(conn, into, &insert_settings, values)?;
                 }
                 report.settings_inserted += 1;
             }
             Some(latest) if latest > Some(stamp) => {
                 report.settings_kept_newer += 1;
-                continue;
+                return Ok(());
             }
             Some(_) => {
                 let stale: Vec<i64> = found
@@ -372,7 +256,7 @@ fn apply(
                     .collect();
                 if stale.is_empty() {
                     report.settings_unchanged += 1;
-                    continue;
+                    return Ok(());
                 }
                 if write {
                     for id in stale {
@@ -381,18 +265,18 @@ fn apply(
                         if counted {
                             values.push(counter.next(into)?);
                         }
-                        conn.execute(&update_sql, params_from_iter(values))
-                            .map_err(sqlite)?;
+                        write_row(conn, into, &update_sql, values)?;
                     }
                 }
                 report.settings_updated += 1;
             }
         }
         accounts_used.extend(as_i64(&account));
-        if sections.lookup(conn, into, &guid)?.is_none() {
-            guids_missing.insert(key_text(&guid));
+        if sections.of(&guid)?.is_none() {
+            guids_missing.insert(&guid)?;
         }
-    }
+        Ok(())
+    })?;
     drop(find);
 
     let views = &home.views;
@@ -402,58 +286,64 @@ fn apply(
             "SELECT 1 FROM {VIEWS} WHERE guid IS ?1 AND +account_id IS ?2 AND +viewed_at IS ?3 LIMIT 1"
         ))
         .map_err(sqlite)?;
-    let (insert_view, views_counted) = insert_with_counter(conn, into, VIEWS, &views.columns)?;
+    let (insert_view, views_counted) = insert_with_counter(conn, into, VIEWS, &views.0)?;
     let section_index = views.index("library_section_id");
-    let mut inserted: HashSet<(String, String, String)> = HashSet::new();
-    for row in &views.rows {
+    let mut earlier = home.earlier_views()?;
+    home.each_view(|row, id| {
         let (guid, account, viewed_at) = (
             views.get(row, "guid"),
             views.get(row, "account_id"),
             views.get(row, "viewed_at"),
         );
-        let key = (key_text(&guid), key_text(&account), key_text(&viewed_at));
-        let exists = inserted.contains(&key)
-            || present_view
-                .exists(params![guid, account, viewed_at])
-                .map_err(sqlite)?;
+        // Home's own duplicate, earlier, was merged (or found) first: a
+        // preview, which writes nothing, must count it as a merge would.
+        let exists = present_view
+            .exists(params![guid, account, viewed_at])
+            .map_err(sqlite)?
+            || earlier.exist(id, &guid, &account, &viewed_at)?;
         if exists {
             report.views_present += 1;
-            continue;
+            return Ok(());
         }
-        let section = sections.lookup(conn, into, &guid)?;
+        let section = sections.of(&guid)?;
         if section.is_none() {
-            guids_missing.insert(key_text(&guid));
+            guids_missing.insert(&guid)?;
         }
         if write {
-            let mut values = row[..views.columns.len()].to_vec();
+            let mut values = row[..views.0.len()].to_vec();
             if let (Some(i), Some(Some(id))) = (section_index, section) {
                 values[i] = Value::Integer(id);
             }
             if views_counted {
                 values.push(counter.next(into)?);
             }
-            conn.execute(&insert_view, params_from_iter(values))
-                .map_err(sqlite)?;
+            write_row(conn, into, &insert_view, values)?;
         }
-        inserted.insert(key);
         report.views_inserted += 1;
         accounts_used.extend(as_i64(&account));
         devices_used.extend(as_i64(&views.get(row, "device_id")));
-    }
+        Ok(())
+    })?;
     drop(present_view);
 
-    report.accounts_added = copy_missing(
-        conn,
-        into,
-        "accounts",
-        &home.accounts,
-        &accounts_used,
-        write,
-    )?;
-    report.devices_added =
-        copy_missing(conn, into, "devices", &home.devices, &devices_used, write)?;
-    report.guids_not_found = guids_missing.len() as u64;
+    report.accounts_added = copy_missing(home, conn, into, "accounts", &accounts_used, write)?;
+    report.devices_added = copy_missing(home, conn, into, "devices", &devices_used, write)?;
+    report.guids_not_found = guids_missing.count()?;
     Ok(report)
+}
+
+/// Runs `sql`, a write done once per row merged, prepared once (rusqlite's
+/// statement cache).
+fn write_row(
+    conn: &Connection,
+    into: &Path,
+    sql: &str,
+    values: Vec<Value>,
+) -> Result<(), PlexDbError> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute(params_from_iter(values)))
+        .map(drop)
+        .map_err(|e| PlexDbError::sqlite(into, e))
 }
 
 /// The INSERT for `copied` columns of `table`, with the target's counter column
@@ -488,53 +378,22 @@ fn invalid(path: &Path, kind: std::io::ErrorKind, message: String) -> PlexDbErro
     }
 }
 
-/// `metadata_items.library_section_id` by guid in the target, cached.
-/// `Some(None)`: the item exists without a section (a playlist).
-#[derive(Default)]
-struct SectionsByGuid(HashMap<String, Option<Option<i64>>>);
-
-impl SectionsByGuid {
-    fn lookup(
-        &mut self,
-        conn: &Connection,
-        db: &Path,
-        guid: &Value,
-    ) -> Result<Option<Option<i64>>, PlexDbError> {
-        let key = key_text(guid);
-        if let Some(found) = self.0.get(&key) {
-            return Ok(*found);
-        }
-        // A live item first, then the lowest id.
-        let found = conn
-            .prepare_cached(
-                "SELECT library_section_id FROM metadata_items WHERE guid IS ?1
-                 ORDER BY deleted_at IS NOT NULL, id LIMIT 1",
-            )
-            .and_then(|mut s| {
-                s.query_row([guid], |r| r.get::<_, Option<i64>>(0))
-                    .optional()
-            })
-            .map_err(|e| PlexDbError::sqlite(db, e))?;
-        self.0.insert(key, found);
-        Ok(found)
-    }
-}
-
-/// Copies the rows of `wanted` ids that the target lacks; returns how many.
+/// Copies the home rows of `wanted` ids that the target lacks, in id
+/// order; returns how many.
 fn copy_missing(
+    home: &Home,
     conn: &Connection,
     into: &Path,
     table: &str,
-    home_rows: &RowsById,
-    wanted: &HashSet<i64>,
+    wanted: &BTreeSet<i64>,
     write: bool,
 ) -> Result<u64, PlexDbError> {
     let sqlite = |e| PlexDbError::sqlite(into, e);
     let mut added = 0;
-    for (id, (columns, values)) in home_rows {
-        if !wanted.contains(id) {
+    for &id in wanted {
+        let Some(row) = home.row_by_id(table, id, conn, into)? else {
             continue;
-        }
+        };
         let exists = conn
             .prepare_cached(&format!(
                 "SELECT 1 FROM {} WHERE id = ?1",
@@ -546,108 +405,15 @@ fn copy_missing(
             continue;
         }
         if write {
-            conn.execute(&insert_sql(table, columns), params_from_iter(values.iter()))
-                .map_err(sqlite)?;
+            conn.execute(
+                &insert_sql(table, &row.columns),
+                params_from_iter(&row.values),
+            )
+            .map_err(sqlite)?;
         }
         added += 1;
     }
     Ok(added)
-}
-
-/// Home rows of `table` with the given ids that the target lacks, with
-/// their `id`, in the columns both DBs have.
-fn rows_by_id(
-    conn: &Connection,
-    home: &Path,
-    target: &Connection,
-    into: &Path,
-    table: &str,
-    ids: &HashSet<i64>,
-) -> Result<RowsById, PlexDbError> {
-    let mut found = BTreeMap::new();
-    // A DB without the table (devices in an old schema) has nothing to copy.
-    if ids.is_empty()
-        || columns(conn, home, table)?.is_empty()
-        || columns(target, into, table)?.is_empty()
-    {
-        return Ok(found);
-    }
-    let mut shared = shared_columns(conn, home, target, into, table)?;
-    shared.insert(0, "id".into());
-    let list = column_list(&shared);
-    let mut stmt = conn
-        .prepare(&format!(
-            "SELECT {list} FROM {} WHERE id = ?1",
-            quote_ident(table)
-        ))
-        .map_err(|e| PlexDbError::sqlite(home, e))?;
-    for id in ids {
-        let row = stmt
-            .query_row([id], |r| {
-                (0..shared.len())
-                    .map(|i| r.get::<_, Value>(i))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .optional()
-            .map_err(|e| PlexDbError::sqlite(home, e))?;
-        if let Some(row) = row {
-            found.insert(*id, (shared.clone(), row));
-        }
-    }
-    Ok(found)
-}
-
-/// The rows of `table` (its `columns`, then its `times`) with a time after
-/// `since`, in id order.
-fn select_since(
-    conn: &Connection,
-    path: &Path,
-    table: &str,
-    columns: &[String],
-    times: &[String],
-    since: i64,
-) -> Result<Rows, PlexDbError> {
-    let sqlite = |e| PlexDbError::sqlite(path, e);
-    // SQLite orders every text after every number, so text date-times pass
-    // this coarse filter too; the exact test is done below, parsed.
-    let filter = match times {
-        [] => "0".to_string(),
-        _ => times
-            .iter()
-            .map(|t| format!("{} > ?1", quote_ident(t)))
-            .collect::<Vec<_>>()
-            .join(" OR "),
-    };
-    let sql = format!(
-        "SELECT {} FROM {} WHERE {filter} ORDER BY id",
-        column_list(&[columns, times].concat()),
-        quote_ident(table)
-    );
-    let mut stmt = conn.prepare(&sql).map_err(sqlite)?;
-    let width = columns.len() + times.len();
-    let all = stmt
-        .query_map([since], |r| {
-            (0..width)
-                .map(|i| r.get::<_, Value>(i))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .map_err(sqlite)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(sqlite)?;
-    let (mut rows, mut stamps) = (Vec::new(), Vec::new());
-    for row in all {
-        if let Some(stamp) = latest(&row[columns.len()..], times, path, table)?
-            && stamp > since
-        {
-            rows.push(row);
-            stamps.push(stamp);
-        }
-    }
-    Ok(Rows {
-        columns: columns.to_vec(),
-        rows,
-        stamps,
-    })
 }
 
 fn columns(conn: &Connection, path: &Path, table: &str) -> Result<Vec<String>, PlexDbError> {

@@ -458,3 +458,47 @@ fn a_db_is_not_merged_into_itself() {
     let error = merge(&home, &home, SINCE).unwrap_err();
     assert!(error.to_string().contains("into itself"), "{error}");
 }
+
+#[test]
+fn duplicates_at_home_are_merged_once_the_latest_winning() {
+    let (_dir, home, into) = pair();
+    let h = Connection::open(&home).unwrap();
+    // Two equally recent rows for one key: the later row wins.
+    setting(&h, 7, "plex://movie/a", 2, SINCE + 10);
+    setting(&h, 7, "plex://movie/a", 3, SINCE + 10);
+    // The latest row of another key first, an older one after it.
+    setting(&h, 1, "plex://episode/c", 5, SINCE + 30);
+    setting(&h, 1, "plex://episode/c", 4, SINCE + 20);
+    // The same view twice.
+    view(&h, 1, "plex://episode/c", SINCE + 30, 2, 1);
+    view(&h, 1, "plex://episode/c", SINCE + 30, 2, 1);
+    drop(h);
+
+    let preview_report = preview(&home, &into, SINCE).unwrap();
+    let report = merge(&home, &into, SINCE).unwrap();
+    assert_eq!(
+        WatchStateReport {
+            dry_run: false,
+            ..preview_report
+        },
+        report,
+        "preview and merge disagree"
+    );
+    assert_eq!(report.settings_inserted, 2, "{report:?}");
+    assert_eq!((report.views_inserted, report.views_present), (1, 1));
+    let t = Connection::open(&into).unwrap();
+    assert_eq!(view_count(&t, 7, "plex://movie/a"), [3]);
+    assert_eq!(view_count(&t, 1, "plex://episode/c"), [5]);
+    // Counter values in the order of each key's first row at home.
+    let counter = |account: i64, guid: &str| -> i64 {
+        t.query_row(
+            "SELECT changed_at FROM metadata_item_settings WHERE account_id = ?1 AND guid = ?2",
+            params![account, guid],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(counter(7, "plex://movie/a"), 103);
+    assert_eq!(counter(1, "plex://episode/c"), 104);
+    assert_eq!(count(&t, "SELECT count(*) FROM metadata_item_views"), 2);
+}
