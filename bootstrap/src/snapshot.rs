@@ -4,6 +4,8 @@
 //! recording the home Plex version (the cloud runs the same one), the
 //! library roots, the snapshot time (the watch-state merge at fetch starts
 //! there) and the DB's statistics (the launch's estimate reads them).
+//! Plex's dated backups stay at home: the cloud Plex cannot use them, and
+//! they would be most of the upload.
 
 use anyhow::{Context, Result};
 
@@ -42,6 +44,12 @@ pub async fn snapshot(cfg: &BootstrapConfig, stop_plex: bool) -> Result<()> {
         home::snapshot::consistent_copy(&databases, &staging)?
     };
 
+    if copy.left_out.files > 0 {
+        println!(
+            "left out: {}, the home server's own (the cloud Plex has no use for them)",
+            copy.left_out
+        );
+    }
     let db = staging.join(home::LIBRARY_DB);
     let stats = runner::plexdb::stats::collect(&db)?;
     let roots = home::snapshot::library_roots(&db)?;

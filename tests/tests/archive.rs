@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use runner::archive::{
-    self, ArchiveError, Compression, Expectation, Manifest, PackOptions, UnpackReport, Unsafe,
+    self, ArchiveError, Compression, DatedBackups, Expectation, Manifest, PackOptions,
+    UnpackReport, Unsafe,
 };
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
@@ -786,6 +787,169 @@ fn refuses_unsafe_entries() {
     assert_eq!(
         message,
         "archive entry \"../../etc/passwd\" escapes the destination: refused"
+    );
+}
+
+/// Plex's dated backups (`<db>-YYYY-MM-DD`, their `-wal`/`-shm`) are read
+/// past, never written, and counted; the manifest still verifies the rest.
+/// Near misses are ordinary files and land as such.
+#[test]
+fn plex_dated_backups_are_read_past_and_the_manifest_still_verifies() {
+    let tmp = TempDir::new().expect("tempdir");
+    let home = tmp.path().join("home");
+    let source = home.join("Plug-in Support/Databases");
+    let mut kept = write_databases(&source, 5);
+    let dated = [
+        ("com.plexapp.plugins.library.db-2026-11-20", 400_000),
+        ("com.plexapp.plugins.library.db-2026-11-20-wal", 1_000),
+        ("com.plexapp.plugins.library.blobs.db-2024-02-29", 90_000),
+    ];
+    let near_misses = [
+        "com.plexapp.plugins.library.db-2026-02-30",
+        "com.plexapp.plugins.library.db-2026-1-20",
+        "com.plexapp.plugins.library.db-2026-11-20.tmp",
+        "com.plexapp.plugins.library.db-2026-11-20-journal",
+        "Preferences.xml-2026-11-20",
+    ];
+    for (seed, (name, len)) in dated.iter().enumerate() {
+        fs::write(source.join(name), db_like(*len, 20 + seed as u64)).expect("write");
+    }
+    for (seed, name) in near_misses.iter().enumerate() {
+        let data = db_like(5_000, 40 + seed as u64);
+        fs::write(source.join(name), &data).expect("write");
+        kept.insert(name.to_string(), data);
+    }
+    let left_out = DatedBackups {
+        files: dated.len() as u64,
+        bytes: dated.iter().map(|(_, len)| *len as u64).sum(),
+    };
+
+    // Ours, with a manifest that lists every file, dated backups included.
+    let (bytes, manifest) = pack_to_vec(&source, &PackOptions::default());
+    assert_eq!(manifest.files.len(), kept.len() + dated.len());
+    let expect = Expectation {
+        manifest: Some(&manifest),
+        archive_sha256: Some(manifest.archive.sha256.clone()),
+        ..Default::default()
+    };
+    let existing = ExistingDest::new();
+    let report = archive::unpack(&bytes[..], &existing.dest, &expect).expect("unpack");
+    assert_unpacked_tree(&report, &existing.dest, &kept);
+    assert_eq!(report.dated_backups, left_out);
+    assert_eq!(
+        leftovers(existing.dest.parent().expect("parent")),
+        Vec::<String>::new()
+    );
+
+    // The user's own tar.gz, no manifest.
+    let tarball = tmp.path().join("plex.tar.gz");
+    run(Command::new("tar")
+        .arg("czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&home)
+        .arg("."));
+    let dest = tmp.path().join("restore/Databases");
+    let report = archive::unpack(
+        fs::File::open(&tarball).expect("open"),
+        &dest,
+        &Expectation::default(),
+    )
+    .expect("unpack a GNU tar.gz");
+    assert_unpacked_tree(&report, &dest, &kept);
+    assert_eq!(report.dated_backups, left_out);
+}
+
+/// A dated backup is skipped only after the checks every entry passes: a
+/// hostile name, link, device or duplicate under that name is refused, and
+/// a manifest must list it with its size.
+#[test]
+fn an_entry_named_like_a_dated_backup_is_checked_as_any_other() {
+    let dest = ExistingDest::new();
+    let outside = dest.dest.parent().expect("parent").join("x.db-2026-01-01");
+    let absolute = format!("{}", outside.display());
+    let good = "Plug-in Support/Databases/com.plexapp.plugins.library.db";
+    let dated = "Plug-in Support/Databases/com.plexapp.plugins.library.db-2026-01-01";
+    let cases: Vec<(Vec<(&str, Member<'_>)>, Unsafe)> = vec![
+        (
+            vec![("../x.db-2026-01-01", Member::File(b"x"))],
+            Unsafe::ParentComponent,
+        ),
+        (
+            vec![(
+                "Plug-in Support/Databases/../x.db-2026-01-01",
+                Member::File(b"x"),
+            )],
+            Unsafe::ParentComponent,
+        ),
+        (
+            vec![(absolute.as_str(), Member::File(b"x"))],
+            Unsafe::Absolute,
+        ),
+        (
+            vec![(dated, Member::Symlink("../../x"))],
+            Unsafe::SymbolicLink {
+                target: "../../x".into(),
+            },
+        ),
+        (
+            vec![(dated, Member::Hardlink("/etc/passwd"))],
+            Unsafe::HardLink {
+                target: "/etc/passwd".into(),
+            },
+        ),
+        (
+            vec![(dated, Member::Fifo)],
+            Unsafe::Special { kind: "fifo" },
+        ),
+        (
+            vec![(dated, Member::File(b"one")), (dated, Member::File(b"two"))],
+            Unsafe::Duplicate,
+        ),
+    ];
+    for (members, reason) in cases {
+        let mut all = vec![(good, Member::File(b"new db"))];
+        all.extend(members);
+        let error = dest.refuse(&zst(&raw_tar(&all)), &Expectation::default());
+        assert!(
+            matches!(&error, ArchiveError::UnsafeEntry { reason: r, .. } if *r == reason),
+            "expected {reason:?}, got {error}"
+        );
+        assert!(!outside.exists(), "something was written outside: {error}");
+    }
+
+    let tmp = TempDir::new().expect("tempdir");
+    write_databases(tmp.path(), 13);
+    let name = "com.plexapp.plugins.library.db-2026-01-01";
+    fs::write(tmp.path().join(name), b"yesterday's pages").expect("write");
+    let (bytes, manifest) = pack_to_vec(tmp.path(), &PackOptions::default());
+    let at = manifest
+        .files
+        .iter()
+        .position(|f| f.path == name)
+        .expect("listed");
+    let refuse = |edit: &dyn Fn(&mut Manifest)| {
+        let mut tampered = manifest.clone();
+        edit(&mut tampered);
+        dest.refuse(
+            &bytes,
+            &Expectation {
+                manifest: Some(&tampered),
+                ..Default::default()
+            },
+        )
+    };
+    let error = refuse(&|m| {
+        m.files.remove(at);
+    });
+    assert!(
+        matches!(&error, ArchiveError::UnexpectedFile { path } if path == name),
+        "{error}"
+    );
+    let error = refuse(&|m| m.files[at].size += 1);
+    assert!(
+        matches!(&error, ArchiveError::FileSizeMismatch { path, .. } if path == name),
+        "{error}"
     );
 }
 

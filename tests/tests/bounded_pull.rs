@@ -304,3 +304,62 @@ fn entries_outside_databases_are_never_written() {
     );
     assert_eq!(names(s.tmp.path()), ["Databases"]);
 }
+
+/// Plex's dated backups in a user's archive are read past: never written,
+/// not even to the staging folder, and counted in the report. One that is
+/// a bomb is stopped at the bound like any other entry.
+#[test]
+fn dated_backups_are_never_written_and_still_bounded() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let s = Setup::new();
+    let db: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let databases = "Plex Media Server/Plug-in Support/Databases";
+
+    s.put(
+        "dated-bomb.tar.zst",
+        bomb(
+            Codec::Zstd,
+            &member(&format!("{databases}/{DB}"), &db),
+            &format!("{databases}/{DB}-2026-01-01"),
+        ),
+    );
+    let (cause, written) = s.refused("dated-bomb.tar.zst", None, Limits::default());
+    assert!(
+        cause.contains("the cap ([pull] max_expansion_ratio)"),
+        "{cause}"
+    );
+    // Read past, not written: only the DB reached the staging folder.
+    assert!(
+        written <= db.len() as u64 + SLACK,
+        "{written} bytes written"
+    );
+
+    let backup: Vec<u8> = (0..16u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let mut tar = member(&format!("{databases}/{DB}"), &db);
+    tar.extend(member(&format!("{databases}/{DB}-2026-11-20"), &backup));
+    tar.extend([0u8; 1024]);
+    s.put("dated.tar.zst", Codec::Zstd.compress(&tar));
+    let before = written_so_far();
+    let pulled = rt()
+        .block_on(transfer::pull(&s.bucket, "dated.tar.zst", &s.dest(), None))
+        .unwrap();
+    let written = written_so_far() - before;
+    assert_eq!(names(&s.dest()), [DB]);
+    assert_eq!(fs::read(s.dest().join(DB)).unwrap(), db);
+    assert_eq!(pulled.unpack.files.len(), 1);
+    assert_eq!(
+        pulled.unpack.dated_backups,
+        archive::DatedBackups {
+            files: 1,
+            bytes: backup.len() as u64
+        }
+    );
+    assert!(
+        written < (db.len() as u64) + (1 << 20),
+        "{written} bytes written for a {} byte DB",
+        db.len()
+    );
+    assert_eq!(names(s.tmp.path()), ["Databases"]);
+}

@@ -17,8 +17,9 @@ use bootstrap::home::{
     digest_of, install, plan_install,
 };
 use plex_burst_tests::bins::workspace_bin;
-use plex_burst_tests::fixture::{LibraryKind, LibrarySpec, Spec, write_app_support};
+use plex_burst_tests::fixture::{BACKUP_DATE, LibraryKind, LibrarySpec, Spec, write_app_support};
 use plex_burst_tests::plexdouble::harness::{free_port, get};
+use runner::archive::DatedBackups;
 use runner::plexdb::watchstate;
 use runner::plexdb::{PathMapping, Stats, remap, stats};
 use rusqlite::config::DbConfig;
@@ -328,6 +329,20 @@ fn view_count(db: &Path, account: i64, guid: &str) -> i64 {
     )
 }
 
+/// Plex's dated backups in a folder (`<db>-2...`) by name: their sha256
+/// and inode (the same file, not a copy).
+fn dated_backups(dir: &Path) -> BTreeMap<String, (String, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    all_files(dir)
+        .into_iter()
+        .filter(|(name, _)| name.contains(".db-2"))
+        .map(|(name, sha)| {
+            let inode = std::fs::metadata(dir.join(&name)).unwrap().ino();
+            (name, (sha, inode))
+        })
+        .collect()
+}
+
 /// Every file of a folder by name, with its sha256.
 fn all_files(dir: &Path) -> Digests {
     use sha2::{Digest, Sha256};
@@ -368,6 +383,10 @@ fn assert_restored(home: &Home) {
     let stopped = stops.first().expect("the install stopped Plex");
     let restarted = starts.last().expect("Plex was started again");
     assert!(!stopped.is_empty());
+    assert!(
+        stopped.contains_key(&format!("{DB}-{BACKUP_DATE}")),
+        "the fixture's home has dated backups: {stopped:?}"
+    );
     assert_eq!(
         restarted, stopped,
         "the restored folder differs from the one backed up"
@@ -454,10 +473,13 @@ fn a_result_is_installed_with_the_watch_state_made_since_and_counts_verified() {
     assert_eq!(report.plex_version, "1.41.3.9314-a0bfb8370");
 
     // The backup is the home DB as Plex left it (compared before reading
-    // it: a reader rewrites the -shm), and only 2 are kept.
+    // it: a reader rewrites the -shm), Plex's dated backups left in place,
+    // and only 2 are kept.
+    let mut stopped = home.stops()[0].clone();
+    stopped.retain(|name, _| !name.contains(".db-2"));
     assert_eq!(
         all_files(&report.backup),
-        home.stops()[0],
+        stopped,
         "the backup is not the folder Plex stopped with"
     );
     let backup_db = report.backup.join(DB);
@@ -483,8 +505,14 @@ fn plex_failing_to_start_on_the_new_db_puts_the_old_one_back_byte_for_byte() {
     home.watch_at_home();
     std::fs::write(home.incoming.join("crash-on-start"), b"").unwrap();
     let plan = home.plan(Duration::from_secs(4));
+    let dated = dated_backups(&home.databases);
 
     let error = expect_rollback(home.install(&plan), Step::StartPlex);
+    assert_eq!(
+        dated_backups(&home.databases),
+        dated,
+        "Plex's dated backups are back, the very same files"
+    );
     let message = error.to_string();
     assert!(
         message.contains("did not answer /identity within 4s"),
@@ -556,7 +584,10 @@ fn a_corrupt_result_is_refused_and_home_is_untouched() {
         &vec![0xA5; (page_size / 4) as usize],
     );
 
+    let dated = dated_backups(&home.databases);
+
     let error = expect_rollback(home.install(&plan), Step::IntegrityCheck);
+    assert_eq!(dated_backups(&home.databases), dated);
     let message = error.to_string();
     assert!(message.contains("database is corrupt"), "{message}");
     assert!(message.contains("media_parts"), "{message}");
@@ -795,4 +826,56 @@ fn the_install_keeps_a_margin_of_free_space() {
     assert!(!message.contains('\n'), "{message}");
     assert_eq!(all_files(&home.databases), before);
     assert!(home.stops().is_empty(), "Plex was not even stopped");
+}
+
+/// Plex's dated backups are the home server's: the install leaves them in
+/// the live folder (the very same files), does not copy them to its
+/// backup, and drops any the result brought.
+#[test]
+fn home_dated_backups_stay_in_place_uncopied_and_the_results_are_dropped() {
+    let home = Home::new();
+    let dated = dated_backups(&home.databases);
+    assert_eq!(dated.len(), 2, "the fixture's library and blobs backups");
+    let bytes: u64 = dated
+        .keys()
+        .map(|n| std::fs::metadata(home.databases.join(n)).unwrap().len())
+        .sum();
+    for name in [format!("{DB}-{BACKUP_DATE}"), format!("{DB}-2026-12-01")] {
+        std::fs::write(home.incoming.join(name), b"the cloud's").unwrap();
+    }
+
+    let report = home
+        .install(&home.plan(Duration::from_secs(30)))
+        .expect("install succeeds");
+    assert_eq!(dated_backups(&home.databases), dated);
+    assert!(!home.databases.join(format!("{DB}-2026-12-01")).exists());
+    let mut stopped = home.stops()[0].clone();
+    stopped.retain(|name, _| !dated.contains_key(name));
+    assert_eq!(
+        all_files(&report.backup),
+        stopped,
+        "the backup is the folder Plex stopped with, less the dated backups"
+    );
+    assert_eq!(report.dated_backups_kept, DatedBackups { files: 2, bytes });
+    let text = report.to_string();
+    assert!(
+        text.contains("kept in place, not copied: 2 dated backups of Plex"),
+        "{text}"
+    );
+}
+
+/// The backup leaves Plex's dated backups out, and so does the space it
+/// needs.
+#[test]
+fn the_free_space_check_does_not_count_dated_backups() {
+    let home = Home::new();
+    let mut plan = home.plan(Duration::from_secs(20));
+    plan.free_space_margin = Some(1 << 20);
+    let needed = || plan_install(&plan).unwrap().space.needed;
+    let before = needed();
+    let pages = vec![7u8; 4 << 20];
+    std::fs::write(home.databases.join(format!("{DB}-2026-11-21")), &pages).unwrap();
+    assert_eq!(needed(), before);
+    std::fs::write(home.databases.join("com.plexapp.dlna.db"), &pages).unwrap();
+    assert_eq!(needed(), before + pages.len() as u64);
 }

@@ -2,7 +2,9 @@
 //! a sibling `Databases.plex-burst-backup-<UTC timestamp>` holding every
 //! file byte for byte, with its mode, owner and mtime, and the sha256 of
 //! each. Putting one back is a rename, so the restored folder is
-//! byte-identical to what was backed up.
+//! byte-identical to what was backed up. Plex's dated backups are not
+//! copied: they are Plex's own backups already, and stay in place
+//! (`dated.rs`).
 
 use std::collections::BTreeMap;
 use std::fs::{File, FileTimes};
@@ -11,8 +13,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use runner::archive::is_dated_backup;
 use sha2::{Digest as _, Sha256};
 
+use super::dated::{self, DatedBackup};
 use super::{BLOBS_DB, LIBRARY_DB};
 
 /// `<Databases>` + this + timestamp names a backup.
@@ -57,6 +61,8 @@ pub struct Backup {
     pub source: PathBuf,
     /// Regular files by path relative to the folder.
     pub files: BTreeMap<String, FileRecord>,
+    /// Plex's dated backups of the folder: left in it, not copied.
+    pub dated: Vec<DatedBackup>,
 }
 
 /// The DB files that matter for "did anything write the DB": each name
@@ -91,12 +97,14 @@ pub fn digest_of(dir: &Path) -> Result<Digest, BackupError> {
 }
 
 impl Backup {
-    /// Copies `databases_dir` to a new sibling backup folder. The copy is
-    /// built under a hidden name and renamed when complete.
+    /// Copies `databases_dir`, less Plex's dated backups, to a new sibling
+    /// backup folder. The copy is built under a hidden name and renamed
+    /// when complete.
     pub fn take(databases_dir: &Path) -> Result<Backup, BackupError> {
         let path = fresh_name(databases_dir)?;
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         let partial = path.with_file_name(format!(".{name}.partial"));
+        let dated = dated::list(databases_dir)?;
         let mut files = BTreeMap::new();
         let result = copy_tree(databases_dir, &partial, "", &mut files)
             .and_then(|()| std::fs::rename(&partial, &path).map_err(|e| io(&path, e)))
@@ -105,11 +113,12 @@ impl Backup {
             let _ = std::fs::remove_dir_all(&partial);
             return Err(error);
         }
-        tracing::info!(backup = %path.display(), files = files.len(), "home Databases folder backed up");
+        tracing::info!(backup = %path.display(), files = files.len(), "home Databases folder backed up ({} left in place)", dated::tally(&dated));
         Ok(Backup {
             path,
             source: databases_dir.to_path_buf(),
             files,
+            dated,
         })
     }
 
@@ -255,6 +264,9 @@ fn copy_tree(
             format!("{rel}/{name}")
         };
         let kind = entry.file_type().map_err(|e| io(&src, e))?;
+        if rel.is_empty() && kind.is_file() && is_dated_backup(&rel_name) {
+            continue; // Plex's own backup, left in place
+        }
         if kind.is_dir() {
             copy_tree(&src, &dst, &rel_name, files)?;
         } else if kind.is_file() {
@@ -379,7 +391,9 @@ fn sync_parent(path: &Path) -> Result<(), BackupError> {
     }
 }
 
-fn io(path: &Path, source: std::io::Error) -> BackupError {
+/// An I/O error on `path`, for every step of the backup, swap and dated
+/// backups' handling.
+pub(super) fn io(path: &Path, source: std::io::Error) -> BackupError {
     BackupError::Io {
         path: path.to_path_buf(),
         source,
@@ -427,7 +441,17 @@ mod tests {
             .into_owned();
         assert!(name.starts_with("Databases.plex-burst-backup-2"), "{name}");
         assert!(name.ends_with('Z'), "{name}");
-        assert_eq!(backup.files.len(), 5);
+        // Plex's dated backup stays where it is, uncopied.
+        assert_eq!(backup.files.len(), 4);
+        let dated = format!("{LIBRARY_DB}-2026-11-20");
+        assert!(!backup.files.contains_key(&dated) && !backup.path.join(&dated).exists());
+        assert_eq!(
+            backup.dated,
+            [dated::DatedBackup {
+                name: dated.clone(),
+                len: 5
+            }]
+        );
         for (file, record) in &backup.files {
             let (a, b) = (dir.join(file), backup.path.join(file));
             assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());

@@ -46,6 +46,9 @@ impl fmt::Display for InstallReport {
         for old in &self.pruned {
             writeln!(f, "removed the old backup {}", old.display())?;
         }
+        if self.dated_backups_kept.files > 0 {
+            writeln!(f, "kept in place, not copied: {}", self.dated_backups_kept)?;
+        }
         watch_state(f, &self.watch_state)?;
         remap(f, &self.remap)?;
         writeln!(f, "integrity: {}", self.integrity)?;

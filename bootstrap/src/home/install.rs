@@ -1,33 +1,38 @@
 //! Installing a run's result into the home Plex without losing anything.
 //!
-//! Steps: check free space; stop Plex; back up the `Databases` folder;
-//! merge the watch state home recorded since the snapshot into the new DB;
-//! remap cloud paths to home paths; check the new DB's integrity; make sure
-//! nothing wrote the home DB meanwhile; exchange the folders atomically;
+//! Steps: check free space; stop Plex; back up the `Databases` folder
+//! (Plex's dated backups left out: they stay in place, `dated.rs`); merge
+//! the watch state home recorded since the snapshot into the new DB; remap
+//! cloud paths to home paths; check the new DB's integrity; make sure
+//! nothing wrote the home DB meanwhile; drop any dated backups the result
+//! brought and hard-link home's into it; exchange the folders atomically;
 //! start Plex and compare its live counts with the result's. Any failure
-//! after the backup stops Plex (if started), puts the backup back by
-//! rename (byte-identical) and starts Plex again.
+//! after the backup stops Plex (if started), links home's dated backups
+//! into the backup, puts it back by rename (byte-identical) and starts Plex
+//! again.
 //!
 //! `incoming_dir` is consumed: on success it is gone (swapped in, then the
-//! replaced folder removed: the backup holds it); after a failure before the
-//! swap it holds a partly merged DB: extract the result again to retry.
+//! replaced folder removed: the backup holds it, the dated backups live on
+//! in the new folder); after a failure before the swap it holds a partly
+//! merged DB: extract the result again to retry.
 //! Everything blocks: call it from a thread (`spawn_blocking` in async code).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use runner::archive::DatedBackups;
 use runner::plexdb::watchstate::{self, WatchStateReport};
 use runner::plexdb::{
     IntegrityReport, PathMapping, PlexSqlite, RemapReport, Stats, integrity, remap,
 };
 use serde::Serialize;
 
-use super::backup::{Backup, digest_of};
+use super::backup::{Backup, BackupError, digest_of};
 use super::control::{HomePlex, block_on};
 use super::counts::{CountCheck, live_counts, mismatches};
 use super::preview::preflight;
 pub use super::preview::{InstallPreview, plan_install};
-use super::{BLOBS_DB, LIBRARY_DB, swap};
+use super::{BLOBS_DB, LIBRARY_DB, dated, swap};
 
 /// Everything an install needs; see [`InstallPlan::new`] for defaults.
 #[derive(Debug, Clone)]
@@ -189,6 +194,8 @@ pub struct InstallReport {
     pub integrity: IntegrityReport,
     /// Files whose owner or mode was set to the replaced ones'.
     pub ownership_fixed: usize,
+    /// Home's dated backups, kept in place (not copied to the backup).
+    pub dated_backups_kept: DatedBackups,
     pub counts_checked: Vec<CountCheck>,
     pub plex_version: String,
     pub machine_identifier: String,
@@ -315,12 +322,20 @@ fn work(
 
     let ownership_fixed = timer
         .run(Step::Swap, || {
+            let dropped = dated::remove(&plan.incoming_dir)?;
+            if dropped.files > 0 {
+                tracing::info!("{dropped} in the result dropped: home's stay");
+            }
             let fixed = swap::match_ownership(&plan.databases_dir, &plan.incoming_dir)?;
+            // Linked, not moved: they are in the live folder before, during
+            // and after the exchange.
+            dated::link(&backup.dated, &plan.databases_dir, &plan.incoming_dir)?;
             swap::exchange(&plan.incoming_dir, &plan.databases_dir)?;
-            Ok::<_, super::BackupError>(fixed)
+            Ok::<_, BackupError>(fixed)
         })
         .map_err(|e| Failure::new(Step::Swap, e))?;
-    // The replaced folder is the backup's twin: the backup keeps it.
+    // The replaced folder is the backup's twin (the backup keeps it) plus
+    // links to the dated backups, which live on in the new folder.
     if let Err(e) = std::fs::remove_dir_all(&plan.incoming_dir) {
         tracing::warn!(folder = %plan.incoming_dir.display(), "cannot remove the replaced folder: {e}");
     }
@@ -362,6 +377,7 @@ fn work(
         remap,
         integrity,
         ownership_fixed,
+        dated_backups_kept: dated::tally(&backup.dated),
         counts_checked,
         plex_version: identity.version,
         machine_identifier: identity.machine_identifier,
@@ -436,6 +452,9 @@ fn rollback(
     if let Err(e) = backup.verify() {
         return restore_failed(e.to_string());
     }
+    if let Err(e) = dated_into_backup(backup, &plan.databases_dir) {
+        return restore_failed(e.to_string());
+    }
     let why = if keep_current { "changed" } else { "failed" };
     let aside = match swap::put_back(&backup.path, &plan.databases_dir, why) {
         Ok(aside) => aside,
@@ -464,6 +483,21 @@ fn rollback(
         backup: backup.path.clone(),
         kept,
     }
+}
+
+/// Home's dated backups, from the live folder (the one found, or the new
+/// one holding their links), into the backup about to be put back. One that
+/// Plex removed meanwhile is gone from home either way.
+fn dated_into_backup(backup: &Backup, live: &Path) -> Result<(), BackupError> {
+    let (present, gone): (Vec<_>, Vec<_>) = backup
+        .dated
+        .iter()
+        .cloned()
+        .partition(|d| live.join(&d.name).is_file());
+    for d in &gone {
+        tracing::warn!(name = %d.name, "Plex's dated backup is no longer in {}: not restored", live.display());
+    }
+    dated::link(&present, live, &backup.path)
 }
 
 /// Messages are one line: some causes (SQLite's integrity report) span

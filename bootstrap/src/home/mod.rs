@@ -1,12 +1,14 @@
 //! The home Plex: where it keeps its data ([`layout`]), how to stop and
 //! start it ([`control`]), a consistent copy of its DB for a run
-//! ([`snapshot`]), backups of its `Databases` folder ([`backup`]), and
+//! ([`snapshot`]), backups of its `Databases` folder ([`backup`]), Plex's
+//! own dated backups, which stay where they are ([`dated`]), and
 //! installing a run's result without losing anything ([`install`], with
 //! [`swap`], [`counts`] and the dry run in [`preview`]).
 
 pub mod backup;
 pub mod control;
 pub mod counts;
+pub mod dated;
 mod display;
 mod from_config;
 pub mod install;

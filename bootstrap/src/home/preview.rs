@@ -17,8 +17,9 @@ const JOURNALS: u64 = 64 << 20;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Space {
-    /// A backup of the `Databases` folder, plus a copy of the new DB when
-    /// paths are remapped, plus room for journals, plus the margin.
+    /// A backup of the `Databases` folder (less Plex's dated backups, which
+    /// are not copied), plus a copy of the new DB when paths are remapped,
+    /// plus room for journals, plus the margin.
     pub needed: u64,
     /// Of `needed`: what stays free on the disk Plex lives on, for Plex
     /// and whatever else uses that disk (`[home] free_space_margin`).
@@ -146,7 +147,9 @@ pub(crate) fn preflight(plan: &InstallPlan) -> Result<Space, String> {
     let margin = plan
         .free_space_margin
         .unwrap_or_else(|| runner::archive::margin(available));
-    let mut needed = folder_size(&home)? + JOURNALS + margin;
+    let dated = super::dated::list(&home).map_err(|e| e.to_string())?;
+    let backed_up = folder_size(&home)?.saturating_sub(super::dated::tally(&dated).bytes);
+    let mut needed = backed_up + JOURNALS + margin;
     if !plan.mappings.is_empty() {
         needed += std::fs::metadata(plan.incoming_db())
             .map(|m| m.len())

@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use runner::archive::DatedBackups;
 use rusqlite::backup::StepResult;
 use rusqlite::{Connection, OpenFlags};
 
-use super::{BLOBS_DB, LIBRARY_DB};
+use super::{BLOBS_DB, LIBRARY_DB, dated};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -23,6 +24,8 @@ pub enum SnapshotError {
     },
     #[error(transparent)]
     PlexDb(#[from] runner::plexdb::PlexDbError),
+    #[error(transparent)]
+    Listing(#[from] super::BackupError),
 }
 
 /// What [`consistent_copy`] wrote.
@@ -36,17 +39,21 @@ pub struct SnapshotCopy {
     /// earlier makes the watch-state merge re-apply it, which is harmless
     /// as the merge is idempotent.)
     pub snapshot_time: i64,
+    /// Plex's dated backups in `databases_dir`, not copied.
+    pub left_out: DatedBackups,
 }
 
 /// Copies the library DB and the blobs DB (if any) from `databases_dir`
 /// into `dest` (created if needed), each as one self-contained file.
-/// Dated backups (`*.db-YYYY-MM-DD`) and `-wal`/`-shm` files are not
-/// copied: the copies hold the WAL's committed content.
+/// Plex's dated backups (`*.db-YYYY-MM-DD`, only the home server can use
+/// them) and `-wal`/`-shm` files are not copied: the copies hold the WAL's
+/// committed content.
 pub fn consistent_copy(databases_dir: &Path, dest: &Path) -> Result<SnapshotCopy, SnapshotError> {
     let library = databases_dir.join(LIBRARY_DB);
     if !library.is_file() {
         return Err(SnapshotError::NoLibrary(library));
     }
+    let left_out = dated::list(databases_dir)?;
     std::fs::create_dir_all(dest).map_err(|e| io(dest, e))?;
     let snapshot_time = unix_now() - 1;
     let mut files = Vec::new();
@@ -64,6 +71,7 @@ pub fn consistent_copy(databases_dir: &Path, dest: &Path) -> Result<SnapshotCopy
     Ok(SnapshotCopy {
         files,
         snapshot_time,
+        left_out: dated::tally(&left_out),
     })
 }
 
@@ -181,6 +189,8 @@ mod tests {
         .unwrap();
         assert!(home.join(format!("{LIBRARY_DB}-wal")).exists());
         std::fs::write(home.join(format!("{LIBRARY_DB}-2026-11-20")), b"old").unwrap();
+        std::fs::write(home.join(format!("{LIBRARY_DB}-2026-11-20-wal")), b"wal").unwrap();
+        std::fs::write(home.join(format!("{BLOBS_DB}-2026-11-20")), b"blobs").unwrap();
         let before = unix_now();
 
         let copy = consistent_copy(&home, &dest).unwrap();
@@ -192,6 +202,13 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, [LIBRARY_DB], "only the DB itself, one file");
+        assert_eq!(
+            copy.left_out,
+            DatedBackups {
+                files: 3,
+                bytes: 11
+            }
+        );
         assert_eq!(
             library_roots(&dest.join(LIBRARY_DB)).unwrap(),
             ["/data/movies", "/data/music", "/data/photos"]

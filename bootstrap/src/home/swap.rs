@@ -2,6 +2,7 @@
 //! new one, giving it the owner and modes of the one it replaces, and
 //! putting a backup back.
 
+use super::backup::io;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -100,13 +101,6 @@ fn sync_parent(path: &Path) -> Result<(), BackupError> {
     std::fs::File::open(&parent)
         .and_then(|d| d.sync_all())
         .map_err(|e| io(&parent, e))
-}
-
-fn io(path: &Path, source: std::io::Error) -> BackupError {
-    BackupError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 #[cfg(test)]

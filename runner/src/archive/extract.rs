@@ -1,5 +1,6 @@
 //! The writing half of `unpack`: tar entries → safety checks → sha256 →
 //! files in the staging folder, checked against the manifest as they come.
+//! Plex's dated backups pass the same checks, then are read past.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions, Permissions};
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
+use super::dated::{DatedBackups, is_dated_backup};
 use super::decode::stream_error;
 use super::error::{ArchiveError, Unsafe};
 use super::hashing::Digester;
@@ -26,6 +28,7 @@ pub(crate) struct Extracted {
     pub dirs: Vec<PathBuf>,
     pub bytes_written: u64,
     pub skipped_entries: u64,
+    pub dated_backups: DatedBackups,
     pub root_prefix: String,
 }
 
@@ -42,13 +45,15 @@ pub(crate) fn extract(
         staging,
         dest,
         expected: manifest.map(|m| m.files.iter().map(|f| (f.path.as_str(), f)).collect()),
-        expected_total: manifest.map(Manifest::total_size),
+        expected_total: manifest.map(size_to_write),
         consumed,
         prefix: None,
         files: Vec::new(),
         dirs: Vec::new(),
         bytes_written: 0,
         skipped: 0,
+        dated: HashSet::new(),
+        dated_backups: DatedBackups::default(),
         buffer: vec![0u8; WRITE_BUFFER],
     };
     let mut archive = tar::Archive::new(stream);
@@ -74,7 +79,20 @@ struct Extraction<'a> {
     dirs: Vec<PathBuf>,
     bytes_written: u64,
     skipped: u64,
+    /// The dated backups read past, by path (a second one is a duplicate).
+    dated: HashSet<String>,
+    dated_backups: DatedBackups,
     buffer: Vec<u8>,
+}
+
+/// What a manifest's files take on disk once its dated backups are left out.
+pub(crate) fn size_to_write(manifest: &Manifest) -> u64 {
+    manifest
+        .files
+        .iter()
+        .filter(|f| !is_dated_backup(&f.path))
+        .map(|f| f.size)
+        .sum()
 }
 
 impl Extraction<'_> {
@@ -111,6 +129,7 @@ impl Extraction<'_> {
             };
         };
         match kind {
+            T::Regular | T::Continuous if is_dated_backup(&rel) => self.read_past(rel, entry),
             T::Regular | T::Continuous => self.write_file(rel, entry),
             T::Directory => self.create_dirs(&rel),
             T::Symlink => Err(refuse(Unsafe::SymbolicLink {
@@ -151,6 +170,48 @@ impl Extraction<'_> {
         Ok(())
     }
 
+    /// The manifest's sha256 for `rel`, once its listing and size match.
+    fn expected_digest(&self, rel: &str, size: u64) -> Result<Option<String>, ArchiveError> {
+        let Some(expected) = &self.expected else {
+            return Ok(None);
+        };
+        match expected.get(rel) {
+            None => Err(ArchiveError::UnexpectedFile { path: rel.into() }),
+            Some(f) if f.size != size => Err(ArchiveError::FileSizeMismatch {
+                path: rel.into(),
+                expected: f.size,
+                actual: size,
+            }),
+            Some(f) => Ok(Some(f.sha256.clone())),
+        }
+    }
+
+    /// A dated backup: checked like a file, counted, not written. Its
+    /// bytes are not hashed: the archive's digest covers them.
+    fn read_past<R: Read>(
+        &mut self,
+        rel: String,
+        entry: &mut tar::Entry<'_, R>,
+    ) -> Result<(), ArchiveError> {
+        let size = entry.size();
+        self.expected_digest(&rel, size)?;
+        if self.dated.contains(&rel) {
+            return Err(ArchiveError::UnsafeEntry {
+                entry: rel,
+                reason: Unsafe::Duplicate,
+            });
+        }
+        let read = io::copy(entry, &mut io::sink()).map_err(|e| self.stream_error(e))?;
+        if read != size {
+            return Err(ArchiveError::Truncated {
+                after: self.consumed.load(Ordering::Relaxed),
+            });
+        }
+        self.dated_backups.add(size);
+        self.dated.insert(rel);
+        Ok(())
+    }
+
     fn write_file<R: Read>(
         &mut self,
         rel: String,
@@ -158,20 +219,7 @@ impl Extraction<'_> {
     ) -> Result<(), ArchiveError> {
         let size = entry.size();
         let mtime = entry.header().mtime().unwrap_or(0);
-        let expected = match &self.expected {
-            None => None,
-            Some(expected) => match expected.get(rel.as_str()) {
-                None => return Err(ArchiveError::UnexpectedFile { path: rel }),
-                Some(f) if f.size != size => {
-                    return Err(ArchiveError::FileSizeMismatch {
-                        path: rel,
-                        expected: f.size,
-                        actual: size,
-                    });
-                }
-                Some(f) => Some(f.sha256.clone()),
-            },
-        };
+        let expected = self.expected_digest(&rel, size)?;
         if let Some((parent, _)) = rel.rsplit_once('/') {
             self.create_dirs(parent)?;
         }
@@ -282,10 +330,12 @@ impl Extraction<'_> {
         };
         match &self.expected {
             Some(expected) => {
-                let written: HashSet<&str> = self.files.iter().map(|f| f.path.as_str()).collect();
+                let seen: HashSet<&str> = (self.files.iter().map(|f| f.path.as_str()))
+                    .chain(self.dated.iter().map(String::as_str))
+                    .collect();
                 let mut missing: Vec<&str> = expected
                     .keys()
-                    .filter(|path| !written.contains(*path))
+                    .filter(|path| !seen.contains(*path))
                     .copied()
                     .collect();
                 missing.sort_unstable();
@@ -309,6 +359,7 @@ impl Extraction<'_> {
             dirs: self.dirs,
             bytes_written: self.bytes_written,
             skipped_entries: self.skipped,
+            dated_backups: self.dated_backups,
             root_prefix,
         })
     }

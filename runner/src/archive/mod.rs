@@ -10,7 +10,9 @@
 //!
 //! Read (`unpack`): tar.zst, or the user's tar.gz, detected by magic bytes.
 //! Only entries under a `Plug-in Support/Databases/` component sequence are
-//! kept, whatever the root prefix; the rest is counted and skipped.
+//! kept, whatever the root prefix; the rest is counted and skipped. Plex's
+//! dated backups in it (`dated.rs`) are read past, not written, whoever
+//! pulls: only the home server that made them can use them.
 //!
 //! Safety decisions (a Plex `Databases` folder holds only regular files and
 //! folders, so anything else is refused rather than interpreted):
@@ -20,6 +22,9 @@
 //!   target), devices, fifos, sparse and unknown entry types, names that are
 //!   not UTF-8, and duplicate entries are refused; outside it they are only
 //!   skipped, since nothing is written for them;
+//! - a dated backup is skipped only after the checks any entry passes
+//!   (name, type, duplicate, the manifest's listing and size; its bytes
+//!   are covered by the archive's digest) and within the same bound;
 //! - extraction goes into a fresh `.<name>.partial-<pid>` folder beside the
 //!   destination; files are created with `O_NOFOLLOW` + `create_new`, so no
 //!   existing path is ever followed or overwritten;
@@ -32,6 +37,7 @@
 //!   removes the partial folder and leaves the destination untouched.
 
 mod bound;
+mod dated;
 mod decode;
 mod error;
 mod extract;
@@ -43,6 +49,7 @@ mod staging;
 mod unpack;
 
 pub use bound::{Cap, DEFAULT_MAX_RATIO, Limits, RATIO_FLOOR, margin, parse_size, size};
+pub use dated::{DatedBackups, is_dated_backup};
 pub use error::{ArchiveError, Unsafe};
 pub use manifest::{
     ArchiveDigest, Compression, FORMAT_VERSION, FileEntry, Manifest, ManifestError,

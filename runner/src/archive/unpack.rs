@@ -7,9 +7,10 @@ use std::sync::atomic::AtomicU64;
 use std::thread;
 
 use super::bound::{self, Bound, Limits};
+use super::dated::DatedBackups;
 use super::decode::{self, DecodeFailure, StreamDigest};
 use super::error::ArchiveError;
-use super::extract::{self, Extracted};
+use super::extract::{self, Extracted, size_to_write};
 use super::manifest::{Compression, FileEntry, Manifest};
 use super::staging::Staging;
 use crate::pipe::pipe;
@@ -37,6 +38,8 @@ pub struct UnpackReport {
     pub compression: Compression,
     /// Entries outside `Plug-in Support/Databases` (not extracted).
     pub skipped_entries: u64,
+    /// Plex's dated backups in it, read past (not in `files`).
+    pub dated_backups: DatedBackups,
     /// What preceded `Plug-in Support/Databases` in the archive ("" for ours).
     pub root_prefix: String,
 }
@@ -90,6 +93,14 @@ pub fn unpack(
 
     staging.sync(&extracted.dirs)?;
     staging.commit()?;
+    let DatedBackups { files, bytes } = extracted.dated_backups;
+    if files > 0 {
+        tracing::info!(
+            files,
+            bytes,
+            "Plex's dated backups read past, not extracted"
+        );
+    }
     Ok(report(stream, extracted))
 }
 
@@ -117,11 +128,12 @@ fn check_archive(stream: &StreamDigest, expect: &Expectation<'_>) -> Result<(), 
     Ok(())
 }
 
-/// Refuses up front to start what cannot fit: filling the disk would hurt
-/// whatever else lives on it (a running Plex at home).
+/// Refuses up front to start what cannot fit (dated backups are not
+/// written): filling the disk would hurt whatever else lives on it (a
+/// running Plex at home).
 fn check_free_space(staging: &Path, dest: &Path, manifest: &Manifest) -> Result<(), ArchiveError> {
     let available = bound::free_space(staging)?;
-    let need = manifest.total_size();
+    let need = size_to_write(manifest);
     if need > available {
         return Err(ArchiveError::DiskFull {
             file: manifest
@@ -144,6 +156,7 @@ fn report(stream: StreamDigest, extracted: Extracted) -> UnpackReport {
         archive_sha256: stream.sha256,
         compression: stream.compression,
         skipped_entries: extracted.skipped_entries,
+        dated_backups: extracted.dated_backups,
         root_prefix: extracted.root_prefix,
     }
 }

@@ -128,6 +128,9 @@ async fn pull(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
         "bytes_written": pulled.unpack.bytes_written,
         "root_prefix": pulled.unpack.root_prefix,
         "skipped_entries": pulled.unpack.skipped_entries,
+        // Plex's dated backups, read past (only the home server can use them).
+        "dated_backups_skipped": pulled.unpack.dated_backups.files,
+        "dated_backup_bytes_skipped": pulled.unpack.dated_backups.bytes,
     }))
 }
 
