@@ -1281,6 +1281,53 @@ fn sonic_runs_at_the_configured_rate_with_plex_pass_only() {
     );
 }
 
+/// The double's DB write stats, as `GET /__double/db-writes` answers them
+/// to anyone (no token).
+fn db_writes(pms: &PlexDouble, method: &str) -> serde_json::Value {
+    let reply = request(method, &pms.url("/__double/db-writes"), &[]).unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    serde_json::from_str(&reply.body).unwrap()
+}
+
+#[test]
+fn sonic_writes_wait_out_a_locked_db_and_the_wait_is_measured() {
+    let world = world();
+    let plextv = PlexTvDouble::start(ACCOUNT, &[]);
+    // 15 tracks at 2 per second.
+    let (mut pms, token) = claimed(&world, &plextv, &["--sonic-rate", "2"]);
+    let analysed = "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL AND extra_data LIKE '%musicAnalysisVersion%'";
+    let live = "SELECT count(*) FROM metadata_items WHERE metadata_type = 10 AND deleted_at IS NULL AND library_section_id > 0";
+    let (total, start) = (count(&pms, live), count(&pms, analysed));
+    db_writes(&pms, "DELETE");
+    assert_eq!(
+        db_writes(&pms, "GET"),
+        serde_json::json!({"writes": 0, "max_write_ms": 0.0, "busy_retries": 0})
+    );
+    ok(&pms, &token, "POST", "/butler/MusicAnalysis");
+    wait_for("Sonic progress in the DB", WAIT, || {
+        (count(&pms, analysed) > start).then_some(())
+    });
+    // Another connection holds the write lock for a second: the double's
+    // next write waits for it rather than failing.
+    let other = Connection::open(pms.library_db()).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    other.execute_batch("COMMIT").unwrap();
+    wait_for("Sonic to finish", WAIT, || {
+        (count(&pms, analysed) == total).then_some(())
+    });
+    let stats = db_writes(&pms, "GET");
+    assert!(stats["writes"].as_u64().unwrap() >= 2, "{stats}");
+    assert!(stats["busy_retries"].as_u64().unwrap() > 0, "{stats}");
+    assert!(
+        stats["max_write_ms"].as_f64().unwrap() >= 500.0,
+        "the wait for the lock is part of the write: {stats}"
+    );
+    assert!(!pms.log().contains("MusicAnalysis failed"), "{}", pms.log());
+    assert!(pms.terminate().success());
+    assert!(pms.log().contains("DB writes: "), "{}", pms.log());
+}
+
 #[test]
 fn deep_media_analysis_follows_a_scan_when_its_butler_pref_is_on() {
     let world = world();

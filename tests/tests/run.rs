@@ -443,11 +443,17 @@ fn a_delta_run_pulls_remaps_and_publishes_a_verified_result() {
         ),
         0
     );
-    // The whole Databases folder travels, dated backups included.
+    // The Databases folder travels, but for Plex's dated backups.
     assert!(
         db.with_file_name("com.plexapp.plugins.library.blobs.db")
             .is_file()
     );
+    let dated: Vec<String> = std::fs::read_dir(db.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".db-20"))
+        .collect();
+    assert!(dated.is_empty(), "dated backups pulled: {dated:?}");
 }
 
 #[test]

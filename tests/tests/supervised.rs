@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use plex_burst_tests::bins::workspace_bin;
@@ -767,6 +768,128 @@ fn a_replacement_instance_continues_sonic_from_the_last_snapshot() {
         600
     );
     assert!(w.object("runs/sup-replace/DONE").is_file());
+    w.assert_clean();
+}
+
+/// Pads the library DB at `db` with `mib` MiB of rows that compress about
+/// nine to one, as Plex DBs do.
+fn pad(db: &Path, mib: u64) {
+    let conn = Connection::open(db).unwrap();
+    conn.execute_batch(&format!(
+        "CREATE TABLE burst_padding(b BLOB);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows})
+         INSERT INTO burst_padding SELECT randomblob(100) || zeroblob(924) FROM n;",
+        rows = mib * 1024
+    ))
+    .unwrap();
+}
+
+/// A snapshot as the test saw it appear: a copy of its archive, the count
+/// the runner recorded before taking it, and the live DB's count after.
+struct SeenSnapshot {
+    archive: PathBuf,
+    recorded: u64,
+    live_after: u64,
+}
+
+/// Copies each snapshot of the run `w` into `copies` as it appears, until
+/// `done`.
+fn watch_snapshots(w: &World, copies: &Path, done: &AtomicBool) -> Vec<SeenSnapshot> {
+    let mirrored = w.object(&format!("runs/{}/checkpoint/checkpoint.json", w.run_id));
+    let archive = w.object(&format!("runs/{}/checkpoint/plex-db.tar.zst", w.run_id));
+    let mut seen = Vec::new();
+    let mut last_taken = None;
+    while !done.load(Ordering::SeqCst) {
+        let record = std::fs::read(&mirrored)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .map(|c| c["snapshot"].clone())
+            .filter(|s| !s.is_null());
+        if let Some(record) = record
+            && last_taken.as_ref() != Some(&record["taken_at"])
+        {
+            // The archive is uploaded before the checkpoint naming it, and
+            // the next one a snapshot interval later.
+            let copy = copies.join(format!("{}.tar.zst", seen.len()));
+            std::fs::copy(&archive, &copy).unwrap();
+            let live = runner::plexdb::open_read_only(&w.work_db()).unwrap();
+            let live_after: i64 = live.query_row(ANALYSED, [], |r| r.get(0)).unwrap();
+            last_taken = Some(record["taken_at"].clone());
+            seen.push(SeenSnapshot {
+                archive: copy,
+                recorded: record["analysed"].as_u64().unwrap(),
+                live_after: live_after as u64,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    seen
+}
+
+#[test]
+fn snapshots_of_a_big_db_are_taken_while_sonic_writes() {
+    let (s3, dir) = (S3Server::start(), tempfile::tempdir().unwrap());
+    let spec = spec(3_000);
+    let app = write_app_support(&dir.path().join("home"), &spec).unwrap();
+    // 50 MiB of 1 KiB pages: a backup in steps of 1024 pages with 5 ms
+    // pauses gets through about 16 MiB between two of Sonic's writes.
+    pad(&app.library_db, 50);
+    write_media_tree(&s3.data_dir().join(MEDIA), &spec).unwrap();
+    let mut w = World::with_reference(s3, dir, &app.dir, "sup-snapshots", true);
+    // Sonic writes every 100 ms tick for about 40 s.
+    w.env[0].1 = "60".into();
+    w.extra = "snapshot_interval = \"3s\"\n".into();
+    let copies = w.dir.path().join("snapshots");
+    std::fs::create_dir(&copies).unwrap();
+    let child = w
+        .command()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let done = AtomicBool::new(false);
+    let (out, seen) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| watch_snapshots(&w, &copies, &done));
+        let out = output_within(child, &w, HANG_GUARD);
+        done.store(true, Ordering::SeqCst);
+        (out, watcher.join().unwrap())
+    });
+    assert!(out.status.success(), "runner failed:\n{}", text(&out));
+    let sonic = w.phase_output("sonic");
+    assert_eq!(sonic["outcome"], "done", "{sonic}");
+    assert!(
+        sonic["snapshots"].as_u64().unwrap() >= 2 && seen.len() >= 2,
+        "snapshots taken during Sonic: {sonic}, seen: {}",
+        seen.len()
+    );
+    for (i, snapshot) in seen.iter().enumerate() {
+        let dest = copies.join(format!("{i}"));
+        let archive = std::fs::File::open(&snapshot.archive).unwrap();
+        runner::archive::unpack(archive, &dest, &Default::default()).unwrap();
+        let names: Vec<_> = std::fs::read_dir(&dest)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(
+            names.iter().all(|n| n.ends_with(".db")),
+            "snapshot {i} holds {names:?}"
+        );
+        let db = dest.join("com.plexapp.plugins.library.db");
+        runner::plexdb::integrity::check(&db, None)
+            .unwrap_or_else(|e| panic!("snapshot {i} is not sound: {e}"));
+        let analysed = count(&db, ANALYSED);
+        assert!(
+            snapshot.recorded <= analysed && analysed <= snapshot.live_after,
+            "snapshot {i} holds {analysed} analysed tracks, recorded {} before it and {} live after",
+            snapshot.recorded,
+            snapshot.live_after
+        );
+    }
+    // Taken mid-Sonic: the first one does not hold the finished count.
+    assert!(
+        seen[0].live_after < 3_000,
+        "the first snapshot came after Sonic"
+    );
     w.assert_clean();
 }
 

@@ -3,11 +3,19 @@
 //! run's checkpoint prefix, with the checkpoint mirrored beside it. A
 //! replacement instance pulls the snapshot instead of the reference and
 //! continues where this one was.
+//!
+//! The copy never starts over and never blocks Plex's writes (see
+//! [`copy_db`]): SQLite's backup starts over whenever another connection
+//! writes the source between two of its steps, and Plex writes every
+//! second or so during Sonic, so a DB of several GB copied in steps would
+//! never be done.
 
 use std::path::Path;
+use std::time::Duration;
 
-use anyhow::{Context as _, Result};
-use rusqlite::backup::Backup;
+use anyhow::{Context as _, Result, bail};
+use rusqlite::Connection;
+use rusqlite::backup::{Backup, StepResult};
 
 use super::RunContext;
 use super::checkpoint::{Checkpoint, SnapshotRecord};
@@ -21,24 +29,17 @@ pub const MIRRORED_CHECKPOINT: &str = "checkpoint/checkpoint.json";
 /// Takes and uploads a snapshot holding `analysed` Sonic tracks.
 pub async fn take(ctx: &RunContext, ckpt: &Checkpoint, analysed: u64) -> Result<()> {
     let staging = ctx.cfg.work_dir().join("snapshot");
-    let databases = ctx.paths.databases.clone();
-    let dest = staging.clone();
-    tokio::task::spawn_blocking(move || copy_databases(&databases, &dest)).await??;
     let key = ctx.run_key(SNAPSHOT_ARCHIVE);
-    let opts = PackOptions {
-        plex_version: Some(ctx.cfg.plex_version().to_string()),
-        ..PackOptions::default()
-    };
-    transfer::push(&ctx.bucket, &staging, &key, opts, |_| {})
-        .await
-        .context("cannot upload the DB snapshot")?;
+    let uploaded = copy_and_push(ctx, &staging, &key).await;
+    // GBs of the work disk, freed whatever happened.
     let _ = std::fs::remove_dir_all(&staging);
+    let copy_seconds = uploaded?;
     let record = SnapshotRecord {
         archive_key: key.clone(),
         taken_at: super::status::now_rfc3339(),
         analysed,
     };
-    tracing::info!(key, analysed, "DB snapshot uploaded");
+    tracing::info!(key, analysed, copy_seconds, "DB snapshot uploaded");
     let mut mirrored = ckpt.clone();
     mirrored.snapshot = Some(record.clone());
     mirror(ctx, &mirrored).await;
@@ -46,8 +47,27 @@ pub async fn take(ctx: &RunContext, ckpt: &Checkpoint, analysed: u64) -> Result<
     Ok(())
 }
 
+/// Copies the DBs into `staging` and uploads them as `key`; answers how
+/// long the copy took, in seconds.
+async fn copy_and_push(ctx: &RunContext, staging: &Path, key: &str) -> Result<f64> {
+    let databases = ctx.paths.databases.clone();
+    let dest = staging.to_path_buf();
+    let started = std::time::Instant::now();
+    tokio::task::spawn_blocking(move || copy_databases(&databases, &dest)).await??;
+    let copy_seconds = started.elapsed().as_secs_f64();
+    let opts = PackOptions {
+        plex_version: Some(ctx.cfg.plex_version().to_string()),
+        ..PackOptions::default()
+    };
+    transfer::push(&ctx.bucket, staging, key, opts, |_| {})
+        .await
+        .context("cannot upload the DB snapshot")?;
+    Ok(copy_seconds)
+}
+
 /// An online backup of every SQLite DB of the `Databases` folder (the live
-/// DB stays in use by Plex).
+/// DB stays in use by Plex); Plex's dated backups and the `-wal` files
+/// (folded into each copy) stay out.
 fn copy_databases(databases: &Path, dest: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(dest);
     std::fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
@@ -61,13 +81,68 @@ fn copy_databases(databases: &Path, dest: &Path) -> Result<()> {
         if !name.ends_with(".db") {
             continue;
         }
-        let src = plexdb::open_read_only(&path)?;
-        let mut out = rusqlite::Connection::open(dest.join(&name))?;
-        Backup::new(&src, &mut out)?
-            .run_to_completion(1024, std::time::Duration::from_millis(5), None)
+        copy_db(&path, &dest.join(&name))
             .with_context(|| format!("cannot back up {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Pages per step of a copy in steps, the pause between two steps, and
+/// the restarts (a write between two steps) it takes before giving up.
+const STEP_PAGES: i32 = 1024;
+const STEP_PAUSE: Duration = Duration::from_millis(5);
+const MAX_RESTARTS: u32 = 20;
+
+/// A consistent copy of the DB at `src` as the new file `dest`.
+///
+/// In WAL mode (Plex's) the copy is one backup step, so one read
+/// transaction: it sees one state of the DB while Plex's writers go on
+/// appending to the WAL (readers never block WAL writers; a checkpoint
+/// cannot pass the reader, so the WAL grows until the copy is done). A
+/// closed WAL-mode DB, which nobody writes, is copied in one step too. In
+/// rollback-journal mode a reader blocks writers, so the copy goes in
+/// short steps, and gives up once the DB has been written during it
+/// [`MAX_RESTARTS`] times.
+fn copy_db(src: &Path, dest: &Path) -> Result<()> {
+    let source = plexdb::open_read_only(src)?;
+    // Opened `immutable`, a closed WAL-mode DB reports `delete`.
+    let mode: String = source.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+    let mut out = Connection::open(dest)?;
+    let backup = Backup::new(&source, &mut out)?;
+    if mode.eq_ignore_ascii_case("wal") || plexdb::is_closed_wal_db(src) {
+        return match backup.step(-1)? {
+            StepResult::Done => Ok(()),
+            other => bail!("the copy stopped ({other:?}): the DB stayed locked"),
+        };
+    }
+    tracing::info!(
+        db = %src.display(),
+        mode,
+        "not in WAL mode: copying in steps, which start over whenever Plex writes"
+    );
+    let mut restarts = 0;
+    let mut remaining = i32::MAX;
+    loop {
+        match backup.step(STEP_PAGES)? {
+            StepResult::Done => return Ok(()),
+            StepResult::More => {}
+            other => bail!("the copy stopped ({other:?}): the DB stayed locked"),
+        }
+        // A step copies pages unless the copy started over.
+        let progress = backup.progress();
+        if progress.remaining >= remaining {
+            restarts += 1;
+            if restarts > MAX_RESTARTS {
+                bail!(
+                    "written {restarts} times while being copied ({mode} journal mode: \
+                     a copy in one go would block Plex's writes, and one in steps \
+                     starts over at each write); no snapshot this time"
+                );
+            }
+        }
+        remaining = progress.remaining;
+        std::thread::sleep(STEP_PAUSE);
+    }
 }
 
 /// Mirrors the checkpoint to S3, for a replacement instance. Best effort:
@@ -107,4 +182,139 @@ pub async fn mirrored(ctx: &RunContext) -> Result<Option<Checkpoint>> {
         )
     })?;
     Ok(Some(ckpt))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::thread::JoinHandle;
+    use std::time::Instant;
+
+    use super::*;
+
+    /// How long the writer goes on at most: a hang guard, far more than
+    /// any copy here needs.
+    const WRITE_GUARD: Duration = Duration::from_secs(20);
+
+    /// A `Databases` folder with a library DB in `journal_mode` of a few
+    /// thousand 1 KiB pages (Plex's page size), which a copy in steps
+    /// needs several steps for, and a counter a writer moves.
+    fn databases(journal_mode: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let databases = dir.path().join("Databases");
+        std::fs::create_dir(&databases).unwrap();
+        let db = databases.join("com.plexapp.plugins.library.db");
+        let conn = Connection::open(&db).unwrap();
+        conn.execute_batch(&format!(
+            "PRAGMA page_size = 1024; PRAGMA journal_mode = {journal_mode};
+             CREATE TABLE padding(b BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
+             INSERT INTO padding SELECT randomblob(900) FROM n;
+             CREATE TABLE counter(n INTEGER NOT NULL);
+             INSERT INTO counter VALUES (0);"
+        ))
+        .unwrap();
+        (dir, db)
+    }
+
+    /// A writer committing one increment at a time, as Plex during Sonic.
+    struct Writer {
+        stop: Arc<AtomicBool>,
+        thread: JoinHandle<i64>,
+    }
+
+    impl Writer {
+        fn start(db: &Path) -> Writer {
+            let conn = Connection::open(db).unwrap();
+            conn.busy_timeout(Duration::from_secs(30)).unwrap();
+            conn.execute_batch("PRAGMA synchronous = OFF").unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = Arc::clone(&stop);
+            let thread = std::thread::spawn(move || {
+                let (mut n, guard) = (0, Instant::now() + WRITE_GUARD);
+                while !flag.load(Ordering::SeqCst) && Instant::now() < guard {
+                    n = conn
+                        .query_row("UPDATE counter SET n = n + 1 RETURNING n", [], |r| r.get(0))
+                        .unwrap();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                n
+            });
+            // The writes are under way before the copy starts.
+            while counter(db) == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Writer { stop, thread }
+        }
+
+        /// Whether it was still writing, and its last count.
+        fn stop(self) -> (bool, i64) {
+            let running = !self.thread.is_finished();
+            self.stop.store(true, Ordering::SeqCst);
+            (running, self.thread.join().unwrap())
+        }
+    }
+
+    fn counter(db: &Path) -> i64 {
+        let conn = plexdb::open_read_only(db).unwrap();
+        conn.query_row("SELECT n FROM counter", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_wal_db_is_copied_whole_while_plex_keeps_writing() {
+        let (dir, db) = databases("WAL");
+        // Beside it, a WAL-mode DB nobody has open.
+        let blobs = db.with_file_name("com.plexapp.plugins.library.blobs.db");
+        Connection::open(&blobs)
+            .unwrap()
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE blobs(b BLOB);")
+            .unwrap();
+        let writer = Writer::start(&db);
+        let dest = dir.path().join("snapshot");
+        let copied = copy_databases(db.parent().unwrap(), &dest);
+        let (still_writing, written) = writer.stop();
+        copied.unwrap();
+        assert!(
+            still_writing,
+            "the copy was done only once the writes stopped"
+        );
+        // The WAL is folded into the copy, which is the whole snapshot.
+        let mut names: Vec<_> = std::fs::read_dir(&dest)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "com.plexapp.plugins.library.blobs.db",
+                "com.plexapp.plugins.library.db"
+            ]
+        );
+        let copy = dest.join(&names[1]);
+        let check: String = plexdb::open_read_only(&copy)
+            .unwrap()
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        let n = counter(&copy);
+        assert!(0 < n && n <= written, "copied {n}, written {written}");
+    }
+
+    #[test]
+    fn a_rollback_journal_db_written_all_along_gives_up_without_blocking_plex() {
+        let (dir, db) = databases("DELETE");
+        let writer = Writer::start(&db);
+        let copied = copy_databases(db.parent().unwrap(), &dir.path().join("snapshot"));
+        let (still_writing, _) = writer.stop();
+        assert!(
+            still_writing,
+            "the copy waited for the writes to stop: {copied:?}"
+        );
+        let error = format!("{:#}", copied.unwrap_err());
+        assert!(error.contains("while being copied"), "{error}");
+    }
 }

@@ -108,8 +108,13 @@ pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
             break ("canary", analysed);
         }
         if last_snapshot.elapsed() >= ctx.cfg.deadlines().snapshot_interval {
-            snapshot::take(ctx, ckpt, analysed).await?;
-            snapshots += 1;
+            // A snapshot only serves a replacement instance: one not taken
+            // (a DB written all along in rollback-journal mode, S3 down) is
+            // tried again an interval later while the run goes on.
+            match snapshot::take(ctx, ckpt, analysed).await {
+                Ok(()) => snapshots += 1,
+                Err(e) => tracing::warn!("no DB snapshot this time: {e:#}"),
+            }
             last_snapshot = Instant::now();
         }
         // Progress is the count alone: an activity with frozen progress is

@@ -8,6 +8,13 @@
 //! update queue after scans), `activity`,
 //! `work` and `scanner_process` (what a supervisor sees), `plextv_client`,
 //! `routes` (HTTP), `state`.
+//!
+//! For tests and the bench, outside Plex's API: `GET /__double/db-writes`
+//! answers `{"writes": N, "max_write_ms": X, "busy_retries": N}`, the
+//! double's DB writes since start (or since `DELETE /__double/db-writes`),
+//! the longest from asking for the write to its commit, and how often the
+//! writer waited on a locked DB: what a reader of the live DB (a snapshot)
+//! cost Plex's writes. The same line is logged at stop.
 
 pub mod activity;
 pub mod analyze;
@@ -193,6 +200,9 @@ async fn stop(state: &Arc<State>, workers: Vec<std::thread::JoinHandle<()>>) -> 
     }
     let checkpoint_state = Arc::clone(state);
     tokio::task::spawn_blocking(move || checkpoint_state.db.checkpoint()).await??;
+    state
+        .log
+        .info(format!("DB writes: {}", state.db.write_stats()));
     state.log.info("Stopped; library DB checkpointed");
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! The PMS double's HTTP surface (plex.md is the spec). Strict like Plex:
 //! a wrong method is 405, an unknown section 404, a missing or invalid
-//! parameter 400.
+//! parameter 400. `/__double/*` (`double`) is the double's own, outside
+//! Plex's rules.
 
+mod double;
 mod items;
 mod library;
 mod middleware;
@@ -80,6 +82,11 @@ pub fn router(state: Shared) -> Router {
             Arc::clone(&state),
             middleware::log,
         ))
+        // Added past the layers: no auth, start-up window, fault or log.
+        .route(
+            "/__double/db-writes",
+            get(double::db_writes).delete(double::reset_db_writes),
+        )
         .with_state(state)
 }
 
