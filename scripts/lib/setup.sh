@@ -30,6 +30,7 @@ pb_apt() {
     command -v pigz >/dev/null || missing+=(pigz)
     command -v hyperfine >/dev/null || missing+=(hyperfine)
     command -v /usr/bin/time >/dev/null || missing+=(time)
+    command -v jq >/dev/null || missing+=(jq)
     if [ ${#missing[@]} -gt 0 ]; then
         pb_log "installing Debian packages: ${missing[*]}"
         local sudo=""

@@ -1,0 +1,253 @@
+# Sourced by scripts/bench (BENCH_SCALE="0.25 0.5 1"): the user's size, end
+# to end, at fractions of it so that the growth shows. Each scale is the
+# user's library (plex-fixture --preset user) with every count times the
+# fraction and a Databases folder of 15 GB times it (live DBs and three
+# dated backups each, docs/performance.md says why). Measured with the
+# real parts: the local S3 server, the runner and bootstrap binaries, the
+# Plex double as the home server. Needs the helpers of scripts/bench
+# (say, measure, ratio, start_s3, s5).
+
+SCALE_GB=${BENCH_SCALE_GB:-15}
+# The home machine's memory, for `bootstrap fetch` (a ZimaBoard has 2-8 GB).
+FETCH_MEMORY=${BENCH_FETCH_MEMORY:-2G}
+SCALE_TABLE="$WORK/scale-table.txt"
+
+# scale_fixture F DIR: the user's app-support folder at scale F (cached).
+scale_fixture() {
+    local f=$1 dir=$2 stamp="$2/.done-v1-$SCALE_GB"
+    [ -e "$stamp" ] && return
+    rm -rf "$dir"; mkdir -p "$dir"
+    pb_log "generating the user's library at ${f}x with a $(python3 -c "print($SCALE_GB*$f)") GB Databases folder in $dir"
+    "$BIN/plex-fixture" app-support --preset user --scale "$f" \
+        --databases-gb "$(python3 -c "print($SCALE_GB*$f)")" "$dir/root" >"$dir/summary.json"
+    touch "$stamp"
+}
+
+# memory_limit: sets MEMORY_LIMIT to a command prefix that runs what
+# follows in a memory cgroup of $FETCH_MEMORY (cgroup v1 or v2), or to
+# nothing, said loudly, when the machine has none we can use.
+memory_limit() {
+    local v1=/sys/fs/cgroup/memory v2=/sys/fs/cgroup group=plex-burst-bench-$$
+    if [ -w "$v1" ]; then
+        mkdir -p "$v1/$group"
+        echo "$FETCH_MEMORY" >"$v1/$group/memory.limit_in_bytes"
+        MEMORY_LIMIT=(bash -c 'echo $$ > "$0"; exec "$@"' "$v1/$group/tasks")
+    elif [ -w "$v2/cgroup.procs" ] && grep -qw memory "$v2/cgroup.controllers"; then
+        mkdir -p "$v2/$group"
+        echo "$FETCH_MEMORY" >"$v2/$group/memory.max"
+        MEMORY_LIMIT=(bash -c 'echo $$ > "$0"; exec "$@"' "$v2/$group/cgroup.procs")
+    else
+        say "WARNING: no writable memory cgroup here: fetch runs without the $FETCH_MEMORY limit"
+        MEMORY_LIMIT=()
+    fi
+}
+
+# row NAME F VALUE: one cell of the scaling table.
+row() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$SCALE_TABLE"; }
+
+# bench_scale_one F: every measured step at scale F.
+bench_scale_one() {
+    local f=$1 fixture="$WORK/scale-$1"
+    scale_fixture "$f" "$fixture"
+    local app="$fixture/root/Library/Application Support/Plex Media Server"
+    local dbs="$app/Plug-in Support/Databases"
+    local folder_gb
+    folder_gb=$(du -sb "$dbs" | awk '{printf "%.2f", $1/1e9}')
+    say ""
+    say "== scale ${f}: $(jq -r '.summary.tracks' "$fixture/summary.json") tracks, Databases folder ${folder_gb} GB =="
+    ls -l "$dbs" | tee -a "$RESULTS"
+    start_s3
+    local out="$WORK/scale-out" tarball="$WORK/scale-pipe.tar.zst"
+
+    # Push: the whole folder, as the user's reference would be made by hand.
+    measure "push: runner archive push" "$BIN/runner" archive push --config "$WORK/bench.toml" "$dbs" reference/pb.tar.zst
+    local pb=$WALL; row "push (s)" "$f" "$WALL"; row "push rss (MB)" "$f" "$RSS_MB"
+    measure "push: tar -c | zstd -T0 | s5cmd pipe" bash -c "tar -C '$dbs' -c . | zstd -T0 -q | s5cmd --endpoint-url $ENDPOINT pipe s3://bench/reference/pipe.tar.zst"
+    say "  push: $(ratio "$pb" "$WALL") of the pipeline (target <= 1.1x)"
+    row "push / pipeline" "$f" "$(ratio "$pb" "$WALL")"
+
+    # Pull: the runner leaves Plex's dated backups out (the cloud Plex
+    # cannot use them); the pipeline is told to do the same, and its
+    # extract-everything time is shown beside it.
+    rm -rf "$out"; mkdir -p "$out"
+    measure "pull: runner archive pull (dated backups skipped)" "$BIN/runner" archive pull --config "$WORK/bench.toml" reference/pb.tar.zst "$out/Databases"
+    pb=$WALL; row "pull (s)" "$f" "$WALL"; row "pull rss (MB)" "$f" "$RSS_MB"
+    local pulled_gb
+    pulled_gb=$(du -sb "$out/Databases" | awk '{printf "%.2f", $1/1e9}')
+    mkdir -p "$out/pipe"
+    measure "pull: s5cmd cat | zstd -d | tar -x --exclude dated, sync" bash -c "s5cmd --endpoint-url $ENDPOINT cat s3://bench/reference/pb.tar.zst | zstd -d -q | tar -C '$out/pipe' -x --wildcards --exclude='*.db-[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]' && sync"
+    say "  pull: ${pulled_gb} GB written; $(ratio "$pb" "$WALL") of the pipeline (target <= 1.1x)"
+    row "pull / pipeline" "$f" "$(ratio "$pb" "$WALL")"
+    rm -rf "$out/pipe"; mkdir -p "$out/pipe"
+    measure "  for scale: the pipeline extracting everything" bash -c "s5cmd --endpoint-url $ENDPOINT cat s3://bench/reference/pb.tar.zst | zstd -d -q | tar -C '$out/pipe' -x && sync"
+    rm -rf "$out/pipe"
+
+    # Verify: the integrity check on every core, and serial, in one run.
+    local db="$out/Databases/com.plexapp.plugins.library.db"
+    measure "verify: runner db check (every core)" "$BIN/runner" db check "$db"
+    local parallel=$WALL; row "check (s)" "$f" "$WALL"; row "check rss (MB)" "$f" "$RSS_MB"
+    measure "verify: runner db check --jobs 1 (serial)" "$BIN/runner" db check --jobs 1 "$db"
+    say "  check: $(ratio "$parallel" "$WALL") of serial on $(nproc) cores (target <= 0.6x)"
+    row "check / serial" "$f" "$(ratio "$parallel" "$WALL")"
+
+    measure "remap: runner db remap (backup first, one transaction)" "$BIN/runner" db remap "$db" --map /data/media=/mnt/media --map /data/photos2=/mnt/media/photos2 --backup-dir "$out/remap-backup"
+    row "remap (s)" "$f" "$WALL"; row "remap rss (MB)" "$f" "$RSS_MB"
+    rm -rf "$out/remap-backup"
+
+    # Package and upload: the run's result (live DBs only).
+    measure "package + upload: runner archive push" "$BIN/runner" archive push --config "$WORK/bench.toml" "$out/Databases" result/pb.tar.zst
+    row "package+upload (s)" "$f" "$WALL"; row "package rss (MB)" "$f" "$RSS_MB"
+    rm -rf "$out"
+
+    bench_scale_fetch "$f" "$app" week
+    bench_scale_fetch "$f" "$app" history
+}
+
+# bench_scale_fetch F APP week|history: `bootstrap fetch` of a result into
+# a copy of the home folder APP after a week of home viewing (or merging
+# its whole history), under the home machine's memory limit.
+bench_scale_fetch() {
+    local f=$1 src=$2 what=$3 dir="$WORK/scale-fetch" run="scale-$1-$3-$(date +%s)"
+    rm -rf "$dir" "$WORK/s3/bench/runs/$run"; mkdir -p "$dir/ctl" "$dir/home"
+    local app="$dir/home/Plex Media Server" dbs
+    cp -a "$src" "$app"
+    dbs="$app/Plug-in Support/Databases"
+    # The result is the home DB as the cloud left it, pushed before home
+    # watched anything new: the live DBs, as a run packs them.
+    mkdir -p "$dir/result"
+    ln "$dbs"/*.db "$dir/result/"
+    "$BIN/runner" archive push --config "$WORK/bench.toml" "$dir/result" "runs/$run/result/plex-db.tar.zst" >/dev/null 2>&1
+    "$BIN/runner" db stats "$dbs/com.plexapp.plugins.library.db" >"$dir/stats.json"
+    local since
+    if [ "$what" = week ]; then
+        since=$(( $(date +%s) - 7 * 86400 ))
+        # A household's week: 3% of the watch state touched, each with a play.
+        sqlite3 "$dbs/com.plexapp.plugins.library.db" "
+          CREATE TEMP TABLE touched AS SELECT id FROM metadata_item_settings WHERE abs(random()) % 100 < 3;
+          UPDATE metadata_item_settings SET view_count = coalesce(view_count, 0) + 1,
+            last_viewed_at = $since + abs(random()) % 604800, updated_at = $since + 604800
+            WHERE id IN (SELECT id FROM touched);
+          INSERT INTO metadata_item_views(account_id, guid, metadata_type, library_section_id, title, viewed_at)
+            SELECT s.account_id, s.guid, m.metadata_type, m.library_section_id, m.title, s.last_viewed_at
+            FROM metadata_item_settings s JOIN metadata_items m ON m.guid = s.guid WHERE s.id IN (SELECT id FROM touched);
+          SELECT 'home watched ' || count(*) || ' items this week' FROM touched;" | tee -a "$RESULTS"
+    else
+        since=0
+    fi
+    s5 cat "s3://bench/runs/$run/result/plex-db.manifest.json" >"$dir/manifest.json"
+    python3 - "$dir" "$run" "$since" <<'PY'
+import json, sys
+d, run, since = sys.argv[1], sys.argv[2], int(sys.argv[3])
+m = json.load(open(f"{d}/manifest.json"))
+m["stats"] = {"after": json.load(open(f"{d}/stats.json"))}
+json.dump(m, open(f"{d}/manifest.json", "w"))
+json.dump({"archive_key": f"runs/{run}/result/plex-db.tar.zst",
+           "manifest_key": f"runs/{run}/result/plex-db.manifest.json",
+           "archive_sha256": m["archive"]["sha256"]}, open(f"{d}/DONE", "w"))
+json.dump({"run_id": run, "state": "launched", "zone": "fr-par-1", "project_id": "",
+           "commercial_type": "POP2-HC-16C-32G", "hourly_price": 0.4256, "root_volume_gb": 100,
+           "image_id": None, "server_id": None, "root_volume_id": None, "api_key": None,
+           "launched_at": "2026-01-01T00:00:00Z", "deadline": "2026-01-04T00:00:00Z",
+           "snapshot_time": since, "reference_key": None, "plex_version": "1.41.3.9314-a0bfb8370",
+           "bootstrap_version": "bench"}, open(f"{d}/launch.json", "w"))
+PY
+    s5 cp "$dir/manifest.json" "s3://bench/runs/$run/result/plex-db.manifest.json" >/dev/null
+    s5 cp "$dir/DONE" "s3://bench/runs/$run/DONE" >/dev/null
+    s5 cp "$dir/launch.json" "s3://bench/runs/$run/launch.json" >/dev/null
+    home_world "$dir" "$app"
+    memory_limit
+    # The local S3 server has no bucket policies: the cloud cleanup after
+    # the install fails there, and is not what is measured.
+    MEASURE_ACCEPT="is installed, but cleaning the cloud failed" measure "fetch ($what) under a $FETCH_MEMORY memory limit" "${MEMORY_LIMIT[@]}" "$BIN/bootstrap" -c "$dir/bootstrap.toml" fetch "$run" --trust-bucket-record
+    row "fetch $what (s)" "$f" "$WALL"; row "fetch $what rss (MB)" "$f" "$RSS_MB"
+    grep -iE "merge|watch" "$WORK/cmd.log" | head -3 | sed 's/^/    /' | tee -a "$RESULTS" || true
+    local kept
+    kept=$(find "$dbs" -maxdepth 1 -name '*.db-[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]' | wc -l)
+    say "  home's dated backups after the fetch: $kept"
+    home_world_stop
+    rm -rf "$dir"
+}
+
+# home_world DIR APP: the Scaleway double and the home Plex (the Plex
+# double on APP), and DIR/bootstrap.toml pointing at them.
+home_world() {
+    local dir=$1 app=$2 scw_port home_port state
+    scw_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    home_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    export SCW_SECRET_KEY
+    SCW_SECRET_KEY=$(python3 -c 'import uuid; print(uuid.uuid4())')
+    SCW_DOUBLE_SECRET_KEY=$SCW_SECRET_KEY "$BIN/scw-double" api --listen "127.0.0.1:$scw_port" >"$dir/scw.log" 2>&1 &
+    SCW_PID=$!
+    HOME_CTL="$dir/ctl"
+    printf "BIN='%s'\nAPP='%s'\nADDR='127.0.0.1:%s'\n" "$BIN/plex-double" "$app" "$home_port" >"$HOME_CTL/env"
+    tests/instance/home-plex.sh start "$HOME_CTL"
+    for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$home_port/identity" && break; sleep 0.1; done
+    for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$scw_port/__double/state" && break; sleep 0.1; done
+    state=$(curl -s "http://127.0.0.1:$scw_port/__double/state")
+    cat >"$dir/bootstrap.toml" <<TOML
+[scaleway]
+organization_id = "$(jq -r .organization_id <<<"$state")"
+project_id = "$(jq -r .project_id <<<"$state")"
+zone = "fr-par-1"
+commercial_type = "POP2-HC-16C-32G"
+api_url = "http://127.0.0.1:$scw_port"
+
+[s3]
+endpoint = "$ENDPOINT"
+region = "us-east-1"
+bucket = "bench"
+path_style = true
+
+[image]
+# Fetch builds no image: any well-formed digest.
+rclone_sha256 = "$(printf '0%.0s' $(seq 64))"
+
+[home]
+layout = "custom"
+app_support_dir = "$app"
+control = "command"
+stop_command = ["$PB_ROOT/tests/instance/home-plex.sh", "stop", "$HOME_CTL"]
+start_command = ["$PB_ROOT/tests/instance/home-plex.sh", "start", "$HOME_CTL"]
+url = "http://127.0.0.1:$home_port"
+plex_timeout = "30m"
+
+[run]
+mode = "delta"
+
+[run.media]
+remote = "media"
+mount_point = "/mnt/media"
+TOML
+}
+
+home_world_stop() {
+    tests/instance/home-plex.sh stop "$HOME_CTL" || true
+    kill "$SCW_PID" 2>/dev/null; wait "$SCW_PID" 2>/dev/null || true
+}
+
+# bench_scale: every scale of $BENCH_SCALE, then the table.
+bench_scale() {
+    : >"$SCALE_TABLE"
+    for f in $BENCH_SCALE; do bench_scale_one "$f"; done
+    say ""
+    say "== scaling: each figure at every scale; 'vs linear' is the figure's growth from the first scale to the last over the scale's (1.00 = linear, below = better) =="
+    python3 - "$SCALE_TABLE" $BENCH_SCALE <<'PY' | tee -a "$RESULTS"
+import sys, collections
+rows = collections.OrderedDict()
+for line in open(sys.argv[1]):
+    name, f, value = line.rstrip("\n").split("\t")
+    rows.setdefault(name, {})[f] = value
+scales = sys.argv[2:]
+print("| figure | " + " | ".join(f"{float(s):.0%}" for s in scales) + " | vs linear |")
+print("|---|" + "---|" * (len(scales) + 1))
+for name, by in rows.items():
+    cells = [by.get(s, "-") for s in scales]
+    try:
+        lo, hi = float(cells[0].rstrip("x")), float(cells[-1].rstrip("x"))
+        linear = float(scales[-1]) / float(scales[0])
+        growth = f"{hi / lo / linear:.2f}" if lo > 0 and "/" not in name and len(scales) > 1 else ""
+    except ValueError:
+        growth = ""
+    print(f"| {name} | " + " | ".join(cells) + f" | {growth} |")
+PY
+}
