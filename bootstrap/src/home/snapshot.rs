@@ -6,8 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use runner::archive::DatedBackups;
-use rusqlite::backup::StepResult;
-use rusqlite::{Connection, OpenFlags};
 
 use super::{BLOBS_DB, LIBRARY_DB, dated};
 
@@ -63,7 +61,7 @@ pub fn consistent_copy(databases_dir: &Path, dest: &Path) -> Result<SnapshotCopy
             continue;
         }
         let target = dest.join(name);
-        copy_db(&source, &target)?;
+        runner::plexdb::copy::copy_live(&source, &target)?;
         files.push(target);
     }
     sync_dir(dest)?;
@@ -96,50 +94,6 @@ pub fn library_roots(db: &Path) -> Result<Vec<String>, SnapshotError> {
     Ok(roots)
 }
 
-/// One online-backup step over the whole DB (a single read transaction:
-/// a consistent state even while Plex writes), into a temporary file that
-/// is renamed into place once synced.
-fn copy_db(source: &Path, target: &Path) -> Result<(), SnapshotError> {
-    let fail = |detail: String| SnapshotError::Copy {
-        path: source.to_path_buf(),
-        detail,
-    };
-    let src = runner::plexdb::open_read_only(source)?;
-    let partial = target.with_extension("db.partial");
-    let _ = std::fs::remove_file(&partial);
-    let result = (|| {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut dst =
-            Connection::open_with_flags(&partial, flags).map_err(|e| fail(e.to_string()))?;
-        {
-            let backup =
-                rusqlite::backup::Backup::new(&src, &mut dst).map_err(|e| fail(e.to_string()))?;
-            match backup.step(-1).map_err(|e| fail(e.to_string()))? {
-                StepResult::Done => {}
-                other => {
-                    return Err(fail(format!(
-                        "the copy stopped early ({other:?}): Plex holds a lock, try again"
-                    )));
-                }
-            }
-        }
-        // A WAL-mode source gives a WAL-mode header: make it one plain file.
-        dst.execute_batch("PRAGMA journal_mode = DELETE")
-            .map_err(|e| fail(e.to_string()))?;
-        dst.close().map_err(|(_, e)| fail(e.to_string()))?;
-        std::fs::File::open(&partial)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| io(&partial, e))?;
-        std::fs::rename(&partial, target).map_err(|e| io(target, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&partial);
-    }
-    result
-}
-
 pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -162,6 +116,8 @@ fn io(path: &Path, source: std::io::Error) -> SnapshotError {
 
 #[cfg(test)]
 mod tests {
+    use rusqlite::Connection;
+
     use super::*;
 
     fn wal_db(path: &Path) -> Connection {

@@ -10,6 +10,7 @@
 
 pub mod anchors;
 pub mod collation;
+pub mod copy;
 pub mod coverage;
 mod file_url;
 pub mod integrity;
@@ -69,6 +70,16 @@ pub enum PlexDbError {
     },
     #[error("database is locked by another process: {}", .0.display())]
     Busy(PathBuf),
+    #[error(
+        "{} was written {restarts} times while being copied ({mode} journal mode: a copy in \
+         one go would block Plex's writes, and one in steps starts over at each write)",
+        path.display()
+    )]
+    WrittenDuringCopy {
+        path: PathBuf,
+        restarts: u32,
+        mode: String,
+    },
     #[error("SQLite error on {}: {source}", path.display())]
     Sqlite {
         path: PathBuf,

@@ -4,18 +4,12 @@
 //! replacement instance pulls the snapshot instead of the reference and
 //! continues where this one was.
 //!
-//! The copy never starts over and never blocks Plex's writes (see
-//! [`copy_db`]): SQLite's backup starts over whenever another connection
-//! writes the source between two of its steps, and Plex writes every
-//! second or so during Sonic, so a DB of several GB copied in steps would
-//! never be done.
+//! The copy never starts over and never blocks Plex's writes for long
+//! ([`plexdb::copy::copy_live`]).
 
 use std::path::Path;
-use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
-use rusqlite::Connection;
-use rusqlite::backup::{Backup, StepResult};
+use anyhow::{Context as _, Result};
 
 use super::RunContext;
 use super::checkpoint::{Checkpoint, SnapshotRecord};
@@ -81,68 +75,10 @@ fn copy_databases(databases: &Path, dest: &Path) -> Result<()> {
         if !name.ends_with(".db") {
             continue;
         }
-        copy_db(&path, &dest.join(&name))
+        plexdb::copy::copy_live(&path, &dest.join(&name))
             .with_context(|| format!("cannot back up {}", path.display()))?;
     }
     Ok(())
-}
-
-/// Pages per step of a copy in steps, the pause between two steps, and
-/// the restarts (a write between two steps) it takes before giving up.
-const STEP_PAGES: i32 = 1024;
-const STEP_PAUSE: Duration = Duration::from_millis(5);
-const MAX_RESTARTS: u32 = 20;
-
-/// A consistent copy of the DB at `src` as the new file `dest`.
-///
-/// In WAL mode (Plex's) the copy is one backup step, so one read
-/// transaction: it sees one state of the DB while Plex's writers go on
-/// appending to the WAL (readers never block WAL writers; a checkpoint
-/// cannot pass the reader, so the WAL grows until the copy is done). A
-/// closed WAL-mode DB, which nobody writes, is copied in one step too. In
-/// rollback-journal mode a reader blocks writers, so the copy goes in
-/// short steps, and gives up once the DB has been written during it
-/// [`MAX_RESTARTS`] times.
-fn copy_db(src: &Path, dest: &Path) -> Result<()> {
-    let source = plexdb::open_read_only(src)?;
-    // Opened `immutable`, a closed WAL-mode DB reports `delete`.
-    let mode: String = source.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
-    let mut out = Connection::open(dest)?;
-    let backup = Backup::new(&source, &mut out)?;
-    if mode.eq_ignore_ascii_case("wal") || plexdb::is_closed_wal_db(src) {
-        return match backup.step(-1)? {
-            StepResult::Done => Ok(()),
-            other => bail!("the copy stopped ({other:?}): the DB stayed locked"),
-        };
-    }
-    tracing::info!(
-        db = %src.display(),
-        mode,
-        "not in WAL mode: copying in steps, which start over whenever Plex writes"
-    );
-    let mut restarts = 0;
-    let mut remaining = i32::MAX;
-    loop {
-        match backup.step(STEP_PAGES)? {
-            StepResult::Done => return Ok(()),
-            StepResult::More => {}
-            other => bail!("the copy stopped ({other:?}): the DB stayed locked"),
-        }
-        // A step copies pages unless the copy started over.
-        let progress = backup.progress();
-        if progress.remaining >= remaining {
-            restarts += 1;
-            if restarts > MAX_RESTARTS {
-                bail!(
-                    "written {restarts} times while being copied ({mode} journal mode: \
-                     a copy in one go would block Plex's writes, and one in steps \
-                     starts over at each write); no snapshot this time"
-                );
-            }
-        }
-        remaining = progress.remaining;
-        std::thread::sleep(STEP_PAUSE);
-    }
 }
 
 /// Mirrors the checkpoint to S3, for a replacement instance. Best effort:
@@ -190,7 +126,9 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::thread::JoinHandle;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
+
+    use rusqlite::Connection;
 
     use super::*;
 
