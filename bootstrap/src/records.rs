@@ -72,6 +72,11 @@ pub fn load(cfg: &BootstrapConfig, run_id: &str) -> Result<Option<LaunchRecord>>
     }
 }
 
+/// Whether this machine holds a record of `run_id`, readable or not.
+pub fn exists(cfg: &BootstrapConfig, run_id: &str) -> Result<bool> {
+    Ok(path(cfg, run_id)?.exists())
+}
+
 /// The run ids with a home copy.
 pub fn run_ids(cfg: &BootstrapConfig) -> Result<Vec<String>> {
     let dir = state_dir(cfg)?.join("runs");

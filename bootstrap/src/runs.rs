@@ -285,7 +285,8 @@ pub async fn outcome(cfg: &BootstrapConfig, bucket: &Bucket, run_id: &str) -> Re
 }
 
 /// A run id for a launch now: `YYYY-MM-DD-HHMM` (UTC), with a suffix when
-/// that minute already has a run.
+/// that minute already has a run, in the bucket or in this machine's
+/// records (which outlive a bucket, and may hold another bucket's runs).
 pub async fn new_run_id(cfg: &BootstrapConfig, bucket: &Bucket) -> Result<String> {
     let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     // 2026-11-24T01:02:03Z → 2026-11-24-0102
@@ -296,7 +297,7 @@ pub async fn new_run_id(cfg: &BootstrapConfig, bucket: &Bucket) -> Result<String
         } else {
             format!("{base}-{n}")
         };
-        if bucket.list(&cfg.run_key(&id, "")).await?.is_empty() {
+        if !records::exists(cfg, &id)? && bucket.list(&cfg.run_key(&id, "")).await?.is_empty() {
             return Ok(id);
         }
     }

@@ -557,6 +557,12 @@ fn launch_record(run_id: &str, state: &str, server: Option<&Value>, deadline: &s
     })
 }
 
+/// The run id a launch at `t` takes when its minute is free.
+fn minute_run_id(t: std::time::SystemTime) -> String {
+    let now = humantime::format_rfc3339_seconds(t).to_string();
+    format!("{}-{}{}", &now[..10], &now[11..13], &now[14..16])
+}
+
 fn position(calls: &[String], what: &str) -> usize {
     calls
         .iter()
@@ -1459,12 +1465,29 @@ fn a_run_failing_past_its_deadline_terminates_its_server_and_is_never_installed(
         ..WorldOptions::default()
     });
     w.ok(&["snapshot"]);
+    // Runs of another bucket in this minute and the next, known only to
+    // this machine's records (a demo beside a real run): their ids are
+    // not reused, or fetch and sweep would act on the wrong record.
+    let elsewhere: Vec<String> = [0, 60]
+        .into_iter()
+        .map(|s| minute_run_id(std::time::SystemTime::now() + Duration::from_secs(s)))
+        .collect();
+    for id in &elsewhere {
+        let home = w.state_dir().join("runs").join(id);
+        std::fs::create_dir_all(&home).unwrap();
+        let record = launch_record(id, "launched", None, "2026-01-02T00:00:00Z");
+        std::fs::write(home.join("launch.json"), record.to_string()).unwrap();
+    }
     let out = w.ok(&["launch"]);
     let run_id = out
         .lines()
         .find_map(|l| l.strip_prefix("run ").filter(|r| !r.contains(' ')))
         .unwrap()
         .to_owned();
+    assert!(
+        !elsewhere.contains(&run_id) && elsewhere.iter().any(|id| run_id.starts_with(id)),
+        "launched as {run_id}, beside {elsewhere:?}"
+    );
     wait_for("the run to fail", Duration::from_secs(120), || {
         let status = w.object(&format!("runs/{run_id}/status.json"));
         let status: Value = serde_json::from_slice(&std::fs::read(status).ok()?).ok()?;
