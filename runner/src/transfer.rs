@@ -141,10 +141,16 @@ pub async fn push(
     let packed = pack.await.context("the packing thread panicked")?;
     let (mut manifest, upload) = match (packed, upload) {
         (Ok(m), Ok(u)) => (m, u),
-        (Err(e), _) => return Err(e.context(format!("cannot pack {}", src.display()))),
-        (Ok(_), Err(e)) => {
+        // The packing failed first: the upload only saw the stream fail.
+        (Err(e), _) if !reader_gone(&e) => {
+            return Err(e.context(format!("cannot pack {}", src.display())));
+        }
+        // The upload failed first (the endpoint, the credentials, the
+        // network): the packing only saw the pipe close behind it.
+        (_, Err(e)) => {
             return Err(anyhow!(e).context(format!("cannot upload s3://{}/{key}", bucket.name())));
         }
+        (Err(e), Ok(_)) => return Err(e.context(format!("cannot pack {}", src.display()))),
     };
     if upload.sha256 != manifest.archive.sha256 || upload.bytes != manifest.archive.size {
         bail!("internal error: the packed and the uploaded streams differ ({key})");
@@ -190,6 +196,15 @@ fn pack_into(src: &Path, mut writer: PipeWriter, opts: &PackOptions) -> Result<M
             Err(e.into())
         }
     }
+}
+
+/// Whether packing stopped only because the uploader stopped reading.
+fn reader_gone(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn folder_size(dir: &Path) -> Result<u64> {

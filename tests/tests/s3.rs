@@ -775,3 +775,42 @@ async fn cancellation_ends_waits_at_once() {
         .unwrap_err();
     assert!(matches!(err, S3Error::Cancelled { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn a_push_the_bucket_refuses_says_the_upload_failed_not_that_a_pipe_closed() {
+    let (
+        Setup {
+            bucket,
+            server: _server,
+        },
+        proxy,
+    ) = setup_with_proxy(Tuning {
+        max_attempts: 2,
+        ..tuning()
+    });
+    // More than the pipe and the uploader's parts hold: the packing is
+    // still writing when the upload gives up.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("com.plexapp.plugins.library.db"),
+        random_bytes(64 * MIB, 7),
+    )
+    .unwrap();
+    proxy.set(Some(Plan::new(Fault::Status(503), When::Always)));
+    let err = runner::transfer::push(
+        &bucket,
+        dir.path(),
+        "refused.tar.zst",
+        Default::default(),
+        |_| {},
+    )
+    .await
+    .unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.starts_with("cannot upload s3://"), "{text}");
+    assert!(
+        text.contains("SlowDown"),
+        "the bucket's answer is named: {text}"
+    );
+    assert!(!text.contains("pipe"), "{text}");
+}
