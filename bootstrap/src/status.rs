@@ -259,25 +259,53 @@ pub async fn status(
         }
         return Ok(());
     };
+    let mut failed = 0;
     loop {
-        let record = LaunchRecord::load(cfg, &bucket, run_id).await?;
-        let view = RunView::load(cfg, &client, &bucket, record).await?;
-        println!("{}", view.details());
-        // A canary's verdict: the one `fetch --canary` recorded, else as
-        // things stand.
-        if let Some(canary) = &view.record.canary {
-            let verdict = match &canary.verdict {
-                Some(v) => v.clone(),
-                None => crate::canary::judge_now(cfg, &client, &bucket, &view, None).await?,
-            };
-            println!("{}", verdict.lines.join("\n"));
-        }
+        let finished = match show(cfg, &client, &bucket, run_id).await {
+            Ok(finished) => {
+                failed = 0;
+                finished
+            }
+            // A watch outlives a failed look (the bucket briefly down, an
+            // object read while it was replaced): said, and tried again.
+            Err(e) if watch.is_some() && failed < WATCH_FAILURES => {
+                failed += 1;
+                eprintln!("warning: {e:#}; trying again ({failed} of {WATCH_FAILURES})");
+                false
+            }
+            Err(e) => return Err(e),
+        };
         match watch {
-            Some(every) if !view.finished() => {
+            Some(every) if !finished => {
                 println!();
                 tokio::time::sleep(every).await;
             }
             _ => return Ok(()),
         }
     }
+}
+
+/// Failed looks in a row after which `status --watch` gives up.
+const WATCH_FAILURES: u32 = 5;
+
+/// Prints where `run_id` is; answers whether it is over.
+async fn show(
+    cfg: &BootstrapConfig,
+    client: &Client,
+    bucket: &Bucket,
+    run_id: &str,
+) -> Result<bool> {
+    let record = LaunchRecord::load(cfg, bucket, run_id).await?;
+    let view = RunView::load(cfg, client, bucket, record).await?;
+    println!("{}", view.details());
+    // A canary's verdict: the one `fetch --canary` recorded, else as
+    // things stand.
+    if let Some(canary) = &view.record.canary {
+        let verdict = match &canary.verdict {
+            Some(v) => v.clone(),
+            None => crate::canary::judge_now(cfg, client, bucket, &view, None).await?,
+        };
+        println!("{}", verdict.lines.join("\n"));
+    }
+    Ok(view.finished())
 }

@@ -1452,6 +1452,24 @@ fn a_snapshot_with_plex_stopped_restarts_it_and_a_run_past_its_deadline_is_flagg
     let out = w.ok(&["status", run_id]);
     assert!(out.contains("PAST DEADLINE"), "{out}");
     assert!(out.contains("cost       EUR"), "{out}");
+
+    // A status read while it was being replaced: one look says so; a watch
+    // says so and looks again, up to five times in a row.
+    let status_key = format!("runs/{run_id}/status.json");
+    w.put(&status_key, "{\"state\": \"runn");
+    let err = w.fails(&["status", run_id]);
+    assert!(err.contains("status.json is unreadable"), "{err}");
+    let watch = ["status", run_id, "--watch", "--every", "1"];
+    let out = w.bootstrap(&watch);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("trying again (5 of 5)"), "{err}");
+    assert!(
+        err.lines().last().unwrap().contains("is unreadable"),
+        "{err}"
+    );
+    let bucket = Bucket::new(&w.s3.connection(), BUCKET, Default::default());
+    block_on(bucket.delete(&status_key)).unwrap();
     let out = w.ok(&["sweep"]);
     assert!(out.contains("run past its deadline"), "{out}");
 }
