@@ -217,6 +217,16 @@ fn run(cmd: &mut Command) {
     assert!(status.success(), "{cmd:?} failed: {status}");
 }
 
+/// `tarball` made by GNU tar as a user would: `tar czf tarball -C dir what`.
+fn tar_czf(tarball: &Path, dir: &Path, what: &str) {
+    run(Command::new("tar")
+        .arg("czf")
+        .arg(tarball)
+        .arg("-C")
+        .arg(dir)
+        .arg(what));
+}
+
 /// A user-like Plex data folder under `root/<prefix>`, with things around
 /// the Databases folder that must be skipped (one of them a symlink out).
 fn write_plex_tree(root: &Path, prefix: &str) -> BTreeMap<String, Vec<u8>> {
@@ -366,12 +376,7 @@ fn reads_a_gnu_tar_gz_with_a_user_prefix() {
     let prefix = "Library/Application Support/Plex Media Server";
     let files = write_plex_tree(&root, prefix);
     let tarball = tmp.path().join("plex.tar.gz");
-    run(Command::new("tar")
-        .arg("czf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(&root)
-        .arg("Library"));
+    tar_czf(&tarball, &root, "Library");
     let listing = Command::new("tar")
         .arg("tzf")
         .arg(&tarball)
@@ -410,12 +415,7 @@ fn reads_a_gnu_tar_gz_with_a_dot_prefix() {
         "config/Library/Application Support/Plex Media Server",
     );
     let tarball = tmp.path().join("plex.tar.gz");
-    run(Command::new("tar")
-        .arg("czf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(&root)
-        .arg("."));
+    tar_czf(&tarball, &root, ".");
 
     let dest = tmp.path().join("Databases");
     let report = archive::unpack(
@@ -553,12 +553,7 @@ fn refuses_a_truncated_gnu_tar_gz() {
     let root = tmp.path().join("home");
     write_plex_tree(&root, "Plex Media Server");
     let tarball = tmp.path().join("plex.tar.gz");
-    run(Command::new("tar")
-        .arg("czf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(&root)
-        .arg("."));
+    tar_czf(&tarball, &root, ".");
     let bytes = fs::read(&tarball).expect("read");
     let dest = ExistingDest::new();
     for cut in [1, 20, bytes.len() / 2, bytes.len() - 1] {
@@ -596,12 +591,7 @@ fn refuses_a_corrupt_byte_in_the_middle() {
     let tmp = TempDir::new().expect("tempdir");
     write_databases(&tmp.path().join("Plug-in Support/Databases"), 2);
     let tarball = tmp.path().join("x.tar.gz");
-    run(Command::new("tar")
-        .arg("czf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(tmp.path())
-        .arg("Plug-in Support"));
+    tar_czf(&tarball, tmp.path(), "Plug-in Support");
     let mut gzip_bytes = fs::read(&tarball).expect("read");
     let middle = gzip_bytes.len() / 2;
     gzip_bytes[middle] ^= 0x55;
@@ -843,12 +833,7 @@ fn plex_dated_backups_are_read_past_and_the_manifest_still_verifies() {
 
     // The user's own tar.gz, no manifest.
     let tarball = tmp.path().join("plex.tar.gz");
-    run(Command::new("tar")
-        .arg("czf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(&home)
-        .arg("."));
+    tar_czf(&tarball, &home, ".");
     let dest = tmp.path().join("restore/Databases");
     let report = archive::unpack(
         fs::File::open(&tarball).expect("open"),
