@@ -7,12 +7,11 @@
 //! them there. A rollback links them into the backup before putting it
 //! back.
 
-use super::backup::io;
 use std::path::Path;
 
 use runner::archive::{DatedBackups, is_dated_backup};
 
-use super::backup::BackupError;
+use super::backup::{BackupError, io};
 
 /// One dated backup: its name in the folder and its size.
 #[derive(Debug, Clone, PartialEq, Eq)]
