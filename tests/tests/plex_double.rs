@@ -1194,6 +1194,56 @@ fn a_hung_read_is_unreadable_and_never_hangs_the_server() {
 }
 
 #[test]
+fn known_files_listed_keeps_a_listed_file_unread_and_still_loses_a_missing_one() {
+    let world = world();
+    let pms = PlexDouble::start(
+        &world.app,
+        &["--header-timeout", "700ms", "--known-files", "listed"],
+        &[],
+    );
+    let token = &world.token;
+    set_prefs(
+        &pms,
+        token,
+        "ButlerTaskDeepMediaAnalysis=0&autoEmptyTrash=0",
+    );
+    let before = total_size(&pms, token, MOVIES, 1);
+    // A known file that would hang a read (a FIFO) but is listed: kept,
+    // never opened (a reader would block in it until the timeout).
+    let (hung, hung_item) = live_file(&pms, MOVIES);
+    std::fs::remove_file(&hung).unwrap();
+    nix::unistd::mkfifo(&hung, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    scan(&pms, token, MOVIES);
+    assert_eq!(deleted_at(&pms, hung_item), Some(None), "kept unread");
+    assert!(
+        !pms.log()
+            .contains(&format!("cannot read {}", hung.display())),
+        "the listed file was read"
+    );
+    assert_eq!(total_size(&pms, token, MOVIES, 1), before);
+    // A known file that is no longer listed is still gone, and a new one
+    // is still read and added.
+    std::fs::remove_file(&hung).unwrap();
+    let new_folder = world.media.join("Movies/Listed (2021)");
+    std::fs::create_dir_all(&new_folder).unwrap();
+    std::fs::write(
+        new_folder.join("Listed (2021).mkv"),
+        b"\x1aE\xdf\xa3 a film",
+    )
+    .unwrap();
+    scan(&pms, token, MOVIES);
+    assert!(
+        matches!(deleted_at(&pms, hung_item), Some(Some(_))),
+        "the missing file counts as gone"
+    );
+    assert_eq!(
+        total_size(&pms, token, MOVIES, 1),
+        before,
+        "one gone, one added"
+    );
+}
+
+#[test]
 fn sonic_runs_at_the_configured_rate_with_plex_pass_only() {
     let world = world();
     let plextv = PlexTvDouble::start(ACCOUNT, &[]);

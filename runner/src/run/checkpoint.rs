@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::phase::Phase;
+use super::usage::Usage;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +45,10 @@ pub struct PhaseRecord {
     pub phase: Phase,
     pub finished_at: String,
     pub seconds: f64,
+    /// The runner's own CPU and peak memory in the phase (absent in
+    /// checkpoints of older runners).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
     /// What the phase hands to later ones and to the report.
     #[serde(default)]
     pub output: serde_json::Value,
@@ -101,6 +106,7 @@ impl Checkpoint {
         &mut self,
         phase: Phase,
         seconds: f64,
+        usage: Option<Usage>,
         output: serde_json::Value,
     ) -> Result<()> {
         if self.next_phase() != Some(phase) {
@@ -114,6 +120,7 @@ impl Checkpoint {
             finished_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now())
                 .to_string(),
             seconds,
+            usage,
             output,
         });
         Ok(())
@@ -198,16 +205,26 @@ mod tests {
         assert!(Checkpoint::load(&path).unwrap().is_none());
 
         let mut c = Checkpoint::new("r1");
-        c.complete(Phase::Boot, 0.1, serde_json::Value::Null)
+        c.complete(Phase::Boot, 0.1, None, serde_json::Value::Null)
             .unwrap();
-        c.complete(Phase::Pull, 2.0, serde_json::json!({"bytes": 42}))
-            .unwrap();
+        let usage = Usage {
+            cpu_seconds: 1.5,
+            peak_rss_mb: 90.2,
+        };
+        c.complete(
+            Phase::Pull,
+            2.0,
+            Some(usage),
+            serde_json::json!({"bytes": 42}),
+        )
+        .unwrap();
         c.save(&path).unwrap();
 
         let back = Checkpoint::load(&path).unwrap().unwrap();
         assert_eq!(back.generation, 1);
         assert_eq!(back.next_phase(), Some(Phase::Verify));
         assert_eq!(back.record(Phase::Pull).unwrap().output["bytes"], 42);
+        assert_eq!(back.record(Phase::Pull).unwrap().usage, Some(usage));
         assert!(
             !dir.path().read_dir().unwrap().any(|e| e
                 .unwrap()
@@ -221,13 +238,13 @@ mod tests {
     fn phases_finish_only_in_order() {
         let mut c = Checkpoint::new("r1");
         assert!(
-            c.complete(Phase::Pull, 0.0, serde_json::Value::Null)
+            c.complete(Phase::Pull, 0.0, None, serde_json::Value::Null)
                 .is_err()
         );
-        c.complete(Phase::Boot, 0.0, serde_json::Value::Null)
+        c.complete(Phase::Boot, 0.0, None, serde_json::Value::Null)
             .unwrap();
         assert!(
-            c.complete(Phase::Boot, 0.0, serde_json::Value::Null)
+            c.complete(Phase::Boot, 0.0, None, serde_json::Value::Null)
                 .is_err()
         );
     }
@@ -236,7 +253,7 @@ mod tests {
     fn rewind_forgets_later_phases() {
         let mut c = Checkpoint::new("r1");
         for p in [Phase::Boot, Phase::Pull, Phase::Verify] {
-            c.complete(p, 0.0, serde_json::Value::Null).unwrap();
+            c.complete(p, 0.0, None, serde_json::Value::Null).unwrap();
         }
         c.rewind_to(Phase::Pull);
         assert_eq!(c.next_phase(), Some(Phase::Pull));

@@ -18,6 +18,7 @@ mod session;
 pub mod snapshot;
 mod sonic;
 pub mod status;
+pub mod usage;
 mod watch;
 mod wipe;
 
@@ -307,6 +308,7 @@ async fn run_phases(
         tracing::info!(%phase, "phase started");
 
         let started = Instant::now();
+        let meter = usage::Meter::start();
         let phase_deadline = match phase.budget(ctx.cfg.deadlines()) {
             Some(budget) => deadline.min(started + budget),
             None => deadline,
@@ -329,8 +331,15 @@ async fn run_phases(
         match outcome {
             Ok(output) => {
                 let seconds = round_secs(started.elapsed());
-                tracing::info!(%phase, seconds, "phase done");
-                ckpt.complete(phase, seconds, output)?;
+                let usage = meter.stop();
+                tracing::info!(
+                    %phase,
+                    seconds,
+                    cpu_seconds = usage.cpu_seconds,
+                    peak_rss_mb = usage.peak_rss_mb,
+                    "phase done"
+                );
+                ckpt.complete(phase, seconds, Some(usage), output)?;
                 ckpt.snapshot = ctx.last_snapshot();
                 ckpt.save(&ctx.paths.checkpoint)?;
                 snapshot::mirror(ctx, ckpt).await;

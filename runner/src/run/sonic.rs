@@ -89,6 +89,8 @@ pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
     let mut watch = Watch::new(ctx, started, end.saturating_duration_since(started));
     let mut last_snapshot = Instant::now();
     let mut snapshots = 0u32;
+    // The runner's own work during Sonic (Plex goes on meanwhile).
+    let mut snapshot_time = Duration::ZERO;
     let (outcome, analysed) = loop {
         watch.sleep().await;
         if session.revive_plex().await? || session.check_mount(false).await? {
@@ -111,10 +113,12 @@ pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
             // A snapshot only serves a replacement instance: one not taken
             // (a DB written all along in rollback-journal mode, S3 down) is
             // tried again an interval later while the run goes on.
+            let taking = Instant::now();
             match snapshot::take(ctx, ckpt, analysed).await {
                 Ok(()) => snapshots += 1,
                 Err(e) => tracing::warn!("no DB snapshot this time: {e:#}"),
             }
+            snapshot_time += taking.elapsed();
             last_snapshot = Instant::now();
         }
         // Progress is the count alone: an activity with frozen progress is
@@ -155,7 +159,9 @@ pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
         "analysed": analysed,
         "tracks": music_progress(ctx).await?.1,
         "tracks_per_hour": per_hour.round(),
+        "seconds": seconds,
         "snapshots": snapshots,
+        "snapshot_seconds": snapshot_time.as_secs_f64(),
     }))
 }
 

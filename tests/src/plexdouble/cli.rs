@@ -87,6 +87,13 @@ pub struct ServerArgs {
     /// unreadable.
     #[arg(long, env = "PLEX_DOUBLE_HEADER_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     pub header_timeout: Duration,
+    /// Which known files a scan reads: `read` gives every one a header
+    /// read (lessons.md rule 1: a listed file that cannot be read counts
+    /// as gone); `listed` keeps a known file the listing shows without
+    /// reading it (what the scale benchmark uses: 456k reads through FUSE
+    /// would measure the double, not the runner).
+    #[arg(long, env = "PLEX_DOUBLE_KNOWN_FILES", default_value = "read")]
+    pub known_files: KnownFiles,
     /// How long after a successful claim the token lands in Preferences.xml.
     #[arg(long, env = "PLEX_DOUBLE_CLAIM_DELAY", default_value = "3s", value_parser = humantime::parse_duration)]
     pub claim_delay: Duration,
@@ -130,6 +137,12 @@ pub struct SqliteArgs {
     /// The sqlite3 shell's arguments, `-readonly` among them.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KnownFiles {
+    Read,
+    Listed,
 }
 
 fn positive_rate(text: &str) -> Result<f64, String> {

@@ -106,6 +106,7 @@ async fn serve(args: ServerArgs) -> Result<()> {
             version: args.pms_version.clone(),
             sonic_rate: args.sonic_rate,
             header_timeout: args.header_timeout,
+            known_files: args.known_files,
             claim_delay: args.claim_delay,
             deep_analysis_duration: args.deep_analysis_duration,
             metadata_rate: args.metadata_rate,

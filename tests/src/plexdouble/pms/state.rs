@@ -14,6 +14,7 @@ use super::plextv_client::PlexTv;
 use super::prefs::Preferences;
 use super::scan::Queue;
 use super::startup::Startup;
+use crate::plexdouble::cli::KnownFiles;
 use crate::plexdouble::faults::Faults;
 
 /// Settings from the command line.
@@ -22,6 +23,7 @@ pub struct Config {
     pub version: String,
     pub sonic_rate: f64,
     pub header_timeout: Duration,
+    pub known_files: KnownFiles,
     pub claim_delay: Duration,
     pub deep_analysis_duration: Duration,
     pub metadata_rate: f64,

@@ -27,6 +27,7 @@ use super::state::State;
 use super::trash::{self, KnownPart};
 use super::work::Work;
 use super::{analyze, butler, refresh};
+use crate::plexdouble::cli::KnownFiles;
 
 /// Header reads in flight at once: enough for 10-20k files in seconds on
 /// a local disk.
@@ -197,6 +198,10 @@ fn scan(
         })
         .collect();
     let known_files: HashSet<&str> = known.iter().map(|p| p.file.as_str()).collect();
+    let listed_files: HashSet<&Path> = match state.config.known_files {
+        KnownFiles::Read => HashSet::new(),
+        KnownFiles::Listed => listed.iter().map(|(_, _, f)| f.as_path()).collect(),
+    };
     let mut targets = Vec::new();
     let mut paths = Vec::new();
     for (i, part) in known.iter().enumerate() {
@@ -206,6 +211,12 @@ fn scan(
         {
             if !part.deleted {
                 changes.offline.push(part.clone());
+            }
+            continue;
+        }
+        if listed_files.contains(Path::new(&part.file)) {
+            if part.deleted {
+                changes.restore.push(part.clone());
             }
             continue;
         }
