@@ -14,6 +14,9 @@ SCALE_GB=${BENCH_SCALE_GB:-15}
 # The home machine's memory, for `bootstrap fetch` (a ZimaBoard has 2-8 GB).
 FETCH_MEMORY=${BENCH_FETCH_MEMORY:-2G}
 SCALE_TABLE="$WORK/scale-table.txt"
+# What is measured at each scale (BENCH_SCALE_PARTS="run": the delta run only).
+SCALE_PARTS=${BENCH_SCALE_PARTS:-"data snapshot fetch run"}
+part() { [[ " $SCALE_PARTS " == *" $1 "* ]]; }
 
 # scale_fixture F DIR: the user's app-support folder at scale F (cached).
 scale_fixture() {
@@ -64,6 +67,19 @@ bench_scale_one() {
     say "== scale ${f}: $(jq -r '.summary.tracks' "$fixture/summary.json") tracks, Databases folder ${folder_gb} GB =="
     ls -l "$dbs" | tee -a "$RESULTS"
     start_s3
+    part data && bench_scale_data "$f" "$dbs"
+    part snapshot && bench_scale_snapshot "$f" "$app"
+    part fetch && bench_scale_fetch "$f" "$app" week
+    part fetch && bench_scale_fetch "$f" "$app" history
+    part run && bench_scale_run "$f" "$app"
+    # Tens of GB at the user's size: kept only when asked.
+    [ -n "${BENCH_KEEP_FIXTURES:-}" ] || rm -rf "$fixture"
+}
+
+# bench_scale_data F DBS: push, pull, check, remap and package of the
+# Databases folder DBS, each against what a user would run by hand.
+bench_scale_data() {
+    local f=$1 dbs=$2
     local out="$WORK/scale-out" tarball="$WORK/scale-pipe.tar.zst"
 
     # Push: the whole folder, as the user's reference would be made by hand.
@@ -112,12 +128,6 @@ bench_scale_one() {
     measure "package + upload: runner archive push" "$BIN/runner" archive push --config "$WORK/bench.toml" "$out/Databases" result/pb.tar.zst
     row "package+upload (s)" "$f" "$WALL"; row "package rss (MB)" "$f" "$RSS_MB"
     rm -rf "$out"
-
-    bench_scale_snapshot "$f" "$app"
-    bench_scale_fetch "$f" "$app" week
-    bench_scale_fetch "$f" "$app" history
-    # Tens of GB at the user's size: kept only when asked.
-    [ -n "${BENCH_KEEP_FIXTURES:-}" ] || rm -rf "$fixture"
 }
 
 # bench_scale_snapshot F APP: `bootstrap snapshot` of a copy of the home
@@ -206,6 +216,121 @@ bench_scale_fetch() {
     say "  home's dated backups after the fetch: $kept"
     home_world_stop
     rm -rf "$dir"
+}
+
+# bench_scale_run F APP: a whole delta run of the runner (`runner run`,
+# Plex double as the cloud Plex, rclone mount of a media bucket holding a
+# file for every item, a few new albums and films), phase by phase from
+# its checkpoint: wall, the runner's own CPU and peak RSS, and the
+# runner's own time (every phase's wall but Plex's scans and Sonic).
+# Sonic runs at a rate that takes it about BENCH_RUN_SONIC_S at every
+# scale, with a snapshot every BENCH_RUN_SNAPSHOT_S while Plex writes.
+bench_scale_run() {
+    local f=$1 src=$2 dir="$WORK/scale-run" run="scale-run-${1//./-}-$(date +%s)"
+    local sonic_s=${BENCH_RUN_SONIC_S:-240} snapshot_s=${BENCH_RUN_SNAPSHOT_S:-60}
+    local media="$WORK/s3/media" mount="$dir/mnt" work="$dir/work" token plextv_port rate
+    rm -rf "$dir" "$media"; mkdir -p "$dir" "$media" "$mount"
+    # The media bucket: a file at every path the DB knows (the second
+    # photo location is outside the media root, as at the user's).
+    "$BIN/plex-fixture" media --preset user --scale "$f" "$media" >/dev/null
+    "$BIN/plex-fixture" media --preset user --scale "$f" --media-root /data --library Photos "$dir/photos" >/dev/null
+    mv "$dir/photos/photos2" "$media/photos2"; rm -rf "$dir/photos"
+    # New since the reference: three albums of ten tracks and two films.
+    local track film
+    track=$(find "$media/Music" -name '*.flac' -print -quit)
+    film=$(find "$media/Movies" -name '*.mkv' -print -quit)
+    for a in 1 2 3; do
+        mkdir -p "$media/Music/Bench Artist/Album $a (2026)"
+        for t in $(seq -w 1 10); do cp "$track" "$media/Music/Bench Artist/Album $a (2026)/$t - Track $t.flac"; done
+    done
+    for m in 1 2; do mkdir -p "$media/Movies/Bench Film $m (2026)"; cp "$film" "$media/Movies/Bench Film $m (2026)/Bench Film $m (2026).mkv"; done
+    say "  media bucket: $(find "$media" -type f | wc -l) files, 30 new tracks and 2 new films"
+    "$BIN/runner" archive push --config "$WORK/bench.toml" "$src/Plug-in Support/Databases" "runs/$run/reference.tar.zst" >/dev/null 2>&1
+    token=$(grep -o 'PlexOnlineToken="[^"]*"' "$src/Preferences.xml" | cut -d'"' -f2)
+    plextv_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    "$BIN/plex-double" plextv --listen "127.0.0.1:$plextv_port" --account-token "$token" >"$dir/plextv.log" 2>&1 &
+    local plextv_pid=$!
+    local tracks to_analyse
+    tracks=$(sqlite3 "$src/Plug-in Support/Databases/com.plexapp.plugins.library.db" "SELECT count(*) FROM metadata_items WHERE metadata_type = 10")
+    to_analyse=$(python3 -c "print(int($tracks * 0.83))")
+    rate=$(python3 -c "print(max(50, round($to_analyse / $sonic_s)))")
+    cat >"$dir/run.toml" <<TOML
+run_id = "$run"
+work_dir = "$work"
+mode = "delta"
+
+[s3]
+endpoint = "$ENDPOINT"
+region = "us-east-1"
+bucket = "bench"
+path_style = true
+access_key_env = "AWS_ACCESS_KEY_ID"
+secret_key_env = "AWS_SECRET_ACCESS_KEY"
+
+[reference]
+archive_key = "runs/$run/reference.tar.zst"
+
+[media]
+remote = "media"
+mount_point = "$mount"
+
+[plex]
+version = "1.41.3.9314-a0bfb8370"
+runtime = "double"
+double_binary = "$BIN/plex-double"
+port = $(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+plextv_url = "http://127.0.0.1:$plextv_port"
+claim = true
+account_token_env = "BENCH_PLEX_TOKEN"
+
+[[path_mapping]]
+from = "/data/media"
+to = "$mount"
+
+[[path_mapping]]
+from = "/data/photos2"
+to = "$mount/photos2"
+
+[deadlines]
+poll_interval = "1s"
+idle_checks = 2
+snapshot_interval = "${snapshot_s}s"
+
+[termination]
+provider = "none"
+TOML
+    # The double keeps listed files unread (456k header reads through FUSE
+    # would time the double, not the runner).
+    BENCH_PLEX_TOKEN=$token PLEX_DOUBLE_KNOWN_FILES=listed PLEX_DOUBLE_SONIC_RATE=$rate \
+        measure "delta run: runner run (Sonic at $rate tracks/s)" "$BIN/runner" run --config "$dir/run.toml"
+    row "run (s)" "$f" "$WALL"; row "run rss (MB)" "$f" "$RSS_MB"
+    python3 - "$work/checkpoint.json" "$f" "$SCALE_TABLE" <<'PY' | tee -a "$RESULTS"
+import json, sys
+ckpt, f, table = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
+rows, own, plex = [], 0.0, 0.0
+print(f"  {'phase':<10} {'wall s':>8} {'cpu s':>8} {'rss MB':>8}  Plex working")
+for r in ckpt["done"]:
+    u, out = r.get("usage") or {}, r.get("output") or {}
+    waiting = 0.0
+    if r["phase"] == "scan":
+        waiting = sum(l["seconds"] + (l.get("metadata_refresh_seconds") or 0) for l in out.get("libraries", []))
+    elif r["phase"] in ("analysis", "sonic"):
+        waiting = r["seconds"]
+    plex += waiting
+    own += r["seconds"] - waiting
+    print(f"  {r['phase']:<10} {r['seconds']:>8.1f} {u.get('cpu_seconds', 0):>8.1f} {u.get('peak_rss_mb', 0):>8.0f}  {waiting:.1f} s")
+    rows += [(f"run {r['phase']} (s)", r["seconds"]), (f"run {r['phase']} rss (MB)", u.get("peak_rss_mb", 0))]
+sonic = next((r["output"] for r in ckpt["done"] if r["phase"] == "sonic"), {})
+print(f"  runner's own time {own:.1f} s (target <= 900 s at 100%); Plex working {plex:.1f} s; "
+      f"{sonic.get('snapshots', 0)} snapshots during Sonic took {sonic.get('snapshot_seconds', 0):.1f} s beside Plex")
+rows += [("run: runner's own time (s)", round(own, 1)), ("run: snapshots", sonic.get("snapshots", 0)),
+         ("run: snapshot time (s)", round(sonic.get("snapshot_seconds", 0), 1))]
+with open(table, "a") as t:
+    for name, value in rows:
+        t.write(f"{name}\t{f}\t{value}\n")
+PY
+    kill "$plextv_pid" 2>/dev/null; wait "$plextv_pid" 2>/dev/null || true
+    rm -rf "$dir" "$media" "$WORK/s3/bench/runs/$run"
 }
 
 # bench_scale: every scale of $BENCH_SCALE, then the table.
