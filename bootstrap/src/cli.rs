@@ -95,6 +95,17 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Notifications (`[[notify]]` in bootstrap.toml).
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send a test notification to every target and say how each went.
+    Test,
 }
 
 #[derive(Debug, Subcommand)]

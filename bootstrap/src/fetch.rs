@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use runner::notify::{Event, EventKind};
 use runner::plexdb::PathMapping;
 use runner::plexdb::stats::Stats;
 use runner::run::status::RunState;
@@ -99,6 +100,20 @@ pub async fn fetch(cfg: &BootstrapConfig, run: Option<&str>, opts: &FetchOptions
         }
     };
     println!("{report}");
+    crate::notify::tell(
+        cfg,
+        Event::new(
+            EventKind::Installed,
+            Some(&run_id),
+            "installed at home",
+            format!(
+                "The run's result is installed in the home Plex; the previous DB is kept in {}.",
+                report.backup.display()
+            ),
+        )
+        .details(serde_json::json!({ "backup": report.backup })),
+    )
+    .await;
 
     // Installed: a second fetch must not install it again, whatever the
     // cleanup below does.

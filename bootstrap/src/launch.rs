@@ -425,6 +425,7 @@ async fn create(
             .clone()
             .context("Scaleway returned the new media key without its secret")?,
         plex_token: cfg.plex_token().cloned(),
+        notify: cfg.notify_secrets().to_vec(),
     };
     let values: BTreeMap<&str, String> = [
         ("run_id", plan.run_id.clone()),

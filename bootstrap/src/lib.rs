@@ -15,6 +15,7 @@ pub mod home;
 pub mod iam;
 pub mod image;
 pub mod launch;
+pub mod notify;
 pub mod plex_account;
 pub mod progress;
 pub mod records;

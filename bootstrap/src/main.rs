@@ -11,7 +11,7 @@ use clap::Parser;
 
 use bootstrap::config::BootstrapConfig;
 use bootstrap::{fetch, image, launch, snapshot, status, sweep};
-use cli::{Cli, Command, ImageCommand};
+use cli::{Cli, Command, ImageCommand, NotifyCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -79,5 +79,8 @@ async fn run(cli: Cli) -> Result<()> {
             fetch::fetch(&cfg, run.as_deref(), &opts).await
         }
         Command::Sweep { yes } => sweep::sweep(&cfg, yes).await,
+        Command::Notify {
+            command: NotifyCommand::Test,
+        } => bootstrap::notify::test(&cfg).await,
     }
 }

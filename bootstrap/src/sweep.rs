@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 
+use runner::notify::{Event, EventKind};
 use runner::scaleway::{Client, Server};
 
 use crate::cloud;
@@ -92,6 +93,22 @@ pub async fn sweep(cfg: &BootstrapConfig, yes: bool) -> Result<()> {
         );
     }
     println!("{} resources, EUR {total:.4}/h", found.len());
+    crate::notify::tell(
+        cfg,
+        Event::new(
+            EventKind::Leftovers,
+            None,
+            "leftovers in the cloud",
+            format!(
+                "{} resources left behind, billed EUR {total:.4}/h{}.",
+                found.len(),
+                if yes { ": being deleted" } else { "" }
+            ),
+        )
+        .next("bootstrap sweep --yes")
+        .details(serde_json::json!({ "resources": found.len(), "eur_per_hour": total })),
+    )
+    .await;
     if !yes {
         println!("nothing deleted: run `bootstrap sweep --yes` to delete them");
         return Ok(());

@@ -8,6 +8,7 @@ pub mod config;
 pub mod logging;
 pub mod mask;
 pub mod mount;
+pub mod notify;
 pub mod pipe;
 pub mod plex;
 pub mod plexdb;

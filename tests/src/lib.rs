@@ -6,6 +6,7 @@ pub mod faultproxy;
 pub mod fixture;
 pub mod http;
 pub mod leaks;
+pub mod notifyreceiver;
 pub mod plex_image;
 pub mod plexdouble;
 pub mod real_dbs;

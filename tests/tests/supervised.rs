@@ -15,6 +15,7 @@ use plex_burst_tests::faultproxy::{Fault, FaultProxy, Plan, When};
 use plex_burst_tests::fixture::{
     LibraryKind, LibrarySpec, Spec, write_app_support, write_media_tree,
 };
+use plex_burst_tests::notifyreceiver::{NTFY_TOKEN, Receiver};
 use plex_burst_tests::real_dbs::{self, RealDb};
 use plex_burst_tests::s3server::{S3Server, rclone_path};
 use rusqlite::Connection;
@@ -446,7 +447,15 @@ const ANALYSED: &str = "SELECT count(*) FROM metadata_items WHERE metadata_type 
 
 #[test]
 fn a_delta_run_scans_new_media_and_completes_sonic() {
-    let w = World::new("sup-full", spec(10_000), true);
+    let mut w = World::new("sup-full", spec(10_000), true);
+    // The user is told how it goes: a webhook and a private ntfy topic.
+    let receiver = Receiver::start();
+    w.extra = format!(
+        "\n[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\n\n[[notify]]\nkind = \"ntfy\"\nurl = \"{}\"\ntoken_env = \"TEST_NTFY_TOKEN\"\nevents = [\"done\", \"failed\"]\n",
+        receiver.url("/webhook/run"),
+        receiver.url("/ntfy/private-run")
+    );
+    w.env.push(("TEST_NTFY_TOKEN".into(), NTFY_TOKEN.into()));
     let (new_tracks, new_movies) = w.add_new_media();
     let out = w.run();
     assert!(out.status.success(), "runner failed:\n{}", text(&out));
@@ -504,6 +513,67 @@ fn a_delta_run_scans_new_media_and_completes_sonic() {
         !report.contains(ACCOUNT_TOKEN)
             && !String::from_utf8_lossy(&out.stderr).contains(ACCOUNT_TOKEN)
     );
+    // Every event reached the webhook, in the run's order, and the ntfy
+    // topic only those it asked for; all were sent before the runner ended.
+    let got = receiver.received();
+    let events: Vec<String> = got
+        .iter()
+        .filter(|r| r.service == "webhook")
+        .map(|r| r.json()["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        events.first().map(String::as_str),
+        Some("started"),
+        "{events:?}"
+    );
+    assert_eq!(
+        events.get(1).map(String::as_str),
+        Some("scan_done"),
+        "{events:?}"
+    );
+    assert!(
+        events[2..events.len() - 1]
+            .iter()
+            .all(|e| e == "sonic_progress")
+            && events.len() >= 4,
+        "{events:?}"
+    );
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("done"),
+        "{events:?}"
+    );
+    let scan_done = got
+        .iter()
+        .find(|r| r.service == "webhook" && r.json()["event"] == "scan_done")
+        .unwrap()
+        .json();
+    let music = scan_done["details"]["libraries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["library"] == "Music")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        music["items_added"].as_i64().unwrap() as u64 >= new_tracks,
+        true,
+        "{scan_done}"
+    );
+    let ntfy: Vec<_> = got.iter().filter(|r| r.service == "ntfy").collect();
+    assert_eq!(ntfy.len(), 1, "ntfy asked for done and failed only");
+    assert_eq!(ntfy[0].status, 200, "{}", ntfy[0].text());
+    assert!(
+        ntfy[0].text().ends_with("Next: bootstrap fetch sup-full"),
+        "{}",
+        ntfy[0].text()
+    );
+    let logs = format!(
+        "{report}{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(w.work_dir().join("logs/runner.log")).unwrap()
+    );
+    assert!(!logs.contains(NTFY_TOKEN), "the ntfy token reached a log");
     w.assert_clean();
 }
 

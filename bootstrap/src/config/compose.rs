@@ -38,13 +38,15 @@ const MEDIA_ACCESS_KEY_VAR: &str = "MEDIA_AWS_ACCESS_KEY_ID";
 const MEDIA_SECRET_KEY_VAR: &str = "MEDIA_AWS_SECRET_ACCESS_KEY";
 
 /// Keys bootstrap writes itself: the user cannot set them under `[run]`.
-const OWNED_KEYS: [&str; 6] = [
+const OWNED_KEYS: [&str; 7] = [
     "run_id",
     "work_dir",
     "s3",
     "reference",
     "termination",
     "wipe",
+    // From bootstrap.toml's own `[[notify]]`.
+    "notify",
 ];
 
 /// Credential keys: a run only ever gets its own per-run key.
@@ -105,6 +107,8 @@ pub struct RunSecrets {
     pub media_access_key: String,
     pub media_secret_key: runner::secret::Secret,
     pub plex_token: Option<runner::secret::Secret>,
+    /// `[[notify]]`'s secrets, as `run.toml` names them.
+    pub notify: Vec<(String, runner::secret::Secret)>,
 }
 
 impl RunSecrets {
@@ -121,6 +125,9 @@ impl RunSecrets {
             self.media_access_key,
             self.media_secret_key.expose()
         ));
+        for (var, value) in &self.notify {
+            text.push_str(&format!("{var}={}\n", value.expose()));
+        }
         text
     }
 
@@ -248,10 +255,17 @@ fn drop_longer(table: &mut toml::Table, limit: std::time::Duration) {
 pub(super) fn compose(
     s3: &toml::Table,
     run: &toml::Table,
+    notify: &[runner::notify::RawTarget],
     params: &RunParams,
     keep_s3_credentials: bool,
 ) -> String {
     let mut doc = run.clone();
+    if !notify.is_empty() {
+        doc.insert(
+            "notify".into(),
+            toml::Value::try_from(notify).expect("notify tables serialise"),
+        );
+    }
     doc.insert("run_id".into(), params.run_id.clone().into());
     doc.insert("work_dir".into(), INSTANCE_WORK_DIR.into());
 

@@ -42,6 +42,12 @@ pub struct BootstrapConfig {
     /// The runner's view of `[s3]`: the connection bootstrap itself uses.
     checked: RunConfig,
     plex_token: Option<Secret>,
+    /// `[[notify]]` for bootstrap's own events.
+    notify: Vec<runner::notify::Target>,
+    /// `[[notify]]` as the run's `run.toml` names its secrets, and their
+    /// values for the run's secrets file.
+    notify_run: Vec<runner::notify::RawTarget>,
+    notify_secrets: Vec<(String, Secret)>,
 }
 
 #[derive(Debug, Clone)]
@@ -168,8 +174,17 @@ impl BootstrapConfig {
         compose::check_run_table(&raw.run)?;
         let plex_token = plex_token(&raw.scaleway, &raw.run, env)?;
 
+        let notify = runner::notify::targets(&raw.notify, env)?;
+        let (notify_run, notify_secrets) = runner::notify::for_run(&raw.notify, env)?;
+
         // The runner validates [s3] and [run] exactly as the instance will.
-        let probe = compose::compose(&raw.s3, &raw.run, &RunParams::probe(&scaleway), true);
+        let probe = compose::compose(
+            &raw.s3,
+            &raw.run,
+            &raw.notify,
+            &RunParams::probe(&scaleway),
+            true,
+        );
         let checked = RunConfig::from_toml_str(&probe, &|var| {
             env(var).or_else(|| compose::run_secret_var(var).then(|| "no-value".to_owned()))
         })
@@ -184,6 +199,9 @@ impl BootstrapConfig {
             run_table: raw.run,
             checked,
             plex_token,
+            notify,
+            notify_run,
+            notify_secrets,
         })
     }
 
@@ -232,11 +250,30 @@ impl BootstrapConfig {
         toml::to_string(&doc).expect("a TOML table serialises")
     }
 
+    /// `[[notify]]`'s targets, for bootstrap's own events.
+    pub fn notify(&self) -> &[runner::notify::Target] {
+        &self.notify
+    }
+
+    /// `(variable, value)` of the notification secrets a run gets.
+    pub fn notify_secrets(&self) -> &[(String, Secret)] {
+        &self.notify_secrets
+    }
+
     /// The run's `run.toml`, checked by the runner's validation.
     pub fn render_run_toml(&self, params: &RunParams) -> Result<String, String> {
-        let text = compose::compose(&self.s3_table, &self.run_table, params, false);
+        let text = compose::compose(
+            &self.s3_table,
+            &self.run_table,
+            &self.notify_run,
+            params,
+            false,
+        );
         RunConfig::from_toml_str(&text, &|var| {
-            compose::run_secret_var(var).then(|| "no-value".to_owned())
+            let notify = self.notify_secrets.iter().find(|(k, _)| k == var);
+            notify
+                .map(|(_, v)| v.expose().to_owned())
+                .or_else(|| compose::run_secret_var(var).then(|| "no-value".to_owned()))
         })
         .map_err(|e| format!("the run's config is invalid: {}", rename_keys(e)))?;
         Ok(text)
@@ -246,7 +283,13 @@ impl BootstrapConfig {
 /// The run.toml text for `params`, unchecked (for display: the run id may
 /// be a placeholder).
 pub fn compose_preview(cfg: &BootstrapConfig, params: &RunParams) -> String {
-    compose::compose(&cfg.s3_table, &cfg.run_table, params, false)
+    compose::compose(
+        &cfg.s3_table,
+        &cfg.run_table,
+        &cfg.notify_run,
+        params,
+        false,
+    )
 }
 
 fn scaleway_settings(

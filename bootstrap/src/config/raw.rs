@@ -15,6 +15,10 @@ pub struct RawBootstrap {
     pub run: toml::Table,
     #[serde(default)]
     pub canary: RawCanary,
+    /// `[[notify]]`: the runner's schema (`runner::notify`), used at home
+    /// and carried into each run.
+    #[serde(default)]
+    pub notify: Vec<runner::notify::RawTarget>,
 }
 
 /// `[canary]`: the rehearsal `launch --canary` runs.

@@ -93,6 +93,7 @@ fn to_raw(cfg: &RunConfig) -> RawConfig {
             sonic_tracks: Some(c.sonic_tracks),
             folders: c.folders.iter().map(ToString::to_string).collect(),
         }),
+        notify: cfg.notify_tables.clone(),
     }
 }
 

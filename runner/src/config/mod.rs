@@ -47,6 +47,9 @@ pub struct RunConfig {
     termination: Termination,
     wipe: WipeSettings,
     canary: Option<Canary>,
+    notify: Vec<crate::notify::Target>,
+    /// `[[notify]]` as written (names of variables, no secrets).
+    notify_tables: Vec<crate::notify::RawTarget>,
 }
 
 impl RunConfig {
@@ -137,6 +140,11 @@ impl RunConfig {
 
     pub fn wipe(&self) -> &WipeSettings {
         &self.wipe
+    }
+
+    /// `[[notify]]`: where the run's events go.
+    pub fn notify(&self) -> &[crate::notify::Target] {
+        &self.notify
     }
 
     /// Takes the plex.tv account token out of the config: the run holds it

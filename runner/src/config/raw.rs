@@ -35,6 +35,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub wipe: RawWipe,
     pub canary: Option<RawCanary>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<crate::notify::RawTarget>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]

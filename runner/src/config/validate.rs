@@ -77,6 +77,11 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
     let termination = termination(raw.termination, env)?;
     let wipe = wipe(raw.wipe)?;
     let canary = raw.canary.map(|c| canary(c, &path_mappings)).transpose()?;
+    let notify =
+        crate::notify::targets(&raw.notify, env).map_err(|e| match e.split_once(": ") {
+            Some((key, message)) => invalid(key, message),
+            None => invalid("notify", e),
+        })?;
     Ok(RunConfig {
         run_id,
         work_dir,
@@ -92,6 +97,8 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
         termination,
         wipe,
         canary,
+        notify,
+        notify_tables: raw.notify,
     })
 }
 

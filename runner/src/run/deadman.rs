@@ -91,6 +91,23 @@ async fn report(cfg: &RunConfig, log: PathBuf) {
     let bucket = Bucket::new(&cfg.s3_connection(), cfg.s3_bucket(), Default::default());
     tracing::info!("dead-man step 1/3: marking the run ended in status.json");
     mark_ended(cfg, &bucket).await;
+    let notifier = crate::notify::Notifier::new(cfg.notify().to_vec(), Default::default());
+    let run = cfg.run_id().to_string();
+    notifier
+        .send(
+            &crate::notify::Event::new(
+                crate::notify::EventKind::EndedByDeadMan,
+                Some(&run),
+                "ended by the dead-man",
+                format!(
+                    "The run outlived its deadline ({} + grace) and the dead-man is ending its instance: the runner did not end the run.",
+                    humantime::format_duration(cfg.run_deadline())
+                ),
+            )
+            .sender("dead-man")
+            .next(format!("bootstrap status {run}")),
+        )
+        .await;
     tracing::info!("dead-man step 2/3: shipping the logs");
     let paths = WorkPaths::new(cfg);
     logs::ship_from(&Sources {

@@ -154,6 +154,7 @@ pub(super) fn secrets(cfg: &RunConfig, paths: &WorkPaths) -> Vec<String> {
     if let Termination::Scaleway(scw) = cfg.termination() {
         secrets.push(scw.secret_key.expose().to_owned());
     }
+    secrets.extend(cfg.notify().iter().flat_map(|t| t.secrets()));
     if let Ok(Some(prefs)) = Preferences::read(&paths.app_support)
         && let Some(token) = prefs.online_token()
     {

@@ -18,6 +18,7 @@ mod session;
 pub mod snapshot;
 mod sonic;
 pub mod status;
+mod tell;
 pub mod usage;
 mod watch;
 mod wipe;
@@ -85,6 +86,8 @@ pub struct RunContext {
     /// The plex.tv account token, until the server is claimed (it is
     /// needed for nothing else: home removes the server from the account).
     plex_token: std::sync::Mutex<Option<Secret>>,
+    /// `[[notify]]`'s targets (`tell.rs` says what goes there).
+    notifier: std::sync::Arc<crate::notify::Notifier>,
 }
 
 impl RunContext {
@@ -195,7 +198,9 @@ pub async fn execute(mut cfg: RunConfig) -> Result<Report> {
     }
     let bucket = Bucket::new(&cfg.s3_connection(), cfg.s3_bucket(), Default::default());
     let run_id = cfg.run_id().to_string();
+    let notifier = crate::notify::Notifier::new(cfg.notify().to_vec(), Default::default());
     let mut ctx = RunContext {
+        notifier,
         cfg,
         bucket,
         paths,
@@ -266,7 +271,11 @@ pub async fn execute(mut cfg: RunConfig) -> Result<Report> {
     // its server out of plex.tv first.
     ctx.close_session(over).await;
     if let Err(e) = outcome {
+        if over {
+            tell::failed(&ctx, &e);
+        }
         logs::ship(&ctx).await;
+        ctx.notifier.flush(tell::FLUSH).await;
         if over && instance::terminates(&ctx.cfg) && !instance::kept_on_failure(&ctx.cfg) {
             wipe::before_the_end(&ctx.cfg, &ctx.paths);
             instance::terminate_after_failure(&ctx.cfg).await;
@@ -282,7 +291,9 @@ pub async fn execute(mut cfg: RunConfig) -> Result<Report> {
     } else {
         "STATUS=done"
     });
+    tell::finished(&ctx, &report, ckpt.started_unix);
     logs::ship(&ctx).await;
+    ctx.notifier.flush(tell::FLUSH).await;
     // Billing stops here. The secrets leave the disk first (the root volume
     // outlives the instance); the terminate call holds them in memory and
     // tries until the API accepts (a runner restarted now could no longer
@@ -339,6 +350,15 @@ async fn run_phases(
                     peak_rss_mb = usage.peak_rss_mb,
                     "phase done"
                 );
+                match phase {
+                    Phase::Boot => tell::started(ctx),
+                    Phase::Scan => tell::scan_done(ctx, &output),
+                    Phase::Sonic if output["outcome"] == "stalled" => tell::stalled(
+                        ctx,
+                        "Sonic analysis stalled: no track analysed for the stall limit",
+                    ),
+                    _ => {}
+                }
                 ckpt.complete(phase, seconds, Some(usage), output)?;
                 ckpt.snapshot = ctx.last_snapshot();
                 ckpt.save(&ctx.paths.checkpoint)?;

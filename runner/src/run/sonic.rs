@@ -88,6 +88,7 @@ pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
     rate.add(Instant::now(), analysed);
     let mut watch = Watch::new(ctx, started, end.saturating_duration_since(started));
     let mut last_snapshot = Instant::now();
+    let mut milestones = super::tell::Milestones::starting_at(analysed, tracks);
     let mut snapshots = 0u32;
     // The runner's own work during Sonic (Plex goes on meanwhile).
     let mut snapshot_time = Duration::ZERO;
@@ -102,7 +103,8 @@ pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
         let (analysed, tracks) = music_progress(ctx).await?;
         let now = Instant::now();
         rate.add(now, analysed);
-        publish(ctx, analysed, tracks, &rate).await;
+        let eta = publish(ctx, analysed, tracks, &rate).await;
+        milestones.tell(ctx, analysed, tracks, eta.as_deref());
         if analysed >= tracks {
             break ("done", analysed);
         }
@@ -203,7 +205,8 @@ async fn music_progress(ctx: &RunContext) -> Result<(u64, u64)> {
         }))
 }
 
-async fn publish(ctx: &RunContext, analysed: u64, tracks: u64, rate: &Rate) {
+/// Sonic's progress into the status; answers the ETA it shows.
+async fn publish(ctx: &RunContext, analysed: u64, tracks: u64, rate: &Rate) -> Option<String> {
     let per_hour = rate.per_hour();
     let eta = (per_hour > 0.0).then(|| {
         let hours = (tracks - analysed) as f64 / per_hour;
@@ -213,13 +216,14 @@ async fn publish(ctx: &RunContext, analysed: u64, tracks: u64, rate: &Rate) {
         analysed,
         tracks,
         tracks_per_hour: per_hour.round(),
-        eta,
+        eta: eta.clone(),
     };
     ctx.update_status(|s| {
         s.detail = Some(format!("Sonic: {analysed} of {tracks} tracks analysed"));
         s.sonic = Some(sonic);
     })
     .await;
+    eta
 }
 
 /// Tracks per hour over a sliding window.
