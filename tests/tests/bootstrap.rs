@@ -20,6 +20,7 @@ use plex_burst_tests::bootstrap_world::{
 use plex_burst_tests::fixture::{
     LibraryKind, LibrarySpec, Spec, write_app_support, write_media_tree,
 };
+use plex_burst_tests::notifyreceiver::Receiver;
 use plex_burst_tests::plexdouble::harness::{
     PlexDouble, PlexTvDouble, free_port, get, request, wait_for, xml_elements,
 };
@@ -64,7 +65,11 @@ struct World {
     run_key: (String, String),
     /// The run's read-only key for the media bucket.
     media_key: (String, String),
+    /// The Slack webhook the config notifies.
+    notify: Receiver,
 }
+
+const SLACK_PATH: &str = "/slack/services/T0BURST/B0BURST/bootstrap-test-secret";
 
 struct WorldOptions {
     quota_volumes_gb: Option<u64>,
@@ -156,6 +161,7 @@ impl World {
             home,
             run_key,
             media_key,
+            notify: Receiver::start(),
         };
         world.lock_media_bucket();
         world.write_config(&opts);
@@ -237,6 +243,11 @@ poll_interval = "1s"
 idle_checks = 2
 stall_interval = "10s"
 stall_checks = 3
+
+# The run, the dead-man and bootstrap tell a Slack webhook how it goes.
+[[notify]]
+kind = "slack"
+url_env = "TEST_SLACK_URL"
 "#,
             org = self.scw.organization_id(),
             project = self.scw.project_id(),
@@ -265,6 +276,7 @@ stall_checks = 3
         let out = bootstrap_command(&self.config_path(), &self.scw, &self.s3, ACCOUNT_TOKEN)
             .args(args)
             .env("PLEX_BURST_POLL_MS", "200")
+            .env("TEST_SLACK_URL", self.notify.url(SLACK_PATH))
             .output()
             .unwrap();
         self.outputs.borrow_mut().push((
@@ -514,7 +526,27 @@ stall_checks = 3
             self.media_key.1.clone(),
             ACCOUNT_TOKEN.to_owned(),
             self.s3.connection().secret_key.expose().to_owned(),
+            SLACK_PATH.to_owned(),
         ]
+    }
+
+    /// The titles the Slack receiver got, in order.
+    fn told(&self) -> Vec<String> {
+        self.notify
+            .received()
+            .iter()
+            .filter(|r| r.service == "slack" && r.status == 200)
+            .map(|r| {
+                r.json()["text"]
+                    .as_str()
+                    .unwrap()
+                    .lines()
+                    .next()
+                    .unwrap()
+                    .trim_matches('*')
+                    .to_string()
+            })
+            .collect()
     }
 }
 
@@ -838,6 +870,26 @@ fn a_run_goes_from_the_home_snapshot_to_an_install_that_keeps_the_watch_state() 
     // Fetch installs the result, keeping what home watched meanwhile.
     let out = w.ok(&["fetch", &run_id]);
     assert!(out.contains("installed"), "{out}");
+    // The user was told, from the instance and from home, through the
+    // webhook URL that reached the run in its secrets file only.
+    let told = w.told();
+    let at = |what: &str| {
+        told.iter()
+            .position(|t| *t == format!("plex-burst run {run_id}: {what}"))
+            .unwrap_or_else(|| panic!("not told {what:?}: {told:#?}"))
+    };
+    assert!(
+        at("under way") < at("scan done")
+            && at("scan done") < at("done")
+            && at("done") < at("installed at home"),
+        "{told:#?}"
+    );
+    let out = w.ok(&["notify", "test"]);
+    assert!(out.contains("sent      slack at 127.0.0.1:"), "{out}");
+    assert_eq!(
+        w.told().last().map(String::as_str),
+        Some("plex-burst: test")
+    );
     let conn = Connection::open(w.home_db()).unwrap();
     let count_now: i64 = conn
         .query_row(
