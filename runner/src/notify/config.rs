@@ -185,13 +185,14 @@ pub fn run_var(i: usize, what: &str) -> String {
     format!("PLEX_BURST_NOTIFY_{i}_{what}")
 }
 
+/// A run's `[[notify]]`: its tables, and its secrets file's
+/// `(variable, value)` lines.
+pub type ForRun = (Vec<RawTarget>, Vec<(String, Secret)>);
+
 /// The tables for a run's `run.toml` (each `*_env` renamed to
-/// [`run_var`]) and the secrets file's `(variable, value)` lines, from
-/// home's tables and environment.
-pub fn for_run(
-    raw: &[RawTarget],
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(Vec<RawTarget>, Vec<(String, Secret)>), String> {
+/// [`run_var`]) and the secrets file's lines, from home's tables and
+/// environment.
+pub fn for_run(raw: &[RawTarget], env: &dyn Fn(&str) -> Option<String>) -> Result<ForRun, String> {
     targets(raw, env)?;
     let mut tables = Vec::new();
     let mut secrets = Vec::new();
