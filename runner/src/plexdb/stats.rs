@@ -117,6 +117,21 @@ impl Stats {
     }
 }
 
+/// Every `metadata_items` row of section `section_id`, live or deleted:
+/// what a scan's progress is watched by. The section's index answers it
+/// (milliseconds), where [`collect`] reads every row of the DB (seconds at
+/// the user's size, once per poll).
+pub fn section_rows(db: &Path, section_id: i64) -> Result<u64, PlexDbError> {
+    let conn = open_plex_read_only(db)?;
+    conn.query_row(
+        "SELECT count(*) FROM metadata_items WHERE library_section_id = ?1",
+        [section_id],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n as u64)
+    .map_err(|e| PlexDbError::sqlite(db, e))
+}
+
 /// Reads the counts from `db` (read-only; safe while Plex runs).
 pub fn collect(db: &Path) -> Result<Stats, PlexDbError> {
     let conn = open_plex_read_only(db)?;

@@ -77,10 +77,13 @@ pub(super) async fn run(ctx: &RunContext) -> Result<Value> {
     }
     let sections = selected_sections(ctx, session).await?;
     let mut scanned = Vec::new();
+    // Each library's "before" is the last one's "after": Plex was idle
+    // from one to the other (a watch ends when nothing is left to do),
+    // and on the user's DB each count is seconds of reading.
+    let mut before = db_stats(ctx).await?;
     for section in &sections {
         let kind = library_type(&section.kind)?;
         let budget = ctx.cfg.deadlines().scan_for(kind);
-        let before = db_stats(ctx).await?;
         let folders = match (ctx.cfg.canary(), ctx.cfg.phases().deep_scan) {
             (Some(c), _) => vec![canary::folder(ctx, c, section).await?],
             (None, true) => top_folders(ctx, section).await?,
@@ -140,6 +143,7 @@ pub(super) async fn run(ctx: &RunContext) -> Result<Value> {
             section.title,
             verdict.losses.len()
         );
+        before = after;
     }
     Ok(json!({ "preflight": preflight, "libraries": scanned }))
 }
@@ -236,7 +240,7 @@ async fn watch_one(
             }
             let busy = session.busy().await?;
             scanner_processes = scanner_processes.max(busy.scanners);
-            let signature = scan_signature(ctx, &section.title, &busy).await?;
+            let signature = scan_signature(ctx, section, &busy).await?;
             match watch.observe(busy.is_idle(), signature) {
                 Progress::Working => {}
                 // A scan that ended over a dead mount took its unreadable
@@ -323,14 +327,17 @@ fn list_top_folders(locations: &[String]) -> Result<Vec<String>> {
 /// of Plex's activities.
 async fn scan_signature(
     ctx: &RunContext,
-    title: &str,
+    section: &Section,
     busy: &crate::plex::idle::Busy,
 ) -> Result<String> {
-    let stats = db_stats(ctx).await?;
-    let rows: u64 = stats
-        .library(title)
-        .map(|l| l.items.values().map(|c| c.live + c.deleted).sum())
-        .unwrap_or(0);
+    let db = ctx.paths.library_db();
+    let id: i64 = section.key.as_str().parse().with_context(|| {
+        format!(
+            "Plex named section {:?} by a key that is not a number: {}",
+            section.title, section.key
+        )
+    })?;
+    let rows = tokio::task::spawn_blocking(move || stats::section_rows(&db, id)).await??;
     Ok(format!("{rows} {:?}", busy.progress))
 }
 

@@ -174,7 +174,11 @@ pub(super) fn finished(ctx: &RunContext, report: &Report, started_unix: u64) {
             "done",
             format!("The run is done and its result uploaded. {figures}"),
         )
-        .next(format!("bootstrap fetch {run}")),
+        .next(if ctx.cfg.canary().is_some() {
+            format!("bootstrap fetch --canary {run}")
+        } else {
+            format!("bootstrap fetch {run}")
+        }),
     };
     ctx.notifier.spawn(event.details(details));
 }
