@@ -364,6 +364,16 @@ fn stats_match_the_generated_library() {
         }
     }
     assert_eq!(stats.sonic, stats::SonicProgress { analysed, tracks });
+    // A scan's cheap progress count agrees with the full statistics.
+    for library in &stats.libraries {
+        let rows: u64 = library.items.values().map(|c| c.live + c.deleted).sum();
+        assert_eq!(
+            stats::section_rows(&db, library.id).unwrap(),
+            rows,
+            "{}",
+            library.name
+        );
+    }
     // Every type present, photos included (lessons.md 27).
     let totals: BTreeMap<String, u64> = stats
         .totals
