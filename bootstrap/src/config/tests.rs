@@ -325,3 +325,45 @@ fn a_canary_renders_a_slice_the_runner_accepts_with_its_own_deadline() {
     let bad = parse(&text.replace("deadline = \"45m\"", "deadline = \"3d\"")).unwrap_err();
     assert!(bad.contains("canary.deadline"), "{bad}");
 }
+
+#[test]
+fn notify_targets_reach_the_run_by_variable_names_and_their_values_only_the_secrets_file() {
+    let hook = "https://hooks.example/services/T00/B00/notify-secret-part";
+    let text = format!(
+        "{EXAMPLE}\n[[notify]]\nkind = \"slack\"\nurl_env = \"MY_SLACK\"\n\n[[notify]]\nkind = \"ntfy\"\nurl = \"https://ntfy.example/plex\"\nevents = [\"done\"]\n"
+    );
+    let with_hook = |var: &str| match var {
+        "MY_SLACK" => Some(hook.to_string()),
+        other => env(other),
+    };
+    let cfg = BootstrapConfig::parse(&text, &with_hook).unwrap();
+    assert_eq!(cfg.notify().len(), 2);
+    let run_toml = cfg.render_run_toml(&params(&cfg)).unwrap();
+    assert!(
+        run_toml.contains("url_env = \"PLEX_BURST_NOTIFY_0_URL\""),
+        "{run_toml}"
+    );
+    assert!(
+        run_toml.contains("url = \"https://ntfy.example/plex\""),
+        "{run_toml}"
+    );
+    assert!(!run_toml.contains("notify-secret-part"), "{run_toml}");
+    assert_eq!(
+        cfg.notify_secrets()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose()))
+            .collect::<Vec<_>>(),
+        vec![("PLEX_BURST_NOTIFY_0_URL", hook)]
+    );
+
+    // The variable unset: named, and nothing starts.
+    let err = parse(&text).unwrap_err();
+    assert_eq!(
+        err,
+        "notify[0].url_env: the environment variable MY_SLACK is not set"
+    );
+    // [[notify]] is bootstrap.toml's own, never [run]'s.
+    let err =
+        parse(&EXAMPLE.replace("mode = \"delta\"", "mode = \"delta\"\nnotify = []")).unwrap_err();
+    assert!(err.starts_with("run.notify: bootstrap sets this"), "{err}");
+}
