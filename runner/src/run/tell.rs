@@ -39,9 +39,18 @@ pub(super) fn started(ctx: &RunContext) {
         "under way",
         format!(
             "The instance booted and the run{canary} is under way; it ends by itself within {}.",
-            humantime::format_duration(ctx.cfg.run_deadline())
+            hours_or_less(ctx.cfg.run_deadline())
         ),
     ));
+}
+
+/// "72 h" rather than humantime's "3days"; "45m" below an hour.
+fn hours_or_less(d: Duration) -> String {
+    if d.as_secs() >= 3600 {
+        format!("{:.0} h", d.as_secs_f64() / 3600.0)
+    } else {
+        humantime::format_duration(d).to_string()
+    }
 }
 
 /// After the scan phase, with its output: what each library gained.
