@@ -270,15 +270,20 @@ url_env = "TEST_SLACK_URL"
         std::fs::write(self.config_path(), toml).unwrap();
     }
 
-    /// Runs `bootstrap ARGS` as a user would, with the secrets in its
-    /// environment.
-    fn bootstrap(&self, args: &[&str]) -> Output {
-        let out = bootstrap_command(&self.config_path(), &self.scw, &self.s3, ACCOUNT_TOKEN)
-            .args(args)
+    /// `bootstrap` as a user runs it, with the secrets the config names
+    /// in its environment.
+    fn command(&self) -> Command {
+        let mut command =
+            bootstrap_command(&self.config_path(), &self.scw, &self.s3, ACCOUNT_TOKEN);
+        command
             .env("PLEX_BURST_POLL_MS", "200")
-            .env("TEST_SLACK_URL", self.notify.url(SLACK_PATH))
-            .output()
-            .unwrap();
+            .env("TEST_SLACK_URL", self.notify.url(SLACK_PATH));
+        command
+    }
+
+    /// Runs `bootstrap ARGS`, its output kept for a failure's report.
+    fn bootstrap(&self, args: &[&str]) -> Output {
+        let out = self.command().args(args).output().unwrap();
         self.outputs.borrow_mut().push((
             format!("bootstrap {}", args.join(" ")),
             text(&out.stdout) + &text(&out.stderr),
@@ -1145,7 +1150,8 @@ fn launch_refuses_what_would_waste_money_before_creating_anything() {
     assert!(err.contains("run `bootstrap snapshot` first"), "{err}");
 
     // Wrong credentials: the API's own answer, in one line.
-    let out = bootstrap_command(&w.config_path(), &w.scw, &w.s3, ACCOUNT_TOKEN)
+    let out = w
+        .command()
         .arg("launch")
         .env("TEST_SCW_SECRET", "00000000-0000-4000-8000-000000000000")
         .output()

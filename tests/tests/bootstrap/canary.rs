@@ -11,10 +11,9 @@ use super::*;
 impl World {
     /// `bootstrap ARGS` with the Scaleway secret replaced by `secret`.
     fn bootstrap_with_secret(&self, secret: &str, args: &[&str]) -> Output {
-        bootstrap_command(&self.config_path(), &self.scw, &self.s3, ACCOUNT_TOKEN)
+        self.command()
             .args(args)
             .env("TEST_SCW_SECRET", secret)
-            .env("PLEX_BURST_POLL_MS", "200")
             .output()
             .unwrap()
     }
