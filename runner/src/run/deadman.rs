@@ -20,6 +20,7 @@ use super::logs::{self, Sources};
 use super::status::{self, RunState, Status};
 use super::{WorkPaths, instance};
 use crate::config::{RunConfig, Termination};
+use crate::notify::{Event, EventKind, Notifier};
 use crate::s3::{Bucket, S3Error};
 
 /// Why the run ended, in `status.json`.
@@ -91,12 +92,12 @@ async fn report(cfg: &RunConfig, log: PathBuf) {
     let bucket = Bucket::new(&cfg.s3_connection(), cfg.s3_bucket(), Default::default());
     tracing::info!("dead-man step 1/3: marking the run ended in status.json");
     mark_ended(cfg, &bucket).await;
-    let notifier = crate::notify::Notifier::new(cfg.notify().to_vec(), Default::default());
+    let notifier = Notifier::new(cfg.notify().to_vec(), Default::default());
     let run = cfg.run_id().to_string();
     notifier
         .send(
-            &crate::notify::Event::new(
-                crate::notify::EventKind::EndedByDeadMan,
+            &Event::new(
+                EventKind::EndedByDeadMan,
                 Some(&run),
                 "ended by the dead-man",
                 format!(

@@ -319,6 +319,8 @@ async fn run_phases(
         tracing::info!(%phase, "phase started");
 
         let started = Instant::now();
+        // Each phase starts with what the ones before it freed handed back.
+        usage::release_freed_memory();
         let meter = usage::Meter::start();
         let phase_deadline = match phase.budget(ctx.cfg.deadlines()) {
             Some(budget) => deadline.min(started + budget),

@@ -1,7 +1,6 @@
 //! What a phase cost the runner itself: CPU time and peak memory, kept in
 //! the checkpoint beside the phase's wall time (the scale benchmark reads
-//! them; Plex and rclone are other processes and are not counted). Each
-//! phase starts with the memory the ones before it freed handed back.
+//! them; Plex and rclone are other processes and are not counted).
 
 use std::time::Duration;
 
@@ -25,7 +24,6 @@ pub struct Meter {
 
 impl Meter {
     pub fn start() -> Meter {
-        release_freed_memory();
         // Writing 5 to clear_refs resets VmHWM to the current RSS (Linux
         // 4.0+); where refused, the peak is the process's so far.
         let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -47,7 +45,7 @@ impl Meter {
 /// freed heap (a pull's 16 MiB parts) for reuse, and the next phase's own
 /// working set came on top of it (the remap at the user's size peaked at
 /// 277 MB after a pull, 208 MB alone).
-fn release_freed_memory() {
+pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free pages; no pointer is touched.
     unsafe {
