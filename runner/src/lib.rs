@@ -16,4 +16,5 @@ pub mod run;
 pub mod s3;
 pub mod scaleway;
 pub mod secret;
+pub mod systemd;
 pub mod transfer;

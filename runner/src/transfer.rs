@@ -123,10 +123,23 @@ pub async fn push(
     opts: PackOptions,
     annotate: impl FnOnce(&mut Manifest),
 ) -> Result<Pushed> {
+    push_with_progress(bucket, src, key, opts, annotate, |_| {}).await
+}
+
+/// [`push`], telling `progress` how many archive bytes went into the
+/// upload's pipe so far (the pipe is bounded: they are on their way).
+pub async fn push_with_progress(
+    bucket: &Bucket,
+    src: &Path,
+    key: &str,
+    opts: PackOptions,
+    annotate: impl FnOnce(&mut Manifest),
+    progress: impl FnMut(u64) + Send + 'static,
+) -> Result<Pushed> {
     let size_hint = folder_size(src)?;
     let (writer, reader) = pipe(PUSH_PIPE_CHUNKS);
     let src_owned = src.to_path_buf();
-    let pack = tokio::task::spawn_blocking(move || pack_into(&src_owned, writer, &opts));
+    let pack = tokio::task::spawn_blocking(move || pack_into(&src_owned, writer, &opts, progress));
 
     // zstd never grows DB content by more than a fraction of a percent: the
     // folder's size is a safe bound for choosing the part size.
@@ -188,13 +201,43 @@ pub async fn fetch_manifest(bucket: &Bucket, key: &str) -> Result<Manifest> {
 
 /// Packs into the pipe; a failure reaches the uploader as a stream error, so
 /// a half-written archive is never completed in S3.
-fn pack_into(src: &Path, mut writer: PipeWriter, opts: &PackOptions) -> Result<Manifest> {
-    match archive::pack(src, &mut writer, opts) {
+fn pack_into(
+    src: &Path,
+    mut writer: PipeWriter,
+    opts: &PackOptions,
+    progress: impl FnMut(u64),
+) -> Result<Manifest> {
+    let mut counted = Progressed {
+        inner: &mut writer,
+        written: 0,
+        progress,
+    };
+    match archive::pack(src, &mut counted, opts) {
         Ok(manifest) => Ok(manifest),
         Err(e) => {
             writer.fail(&io::Error::other(e.to_string()));
             Err(e.into())
         }
+    }
+}
+
+/// A writer that reports the running total after each write.
+struct Progressed<W, F> {
+    inner: W,
+    written: u64,
+    progress: F,
+}
+
+impl<W: io::Write, F: FnMut(u64)> io::Write for Progressed<W, F> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        (self.progress)(self.written);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 

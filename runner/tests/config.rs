@@ -409,7 +409,7 @@ fn missing_required_keys_are_named() {
 
 #[test]
 fn invalid_values_name_key_and_problem() {
-    let cases: [(&str, Value, &str); 22] = [
+    let cases: [(&str, Value, &str); 23] = [
         ("run_id", "Run_1".into(), "not a valid run id"),
         ("work_dir", "relative/dir".into(), "must be absolute"),
         (
@@ -458,6 +458,7 @@ fn invalid_values_name_key_and_problem() {
         ("deadlines.pull", "soon".into(), "deadlines.pull"),
         ("deadlines.stall_interval", "1s".into(), "at least 10s"),
         ("deadlines.stall_checks", 0.into(), "not in 1..=1000"),
+        ("deadlines.watchdog", "20s".into(), "at least 30s"),
         ("guard.max_lost_fraction", 1.5.into(), "not a fraction"),
         ("guard.max_lost_items", "ten".into(), "invalid type"),
     ];
@@ -468,6 +469,16 @@ fn invalid_values_name_key_and_problem() {
         &set(MINIMAL, "s3.bucket", "My_Bucket"),
         "s3.bucket",
         "\"My_Bucket\" is not a valid bucket name (lowercase letters, digits, dots and hyphens, 3-63 chars)",
+    );
+    // The watchdog must hear several polls within its interval.
+    assert_refused(
+        &set(
+            &set(MINIMAL, "deadlines.poll_interval", "1m"),
+            "deadlines.watchdog",
+            "2m",
+        ),
+        "deadlines.watchdog",
+        "3 x deadlines.poll_interval (1m)",
     );
     assert_refused(
         &set(MINIMAL, "media.remote", "media//x"),

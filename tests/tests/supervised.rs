@@ -25,6 +25,8 @@ const BUCKET: &str = "plex-burst";
 const MEDIA: &str = "media";
 const REFERENCE: &str = "reference/home.tar.gz";
 const ACCOUNT_TOKEN: &str = "account-token-for-tests-0123456789";
+/// `deadlines.watchdog` of these runs (its minimum, 30 s).
+const WATCHDOG_SECS: u64 = 30;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -287,6 +289,7 @@ poll_interval = "1s"
 idle_checks = 2
 stall_interval = "10s"
 stall_checks = {stall_checks}
+watchdog = "{WATCHDOG_SECS}s"
 
 {extra}
 [termination]
@@ -382,6 +385,68 @@ provider = "none"
 
 /// Polls `probe` on the JSON file at `path` until it gives a value, while
 /// the runner `child` still runs; `what` names the awaited event.
+/// systemd's notification socket, as the runner's unit has it: records
+/// what the runner says, and when.
+struct NotifySocket {
+    path: PathBuf,
+    said: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+}
+
+impl NotifySocket {
+    fn bind(path: &Path) -> NotifySocket {
+        let socket = std::os::unix::net::UnixDatagram::bind(path).unwrap();
+        let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let into = said.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = socket.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let mut said = into.lock().unwrap();
+                for line in text.lines() {
+                    said.push((Instant::now(), line.to_owned()));
+                }
+            }
+        });
+        NotifySocket {
+            path: path.to_owned(),
+            said,
+        }
+    }
+
+    /// Ready, the watchdog set to `interval`, then fed throughout: no
+    /// silence as long as the interval from the arming to the end.
+    fn assert_watchdog_fed(&self, interval: Duration) {
+        let said = self.said.lock().unwrap().clone();
+        let lines: Vec<&str> = said.iter().map(|(_, l)| l.as_str()).collect();
+        let ready = lines.iter().position(|l| *l == "READY=1");
+        let armed = lines
+            .iter()
+            .position(|l| *l == format!("WATCHDOG_USEC={}", interval.as_micros()));
+        assert!(
+            ready.is_some() && armed.is_some() && ready < armed,
+            "not ready, then armed at {interval:?}: {lines:?}"
+        );
+        let beats: Vec<Instant> = said[armed.unwrap()..]
+            .iter()
+            .filter(|(_, l)| l == "WATCHDOG=1")
+            .map(|(at, _)| *at)
+            .collect();
+        let (first, last) = (said[armed.unwrap()].0, said.last().unwrap().0);
+        let longest = beats
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .chain([beats[0] - first, last - *beats.last().unwrap()])
+            .max()
+            .unwrap();
+        eprintln!(
+            "{} watchdog beats; the longest silence {longest:?} (watchdog {interval:?})",
+            beats.len()
+        );
+        assert!(beats.len() >= 10, "{lines:?}");
+        assert!(longest < interval, "silent for {longest:?}: {lines:?}");
+    }
+}
+
 fn wait_for<T>(
     child: &mut Child,
     path: &Path,
@@ -457,11 +522,18 @@ fn a_delta_run_scans_new_media_and_completes_sonic() {
     );
     w.env.push(("TEST_NTFY_TOKEN".into(), NTFY_TOKEN.into()));
     let (new_tracks, new_movies) = w.add_new_media();
-    let out = w.run();
+    // Run as systemd would: its notifications go to a socket of ours.
+    let systemd = NotifySocket::bind(&w.dir.path().join("notify.sock"));
+    let out = w
+        .command()
+        .env("NOTIFY_SOCKET", &systemd.path)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "runner failed:\n{}", text(&out));
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(report.contains("Sonic phase: done"), "{report}");
     assert!(w.object("runs/sup-full/DONE").is_file());
+    systemd.assert_watchdog_fed(Duration::from_secs(WATCHDOG_SECS));
 
     let db = w.work_db();
     assert_eq!(count(&db, LIVE_TRACKS), 10_000 + new_tracks);

@@ -39,6 +39,11 @@ const TRACKS: u64 = 300;
 /// Tracks the Plex double analyses per second in the guest: slow enough
 /// that the hard reset lands in the Sonic phase.
 const SONIC_RATE: &str = "4";
+/// `deadlines.watchdog` of every run here: above the longest silent step
+/// of a healthy run in the guest, short enough to test the freeze.
+const WATCHDOG: &str = "60s";
+/// What systemd logs (to the guest's console) when the watchdog fires.
+const WATCHDOG_FIRED: &str = "plex-burst-runner.service: Watchdog timeout";
 /// The guest's side of the test network (tests/vm/net.sh).
 const GATEWAY: &str = "10.77.0.1";
 /// Plex's user and group in the container (PLEX_UID/PLEX_GID): not the
@@ -106,7 +111,7 @@ impl World {
              [Service]\nType=oneshot\n\
              ExecStart=/bin/sh -c 'for u in plex-burst-runner plex-burst-deadman plex-burst-firewall; do \
              systemctl show -p ActiveState -p NoNewPrivileges -p ProtectSystem -p PrivateTmp \
-             -p RestrictNamespaces $$u.service | tr \"\\\\n\" \" \" | sed \"s/^/pb-test: $$u /\"; echo; done; \
+             -p RestrictNamespaces -p WatchdogUSec -p StartLimitBurst $$u.service | tr \"\\\\n\" \" \" | sed \"s/^/pb-test: $$u /\"; echo; done; \
              nft list chain inet plex-burst input | grep -q \"policy drop\" && echo pb-test: input policy drop'\n",
         );
         let wants = inject.join("etc/systemd/system/multi-user.target.wants");
@@ -153,7 +158,7 @@ impl World {
             inject,
             keys,
         };
-        world.write_config("1h", &world.rclone_sha256());
+        world.write_config("1h", &world.rclone_sha256(), false);
         world.home.start();
         world
     }
@@ -169,8 +174,9 @@ impl World {
         sha.trim().to_owned()
     }
 
-    /// bootstrap.toml; `run_deadline` is `[run.deadlines] run`.
-    fn write_config(&self, run_deadline: &str, rclone_sha256: &str) {
+    /// bootstrap.toml; `run_deadline` is `[run.deadlines] run`; a failed
+    /// run's instance is kept when `keep_on_failure` (the dead-man ends it).
+    fn write_config(&self, run_deadline: &str, rclone_sha256: &str, keep_on_failure: bool) {
         let toml = format!(
             r#"[scaleway]
 organization_id = "{org}"
@@ -182,6 +188,7 @@ api_url = "{api}"
 secret_key_env = "TEST_SCW_SECRET"
 plex_token_env = "TEST_PLEX_TOKEN"
 dead_man_grace = "20s"
+keep_on_failure = {keep_on_failure}
 
 [s3]
 endpoint = "{endpoint}"
@@ -242,6 +249,8 @@ idle_checks = 2
 stall_interval = "30s"
 stall_checks = 6
 snapshot_interval = "20s"
+# Every run here is watched at this: a healthy run must never trip it.
+watchdog = "{WATCHDOG}"
 "#,
             org = self.scw.organization_id(),
             project = self.scw.project_id(),
@@ -632,6 +641,9 @@ fn sandboxing_in_effect(console: &str) {
     assert!(runner.contains("NoNewPrivileges=yes"), "{runner}");
     assert!(runner.contains("RestrictNamespaces=yes"), "{runner}");
     assert!(runner.contains("ProtectSystem=no"), "{runner}");
+    // The unit's own watchdog, until the run sets its `deadlines.watchdog`.
+    assert!(runner.contains("WatchdogUSec=10min"), "{runner}");
+    assert!(runner.contains("StartLimitBurst=10"), "{runner}");
     let deadman = line("plex-burst-deadman");
     for property in [
         "NoNewPrivileges=yes",
@@ -721,6 +733,14 @@ fn remove_unit(inject: &Path, name: &str) {
     ] {
         std::fs::remove_file(inject.join(path)).unwrap();
     }
+}
+
+/// The first line of the guest's console that holds `text`.
+fn console_line_with(console: &str, text: &str) -> String {
+    console
+        .lines()
+        .find_map(|l| l.find(text).map(|at| l[at..].to_string()))
+        .unwrap_or_default()
 }
 
 /// The line of the guest's console that starts with `pb-test: {prefix}`.
@@ -854,14 +874,14 @@ fn analysed(stats: &Value) -> u64 {
 
 #[test]
 #[ignore = "boots QEMU guests in the network namespace of ./scripts/vm-e2e, which runs it (./scripts/test runs that script)"]
-fn the_baked_image_boots_runs_survives_a_hard_reset_and_is_ended_by_its_dead_man() {
+fn the_baked_image_boots_runs_survives_a_hard_reset_and_a_freeze_and_is_ended_by_its_dead_man() {
     let w = World::new();
     w.ok(&["snapshot"]);
     w.build_plex_image();
 
     // A bake that fails in the guest says why, with the guest's cloud-init
     // status and journal, and leaves no builder behind.
-    w.write_config("1h", &"0".repeat(64));
+    w.write_config("1h", &"0".repeat(64), false);
     let out = w.bootstrap(&["image", "build"]);
     let err = text(&out.stderr);
     assert!(!out.status.success(), "{err}");
@@ -878,7 +898,7 @@ fn the_baked_image_boots_runs_survives_a_hard_reset_and_is_ended_by_its_dead_man
     }
     assert_eq!(w.scw.state()["servers"], serde_json::json!([]));
     eprintln!("vm-e2e saw: a failed bake shows the guest's log, cloud-init status and journal");
-    w.write_config("1h", &w.rclone_sha256());
+    w.write_config("1h", &w.rclone_sha256(), false);
 
     // The bake: the base image boots as a builder with the real user data.
     let started = Instant::now();
@@ -955,6 +975,13 @@ fn the_baked_image_boots_runs_survives_a_hard_reset_and_is_ended_by_its_dead_man
     );
 
     remove_unit(&w.inject, "pb-test-docker");
+    let console_a = std::fs::read_to_string(w.disks.join(&server_a).join("console.log")).unwrap();
+    assert_eq!(
+        console_a.matches(WATCHDOG_FIRED).count(),
+        0,
+        "a healthy run tripped the watchdog:\n{}",
+        tail(&console_a, 60)
+    );
     let stats_a = w.result_stats(&run_a);
     assert_eq!(analysed(&stats_a["before"]), 90, "{stats_a}");
     assert_eq!(analysed(&stats_a["after"]), TRACKS, "{stats_a}");
@@ -1011,6 +1038,12 @@ fn the_baked_image_boots_runs_survives_a_hard_reset_and_is_ended_by_its_dead_man
     w.wait_server_gone(&run_b, Duration::from_secs(120));
     let console = std::fs::read_to_string(folder.join("console.log")).unwrap();
     assert_eq!(console.matches("===== hypervisor: boot").count(), 2);
+    assert_eq!(
+        console.matches(WATCHDOG_FIRED).count(),
+        0,
+        "{}",
+        tail(&console, 60)
+    );
     let logs = w.shipped_logs(&run_b);
     let runner_log = &logs.iter().find(|l| l.0 == "runner.log").unwrap().1;
     let resumed = runner_log
@@ -1034,16 +1067,84 @@ fn the_baked_image_boots_runs_survives_a_hard_reset_and_is_ended_by_its_dead_man
     );
     w.assert_no_secret(&run_b);
 
-    // 3. The dead-man: the runner frozen (SIGSTOP) as soon as Plex runs;
-    // at the run's deadline plus its grace the dead-man ships the logs and
-    // terminates the instance.
-    w.write_config("4m", &w.rclone_sha256());
+    // 3. The watchdog: the runner frozen (SIGSTOP) once Plex runs stops
+    // beating; systemd kills it within `deadlines.watchdog` and starts it
+    // again, and the run resumes and finishes with the same result.
     inject_unit(
         &w.inject,
         "pb-test-freeze",
         "The VM test freezes the runner once Plex runs",
         "until docker ps -q --filter name=plex-burst- | grep -q .; do sleep 2; done\n\
-         systemctl kill --kill-who=main --signal=SIGSTOP plex-burst-runner.service\n",
+         systemctl kill --kill-who=main --signal=SIGSTOP plex-burst-runner.service\n\
+         echo pb-test: runner frozen\n",
+    );
+    let run_w = w.launch();
+    let server_w = w.server(&run_w).unwrap()["id"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    w.wait_run(
+        &run_w,
+        "DONE after the freeze",
+        Duration::from_secs(1500),
+        |_| w.object(&format!("runs/{run_w}/DONE")).exists(),
+    );
+    w.wait_server_gone(&run_w, Duration::from_secs(120));
+    timing("frozen run to terminated", started.elapsed());
+    remove_unit(&w.inject, "pb-test-freeze");
+    let console = std::fs::read_to_string(w.disks.join(&server_w).join("console.log")).unwrap();
+    assert!(
+        console.contains("pb-test: runner frozen"),
+        "{}",
+        tail(&console, 60)
+    );
+    assert_eq!(
+        console.matches(WATCHDOG_FIRED).count(),
+        1,
+        "one freeze, one kill:\n{}",
+        tail(&console, 60)
+    );
+    eprintln!(
+        "vm-e2e saw: {}",
+        console_line_with(&console, WATCHDOG_FIRED)
+    );
+    let runner_log = &w
+        .shipped_logs(&run_w)
+        .into_iter()
+        .find(|l| l.0 == "runner.log")
+        .unwrap()
+        .1;
+    let resumed = runner_log
+        .lines()
+        .find(|l| l.contains("resuming from the checkpoint"))
+        .unwrap_or_else(|| panic!("no resume in the runner's log:\n{runner_log}"));
+    eprintln!("vm-e2e saw: {resumed}");
+    assert_eq!(w.status(&run_w)["state"], "succeeded");
+    assert_eq!(
+        w.result_stats(&run_w)["after"],
+        stats_a["after"],
+        "the same result as without the freeze"
+    );
+    w.assert_no_secret(&run_w);
+
+    // 4. The dead-man: a runner frozen again at every start (SIGSTOP) is
+    // killed and restarted by the watchdog each time and never finishes,
+    // and the run keeps its instance on failure; at the run's deadline
+    // plus its grace the dead-man ships the logs and terminates it.
+    // Kept on failure: a runner restarted past the deadline fails at once
+    // and leaves the instance up; only the dead-man ends it.
+    w.write_config("4m", &w.rclone_sha256(), true);
+    inject_unit(
+        &w.inject,
+        "pb-test-freeze",
+        "The VM test freezes the runner at every start once Plex runs",
+        "until docker ps -q --filter name=plex-burst- | grep -q .; do sleep 2; done\n\
+         last=0\n\
+         while true; do\n\
+         pid=$(systemctl show -p MainPID --value plex-burst-runner.service)\n\
+         if [ \"$pid\" != 0 ] && [ \"$pid\" != \"$last\" ]; then\n\
+         sleep 5; kill -STOP \"$pid\" && echo \"pb-test: runner $pid frozen\"; last=$pid\n\
+         fi\n\
+         sleep 1\n\
+         done\n",
     );
     let run_c = w.launch();
     let server_c = w.server(&run_c).unwrap()["id"].as_str().unwrap().to_owned();
@@ -1084,6 +1185,16 @@ fn the_baked_image_boots_runs_survives_a_hard_reset_and_is_ended_by_its_dead_man
     eprintln!(
         "vm-e2e saw: dead-man status {}, shipped {names:?}",
         status["last_error"]
+    );
+    let console = std::fs::read_to_string(w.disks.join(&server_c).join("console.log")).unwrap();
+    let kills = console.matches(WATCHDOG_FIRED).count();
+    assert!(
+        kills >= 2,
+        "frozen again and again, killed {kills} times:\n{}",
+        tail(&console, 60)
+    );
+    eprintln!(
+        "vm-e2e saw: the watchdog killed the frozen runner {kills} times before the dead-man"
     );
     w.assert_no_secret(&run_c);
     no_registry_lookup();

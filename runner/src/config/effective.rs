@@ -231,6 +231,7 @@ fn deadlines(d: &Deadlines) -> RawDeadlines {
         poll_interval: Some(d.poll_interval),
         idle_checks: Some(d.idle_checks),
         snapshot_interval: Some(d.snapshot_interval),
+        watchdog: Some(d.watchdog),
     }
 }
 

@@ -219,6 +219,8 @@ pub struct RawDeadlines {
     pub idle_checks: Option<u32>,
     #[serde(default, with = "humantime_serde")]
     pub snapshot_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub watchdog: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

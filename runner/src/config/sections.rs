@@ -334,6 +334,9 @@ pub struct Deadlines {
     pub idle_checks: u32,
     /// A consistent DB snapshot goes to S3 this often during Sonic.
     pub snapshot_interval: Duration,
+    /// systemd's watchdog: a runner that shows no progress for this long
+    /// is killed and restarted (it resumes from its checkpoint).
+    pub watchdog: Duration,
 }
 
 /// Scan deadline of one library, by type (photos make thumbnails: slow).

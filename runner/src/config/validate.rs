@@ -697,6 +697,10 @@ pub(super) mod default_deadline {
     pub const POLL_INTERVAL: Duration = Duration::from_secs(10);
     pub const IDLE_CHECKS: u32 = 3;
     pub const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(6 * 3600);
+    /// Above the longest step that shows no progress on the user's size
+    /// (an integrity check, a snapshot's copy: under a minute measured at
+    /// 490k items, docs/performance.md), with room for a slower disk.
+    pub const WATCHDOG: Duration = Duration::from_secs(10 * 60);
 }
 
 fn deadlines(raw: RawDeadlines) -> Result<Deadlines> {
@@ -760,6 +764,19 @@ fn deadlines(raw: RawDeadlines) -> Result<Deadlines> {
         raw.snapshot_interval,
         d::SNAPSHOT_INTERVAL,
     )?;
+    let watchdog = raw.watchdog.unwrap_or(d::WATCHDOG);
+    check_duration("deadlines.watchdog", watchdog, 6 * HOUR)?;
+    // A watch beats once per poll: several polls must fit in the interval.
+    if watchdog < (3 * poll_interval).max(Duration::from_secs(30)) {
+        return Err(invalid(
+            "deadlines.watchdog",
+            format!(
+                "{} is too short: at least 30s and 3 x deadlines.poll_interval ({})",
+                fmt(watchdog),
+                fmt(poll_interval)
+            ),
+        ));
+    }
     Ok(Deadlines {
         run,
         pull: phase("pull", raw.pull, d::PULL)?,
@@ -780,6 +797,7 @@ fn deadlines(raw: RawDeadlines) -> Result<Deadlines> {
         poll_interval,
         idle_checks,
         snapshot_interval,
+        watchdog,
     })
 }
 

@@ -215,6 +215,9 @@ async fn wait_ready(
             Ok((status, body)) => format!("HTTP {status} {}", super::error::snippet(&body)),
             Err(e) => e.to_string(),
         };
+        // A probe answered (or refused) within its timeout: the wait is
+        // alive; `within` bounds it, the watchdog bounds a hung one.
+        crate::systemd::beat();
         if outcome != last {
             tracing::info!(probe = probes, elapsed = ?started.elapsed(), "Plex not ready: {outcome}");
             last = outcome;

@@ -84,6 +84,10 @@ pub async fn terminate_until_accepted(cfg: &RunConfig) -> Result<()> {
                 )));
             }
             Err(e) => {
+                // An answer, even a refusal, is the run moving on: the
+                // watchdog must not restart a runner that holds the only
+                // copy of its secrets.
+                crate::systemd::beat();
                 tracing::warn!("{e:#}; trying again in {}s", TERMINATE_PAUSE.as_secs());
                 tokio::time::sleep(TERMINATE_PAUSE).await;
             }

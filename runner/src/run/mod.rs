@@ -33,6 +33,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::config::{CredentialSource, RunConfig};
 use crate::s3::Bucket;
 use crate::secret::Secret;
+use crate::systemd;
 use checkpoint::{Checkpoint, SnapshotRecord};
 pub use phase::Phase;
 pub use phases::{QUARANTINE_ARCHIVE, RESULT_ARCHIVE};
@@ -138,7 +139,7 @@ impl RunContext {
 
     /// Says what the phase is doing, in `status.json` and to systemd.
     async fn describe(&self, detail: String) {
-        notify_systemd(&format!("STATUS={detail}"));
+        systemd::notify(&format!("STATUS={detail}"));
         tracing::info!("{detail}");
         self.update_status(|s| s.describe(detail)).await;
     }
@@ -244,8 +245,10 @@ pub async fn execute(mut cfg: RunConfig) -> Result<Report> {
         ctx.set_snapshot(s.clone());
     }
 
-    // Ready as soon as the run is under way: systemd needs no more to wait for.
-    notify_systemd("READY=1");
+    // Ready as soon as the run is under way: systemd needs no more to wait
+    // for. From here the watchdog wants to hear of progress.
+    systemd::notify("READY=1");
+    systemd::arm_watchdog(ctx.cfg.deadlines().watchdog);
     // The user data holds the run's secrets: once cloud-init has written
     // its files, neither the metadata service nor the disk keeps it.
     if let Err(e) = instance::forget_user_data(&ctx.cfg).await {
@@ -286,7 +289,7 @@ pub async fn execute(mut cfg: RunConfig) -> Result<Report> {
     let report = Report::from_checkpoint(&ctx, &ckpt);
     ctx.update_status(|s| s.succeed(&ckpt, report.result_key.clone()))
         .await;
-    notify_systemd(if report.quarantine.is_some() {
+    systemd::notify(if report.quarantine.is_some() {
         "STATUS=quarantined"
     } else {
         "STATUS=done"
@@ -315,7 +318,8 @@ async fn run_phases(
     let run_budget = ctx.cfg.run_deadline();
     while let Some(phase) = ckpt.next_phase() {
         ctx.update_status(|s| s.enter(ckpt, phase)).await;
-        notify_systemd(&format!("STATUS=phase {phase}"));
+        systemd::notify(&format!("STATUS=phase {phase}"));
+        systemd::beat();
         tracing::info!(%phase, "phase started");
 
         let started = Instant::now();
@@ -364,13 +368,14 @@ async fn run_phases(
                 ckpt.complete(phase, seconds, Some(usage), output)?;
                 ckpt.snapshot = ctx.last_snapshot();
                 ckpt.save(&ctx.paths.checkpoint)?;
+                systemd::beat();
                 snapshot::mirror(ctx, ckpt).await;
             }
             Err(e) => {
                 let e = e.context(format!("phase {phase} failed"));
                 tracing::error!("{e:#}");
                 ctx.update_status(|s| s.fail(&e)).await;
-                notify_systemd(&format!("STATUS=failed in phase {phase}"));
+                systemd::notify(&format!("STATUS=failed in phase {phase}"));
                 return Err(e);
             }
         }
@@ -407,13 +412,6 @@ async fn ended_by_dead_man(ctx: &RunContext, key: &str) -> bool {
             serde_json::from_slice::<Status>(&bytes).is_ok_and(|s| deadman::is_verdict(&s))
         }
         Err(_) => false,
-    }
-}
-
-/// Tells systemd (`Type=notify`) how the run is going; a no-op elsewhere.
-fn notify_systemd(state: &str) {
-    if std::env::var_os("NOTIFY_SOCKET").is_some() {
-        let _ = sd_notify::notify(&[sd_notify::NotifyState::Custom(state)]);
     }
 }
 

@@ -118,7 +118,7 @@ async fn pull(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
         &ctx.paths.databases,
         manifest,
         limits,
-        |_| {},
+        |_| crate::systemd::beat(),
     )
     .await?;
     Ok(json!({
@@ -240,9 +240,14 @@ async fn upload(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
         plex_version: Some(ctx.cfg.plex_version().to_string()),
         ..PackOptions::default()
     };
-    let pushed = transfer::push(&ctx.bucket, &ctx.paths.databases, &key, opts, |m| {
-        m.stats = Some(stats)
-    })
+    let pushed = transfer::push_with_progress(
+        &ctx.bucket,
+        &ctx.paths.databases,
+        &key,
+        opts,
+        |m| m.stats = Some(stats),
+        |_| crate::systemd::beat(),
+    )
     .await?;
     let done = json!({
         "run_id": ctx.cfg.run_id().to_string(),

@@ -53,9 +53,16 @@ async fn copy_and_push(ctx: &RunContext, staging: &Path, key: &str) -> Result<f6
         plex_version: Some(ctx.cfg.plex_version().to_string()),
         ..PackOptions::default()
     };
-    transfer::push(&ctx.bucket, staging, key, opts, |_| {})
-        .await
-        .context("cannot upload the DB snapshot")?;
+    transfer::push_with_progress(
+        &ctx.bucket,
+        staging,
+        key,
+        opts,
+        |_| {},
+        |_| crate::systemd::beat(),
+    )
+    .await
+    .context("cannot upload the DB snapshot")?;
     Ok(copy_seconds)
 }
 

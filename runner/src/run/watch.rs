@@ -63,8 +63,11 @@ impl Watch {
     }
 
     /// One poll: whether Plex looked idle, and a text that changes whenever
-    /// its work moves on (row counts, activity progress).
+    /// its work moves on (row counts, activity progress). A poll answered
+    /// is the run alive, for systemd's watchdog: a stall is the watch's to
+    /// judge, a hung poll the watchdog's.
     pub fn observe(&mut self, idle: bool, signature: String) -> Progress {
+        crate::systemd::beat();
         self.observe_at(Instant::now(), idle, signature)
     }
 
