@@ -1,6 +1,8 @@
 //! What a run will cost, before it starts: price x expected hours. Hours
-//! come from the Sonic work left in the reference and the rate earlier runs
-//! measured (their last `status.json`), else an assumed rate, said so.
+//! come from the Sonic work left in the reference and what earlier runs
+//! teach: the actual (`cost.rs`) of the last fetched run on the same type,
+//! else the rate a run's last `status.json` measured, else an assumed
+//! rate; the estimate says which.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,6 +13,7 @@ use runner::s3::Bucket;
 use runner::scaleway::ServerType;
 
 use crate::config::BootstrapConfig;
+use crate::cost::Actual;
 use crate::runs::{self, LaunchRecord};
 
 /// Sonic tracks per hour when no earlier run measured one: the user's 375k
@@ -22,7 +25,7 @@ const OVERHEAD_HOURS: f64 = 1.0;
 /// EUR 0.086 per GB per month). Not in the API's server catalogue.
 pub const VOLUME_EUR_PER_GB_HOUR: f64 = 0.086 / 730.0;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Estimate {
     pub hours: f64,
     pub eur: f64,
@@ -81,6 +84,19 @@ pub async fn estimate(
             "Sonic work unknown (reference without stats): up to the deadline".to_owned(),
         ),
         (true, Some(left)) => {
+            if let Some((run, actual, rate)) = learned(earlier, &cfg.scaleway.commercial_type) {
+                let overhead = actual.overhead_hours();
+                let hours = (overhead + left as f64 / rate).min(deadline_hours);
+                return Estimate {
+                    hours,
+                    eur: hours * per_hour,
+                    basis: format!(
+                        "{left} tracks left at {rate:.0} tracks/h and {overhead:.1} h besides Sonic, \
+                         learned from run {run}'s actual ({} tracks in {:.1} h of Sonic); EUR {per_hour:.4}/h",
+                        actual.sonic_tracks, actual.sonic_hours
+                    ),
+                };
+            }
             let (rate, source) = match measured_rate(cfg, bucket, earlier, types).await {
                 Some(measured) => measured,
                 None => (
@@ -100,6 +116,19 @@ pub async fn estimate(
         eur: hours * per_hour,
         basis: format!("{basis}; EUR {per_hour:.4}/h"),
     }
+}
+
+/// The most recent fetched run on `commercial_type` whose recorded actual
+/// teaches a Sonic rate: the whole run's hours, not a window's, so the
+/// overhead (pull, scan, package) is learned too.
+fn learned(earlier: &[LaunchRecord], commercial_type: &str) -> Option<(String, Actual, f64)> {
+    earlier.iter().rev().find_map(|r| {
+        let actual = r
+            .actual
+            .as_ref()
+            .filter(|_| r.commercial_type == commercial_type)?;
+        Some((r.run_id.clone(), actual.clone(), actual.tracks_per_hour()?))
+    })
 }
 
 /// How much faster Sonic runs on `target` than on `measured_on`: the

@@ -9,7 +9,7 @@
 //! checked first (`guard.rs`).
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
@@ -24,6 +24,7 @@ use runner::scaleway::Client;
 use crate::canary::{self, HomeChecks};
 use crate::cloud;
 use crate::config::BootstrapConfig;
+use crate::cost::{self, Actual};
 use crate::grants;
 use crate::guard::{self, Owner};
 use crate::home;
@@ -77,6 +78,7 @@ pub async fn fetch(cfg: &BootstrapConfig, run: Option<&str>, opts: &FetchOptions
         plan,
         plex,
         incoming,
+        stats,
     } = download(cfg, &bucket, &record).await?;
     if opts.dry_run {
         let preview = tokio::task::spawn_blocking({
@@ -116,9 +118,14 @@ pub async fn fetch(cfg: &BootstrapConfig, run: Option<&str>, opts: &FetchOptions
     .await;
 
     // Installed: a second fetch must not install it again, whatever the
-    // cleanup below does.
+    // cleanup below does. The root volume goes with the cleanup: its
+    // billing ends now.
     let mut record = record;
     record.state = LaunchState::Fetched;
+    let status = runs::status(cfg, &bucket, &run_id).await.ok().flatten();
+    let actual = Actual::of(&record, status.as_ref(), stats.as_ref(), SystemTime::now());
+    println!("{}", cost::compared(&actual, record.estimate.as_ref()));
+    record.actual = Some(actual);
     record.save(cfg, &bucket).await?;
     clean_cloud(cfg, &client, &bucket, &record, opts.delete_checkpoints)
         .await
@@ -201,6 +208,8 @@ struct Downloaded {
     plan: home::install::InstallPlan,
     plex: home::HomePlex,
     incoming: std::path::PathBuf,
+    /// The manifest's statistics (before, after, Sonic's outcome).
+    stats: Option<serde_json::Value>,
 }
 
 async fn download(
@@ -269,6 +278,7 @@ async fn download(
         plan,
         plex,
         incoming,
+        stats: manifest.stats,
     })
 }
 

@@ -138,6 +138,8 @@ pub async fn launch(cfg: &BootstrapConfig, opts: &LaunchOptions) -> Result<()> {
         plex_version: plan.plex_version.clone(),
         bootstrap_version: env!("CARGO_PKG_VERSION").into(),
         fingerprint: Some(plan.fingerprint.clone()),
+        estimate: Some(plan.estimate.clone()),
+        actual: None,
         canary: opts.canary.then(CanaryRecord::default),
     };
     record.save(cfg, &bucket).await?;

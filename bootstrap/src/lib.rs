@@ -7,6 +7,7 @@ pub mod canary;
 pub mod check;
 pub mod cloud;
 pub mod config;
+pub mod cost;
 pub mod estimate;
 pub mod fetch;
 pub mod grants;

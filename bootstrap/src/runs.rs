@@ -71,6 +71,12 @@ pub struct LaunchRecord {
     /// hashed (`canary::fingerprint`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
+    /// What the run was expected to cost, at launch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<crate::estimate::Estimate>,
+    /// What it cost, recorded by `fetch` once the cloud side is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual: Option<crate::cost::Actual>,
     /// Set for a canary (`launch --canary`), with its verdict once judged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<crate::canary::CanaryRecord>,

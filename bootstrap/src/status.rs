@@ -199,12 +199,23 @@ impl RunView {
             )),
             None => out.push("server     gone (billing stopped)".into()),
         }
-        out.push(format!(
-            "cost       EUR {:.2} so far (launched {}, deadline {})",
-            self.cost_so_far(),
-            self.record.launched_at,
-            self.record.deadline
-        ));
+        match &self.record.actual {
+            Some(actual) => out.push(format!(
+                "cost       {} (launched {})",
+                crate::cost::compared(actual, self.record.estimate.as_ref())
+                    .trim_start_matches("cost: "),
+                self.record.launched_at
+            )),
+            None => out.push(format!(
+                "cost       EUR {:.2} so far (launched {}, deadline {})",
+                self.cost_so_far(),
+                self.record.launched_at,
+                self.record.deadline
+            )),
+        }
+        if let Some(e) = &self.record.estimate {
+            out.push(format!("estimate   {e}, made at launch"));
+        }
         for flag in self.flags() {
             out.push(format!("(!)        {flag}"));
         }

@@ -875,6 +875,30 @@ fn a_run_goes_from_the_home_snapshot_to_an_install_that_keeps_the_watch_state() 
     // Fetch installs the result, keeping what home watched meanwhile.
     let out = w.ok(&["fetch", &run_id]);
     assert!(out.contains("installed"), "{out}");
+    // What it cost is recorded beside what was expected at launch, and
+    // the next estimate learns from it (the reference still has 210 left).
+    assert!(out.contains("estimated at launch EUR"), "{out}");
+    let record = w.json(&format!("runs/{run_id}/launch.json"));
+    assert!(
+        record["estimate"]["eur"].as_f64().unwrap() > 0.0,
+        "{record}"
+    );
+    let actual = &record["actual"];
+    assert_eq!(actual["sonic_tracks"], 210, "{record}");
+    assert!(
+        actual["server_hours"].as_f64().unwrap() > 0.0
+            && actual["volume_hours"].as_f64() >= actual["server_hours"].as_f64(),
+        "{record}"
+    );
+    let status = w.ok(&["status", &run_id]);
+    assert!(status.contains("estimate   about"), "{status}");
+    let out = w.ok(&["launch", "--dry-run"]);
+    assert!(
+        out.contains(&format!(
+            "learned from run {run_id}'s actual (210 tracks in"
+        )),
+        "{out}"
+    );
     // The user was told, from the instance and from home, through the
     // webhook URL that reached the run in its secrets file only.
     let told = w.told();
