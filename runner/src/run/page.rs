@@ -167,14 +167,15 @@ pub struct Inputs<'a> {
 
 const STYLE: &str = "\
 *{box-sizing:border-box}\
-body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0 auto;max-width:62rem;padding:.75rem;color:#1b1b1b;background:#fff;overflow-wrap:anywhere}\
+body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0 auto;max-width:62rem;padding:.75rem;color:#1b1b1b;background:#fff}\
+h1,p,li{overflow-wrap:anywhere}\
 h1{font-size:1.3rem;margin:.2rem 0}h2{font-size:1.05rem;margin:1.4rem 0 .4rem;border-bottom:1px solid #ddd}\
 .state{display:inline-block;padding:0 .5rem;border-radius:.3rem;color:#fff;background:#1f6feb}\
 .succeeded{background:#1a7f37}.failed{background:#cf222e}.quarantined{background:#9a6700}\
 .problem{border-left:4px solid #cf222e;padding:.3rem .6rem;background:#fff5f5;margin:.4rem 0}\
 .muted{color:#656d76}.scroll{overflow-x:auto}\
 table{border-collapse:collapse;width:100%}th,td{padding:.2rem .4rem;border-bottom:1px solid #eee;text-align:left;vertical-align:top}\
-.n{text-align:right;font-variant-numeric:tabular-nums}\
+th,.n,.t{white-space:nowrap}.n{text-align:right;font-variant-numeric:tabular-nums}td.b{min-width:4rem;width:30%}\
 .bar{display:block;height:.45rem;background:#1f6feb;min-width:1px}\
 svg{width:100%;height:auto;display:block;background:#f6f8fa}\
 pre{white-space:pre-wrap;overflow-wrap:anywhere;font-size:12px;background:#f6f8fa;padding:.5rem;margin:0}";
@@ -214,7 +215,7 @@ pub fn render(i: &Inputs, masker: &Masker) -> String {
         h,
         "<p class=\"muted\">started {}; updated {}; runner {}</p>",
         utc(i.ckpt.started_unix),
-        t(&s.updated_at),
+        t(&s.updated_at.replace('T', " ").replace('Z', " UTC")),
         t(&s.runner_version)
     );
 
@@ -256,10 +257,15 @@ fn timeline(h: &mut String, i: &Inputs) {
     let total: f64 = i.ckpt.done.iter().map(|r| r.seconds).sum();
     h.push_str(
         "<h2>Timeline</h2>\n<div class=\"scroll\"><table><tr><th>phase</th><th>finished</th>\
-         <th class=\"n\">seconds</th><th class=\"n\">CPU s</th><th class=\"n\">peak MB</th><th></th></tr>\n",
+         <th class=\"n\">wall s</th><th class=\"n\">CPU s</th><th class=\"n\">peak MB</th><th></th></tr>\n",
     );
     for phase in Phase::ALL {
-        let _ = write!(h, "<tr><td>{phase}</td>");
+        let skipped = i
+            .ckpt
+            .record(phase)
+            .is_some_and(|r| r.output["skipped"].is_string());
+        let note = if skipped { " (skipped)" } else { "" };
+        let _ = write!(h, "<tr><td>{phase}{note}</td>");
         match i.ckpt.record(phase) {
             Some(r) => {
                 let (cpu, rss) = r.usage.map_or((String::new(), String::new()), |u| {
@@ -273,16 +279,11 @@ fn timeline(h: &mut String, i: &Inputs) {
                 } else {
                     0.0
                 };
-                let skipped = if r.output["skipped"].is_string() {
-                    " (skipped)"
-                } else {
-                    ""
-                };
                 let _ = writeln!(
                     h,
-                    "<td>{}{skipped}</td><td class=\"n\">{:.1}</td><td class=\"n\">{cpu}</td>\
-                     <td class=\"n\">{rss}</td><td style=\"width:25%\"><span class=\"bar\" style=\"width:{share:.1}%\"></span></td></tr>",
-                    escape(&r.finished_at.replace('T', " ")),
+                    "<td class=\"t\">{}</td><td class=\"n\">{:.1}</td><td class=\"n\">{cpu}</td>\
+                     <td class=\"n\">{rss}</td><td class=\"b\"><span class=\"bar\" style=\"width:{share:.1}%\"></span></td></tr>",
+                    escape(&short_time(&r.finished_at)),
                     r.seconds
                 );
             }
@@ -541,6 +542,13 @@ fn guard(h: &mut String, ckpt: &Checkpoint, t: &dyn Fn(&str) -> String) {
         let _ = writeln!(h, "<li>{when}: <b>{word}</b>, {detail}</li>");
     }
     h.push_str("</ul>\n");
+}
+
+/// An RFC 3339 time without its year: the page's start line has it.
+fn short_time(rfc3339: &str) -> String {
+    rfc3339
+        .get(5..19)
+        .map_or_else(|| rfc3339.to_owned(), |t| t.replace('T', " "))
 }
 
 fn utc(unix: u64) -> String {
