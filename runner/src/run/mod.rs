@@ -406,6 +406,8 @@ async fn publish_status(ctx: &RunContext, status: &Status) {
         .await
     {
         tracing::warn!("cannot update s3://{}/{key}: {e}", ctx.bucket.name());
+        // The page would meet the same S3: no second round of retries.
+        return;
     }
     page::publish(ctx, status).await;
 }
