@@ -66,6 +66,14 @@ pub enum Command {
         /// Seconds between refreshes with --watch.
         #[arg(long, default_value_t = 60)]
         every: u64,
+        /// Print a link to the run's report page (runs/RUN/report.html),
+        /// valid for 6 hours: anyone holding it can read the page.
+        #[arg(long, requires = "run", conflicts_with = "watch")]
+        link: bool,
+        /// Open the report page in the desktop's browser (the link is
+        /// printed too, and alone if no browser opens).
+        #[arg(long, requires = "run", conflicts_with = "watch")]
+        open: bool,
     },
     /// Install a finished run's DB into the home Plex, then clean the cloud.
     Fetch {

@@ -55,7 +55,15 @@ async fn run(cli: Cli) -> Result<()> {
             };
             launch::launch(&cfg, &opts).await
         }
-        Command::Status { run, watch, every } => {
+        Command::Status {
+            run: Some(run),
+            link,
+            open,
+            ..
+        } if link || open => status::report_link(&cfg, &run, open).await,
+        Command::Status {
+            run, watch, every, ..
+        } => {
             let watch = watch.then(|| Duration::from_secs(every.max(1)));
             status::status(&cfg, run.as_deref(), watch).await
         }

@@ -1,7 +1,8 @@
 //! `bootstrap status [RUN] [--watch]`: where a run is (phase, progress,
 //! Sonic rate and ETA, cost so far, last error) from its `status.json` and
 //! its server's state; runs past their deadline and resources left behind
-//! are flagged. Without RUN, one line per run.
+//! are flagged. Without RUN, one line per run. `--link` / `--open`: the
+//! run's report page (`runner::run::page`) by a presigned URL.
 
 use std::time::{Duration, SystemTime};
 
@@ -319,4 +320,37 @@ async fn show(
         println!("{}", verdict.lines.join("\n"));
     }
     Ok(view.finished())
+}
+
+/// How long a `status --link` URL works: long enough to read a run's page
+/// over an evening, short enough that a link pasted somewhere soon stops
+/// opening it (keep `--link`'s help in step).
+pub const LINK_VALIDITY: Duration = Duration::from_secs(6 * 3600);
+
+/// `status RUN --link` / `--open`: prints a presigned GET of the run's
+/// report page; `open` also hands it to the desktop's opener.
+pub async fn report_link(cfg: &BootstrapConfig, run_id: &str, open: bool) -> Result<()> {
+    let bucket = cloud::bucket(cfg);
+    let key = cfg.run_key(run_id, runner::run::page::KEY);
+    if bucket.head(&key).await?.is_none() {
+        anyhow::bail!(
+            "run {run_id} has no report page yet (s3://{}/{key}): its runner writes one at its first status update",
+            bucket.name()
+        );
+    }
+    let url = bucket.presign_get(&key, LINK_VALIDITY).await?;
+    println!("{url}");
+    if open {
+        let opener = if cfg!(target_os = "macos") {
+            "open"
+        } else {
+            "xdg-open"
+        };
+        match std::process::Command::new(opener).arg(&url).status() {
+            Ok(s) if s.success() => {}
+            Ok(s) => eprintln!("{opener} failed ({s}): open the link above by hand"),
+            Err(e) => eprintln!("cannot run {opener} ({e}): open the link above by hand"),
+        }
+    }
+    Ok(())
 }

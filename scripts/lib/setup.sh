@@ -38,6 +38,18 @@ pb_apt() {
         $sudo apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
+    # The report page is rendered in headless Chromium (tests/src/browser.rs);
+    # its recommends (a desktop's helpers) are not needed for that.
+    local browser=()
+    [ -x /usr/bin/chromium ] || browser+=(chromium)
+    [ -x /usr/bin/chromedriver ] || browser+=(chromium-driver)
+    if [ ${#browser[@]} -gt 0 ]; then
+        pb_log "installing Debian packages: ${browser[*]}"
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo=sudo
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${browser[@]}" >/dev/null
+    fi
     # rclone's --allow-other needs this (lessons.md, rule 2).
     if [ -w /etc/fuse.conf ] && ! grep -q '^user_allow_other' /etc/fuse.conf; then
         echo user_allow_other >> /etc/fuse.conf

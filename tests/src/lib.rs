@@ -2,6 +2,7 @@
 
 pub mod bins;
 pub mod bootstrap_world;
+pub mod browser;
 pub mod faultproxy;
 pub mod fixture;
 pub mod http;

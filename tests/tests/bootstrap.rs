@@ -851,6 +851,24 @@ fn a_run_goes_from_the_home_snapshot_to_an_install_that_keeps_the_watch_state() 
     }
     let list = w.ok(&["status"]);
     assert!(list.contains(&run_id) && list.contains("done"), "{list}");
+    // The run's report page, by a link that plain HTTP fetches. The link
+    // is a capability the user asked for: not kept with the outputs that
+    // the leak check below reads.
+    let out = w
+        .command()
+        .args(["status", &run_id, "--link"])
+        .output()
+        .unwrap();
+    let link = ok_stdout(&out, &["status", "--link"], String::new);
+    let page = plex_burst_tests::http::get(link.trim(), &[]).unwrap();
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body
+            .contains(&format!("<h1>plex-burst run {run_id}</h1>"))
+            && page.body.contains("<span class=\"state succeeded\">"),
+        "{}",
+        page.body
+    );
 
     // The run's key could rewrite its launch.json to name a server it did
     // not make: fetch goes by the record kept at home, refuses, and
@@ -1004,7 +1022,7 @@ fn a_run_goes_from_the_home_snapshot_to_an_install_that_keeps_the_watch_state() 
     // reached the terminal: the records, the status, every shipped log
     // (Plex's logs name tokens in URLs, as real Plex's do), the runner's
     // log and bootstrap's output.
-    let mut seen: Vec<(String, String)> = ["launch.json", "status.json"]
+    let mut seen: Vec<(String, String)> = ["launch.json", "status.json", "report.html"]
         .iter()
         .map(|f| {
             let key = format!("runs/{run_id}/{f}");
@@ -1534,6 +1552,12 @@ fn a_snapshot_with_plex_stopped_restarts_it_and_a_run_past_its_deadline_is_flagg
     let out = w.ok(&["status", run_id]);
     assert!(out.contains("PAST DEADLINE"), "{out}");
     assert!(out.contains("cost       EUR"), "{out}");
+    // No runner wrote a page for it: one line says so.
+    let err = w.fails(&["status", run_id, "--open"]);
+    assert!(
+        err.contains(&format!("run {run_id} has no report page yet")),
+        "{err}"
+    );
 
     // A status read while it was being replaced: one look says so; a watch
     // says so and looks again, up to five times in a row.

@@ -826,6 +826,19 @@ fn a_missing_reference_is_named_at_boot() {
         line.contains("phase boot failed") && line.contains(REFERENCE),
         "{line}"
     );
+    // The report page says it too, at once (a state change is not held
+    // back by the page's once-a-minute pace).
+    let page = std::fs::read_to_string(s.object("runs/e2e-missing/report.html")).unwrap();
+    assert!(
+        page.contains("<span class=\"state failed\">failed</span> in phase boot"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<p class=\"problem\"><b>error</b>: phase boot failed")
+            && page.contains(REFERENCE),
+        "{page}"
+    );
+    assert!(page.contains("<td>boot</td><td colspan=\"5\" class=\"muted\">failed"));
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use plex_burst_tests::bins::workspace_bin;
+use plex_burst_tests::browser::{Browser, PHONE_WIDTH};
 use plex_burst_tests::faultproxy::{Fault, FaultProxy, Plan, When};
 use plex_burst_tests::fixture::{
     LibraryKind, LibrarySpec, Spec, write_app_support, write_media_tree,
@@ -646,7 +647,85 @@ fn a_delta_run_scans_new_media_and_completes_sonic() {
         std::fs::read_to_string(w.work_dir().join("logs/runner.log")).unwrap()
     );
     assert!(!logs.contains(NTFY_TOKEN), "the ntfy token reached a log");
+
+    // The report page: every notification links to it by a presigned URL
+    // that fetches it with plain HTTP; a real browser draws it at a
+    // phone's width with one curve point per Sonic sample.
+    let page_file = w.object("runs/sup-full/report.html");
+    let page = std::fs::read_to_string(&page_file).unwrap();
+    assert!(page.contains("<span class=\"state succeeded\">"), "{page}");
+    for r in got.iter().filter(|r| r.service == "webhook") {
+        let event = r.json();
+        let link = event["link"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no link: {event}"));
+        assert!(link.contains("/runs/sup-full/report.html?"), "{link}");
+    }
+    // The end's notification (the last of the webhook's; ntfy's is text).
+    let done = got.iter().rfind(|r| r.service == "webhook").unwrap().json();
+    let link = done["link"].as_str().unwrap().to_owned();
+    let fetched = plex_burst_tests::http::get(&link, &[]).unwrap();
+    assert_eq!(fetched.status, 200, "{}", fetched.body);
+    assert_eq!(fetched.body, page, "the link serves the page as written");
+    assert!(
+        fetched
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/html")),
+        "{:?}",
+        fetched.headers
+    );
+    let samples = runner::run::curve::Curve::read(&w.work_dir().join("sonic.jsonl")).len();
+    assert!(samples >= 2, "Sonic was sampled as it went: {samples}");
+    render_at_phone_width(&page_file, samples);
     w.assert_clean();
+}
+
+/// The report page in headless Chromium at a phone's width: no console
+/// message, nothing loaded beside it, one curve point per Sonic sample,
+/// nothing wider than the screen.
+fn render_at_phone_width(page: &Path, samples: usize) {
+    let Some(browser) = Browser::phone() else {
+        return;
+    };
+    browser.open(page);
+    let seen = browser.eval(
+        "const curve = document.getElementById('sonic-curve');
+         return {
+           width: window.innerWidth,
+           scroll: document.documentElement.scrollWidth,
+           points: curve ? curve.points.numberOfItems : -1,
+           scripts: document.scripts.length,
+           loaded: performance.getEntriesByType('resource').map(e => e.name),
+           title: document.title,
+         };",
+    );
+    let console = browser.console();
+    assert!(console.is_empty(), "the page logged: {console:#?}");
+    assert_eq!(seen["width"], PHONE_WIDTH, "the phone's viewport: {seen}");
+    assert!(
+        seen["scroll"].as_u64().unwrap() <= PHONE_WIDTH,
+        "the page is wider than the phone: {seen}"
+    );
+    assert_eq!(seen["points"], samples as u64, "{seen}");
+    assert_eq!(seen["scripts"], 0, "{seen}");
+    assert_eq!(
+        seen["loaded"],
+        serde_json::json!([]),
+        "self-contained: {seen}"
+    );
+    assert!(
+        seen["title"].as_str().unwrap().contains("succeeded"),
+        "{seen}"
+    );
+    // The console is really watched: an error logged now is seen.
+    browser.eval("console.error('plex-burst probe'); return null;");
+    let console = browser.console();
+    assert!(
+        console
+            .iter()
+            .any(|l| l.starts_with("SEVERE") && l.contains("plex-burst probe")),
+        "{console:?}"
+    );
 }
 
 #[test]

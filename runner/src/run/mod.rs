@@ -6,10 +6,12 @@
 mod analysis;
 mod canary;
 pub mod checkpoint;
+pub mod curve;
 pub mod deadman;
 mod guard;
 mod instance;
 mod logs;
+pub mod page;
 pub mod phase;
 mod phases;
 pub mod report;
@@ -89,6 +91,10 @@ pub struct RunContext {
     plex_token: std::sync::Mutex<Option<Secret>>,
     /// `[[notify]]`'s targets (`tell.rs` says what goes there).
     notifier: std::sync::Arc<crate::notify::Notifier>,
+    /// The report page's last upload (`page.rs` throttles).
+    page: page::Published,
+    /// A presigned GET of the report page, for the notifications.
+    report_link: Option<String>,
 }
 
 impl RunContext {
@@ -210,6 +216,8 @@ pub async fn execute(mut cfg: RunConfig) -> Result<Report> {
         status: Mutex::new(Status::new(&run_id)),
         snapshot: std::sync::Mutex::new(None),
         plex_token: std::sync::Mutex::new(plex_token),
+        page: Default::default(),
+        report_link: None,
     };
 
     let mut ckpt = match Checkpoint::load(&ctx.paths.checkpoint)? {
@@ -261,6 +269,7 @@ pub async fn execute(mut cfg: RunConfig) -> Result<Report> {
     let elapsed = Duration::from_secs(checkpoint::unix_now().saturating_sub(ckpt.started_unix));
     let deadline = Instant::now() + run_budget.saturating_sub(elapsed);
     ctx.deadline = deadline;
+    ctx.report_link = page::link(&ctx).await;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
 
@@ -383,8 +392,9 @@ async fn run_phases(
     Ok(())
 }
 
-/// The status is for humans watching from home: a failure to write it is
-/// logged, never fatal (the phase that needs S3 will fail on its own).
+/// The status (and the report page, `page.rs`) is for humans watching
+/// from home: a failure to write it is logged, never fatal (the phase that
+/// needs S3 will fail on its own).
 async fn publish_status(ctx: &RunContext, status: &Status) {
     let key = ctx.run_key("status.json");
     // Past the run's deadline the dead-man may have ended the run (a frozen
@@ -401,7 +411,10 @@ async fn publish_status(ctx: &RunContext, status: &Status) {
         .await
     {
         tracing::warn!("cannot update s3://{}/{key}: {e}", ctx.bucket.name());
+        // The page would meet the same S3: no second round of retries.
+        return;
     }
+    page::publish(ctx, status).await;
 }
 
 /// Whether the run's status.json holds the dead-man's verdict (unreadable:

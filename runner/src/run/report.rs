@@ -41,6 +41,12 @@ pub struct Report {
 
 impl Report {
     pub fn from_checkpoint(ctx: &RunContext, ckpt: &Checkpoint) -> Report {
+        Report::of(ckpt, ctx.bucket.name(), ctx.run_key(RESULT_ARCHIVE))
+    }
+
+    /// The report of `ckpt`, its objects in `bucket`; `result_key` until
+    /// the upload names it.
+    pub fn of(ckpt: &Checkpoint, bucket: &str, result_key: String) -> Report {
         let out = |p: Phase| {
             ckpt.record(p)
                 .map(|r| r.output.clone())
@@ -58,11 +64,11 @@ impl Report {
         let str_of = |v: &Value| v.as_str().unwrap_or_default().to_owned();
         Report {
             run_id: ckpt.run_id.clone(),
-            bucket: ctx.bucket.name().to_owned(),
+            bucket: bucket.to_owned(),
             reference_key: str_of(&boot["reference_key"]),
             result_key: upload["archive_key"]
                 .as_str()
-                .map_or_else(|| ctx.run_key(RESULT_ARCHIVE), str::to_owned),
+                .map_or(result_key, str::to_owned),
             manifest_key: str_of(&upload["manifest_key"]),
             phase_seconds: ckpt.done.iter().map(|r| (r.phase, r.seconds)).collect(),
             reference_bytes: u64_of(&boot["reference_bytes"]),

@@ -3,7 +3,8 @@
 //! `phases.refresh_metadata`, in the scan phase). Sonic is started the way
 //! Plex has: `MusicAnalysisBehavior` (no `ButlerTask*` pref governs it) and
 //! `POST /butler/MusicAnalysis`. Progress is
-//! counted in the DB; rate and ETA go to `status.json`; a consistent DB
+//! counted in the DB; rate and ETA go to `status.json`, each count to the
+//! report page's curve (`curve.rs`); a consistent DB
 //! snapshot goes to S3 every `snapshot_interval`. The phase ends when every
 //! track is analysed, at its deadline, or when progress stalls: what was
 //! analysed is kept in every case. A canary ends it after its
@@ -17,6 +18,7 @@ use serde_json::{Value, json};
 
 use super::RunContext;
 use super::checkpoint::Checkpoint;
+use super::curve::Curve;
 use super::scan::db_stats;
 use super::session::{Session, call};
 use super::snapshot;
@@ -86,6 +88,9 @@ pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
         .map_or(tracks, |c| tracks.min(analysed + c.sonic_tracks));
     let mut rate = Rate::default();
     rate.add(Instant::now(), analysed);
+    // The report page's curve, kept across restarts.
+    let mut curve = Curve::open(Curve::path_in(ctx.cfg.work_dir()));
+    curve.add(analysed, tracks);
     let mut watch = Watch::new(ctx, started, end.saturating_duration_since(started));
     let mut last_snapshot = Instant::now();
     let mut milestones = super::tell::Milestones::starting_at(analysed, tracks);
@@ -103,6 +108,7 @@ pub(super) async fn run(ctx: &RunContext, ckpt: &Checkpoint) -> Result<Value> {
         let (analysed, tracks) = music_progress(ctx).await?;
         let now = Instant::now();
         rate.add(now, analysed);
+        curve.add(analysed, tracks);
         let eta = publish(ctx, analysed, tracks, &rate).await;
         milestones.tell(ctx, analysed, tracks, eta.as_deref());
         if analysed >= tracks {

@@ -22,9 +22,13 @@ const MILESTONES: [u64; 3] = [25, 50, 75];
 
 fn event(ctx: &RunContext, kind: EventKind, summary: &str, message: String) -> Event {
     let run = ctx.cfg.run_id().to_string();
+    // The link is a presigned URL made for the user: notifications are
+    // built from our own fields and never pass the masker, which would
+    // take its signature out.
     Event::new(kind, Some(&run), summary, message)
         .sender("runner")
         .next(format!("bootstrap status {run}"))
+        .link(ctx.report_link.clone())
 }
 
 pub(super) fn started(ctx: &RunContext) {
