@@ -82,9 +82,9 @@ struct World {
 impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
-        // Two keys per launch (the run's, the media's): the double hands
+        // Two keys per launch (the run's, the media's) for its four launches: the double hands
         // them out, S3 accepts them.
-        let keys: Vec<_> = (0..6).map(|_| run_key()).collect();
+        let keys: Vec<_> = (0..8).map(|_| run_key()).collect();
         let auth: Vec<String> = keys
             .iter()
             .flat_map(|(a, s)| ["--auth-key".to_string(), format!("{a},{s}")])
