@@ -417,6 +417,13 @@ watchdog = "{WATCHDOG}"
         }
     }
 
+    /// Waits for the run's `DONE`, as [`World::wait_run`] waits.
+    fn wait_done(&self, run_id: &str, what: &str, timeout: Duration) {
+        self.wait_run(run_id, what, timeout, |_| {
+            self.object(&format!("runs/{run_id}/DONE")).exists()
+        });
+    }
+
     /// The run's server, while it exists.
     fn server(&self, run_id: &str) -> Option<Value> {
         let name = format!("plex-burst-{run_id}");
@@ -452,6 +459,15 @@ watchdog = "{WATCHDOG}"
     /// `(name under logs/, text)` of every log the run shipped.
     fn shipped_logs(&self, run_id: &str) -> Vec<(String, String)> {
         shipped_logs(&self.s3.data_dir().join(BUCKET), run_id)
+    }
+
+    /// The runner.log the run shipped.
+    fn runner_log(&self, run_id: &str) -> String {
+        self.shipped_logs(run_id)
+            .into_iter()
+            .find(|l| l.0 == "runner.log")
+            .unwrap_or_else(|| panic!("run {run_id} shipped no runner.log"))
+            .1
     }
 
     fn assert_no_secret(&self, run_id: &str) {
@@ -734,6 +750,15 @@ fn remove_unit(inject: &Path, name: &str) {
     }
 }
 
+/// The runner log's line saying where a restarted runner resumed.
+fn resumed(runner_log: &str) -> String {
+    runner_log
+        .lines()
+        .find(|l| l.contains("resuming from the checkpoint"))
+        .unwrap_or_else(|| panic!("no resume in the runner's log:\n{runner_log}"))
+        .to_string()
+}
+
 /// The first line of the guest's console that holds `text`.
 fn console_line_with(console: &str, text: &str) -> String {
     console
@@ -931,9 +956,7 @@ fn the_baked_image_boots_runs_survives_a_hard_reset_and_a_freeze_and_is_ended_by
     sandboxing_in_effect(
         &std::fs::read_to_string(w.disks.join(&server_a).join("console.log")).unwrap(),
     );
-    w.wait_run(&run_a, "DONE", Duration::from_secs(1200), |_| {
-        w.object(&format!("runs/{run_a}/DONE")).exists()
-    });
+    w.wait_done(&run_a, "DONE", Duration::from_secs(1200));
     w.wait_server_gone(&run_a, Duration::from_secs(120));
     timing("run (launch to terminated)", started.elapsed());
 
@@ -1027,12 +1050,7 @@ fn the_baked_image_boots_runs_survives_a_hard_reset_and_a_freeze_and_is_ended_by
     assert!(killed.success());
     eprintln!("vm-e2e saw: hard reset of {server_b} at {at} tracks analysed");
     let started = Instant::now();
-    w.wait_run(
-        &run_b,
-        "DONE after the reset",
-        Duration::from_secs(1200),
-        |_| w.object(&format!("runs/{run_b}/DONE")).exists(),
-    );
+    w.wait_done(&run_b, "DONE after the reset", Duration::from_secs(1200));
     timing("reset to DONE", started.elapsed());
     w.wait_server_gone(&run_b, Duration::from_secs(120));
     let console = std::fs::read_to_string(folder.join("console.log")).unwrap();
@@ -1043,14 +1061,10 @@ fn the_baked_image_boots_runs_survives_a_hard_reset_and_a_freeze_and_is_ended_by
         "{}",
         tail(&console, 60)
     );
-    let logs = w.shipped_logs(&run_b);
-    let runner_log = &logs.iter().find(|l| l.0 == "runner.log").unwrap().1;
-    let resumed = runner_log
-        .lines()
-        .find(|l| l.contains("resuming from the checkpoint"))
-        .unwrap_or_else(|| panic!("no resume in the runner's log:\n{runner_log}"));
-    assert!(resumed.contains("sonic"), "{resumed}");
-    eprintln!("vm-e2e saw: {resumed}");
+    let runner_log = w.runner_log(&run_b);
+    let resume = resumed(&runner_log);
+    assert!(resume.contains("sonic"), "{resume}");
+    eprintln!("vm-e2e saw: {resume}");
     // What the reset lost of the log (NUL bytes on the disk) is said in words.
     assert!(!runner_log.contains('\0'), "{runner_log}");
     if let Some(lost) = runner_log
@@ -1080,12 +1094,7 @@ fn the_baked_image_boots_runs_survives_a_hard_reset_and_a_freeze_and_is_ended_by
     let run_w = w.launch();
     let server_w = w.server(&run_w).unwrap()["id"].as_str().unwrap().to_owned();
     let started = Instant::now();
-    w.wait_run(
-        &run_w,
-        "DONE after the freeze",
-        Duration::from_secs(1500),
-        |_| w.object(&format!("runs/{run_w}/DONE")).exists(),
-    );
+    w.wait_done(&run_w, "DONE after the freeze", Duration::from_secs(1500));
     w.wait_server_gone(&run_w, Duration::from_secs(120));
     timing("frozen run to terminated", started.elapsed());
     remove_unit(&w.inject, "pb-test-freeze");
@@ -1105,17 +1114,7 @@ fn the_baked_image_boots_runs_survives_a_hard_reset_and_a_freeze_and_is_ended_by
     let fired = console_line_with(&console, WATCHDOG_FIRED);
     assert!(fired.contains("(limit 1min)"), "{fired}");
     eprintln!("vm-e2e saw: {fired}");
-    let runner_log = &w
-        .shipped_logs(&run_w)
-        .into_iter()
-        .find(|l| l.0 == "runner.log")
-        .unwrap()
-        .1;
-    let resumed = runner_log
-        .lines()
-        .find(|l| l.contains("resuming from the checkpoint"))
-        .unwrap_or_else(|| panic!("no resume in the runner's log:\n{runner_log}"));
-    eprintln!("vm-e2e saw: {resumed}");
+    eprintln!("vm-e2e saw: {}", resumed(&w.runner_log(&run_w)));
     assert_eq!(w.status(&run_w)["state"], "succeeded");
     assert_eq!(
         w.result_stats(&run_w)["after"],
