@@ -88,12 +88,18 @@ mod tests {
     fn a_phase_that_works_and_allocates_shows_its_cpu_and_peak() {
         let meter = Meter::start();
         let before = peak_rss_kib();
-        // 64 MiB touched, and a busy loop.
+        // 64 MiB touched, and a busy loop until it has used 0.3 s of CPU
+        // (counted in CPU, not wall time: a loaded machine gives less).
         let block = vec![1u8; 64 << 20];
         let mut x = 0u64;
-        let until = std::time::Instant::now() + Duration::from_millis(300);
-        while std::time::Instant::now() < until {
-            x = x.wrapping_add(block[x as usize % block.len()] as u64);
+        let cpu_at_start = cpu_time();
+        let give_up = std::time::Instant::now() + Duration::from_secs(60);
+        while cpu_time().saturating_sub(cpu_at_start) < Duration::from_millis(300)
+            && std::time::Instant::now() < give_up
+        {
+            for _ in 0..10_000 {
+                x = x.wrapping_add(block[x as usize % block.len()] as u64);
+            }
         }
         std::hint::black_box((x, &block));
         let usage = meter.stop();
