@@ -19,6 +19,7 @@ pub fn check(cfg: &BootstrapConfig) -> Result<()> {
         keep_on_failure: cfg.scaleway.keep_on_failure,
         dead_man_grace: cfg.scaleway.dead_man_grace,
         canary: None,
+        cost: None,
     };
     println!("bootstrap.toml is valid.");
     println!(

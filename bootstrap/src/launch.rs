@@ -412,6 +412,11 @@ async fn create(
         keep_on_failure: cfg.scaleway.keep_on_failure,
         dead_man_grace: cfg.scaleway.dead_man_grace,
         canary: plan.canary.then(|| cfg.canary.clone()),
+        cost: Some(runner::config::Cost {
+            eur_per_hour: estimate::hourly(plan.hourly_price, cfg.scaleway.root_volume_gb),
+            estimate_eur: Some(plan.estimate.eur),
+            estimate_basis: Some(plan.estimate.basis.clone()),
+        }),
     };
     let run_toml = cfg.render_run_toml(&params).map_err(anyhow::Error::msg)?;
     let secrets = RunSecrets {

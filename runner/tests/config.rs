@@ -409,7 +409,7 @@ fn missing_required_keys_are_named() {
 
 #[test]
 fn invalid_values_name_key_and_problem() {
-    let cases: [(&str, Value, &str); 23] = [
+    let cases: [(&str, Value, &str); 24] = [
         ("run_id", "Run_1".into(), "not a valid run id"),
         ("work_dir", "relative/dir".into(), "must be absolute"),
         (
@@ -459,6 +459,11 @@ fn invalid_values_name_key_and_problem() {
         ("deadlines.stall_interval", "1s".into(), "at least 10s"),
         ("deadlines.stall_checks", 0.into(), "not in 1..=1000"),
         ("deadlines.watchdog", "20s".into(), "at least 30s"),
+        (
+            "cost.eur_per_hour",
+            (-0.5).into(),
+            "-0.5 is not an amount in EUR",
+        ),
         ("guard.max_lost_fraction", 1.5.into(), "not a fraction"),
         ("guard.max_lost_items", "ten".into(), "invalid type"),
     ];
@@ -889,4 +894,19 @@ fn wipe_paths_must_be_absolute() {
     let cfg = load(&text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.wipe().files.len(), 1);
     assert_eq!(cfg.wipe().user_data_copies.len(), 1);
+}
+
+#[test]
+fn a_priced_run_costs_its_hours_at_its_hourly_price() {
+    let text = set(
+        &set(MINIMAL, "cost.eur_per_hour", 0.45),
+        "cost.estimate_eur",
+        20.0,
+    );
+    let cfg = load(&text).unwrap();
+    let so_far = runner::run::cost::SoFar::of(&cfg, 1_000, 1_000 + 2 * 3600).unwrap();
+    assert!((so_far.eur - 0.9).abs() < 1e-9, "{so_far:?}");
+    assert_eq!(so_far.estimate_eur, Some(20.0));
+    let unpriced = load(MINIMAL).unwrap();
+    assert_eq!(runner::run::cost::SoFar::of(&unpriced, 0, 3600), None);
 }

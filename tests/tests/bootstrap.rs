@@ -869,6 +869,16 @@ fn a_run_goes_from_the_home_snapshot_to_an_install_that_keeps_the_watch_state() 
         "{}",
         page.body
     );
+    // Priced at launch: the page shows the cost so far beside the estimate.
+    let estimate = w.json(&format!("runs/{run_id}/launch.json"))["estimate"]["eur"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        page.body
+            .contains(&format!("; estimated at launch: EUR {estimate:.2}</p>")),
+        "{}",
+        page.body
+    );
 
     // The run's key could rewrite its launch.json to name a server it did
     // not make: fetch goes by the record kept at home, refuses, and
@@ -930,6 +940,17 @@ fn a_run_goes_from_the_home_snapshot_to_an_install_that_keeps_the_watch_state() 
             && at("scan done") < at("done")
             && at("done") < at("installed at home"),
         "{told:#?}"
+    );
+    let done = w
+        .notify
+        .received()
+        .into_iter()
+        .map(|r| r.json()["text"].as_str().unwrap_or_default().to_string())
+        .find(|t| t.starts_with(&format!("*plex-burst run {run_id}: done*")))
+        .unwrap();
+    assert!(
+        done.contains(" Cost: EUR ") && done.contains("; estimated at launch: EUR "),
+        "{done}"
     );
     let out = w.ok(&["notify", "test"]);
     assert!(out.contains("sent      slack at 127.0.0.1:"), "{out}");

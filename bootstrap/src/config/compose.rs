@@ -38,13 +38,14 @@ const MEDIA_ACCESS_KEY_VAR: &str = "MEDIA_AWS_ACCESS_KEY_ID";
 const MEDIA_SECRET_KEY_VAR: &str = "MEDIA_AWS_SECRET_ACCESS_KEY";
 
 /// Keys bootstrap writes itself: the user cannot set them under `[run]`.
-const OWNED_KEYS: [&str; 7] = [
+const OWNED_KEYS: [&str; 8] = [
     "run_id",
     "work_dir",
     "s3",
     "reference",
     "termination",
     "wipe",
+    "cost",
     // From bootstrap.toml's own `[[notify]]`.
     "notify",
 ];
@@ -77,6 +78,8 @@ pub struct RunParams {
     pub dead_man_grace: std::time::Duration,
     /// A rehearsal's slice of the work, for `launch --canary`.
     pub canary: Option<super::CanarySettings>,
+    /// The run's price and estimate, for its report (`[cost]`).
+    pub cost: Option<runner::config::Cost>,
 }
 
 impl RunParams {
@@ -95,6 +98,7 @@ impl RunParams {
             keep_on_failure: scaleway.keep_on_failure,
             dead_man_grace: scaleway.dead_man_grace,
             canary: None,
+            cost: None,
         }
     }
 }
@@ -331,6 +335,17 @@ pub(super) fn compose(
             .into(),
     );
     doc.insert("termination".into(), termination.into());
+    if let Some(c) = &params.cost {
+        let mut cost = toml::Table::new();
+        cost.insert("eur_per_hour".into(), c.eur_per_hour.into());
+        if let Some(eur) = c.estimate_eur {
+            cost.insert("estimate_eur".into(), eur.into());
+        }
+        if let Some(basis) = &c.estimate_basis {
+            cost.insert("estimate_basis".into(), basis.clone().into());
+        }
+        doc.insert("cost".into(), cost.into());
+    }
 
     format!(
         "# run.toml for plex-burst run {}, written by `bootstrap launch`.\n\

@@ -30,6 +30,7 @@ fn params(cfg: &BootstrapConfig) -> RunParams {
         keep_on_failure: false,
         dead_man_grace: cfg.scaleway.dead_man_grace,
         canary: None,
+        cost: None,
     }
 }
 

@@ -94,6 +94,11 @@ fn to_raw(cfg: &RunConfig) -> RawConfig {
             folders: c.folders.iter().map(ToString::to_string).collect(),
         }),
         notify: cfg.notify_tables.clone(),
+        cost: cfg.cost.as_ref().map(|c| RawCost {
+            eur_per_hour: c.eur_per_hour,
+            estimate_eur: c.estimate_eur,
+            estimate_basis: c.estimate_basis.clone(),
+        }),
     }
 }
 

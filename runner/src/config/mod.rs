@@ -50,6 +50,7 @@ pub struct RunConfig {
     notify: Vec<crate::notify::Target>,
     /// `[[notify]]` as written (names of variables, no secrets).
     notify_tables: Vec<crate::notify::RawTarget>,
+    cost: Option<Cost>,
 }
 
 impl RunConfig {
@@ -131,6 +132,11 @@ impl RunConfig {
 
     pub fn termination(&self) -> &Termination {
         &self.termination
+    }
+
+    /// `[cost]`, when bootstrap priced the run.
+    pub fn cost(&self) -> Option<&Cost> {
+        self.cost.as_ref()
     }
 
     /// Set when the run is a canary (`bootstrap launch --canary`).

@@ -37,6 +37,7 @@ pub struct RawConfig {
     pub canary: Option<RawCanary>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<crate::notify::RawTarget>,
+    pub cost: Option<RawCost>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize)]
@@ -177,6 +178,15 @@ pub struct RawPhases {
     pub analysis: Option<bool>,
     pub sonic: Option<bool>,
     pub refresh_metadata: Option<bool>,
+}
+
+/// `[cost]`: what the run is billed, for its report (bootstrap writes it).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCost {
+    pub eur_per_hour: f64,
+    pub estimate_eur: Option<f64>,
+    pub estimate_basis: Option<String>,
 }
 
 /// `[canary]`: a rehearsal run on a slice of the work.

@@ -297,6 +297,17 @@ pub struct Phases {
     pub refresh_metadata: bool,
 }
 
+/// `[cost]`: what the run is billed per hour (the instance and its root
+/// volume at list price) and what launch estimated it would cost. Figures
+/// for the run's report and its last notification only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cost {
+    pub eur_per_hour: f64,
+    pub estimate_eur: Option<f64>,
+    /// How the estimate was made, in a line.
+    pub estimate_basis: Option<String>,
+}
+
 /// `[canary]`: the run is a rehearsal. Each library's scan is a partial
 /// scan of one folder (after a read check of its first files through the
 /// mount), Sonic stops after `sonic_tracks` and a missing Plex Pass fails

@@ -77,6 +77,7 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
     let termination = termination(raw.termination, env)?;
     let wipe = wipe(raw.wipe)?;
     let canary = raw.canary.map(|c| canary(c, &path_mappings)).transpose()?;
+    let cost = raw.cost.map(cost).transpose()?;
     let notify =
         crate::notify::targets(&raw.notify, env).map_err(|e| match e.split_once(": ") {
             Some((key, message)) => invalid(key, message),
@@ -99,6 +100,25 @@ pub(super) fn validate(raw: RawConfig, env: &dyn Fn(&str) -> Option<String>) -> 
         canary,
         notify,
         notify_tables: raw.notify,
+        cost,
+    })
+}
+
+fn cost(raw: RawCost) -> Result<Cost> {
+    let euros = |key: &str, v: f64| {
+        if v.is_finite() && v >= 0.0 {
+            Ok(v)
+        } else {
+            Err(invalid(key, format!("{v} is not an amount in EUR")))
+        }
+    };
+    Ok(Cost {
+        eur_per_hour: euros("cost.eur_per_hour", raw.eur_per_hour)?,
+        estimate_eur: raw
+            .estimate_eur
+            .map(|v| euros("cost.estimate_eur", v))
+            .transpose()?,
+        estimate_basis: raw.estimate_basis,
     })
 }
 

@@ -6,6 +6,7 @@
 mod analysis;
 mod canary;
 pub mod checkpoint;
+pub mod cost;
 pub mod curve;
 pub mod deadman;
 mod guard;

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::checkpoint::Checkpoint;
+use super::checkpoint::{Checkpoint, unix_now};
+use super::cost::SoFar;
 use super::curve::{Curve, Sample};
 use super::guard::Verdict;
 use super::report::Report;
@@ -37,23 +38,6 @@ const LOG_BYTES: u64 = 16 * 1024;
 const MAX_LINK_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// A notification is read after it is sent: the end's a while after.
 const LINK_MARGIN: Duration = Duration::from_secs(24 * 3600);
-
-/// COST: what the run costs. Filled by the cost work (estimate at launch,
-/// actual so far); until then [`cost`] answers `None` and the page says
-/// "not known".
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cost {
-    pub so_far_eur: f64,
-    /// Made at launch.
-    pub estimate_eur: Option<f64>,
-    /// How the figures were reached, in a line (price, hours).
-    pub basis: String,
-}
-
-/// COST: the hook the cost work fills.
-fn cost(_ctx: &RunContext) -> Option<Cost> {
-    None
-}
 
 /// What was last uploaded: when, and at which phase and state.
 #[derive(Default)]
@@ -90,7 +74,7 @@ pub(super) async fn publish(ctx: &RunContext, status: &Status) {
     let report = Report::from_checkpoint(ctx, &ckpt);
     let samples = Curve::read(&Curve::path_in(ctx.cfg.work_dir()));
     let log = log_tail(&ctx.paths.logs.join("runner.log"));
-    let cost = cost(ctx);
+    let cost = SoFar::of(&ctx.cfg, ckpt.started_unix, unix_now());
     let page = render(
         &Inputs {
             status,
@@ -162,7 +146,8 @@ pub struct Inputs<'a> {
     pub report: &'a Report,
     pub samples: &'a [Sample],
     pub log_tail: &'a [String],
-    pub cost: Option<&'a Cost>,
+    /// `None` when the run was not priced (no `[cost]`).
+    pub cost: Option<&'a SoFar>,
 }
 
 const STYLE: &str = "\
@@ -228,14 +213,10 @@ pub fn render(i: &Inputs, masker: &Masker) -> String {
     h.push_str("<h2>Cost</h2>\n");
     match i.cost {
         Some(c) => {
-            let _ = writeln!(
-                h,
-                "<p>EUR {:.2} so far; estimated at launch: {}</p><p class=\"muted\">{}</p>",
-                c.so_far_eur,
-                c.estimate_eur
-                    .map_or("not known".to_owned(), |e| format!("EUR {e:.2}")),
-                t(&c.basis)
-            );
+            let _ = writeln!(h, "<p>So far: {}</p>", t(&c.line()));
+            if let Some(basis) = &c.basis {
+                let _ = writeln!(h, "<p class=\"muted\">{}</p>", t(basis));
+            }
         }
         None => h.push_str("<p class=\"muted\">not known</p>\n"),
     }
@@ -607,6 +588,10 @@ mod tests {
     }
 
     fn page(samples: &[Sample], log: &[String], masker: &Masker) -> String {
+        priced(samples, log, masker, None)
+    }
+
+    fn priced(samples: &[Sample], log: &[String], masker: &Masker, cost: Option<&SoFar>) -> String {
         let ckpt = checkpoint();
         let mut status = Status::new("r1");
         status.enter(&ckpt, Phase::Analysis);
@@ -619,7 +604,7 @@ mod tests {
                 report: &report,
                 samples,
                 log_tail: log,
-                cost: None,
+                cost,
             },
             masker,
         )
@@ -636,12 +621,30 @@ mod tests {
         assert!(!html.contains("<script"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
         assert!(!html.contains(secret) && html.contains("the key ********"));
-        // Stats before, what the scan added, the guard, the cost hook.
+        // Stats before, what the scan added, the guard, an unpriced run.
         assert!(html.contains("+2 track"), "{html}");
         assert!(html.contains("<b>passed</b>, no loss"), "{html}");
         assert!(html.contains("<h2>Cost</h2>\n<p class=\"muted\">not known</p>"));
         assert!(html.contains("<td>analysis</td><td colspan=\"5\" class=\"muted\">under way"));
         assert!(!html.contains("sonic-curve"), "no samples, no curve");
+    }
+
+    #[test]
+    fn a_priced_run_shows_its_cost_so_far_beside_the_estimate() {
+        let cost = SoFar {
+            hours: 2.0,
+            eur: 0.9,
+            estimate_eur: Some(30.0),
+            basis: Some(format!("learned from {HOSTILE}")),
+        };
+        let html = priced(&[], &[], &Masker::default(), Some(&cost));
+        assert!(
+            html.contains(
+                "<h2>Cost</h2>\n<p>So far: EUR 0.90 over 2.0 h; estimated at launch: EUR 30.00</p>"
+            ),
+            "{html}"
+        );
+        assert!(html.contains("learned from &lt;script&gt;"), "{html}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::RunContext;
 use super::checkpoint::unix_now;
+use super::cost::SoFar;
 use super::report::Report;
 use crate::notify::{Event, EventKind};
 
@@ -157,16 +158,21 @@ pub(super) fn failed(ctx: &RunContext, error: &anyhow::Error) {
 }
 
 pub(super) fn finished(ctx: &RunContext, report: &Report, started_unix: u64) {
-    let hours = unix_now().saturating_sub(started_unix) as f64 / 3600.0;
+    let now = unix_now();
+    let hours = now.saturating_sub(started_unix) as f64 / 3600.0;
+    let cost = SoFar::of(&ctx.cfg, started_unix, now);
     let run = &report.run_id;
     let (before, after) = (&report.before, &report.after);
+    let cents = |eur: f64| (eur * 100.0).round() / 100.0;
     let details = json!({
-        "hours": (hours * 100.0).round() / 100.0,
+        "hours": cents(hours),
         "tracks": { "before": before.live("track"), "after": after.live("track") },
         "sonic_analysed": { "before": before.sonic.analysed, "after": after.sonic.analysed },
         "result_key": report.result_key,
+        "cost_eur": cost.as_ref().map(|c| cents(c.eur)),
+        "estimate_eur": cost.as_ref().and_then(|c| c.estimate_eur).map(cents),
     });
-    let figures = format!(
+    let mut figures = format!(
         "{:.1} h; tracks {} -> {}; Sonic-analysed {} -> {}.",
         hours,
         before.live("track"),
@@ -174,6 +180,9 @@ pub(super) fn finished(ctx: &RunContext, report: &Report, started_unix: u64) {
         before.sonic.analysed,
         after.sonic.analysed
     );
+    if let Some(c) = &cost {
+        figures.push_str(&format!(" Cost: {}.", c.line()));
+    }
     let event = match &report.quarantine {
         Some(reason) => event(
             ctx,
