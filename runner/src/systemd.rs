@@ -14,6 +14,9 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// The runner's unit on the image (`image/systemd/`).
+pub const RUNNER_UNIT: &str = "plex-burst-runner.service";
+
 /// Beats closer than this are one: a byte counter calls [`beat`] per chunk.
 const MIN_GAP: Duration = Duration::from_secs(1);
 
@@ -66,5 +69,49 @@ pub fn beat() {
         .is_ok()
     {
         notify("WATCHDOG=1");
+    }
+}
+
+/// Whether systemd gave up restarting `unit` (its `StartLimitBurst` hit):
+/// nothing will start it again. False outside systemd or when unsure.
+pub fn gave_up_on(unit: &str) -> bool {
+    if std::env::var_os("INVOCATION_ID").is_none() {
+        return false;
+    }
+    std::process::Command::new("systemctl")
+        .args(["show", unit, "--property=ActiveState", "--property=Result"])
+        .output()
+        .is_ok_and(|out| {
+            out.status.success() && start_limit_hit(&String::from_utf8_lossy(&out.stdout))
+        })
+}
+
+/// `systemctl show -p ActiveState -p Result`'s answer for a unit that hit
+/// its start limit.
+fn start_limit_hit(show: &str) -> bool {
+    let value = |key: &str| {
+        show.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+    };
+    value("ActiveState") == Some("failed") && value("Result") == Some("start-limit-hit")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_failed_unit_at_its_start_limit_is_given_up() {
+        assert!(start_limit_hit(
+            "ActiveState=failed\nResult=start-limit-hit\n"
+        ));
+        assert!(start_limit_hit(
+            "Result=start-limit-hit\nActiveState=failed\n"
+        ));
+        // Failed once, to be restarted; running; stopped by hand.
+        assert!(!start_limit_hit("ActiveState=failed\nResult=exit-code\n"));
+        assert!(!start_limit_hit("ActiveState=activating\nResult=success\n"));
+        assert!(!start_limit_hit("ActiveState=inactive\nResult=success\n"));
+        assert!(!start_limit_hit(""));
     }
 }

@@ -82,9 +82,9 @@ struct World {
 impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
-        // Two keys per launch (the run's, the media's) for its four launches: the double hands
-        // them out, S3 accepts them.
-        let keys: Vec<_> = (0..8).map(|_| run_key()).collect();
+        // Two keys per launch (the run's, the media's) for its five
+        // launches: the double hands them out, S3 accepts them.
+        let keys: Vec<_> = (0..10).map(|_| run_key()).collect();
         let auth: Vec<String> = keys
             .iter()
             .flat_map(|(a, s)| ["--auth-key".to_string(), format!("{a},{s}")])
@@ -1195,5 +1195,43 @@ fn the_baked_image_boots_runs_survives_a_hard_reset_and_a_freeze_and_is_ended_by
         "vm-e2e saw: the watchdog killed the frozen runner {kills} times before the dead-man"
     );
     w.assert_no_secret(&run_c);
+    remove_unit(&w.inject, "pb-test-freeze");
+
+    // 5. A crash loop: the runner fails at every start (the unit's command
+    // replaced), systemd stops restarting it at its start limit, and the
+    // dead-man ends the run then, not at its deadline an hour away.
+    w.write_config("1h", &w.rclone_sha256(), false);
+    write_tree(
+        &w.inject,
+        "etc/systemd/system/plex-burst-runner.service.d/pb-test-crash.conf",
+        "# The VM test's runner fails at every start (not in the image).\n\
+         [Service]\nExecStart=\nExecStart=/bin/false\nRestartSec=1s\n",
+    );
+    let run_d = w.launch();
+    let server_d = w.server(&run_d).unwrap()["id"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    w.wait_server_gone(&run_d, Duration::from_secs(600));
+    timing("crash loop to terminated", started.elapsed());
+    let terminate = w
+        .terminate_call(&server_d)
+        .expect("the dead-man terminated the server");
+    assert!(w.keys.iter().any(|k| terminate["key"] == k.0.as_str()));
+    let console = std::fs::read_to_string(w.disks.join(&server_d).join("console.log")).unwrap();
+    let limit = console_line_with(
+        &console,
+        "plex-burst-runner.service: Start request repeated too quickly",
+    );
+    assert!(!limit.is_empty(), "{}", tail(&console, 60));
+    eprintln!("vm-e2e saw: {limit}");
+    let status = w.status(&run_d);
+    assert_eq!(status["state"], "failed", "{status}");
+    assert!(
+        status["last_error"].as_str().unwrap_or("").starts_with(
+            "ended by the dead-man before the deadline: systemd stopped restarting the runner"
+        ),
+        "{status}"
+    );
+    eprintln!("vm-e2e saw: crash loop status {}", status["last_error"]);
+    w.assert_no_secret(&run_d);
     no_registry_lookup();
 }

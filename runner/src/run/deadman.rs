@@ -5,10 +5,12 @@
 //! first start, recorded in its own state folder so that restarts and
 //! reboots keep the deadline, and it waits on the wall clock.
 //!
-//! At `first start + deadlines.run + termination.dead_man_grace` it marks
-//! the run failed in `status.json`, ships the logs as the runner would (its
-//! own as `deadman.txt`), then terminates the instance through the API with
-//! the run's key, retrying until that succeeds. Only the terminate matters:
+//! At `first start + deadlines.run + termination.dead_man_grace`, or as
+//! soon as systemd gives up restarting the runner (unless
+//! `keep_on_failure`), it marks the run failed in `status.json`, ships the
+//! logs as the runner would (its own as `deadman.txt`), then terminates the
+//! instance through the API with the run's key, retrying until that
+//! succeeds. Only the terminate matters:
 //! the status and the logs are best effort.
 
 use std::ffi::OsString;
@@ -23,11 +25,45 @@ use crate::config::{RunConfig, Termination};
 use crate::notify::{Event, EventKind, Notifier};
 use crate::s3::{Bucket, S3Error};
 
-/// Why the run ended, in `status.json`.
-pub const ENDED_BY_DEAD_MAN: &str =
-    "ended by the dead-man at the run's deadline (+ grace): the runner did not end the run";
-/// What a finished run's status says when only its instance outlived it.
-const INSTANCE_ENDED: &str = "the instance was ended by the dead-man at the run's deadline (+ grace): the runner did not terminate it";
+/// How the dead-man's verdict in `status.json` begins.
+pub const ENDED_BY_DEAD_MAN: &str = "ended by the dead-man";
+
+/// Why the dead-man ends the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// The run's deadline (+ grace) passed with the instance still up.
+    Deadline,
+    /// systemd stopped restarting the runner (its unit's start limit):
+    /// nothing would end the run before the deadline.
+    RunnerGaveUp,
+}
+
+impl Why {
+    fn words(self) -> &'static str {
+        match self {
+            Why::Deadline => "at the run's deadline (+ grace)",
+            Why::RunnerGaveUp => {
+                "before the deadline: systemd stopped restarting the runner after its failed starts"
+            }
+        }
+    }
+
+    /// The run's `last_error`.
+    pub fn verdict(self) -> String {
+        format!(
+            "{ENDED_BY_DEAD_MAN} {}: the runner did not end the run",
+            self.words()
+        )
+    }
+
+    /// What a finished run's status says when only its instance outlived it.
+    fn instance_ended(self) -> String {
+        format!(
+            "the instance was ended by the dead-man {}: the runner did not terminate it",
+            self.words()
+        )
+    }
+}
 /// In the state folder: the first start, in Unix seconds.
 const FIRST_START_FILE: &str = "first-start";
 /// In the state folder: the dead-man's own log, shipped as `deadman.txt`.
@@ -43,7 +79,8 @@ const REPORT_BUDGET: Duration = Duration::from_secs(600);
 /// it did not take, and we ask again.
 const RECHECK: Duration = Duration::from_secs(600);
 
-/// Watches the run until its deadline (+ grace), then ends it. Returns only
+/// Watches the run until its deadline (+ grace) or until systemd gives up
+/// on the runner, then ends it. Returns only
 /// when there is nothing to watch (`provider = "none"`).
 pub async fn watch(cfg: &RunConfig) {
     let Termination::Scaleway(scw) = cfg.termination() else {
@@ -67,12 +104,20 @@ pub async fn watch(cfg: &RunConfig) {
         humantime::format_duration(cfg.run_deadline()),
         humantime::format_duration(scw.dead_man_grace)
     );
-    wait_until(deadline).await;
-
-    tracing::warn!(
-        "the run's deadline (+ grace) has passed and the instance is still up: the dead-man ends the run"
-    );
-    let report = report(cfg, log);
+    // Kept on failure, the instance waits for the deadline whatever the
+    // runner does.
+    let why = wait_for_end(deadline, !scw.keep_on_failure).await;
+    match why {
+        Why::Deadline => tracing::warn!(
+            "the run's deadline (+ grace) has passed and the instance is still up: the dead-man ends the run"
+        ),
+        Why::RunnerGaveUp => tracing::warn!(
+            "systemd stopped restarting the runner ({} hit its start limit): the dead-man ends the run now rather than at {}",
+            crate::systemd::RUNNER_UNIT,
+            rfc3339(deadline)
+        ),
+    }
+    let report = report(cfg, log, why);
     if tokio::time::timeout(REPORT_BUDGET, report).await.is_err() {
         tracing::warn!(
             "the status and the logs took over {}: terminating without them",
@@ -88,10 +133,10 @@ pub async fn watch(cfg: &RunConfig) {
 
 /// Steps 1 and 2, best effort: the run marked ended, the logs shipped (the
 /// dead-man's own `log` as `deadman.txt`).
-async fn report(cfg: &RunConfig, log: PathBuf) {
+async fn report(cfg: &RunConfig, log: PathBuf, why: Why) {
     let bucket = Bucket::new(&cfg.s3_connection(), cfg.s3_bucket(), Default::default());
     tracing::info!("dead-man step 1/3: marking the run ended in status.json");
-    mark_ended(cfg, &bucket).await;
+    mark_ended(cfg, &bucket, why).await;
     let notifier = Notifier::new(cfg.notify().to_vec(), Default::default());
     let run = cfg.run_id().to_string();
     notifier
@@ -100,10 +145,13 @@ async fn report(cfg: &RunConfig, log: PathBuf) {
                 EventKind::EndedByDeadMan,
                 Some(&run),
                 "ended by the dead-man",
-                format!(
-                    "The run outlived its deadline ({} + grace) and the dead-man is ending its instance: the runner did not end the run.",
-                    humantime::format_duration(cfg.run_deadline())
-                ),
+                match why {
+                    Why::Deadline => format!(
+                        "The run outlived its deadline ({} + grace) and the dead-man is ending its instance: the runner did not end the run.",
+                        humantime::format_duration(cfg.run_deadline())
+                    ),
+                    Why::RunnerGaveUp => "The runner failed at every start until systemd stopped restarting it; the dead-man is ending the instance now rather than at the deadline.".to_owned(),
+                },
             )
             .sender("dead-man")
             .next(format!("bootstrap status {run}")),
@@ -167,12 +215,16 @@ fn next_nap(deadline: u64, now: u64) -> Duration {
     Duration::from_secs(deadline.saturating_sub(now)).min(TICK)
 }
 
-/// Sleeps until the wall clock reaches `deadline` (Unix seconds).
-async fn wait_until(deadline: u64) {
+/// Sleeps until the wall clock reaches `deadline` (Unix seconds), or,
+/// when `watch_runner`, until systemd gives up restarting the runner.
+async fn wait_for_end(deadline: u64, watch_runner: bool) -> Why {
     loop {
         let nap = next_nap(deadline, unix_now());
         if nap.is_zero() {
-            return;
+            return Why::Deadline;
+        }
+        if watch_runner && crate::systemd::gave_up_on(crate::systemd::RUNNER_UNIT) {
+            return Why::RunnerGaveUp;
         }
         tokio::time::sleep(nap).await;
     }
@@ -183,7 +235,7 @@ fn rfc3339(unix: u64) -> String {
 }
 
 /// Rewrites the run's `status.json` as [`ended_status`] says. Best effort.
-async fn mark_ended(cfg: &RunConfig, bucket: &Bucket) {
+async fn mark_ended(cfg: &RunConfig, bucket: &Bucket, why: Why) {
     let key = cfg.run_key("status.json");
     let existing = match bucket.get_bytes(&key).await {
         Ok(bytes) => match serde_json::from_slice::<Status>(&bytes) {
@@ -202,7 +254,7 @@ async fn mark_ended(cfg: &RunConfig, bucket: &Bucket) {
             None
         }
     };
-    let status = ended_status(existing, cfg.run_id().as_ref());
+    let status = ended_status(existing, cfg.run_id().as_ref(), why);
     match bucket
         .put_bytes(&key, status.to_json().into(), "application/json")
         .await
@@ -220,11 +272,12 @@ async fn mark_ended(cfg: &RunConfig, bucket: &Bucket) {
 /// with why; the runner's own last error, if any, is kept after it. A run
 /// the runner finished (succeeded, quarantined) stays so: only its instance
 /// outlived it, and that is said instead.
-pub fn ended_status(existing: Option<Status>, run_id: &str) -> Status {
+pub fn ended_status(existing: Option<Status>, run_id: &str, why: Why) -> Status {
     let mut status = existing.unwrap_or_else(|| Status::new(run_id));
+    let verdict = why.verdict();
     match status.state {
         RunState::Succeeded | RunState::Quarantined => {
-            status.detail = Some(INSTANCE_ENDED.into());
+            status.detail = Some(why.instance_ended());
             status.updated_at = status::now_rfc3339();
         }
         RunState::Running | RunState::Failed => {
@@ -234,9 +287,9 @@ pub fn ended_status(existing: Option<Status>, run_id: &str) -> Status {
                     anyhow::anyhow!(previous)
                 }
                 Some(previous) => {
-                    anyhow::anyhow!("{ENDED_BY_DEAD_MAN} (the runner's last error: {previous})")
+                    anyhow::anyhow!("{verdict} (the runner's last error: {previous})")
                 }
-                None => anyhow::anyhow!(ENDED_BY_DEAD_MAN),
+                None => anyhow::anyhow!(verdict),
             };
             status.fail(&error);
         }
@@ -337,9 +390,12 @@ mod tests {
         running.detail = Some("scanning Music".into());
         let started_at = running.started_at.clone();
 
-        let ended = ended_status(Some(running), "r1");
+        let ended = ended_status(Some(running), "r1", Why::Deadline);
         assert_eq!(ended.state, RunState::Failed);
-        assert_eq!(ended.last_error.as_deref(), Some(ENDED_BY_DEAD_MAN));
+        assert_eq!(
+            ended.last_error.as_deref(),
+            Some(Why::Deadline.verdict().as_str())
+        );
         assert_eq!(ended.phase, Some(Phase::Scan));
         assert_eq!(ended.phases_done, vec![Phase::Boot, Phase::Pull]);
         assert_eq!(ended.detail.as_deref(), Some("scanning Music"));
@@ -350,7 +406,7 @@ mod tests {
     fn a_failed_status_keeps_the_runners_error_after_the_dead_mans() {
         let mut failed = Status::new("r1");
         failed.fail(&anyhow::anyhow!("phase scan failed: stalled"));
-        let ended = ended_status(Some(failed), "r1");
+        let ended = ended_status(Some(failed), "r1", Why::Deadline);
         assert_eq!(ended.state, RunState::Failed);
         let error = ended.last_error.unwrap();
         assert!(error.starts_with(ENDED_BY_DEAD_MAN), "{error}");
@@ -363,32 +419,52 @@ mod tests {
                 ..Status::new("r1")
             }),
             "r1",
+            Why::Deadline,
         );
         assert_eq!(again.last_error, Some(error));
     }
 
     #[test]
     fn only_the_dead_mans_own_ending_is_its_verdict() {
-        assert!(is_verdict(&ended_status(None, "r1")));
+        assert!(is_verdict(&ended_status(None, "r1", Why::Deadline)));
         let mut failed = Status::new("r1");
         failed.fail(&anyhow::anyhow!(
             "the run's deadline (4m) passed during phase scan"
         ));
         assert!(!is_verdict(&failed));
-        assert!(is_verdict(&ended_status(Some(failed), "r1")));
+        assert!(is_verdict(&ended_status(Some(failed), "r1", Why::Deadline)));
         assert!(!is_verdict(&Status::new("r1")));
         // A finished run whose instance outlived it stays finished.
         let mut done = Status::new("r1");
         done.state = RunState::Succeeded;
-        assert!(!is_verdict(&ended_status(Some(done), "r1")));
+        assert!(!is_verdict(&ended_status(Some(done), "r1", Why::Deadline)));
+    }
+
+    #[test]
+    fn a_runner_systemd_gave_up_on_is_ended_with_that_reason_and_its_last_error() {
+        let mut failed = Status::new("r1");
+        failed.fail(&anyhow::anyhow!("phase boot failed: no such bucket"));
+        let ended = ended_status(Some(failed), "r1", Why::RunnerGaveUp);
+        let error = ended.last_error.clone().unwrap();
+        assert!(
+            error.starts_with(
+                "ended by the dead-man before the deadline: systemd stopped restarting the runner"
+            ),
+            "{error}"
+        );
+        assert!(error.ends_with("(the runner's last error: phase boot failed: no such bucket)"));
+        assert!(is_verdict(&ended));
     }
 
     #[test]
     fn without_a_status_a_fresh_failed_one_is_written() {
-        let ended = ended_status(None, "r1");
+        let ended = ended_status(None, "r1", Why::Deadline);
         assert_eq!(ended.run_id, "r1");
         assert_eq!(ended.state, RunState::Failed);
-        assert_eq!(ended.last_error.as_deref(), Some(ENDED_BY_DEAD_MAN));
+        assert_eq!(
+            ended.last_error.as_deref(),
+            Some(Why::Deadline.verdict().as_str())
+        );
         assert!(ended.phase.is_none());
         // What bootstrap reads back.
         let json: serde_json::Value = serde_json::from_slice(&ended.to_json()).unwrap();
@@ -400,10 +476,13 @@ mod tests {
         let mut done = Status::new("r1");
         done.state = RunState::Succeeded;
         done.result_key = Some("runs/r1/result/plex-db.tar.zst".into());
-        let ended = ended_status(Some(done), "r1");
+        let ended = ended_status(Some(done), "r1", Why::Deadline);
         assert_eq!(ended.state, RunState::Succeeded);
         assert!(ended.last_error.is_none());
-        assert_eq!(ended.detail.as_deref(), Some(INSTANCE_ENDED));
+        assert_eq!(
+            ended.detail.as_deref(),
+            Some(Why::Deadline.instance_ended().as_str())
+        );
         assert_eq!(
             ended.result_key.as_deref(),
             Some("runs/r1/result/plex-db.tar.zst")

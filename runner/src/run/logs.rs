@@ -120,7 +120,7 @@ fn journal() -> Option<String> {
     let out = std::process::Command::new("journalctl")
         .args([
             "--unit",
-            "plex-burst-runner.service",
+            crate::systemd::RUNNER_UNIT,
             "--output",
             "short-iso-precise",
             "--no-pager",
