@@ -79,21 +79,30 @@ pub fn gave_up_on(unit: &str) -> bool {
         return false;
     }
     std::process::Command::new("systemctl")
-        .args(["show", unit, "--property=ActiveState", "--property=Result"])
+        .args([
+            "show",
+            unit,
+            "--property=ActiveState",
+            "--property=SubState",
+        ])
         .output()
         .is_ok_and(|out| {
-            out.status.success() && start_limit_hit(&String::from_utf8_lossy(&out.stdout))
+            out.status.success() && failed_for_good(&String::from_utf8_lossy(&out.stdout))
         })
 }
 
-/// `systemctl show -p ActiveState -p Result`'s answer for a unit that hit
-/// its start limit.
-fn start_limit_hit(show: &str) -> bool {
+/// `systemctl show -p ActiveState -p SubState`'s answer for a unit failed
+/// with no restart to come. Not `Result=start-limit-hit`: systemd 252
+/// keeps the last run's result (`exit-code`) when the limit stops it (seen
+/// in the VM test). A failure with a restart to come is
+/// `activating`/`auto-restart` (since systemd 254 briefly
+/// `failed-before-auto-restart` first).
+fn failed_for_good(show: &str) -> bool {
     let value = |key: &str| {
         show.lines()
             .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
     };
-    value("ActiveState") == Some("failed") && value("Result") == Some("start-limit-hit")
+    value("ActiveState") == Some("failed") && value("SubState") == Some("failed")
 }
 
 #[cfg(test)]
@@ -101,17 +110,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_failed_unit_at_its_start_limit_is_given_up() {
-        assert!(start_limit_hit(
-            "ActiveState=failed\nResult=start-limit-hit\n"
+    fn only_a_unit_failed_with_no_restart_to_come_is_given_up() {
+        assert!(failed_for_good("ActiveState=failed\nSubState=failed\n"));
+        assert!(failed_for_good("SubState=failed\nActiveState=failed\n"));
+        // Failed, to be restarted (systemd 252; 254+); running; done.
+        assert!(!failed_for_good(
+            "ActiveState=activating\nSubState=auto-restart\n"
         ));
-        assert!(start_limit_hit(
-            "Result=start-limit-hit\nActiveState=failed\n"
+        assert!(!failed_for_good(
+            "ActiveState=failed\nSubState=failed-before-auto-restart\n"
         ));
-        // Failed once, to be restarted; running; stopped by hand.
-        assert!(!start_limit_hit("ActiveState=failed\nResult=exit-code\n"));
-        assert!(!start_limit_hit("ActiveState=activating\nResult=success\n"));
-        assert!(!start_limit_hit("ActiveState=inactive\nResult=success\n"));
-        assert!(!start_limit_hit(""));
+        assert!(!failed_for_good("ActiveState=active\nSubState=running\n"));
+        assert!(!failed_for_good("ActiveState=inactive\nSubState=dead\n"));
+        assert!(!failed_for_good(""));
     }
 }
